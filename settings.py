@@ -232,7 +232,11 @@ def load_settings(raw: Mapping[str, Any], *, project: str = NAMESPACE, stack: st
     Values may be native (from YAML) or strings (from `pulumi.Config`). All problems are
     reported together so a user fixes their stack file in one pass.
     """
-    values = {key.removeprefix(f"{NAMESPACE}:"): value for key, value in raw.items()}
+    values = {
+        key.removeprefix(f"{NAMESPACE}:"): value
+        for key, value in raw.items()
+        if key.startswith(f"{NAMESPACE}:") or ":" not in key  # other namespaces: aws:region
+    }
     problems = []
     for unknown in sorted(set(values) - set(KNOWN_KEYS)):
         hint = difflib.get_close_matches(unknown, KNOWN_KEYS, n=1)

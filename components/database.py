@@ -1,0 +1,127 @@
+"""MySQL on RDS: a primary that takes every write and a read replica that serves reads.
+
+The replica is a variant of the primary, not a copy of it: it names its source with
+`replicate_source_db` and carries no engine, database name or credentials of its own (RDS takes
+them from the source). The primary keeps automated backups because RDS refuses to create a read
+replica of an instance without them. Its master password lives in Secrets Manager, created and
+rotated by RDS (`manage_master_user_password`), so no password ever passes through Pulumi state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+ENGINE = "mysql"
+ENGINE_VERSION = "8.4"
+PARAMETER_GROUP_FAMILY = "mysql8.4"
+
+
+@dataclass(frozen=True)
+class DatabaseArgs:
+    primary_identifier: str
+    replica_identifier: str
+    database_name: str
+    master_username: str
+    instance_class: str
+    allocated_storage_gb: int
+    backup_retention_days: int
+    """At least 1: a read replica needs automated backups on its source."""
+    multi_az: bool
+    deletion_protection: bool
+    subnet_ids: Sequence[pulumi.Input[str]]
+    """Private subnets in at least two AZs (an RDS subnet group requires two)."""
+    security_group_id: pulumi.Input[str]
+
+
+class Database(pulumi.ComponentResource):
+    primary_arn: pulumi.Output[str]
+    primary_address: pulumi.Output[str]
+    primary_endpoint: pulumi.Output[str]
+    replica_address: pulumi.Output[str]
+    replica_endpoint: pulumi.Output[str]
+    master_secret_arn: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("web-infra:database:Database", name, None, opts)
+        if args.backup_retention_days < 1:
+            raise ValueError("the primary needs backups (1 day or more) to have a read replica")
+        child = pulumi.ResourceOptions(parent=self)
+
+        subnets = aws.rds.SubnetGroup(
+            f"{name}-subnets",
+            subnet_ids=list(args.subnet_ids),
+            description="Private subnets of the web-infra database",
+            opts=child,
+        )
+        # TLS is required on every connection; the app verifies the server against the RDS CA.
+        parameters = aws.rds.ParameterGroup(
+            f"{name}-parameters",
+            family=PARAMETER_GROUP_FAMILY,
+            description="web-infra MySQL: TLS only",
+            parameters=[
+                aws.rds.ParameterGroupParameterArgs(name="require_secure_transport", value="1")
+            ],
+            opts=child,
+        )
+        common: dict[str, Any] = {
+            "instance_class": args.instance_class,
+            "vpc_security_group_ids": [args.security_group_id],
+            "parameter_group_name": parameters.name,
+            "publicly_accessible": False,
+            "storage_encrypted": True,
+            "auto_minor_version_upgrade": True,
+            "copy_tags_to_snapshot": True,
+            "deletion_protection": args.deletion_protection,
+        }
+        primary = aws.rds.Instance(
+            f"{name}-primary",
+            identifier=args.primary_identifier,
+            engine=ENGINE,
+            engine_version=ENGINE_VERSION,
+            db_name=args.database_name,
+            username=args.master_username,
+            manage_master_user_password=True,
+            allocated_storage=args.allocated_storage_gb,
+            storage_type="gp3",
+            db_subnet_group_name=subnets.name,
+            multi_az=args.multi_az,
+            backup_retention_period=args.backup_retention_days,
+            backup_window="03:00-04:00",
+            maintenance_window="sun:04:30-sun:05:30",
+            skip_final_snapshot=False,
+            final_snapshot_identifier=f"{args.primary_identifier}-final",
+            opts=child,
+            **common,
+        )
+        # No final snapshot for the replica: its data is the primary's, which is snapshotted.
+        # Backups off: a replica needs none, and its restores come from the primary's.
+        replica = aws.rds.Instance(
+            f"{name}-replica",
+            identifier=args.replica_identifier,
+            replicate_source_db=primary.identifier,
+            backup_retention_period=0,
+            skip_final_snapshot=True,
+            opts=child,
+            **common,
+        )
+
+        self.primary_arn = primary.arn
+        self.primary_address = primary.address
+        self.primary_endpoint = primary.endpoint
+        self.replica_address = replica.address
+        self.replica_endpoint = replica.endpoint
+        self.master_secret_arn = primary.master_user_secrets.apply(lambda s: s[0].secret_arn)
+        self.register_outputs(
+            {
+                "primary_endpoint": self.primary_endpoint,
+                "replica_endpoint": self.replica_endpoint,
+                "master_secret_arn": self.master_secret_arn,
+            }
+        )

@@ -1,0 +1,125 @@
+"""Security groups: each tier admits only the tier in front of it.
+
+Internet -> load balancer on 80/443; load balancer -> web tier on the web port; web tier ->
+database on 3306. No SSH unless `adminCidrs` names who may; Session Manager is the way in.
+Rules are separate resources, so groups can reference each other without a cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+ANYWHERE = "0.0.0.0/0"
+SSH_PORT = 22
+
+
+@dataclass(frozen=True)
+class FirewallArgs:
+    vpc_id: pulumi.Input[str]
+    public_ports: Sequence[int]
+    """Ports the load balancer serves to the internet (80, and 443 for later TLS)."""
+    web_port: int
+    """The port Nginx listens on, on every web node."""
+    database_port: int
+    admin_cidrs: Sequence[str]
+    """CIDRs that may SSH to the instances; empty closes SSH entirely."""
+
+
+class Firewall(pulumi.ComponentResource):
+    load_balancer_group_id: pulumi.Output[str]
+    web_group_id: pulumi.Output[str]
+    database_group_id: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: FirewallArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("web-infra:firewall:Firewall", name, None, opts)
+        self._name = name
+        child = pulumi.ResourceOptions(parent=self)
+
+        def group(role: str, description: str) -> aws.ec2.SecurityGroup:
+            return aws.ec2.SecurityGroup(
+                f"{name}-{role}",
+                vpc_id=args.vpc_id,
+                description=description,
+                tags={"Name": f"{name}-{role}"},
+                opts=child,
+            )
+
+        load_balancer = group("load-balancer", "HAProxy: HTTP(S) from the internet")
+        web = group("web", "Web nodes: the web port from the load balancer only")
+        database = group("database", "MySQL: 3306 from the web tier only")
+
+        for port in args.public_ports:
+            self._ingress("load-balancer", port, load_balancer, cidr=ANYWHERE, why="public HTTP(S)")
+        self._ingress("web", args.web_port, web, source=load_balancer, why="from HAProxy")
+        self._ingress("database", args.database_port, database, source=web, why="from the web tier")
+        for index, cidr in enumerate(args.admin_cidrs):
+            for role, target in (("load-balancer", load_balancer), ("web", web)):
+                self._ingress(f"{role}-ssh-{index}", SSH_PORT, target, cidr=cidr, why="admin SSH")
+
+        # Outbound: what each tier really calls. apt mirrors use 80, AWS APIs (SSM, Secrets
+        # Manager, RDS) and the RDS CA download use 443. DNS and NTP go to the VPC's own
+        # resolvers, which security groups do not filter. The database needs no egress.
+        for role, target in (("load-balancer", load_balancer), ("web", web)):
+            for port in (80, 443):
+                self._egress(f"{role}-{port}", port, target, cidr=ANYWHERE)
+        self._egress("load-balancer-web", args.web_port, load_balancer, destination=web)
+        self._egress("web-database", args.database_port, web, destination=database)
+
+        self.load_balancer_group_id = load_balancer.id
+        self.web_group_id = web.id
+        self.database_group_id = database.id
+        self.register_outputs(
+            {
+                "load_balancer_group_id": self.load_balancer_group_id,
+                "web_group_id": self.web_group_id,
+                "database_group_id": self.database_group_id,
+            }
+        )
+
+    def _ingress(
+        self,
+        label: str,
+        port: int,
+        group: aws.ec2.SecurityGroup,
+        *,
+        why: str,
+        cidr: str | None = None,
+        source: aws.ec2.SecurityGroup | None = None,
+    ) -> None:
+        aws.vpc.SecurityGroupIngressRule(
+            f"{self._name}-{label}-in-{port}",
+            security_group_id=group.id,
+            ip_protocol="tcp",
+            from_port=port,
+            to_port=port,
+            cidr_ipv4=cidr,
+            referenced_security_group_id=source.id if source else None,
+            description=why,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _egress(
+        self,
+        label: str,
+        port: int,
+        group: aws.ec2.SecurityGroup,
+        *,
+        cidr: str | None = None,
+        destination: aws.ec2.SecurityGroup | None = None,
+    ) -> None:
+        aws.vpc.SecurityGroupEgressRule(
+            f"{self._name}-{label}-out",
+            security_group_id=group.id,
+            ip_protocol="tcp",
+            from_port=port,
+            to_port=port,
+            cidr_ipv4=cidr,
+            referenced_security_group_id=destination.id if destination else None,
+            opts=pulumi.ResourceOptions(parent=self),
+        )

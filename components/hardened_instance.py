@@ -1,0 +1,72 @@
+"""The one way this program makes an EC2 instance, so every tier gets the same hardening.
+
+IMDSv2 only (a stolen SSRF cannot read role credentials with a plain GET), an encrypted gp3 root
+volume, and userdata that replaces the instance when it changes, so cloud-init always runs on the
+configuration the code declares. The AMI is ignored after creation: a new Ubuntu image must not
+replace running instances on the next `pulumi up`; replace them deliberately instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+UBUNTU_AMI_PARAMETER = (
+    "/aws/service/canonical/ubuntu/server/24.04/stable/current/{arch}/hvm/ebs-gp3/ami-id"
+)
+ROOT_VOLUME_GB = 16
+
+
+def ubuntu_ami(architecture: str, parent: pulumi.Resource) -> str:
+    """Ubuntu 24.04 LTS's current AMI, from Canonical's public SSM parameter."""
+    parameter = aws.ssm.get_parameter(
+        name=UBUNTU_AMI_PARAMETER.format(arch=architecture),
+        opts=pulumi.InvokeOptions(parent=parent),
+    )
+    return parameter.value
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    name: str
+    """The `Name` tag, e.g. web-infra-dev-web-1."""
+    role: str
+    """The `Role` tag: `load-balancer` or `web`."""
+    ami: str
+    instance_type: str
+    subnet_id: pulumi.Input[str]
+    security_group_id: pulumi.Input[str]
+    instance_profile: pulumi.Input[str]
+    user_data: str
+    public_ip: bool
+
+
+def hardened_instance(
+    resource_name: str, spec: InstanceSpec, opts: pulumi.ResourceOptions
+) -> aws.ec2.Instance:
+    return aws.ec2.Instance(
+        resource_name,
+        ami=spec.ami,
+        instance_type=spec.instance_type,
+        subnet_id=spec.subnet_id,
+        vpc_security_group_ids=[spec.security_group_id],
+        iam_instance_profile=spec.instance_profile,
+        associate_public_ip_address=spec.public_ip,
+        user_data=spec.user_data,
+        user_data_replace_on_change=True,
+        metadata_options=aws.ec2.InstanceMetadataOptionsArgs(
+            http_endpoint="enabled",
+            http_tokens="required",
+            http_put_response_hop_limit=1,
+        ),
+        root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
+            encrypted=True,
+            volume_type="gp3",
+            volume_size=ROOT_VOLUME_GB,
+            delete_on_termination=True,
+        ),
+        tags={"Name": spec.name, "Role": spec.role},
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(ignore_changes=["ami"])),
+    )

@@ -1,0 +1,59 @@
+"""A private Route 53 zone that gives every host a stable name inside the VPC.
+
+Userdata refers to `web-1.<zone>` and `db-primary.<zone>` rather than to addresses, because
+addresses only exist after AWS creates things. Names keep userdata fully known at preview and
+let one host be replaced without rewriting (and so replacing) the hosts that talk to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+RECORD_TTL_SECONDS = 30  # short, so HAProxy and the app follow a replaced host quickly
+
+
+@dataclass(frozen=True)
+class InternalDnsArgs:
+    zone_name: str
+    vpc_id: pulumi.Input[str]
+    a_records: Mapping[str, pulumi.Input[str]]
+    """Host label -> private IPv4 address (web nodes, the load balancer)."""
+    cname_records: Mapping[str, pulumi.Input[str]]
+    """Host label -> DNS name (the RDS endpoints, whose addresses RDS may change)."""
+
+
+class InternalDns(pulumi.ComponentResource):
+    zone_id: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: InternalDnsArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("web-infra:internal_dns:InternalDns", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        zone = aws.route53.Zone(
+            f"{name}-zone",
+            name=args.zone_name,
+            comment="web-infra host names, visible only inside the VPC",
+            vpcs=[aws.route53.ZoneVpcArgs(vpc_id=args.vpc_id)],
+            # The zone only holds records this program manages; let destroy remove them.
+            force_destroy=True,
+            opts=child,
+        )
+        records = [("A", label, value) for label, value in args.a_records.items()]
+        records += [("CNAME", label, value) for label, value in args.cname_records.items()]
+        for record_type, label, value in records:
+            aws.route53.Record(
+                f"{name}-{label}",
+                zone_id=zone.zone_id,
+                name=f"{label}.{args.zone_name}",
+                type=record_type,
+                ttl=RECORD_TTL_SECONDS,
+                records=[value],
+                opts=child,
+            )
+        self.zone_id = zone.zone_id
+        self.register_outputs({"zone_id": self.zone_id})

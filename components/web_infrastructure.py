@@ -1,0 +1,199 @@
+"""The whole architecture as one component: network, firewall, database, web tier, load balancer.
+
+Build order follows the data: the network and firewall first; the database next, because the
+web tier's role must name the database's secret; then the web nodes and HAProxy, whose userdata
+only names hosts in the private zone; last, the zone's records, which point those names at the
+addresses AWS assigned.
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_aws as aws
+
+from components.database import Database, DatabaseArgs
+from components.firewall import Firewall, FirewallArgs
+from components.hardened_instance import ubuntu_ami
+from components.internal_dns import InternalDns, InternalDnsArgs
+from components.load_balancer import LoadBalancer, LoadBalancerArgs
+from components.network import Network, NetworkArgs
+from components.web_tier import WebNode, WebTier, WebTierArgs
+from settings import Settings, cpu_architecture
+from userdata import cloud_config
+
+DATABASE_NAME = "webapp"
+MASTER_USERNAME = "webapp_admin"
+
+# The stack outputs: a contract with every stack that reads this one through StackReference.
+STACK_OUTPUTS = (
+    "url",
+    "load_balancer_public_ip",
+    "load_balancer_public_dns",
+    "web_private_ips",
+    "db_primary_endpoint",
+    "db_replica_endpoint",
+    "vpc_id",
+    "public_subnet_ids",
+    "private_subnet_ids",
+    "security_group_ids",
+)
+
+
+def userdata_for(settings: Settings, region: str) -> tuple[str, dict[str, str]]:
+    """The load balancer's and each web node's rendered userdata; pure and known at preview."""
+    zone = settings.internal_zone
+    load_balancer = cloud_config.render(
+        cloud_config.load_balancer_cloud_config(zone, settings.web_node_names)
+    )
+    database = cloud_config.AppDatabase(
+        zone=zone,
+        database_name=DATABASE_NAME,
+        region=region,
+        primary_identifier=settings.db_primary_identifier,
+    )
+    web = {
+        node: cloud_config.render(cloud_config.web_node_cloud_config(node, database))
+        for node in settings.web_node_names
+    }
+    return load_balancer, web
+
+
+class WebInfrastructure(pulumi.ComponentResource):
+    outputs: dict[str, pulumi.Output[object]]
+
+    def __init__(
+        self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("web-infra:web_infrastructure:WebInfrastructure", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        invoke = pulumi.InvokeOptions(parent=self)
+        prefix = settings.name_prefix
+
+        region = aws.get_region(opts=invoke).region
+        zones = aws.get_availability_zones(
+            state="available",
+            # Local Zones and Wavelength Zones need opting in and lack instance types we use.
+            filters=[
+                aws.GetAvailabilityZonesFilterArgs(
+                    name="opt-in-status", values=["opt-in-not-required"]
+                )
+            ],
+            opts=invoke,
+        ).names
+
+        network = Network(
+            f"{prefix}-network",
+            NetworkArgs(
+                vpc_cidr=settings.vpc_cidr,
+                availability_zones=zones,
+                nat_gateway_per_az=settings.nat_gateways == "perAz",
+            ),
+            opts=child,
+        )
+        firewall = Firewall(
+            f"{prefix}-firewall",
+            FirewallArgs(
+                vpc_id=network.vpc_id,
+                public_ports=(cloud_config.HTTP_PORT, 443),
+                web_port=cloud_config.WEB_PORT,
+                database_port=cloud_config.MYSQL_PORT,
+                admin_cidrs=settings.admin_cidrs,
+            ),
+            opts=child,
+        )
+        database = Database(
+            f"{prefix}-database",
+            DatabaseArgs(
+                primary_identifier=settings.db_primary_identifier,
+                replica_identifier=settings.db_replica_identifier,
+                database_name=DATABASE_NAME,
+                master_username=MASTER_USERNAME,
+                instance_class=settings.db_instance_class,
+                allocated_storage_gb=settings.db_allocated_storage_gb,
+                backup_retention_days=settings.db_backup_retention_days,
+                multi_az=settings.db_multi_az,
+                deletion_protection=settings.deletion_protection,
+                subnet_ids=[s.id for s in network.private_subnets],
+                security_group_id=firewall.database_group_id,
+            ),
+            opts=child,
+        )
+
+        def ami(instance_type: str) -> str:
+            return settings.ami_id or ubuntu_ami(cpu_architecture(instance_type), self)
+
+        load_balancer_userdata, web_userdata = userdata_for(settings, region)
+        # Instances boot into apt: they wait for the NAT routes the network sets up.
+        after_network = pulumi.ResourceOptions(parent=self, depends_on=[network])
+        web = WebTier(
+            f"{prefix}-web",
+            WebTierArgs(
+                name_prefix=prefix,
+                ami=ami(settings.instance_type),
+                instance_type=settings.instance_type,
+                nodes=[
+                    WebNode(
+                        name=node,
+                        # Round the zones: web-1 in the first, web-2 in the second, ...
+                        subnet_id=network.private_subnets[i % len(network.private_subnets)].id,
+                        user_data=web_userdata[node],
+                    )
+                    for i, node in enumerate(settings.web_node_names)
+                ],
+                security_group_id=firewall.web_group_id,
+                database_arn=database.primary_arn,
+                database_secret_arn=database.master_secret_arn,
+            ),
+            opts=after_network,
+        )
+        load_balancer = LoadBalancer(
+            f"{prefix}-load-balancer",
+            LoadBalancerArgs(
+                name_prefix=prefix,
+                ami=ami(settings.load_balancer_instance_type),
+                instance_type=settings.load_balancer_instance_type,
+                subnet_id=network.public_subnets[0].id,
+                security_group_id=firewall.load_balancer_group_id,
+                user_data=load_balancer_userdata,
+            ),
+            opts=after_network,
+        )
+        InternalDns(
+            f"{prefix}-dns",
+            InternalDnsArgs(
+                zone_name=settings.internal_zone,
+                vpc_id=network.vpc_id,
+                a_records={
+                    "load-balancer": load_balancer.private_ip,
+                    **{node: i.private_ip for node, i in web.nodes.items()},
+                },
+                cname_records={
+                    "db-primary": database.primary_address,
+                    "db-replica": database.replica_address,
+                },
+            ),
+            opts=child,
+        )
+
+        self.network = network
+        self.firewall = firewall
+        self.database = database
+        self.web = web
+        self.load_balancer = load_balancer
+        self.outputs = {
+            "url": load_balancer.public_dns.apply(lambda dns: f"http://{dns}"),
+            "load_balancer_public_ip": load_balancer.public_ip,
+            "load_balancer_public_dns": load_balancer.public_dns,
+            "web_private_ips": web.private_ips,
+            "db_primary_endpoint": database.primary_endpoint,
+            "db_replica_endpoint": database.replica_endpoint,
+            "vpc_id": network.vpc_id,
+            "public_subnet_ids": network.public_subnet_ids,
+            "private_subnet_ids": network.private_subnet_ids,
+            "security_group_ids": pulumi.Output.all(
+                load_balancer=firewall.load_balancer_group_id,
+                web=firewall.web_group_id,
+                database=firewall.database_group_id,
+            ),
+        }
+        self.register_outputs(self.outputs)

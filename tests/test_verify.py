@@ -1,0 +1,4 @@
+import sys
+
+def test_x() -> None:
+    print(sys.path[:5])

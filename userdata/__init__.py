@@ -1,0 +1,17 @@
+"""Cloud-init userdata for every host of web-infra, built as data from pure functions."""
+
+from userdata.cloud_config import (
+    AppDatabase,
+    load_balancer_cloud_config,
+    parse,
+    render,
+    web_node_cloud_config,
+)
+
+__all__ = [
+    "AppDatabase",
+    "load_balancer_cloud_config",
+    "parse",
+    "render",
+    "web_node_cloud_config",
+]

@@ -1,0 +1,218 @@
+"""Pure builders of the `#cloud-config` documents that turn Ubuntu into each kind of host.
+
+Each builder returns the document as a dict; `render` serialises it. Nothing here calls AWS or
+reads a Pulumi output: every value is known before `pulumi preview` runs, so a pull request's
+preview shows the real configuration diff. Hosts find each other by stable names in the stack's
+private Route 53 zone (`web-1.<zone>`, `db-primary.<zone>`, ...), never by addresses AWS assigns.
+
+Files that belong to a package (HAProxy's and Nginx's configs) are written with `defer: true`,
+i.e. after cloud-init has installed the packages, so the package cannot overwrite them.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HERE = Path(__file__).parent
+TEMPLATES = HERE / "templates"
+APP_SOURCE = HERE / "app" / "web_app.py"
+
+HTTP_PORT = 80  # the load balancer's public port
+WEB_PORT = 80  # Nginx on every web node; only the load balancer's group may reach it
+MYSQL_PORT = 3306
+EC2_USERDATA_LIMIT = 16 * 1024  # bytes, before base64
+
+APP_DIR = "/opt/web-app"
+APP_CONFIG_DIR = "/etc/web-app"
+RDS_CA_BUNDLE = f"{APP_CONFIG_DIR}/rds-ca.pem"
+RDS_CA_URL = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
+
+LOAD_BALANCER_PACKAGES = ["haproxy"]
+# The app's runtime comes from Ubuntu, not pip: no PyPI at boot, security updates from apt.
+WEB_NODE_PACKAGES = ["nginx", "gunicorn", "python3-pymysql", "python3-boto3", "curl"]
+
+
+class _Template(string.Template):
+    """`@@{name}` placeholders: `$` belongs to Nginx and `%` to HAProxy."""
+
+    delimiter = "@@"
+
+
+def render_template(name: str, **values: object) -> str:
+    return _Template((TEMPLATES / name).read_text()).substitute(values)
+
+
+def host_name(host: str, zone: str) -> str:
+    """The stable DNS name of a host in the stack's private zone."""
+    return f"{host}.{zone}"
+
+
+@dataclass(frozen=True)
+class AppDatabase:
+    """Where the app finds MySQL and its credentials; all known at preview."""
+
+    zone: str
+    database_name: str
+    region: str
+    primary_identifier: str
+
+    def app_config(self, node_name: str) -> dict[str, Any]:
+        return {
+            "node_name": node_name,
+            "database": {
+                "name": self.database_name,
+                "primary_host": host_name("db-primary", self.zone),
+                "replica_host": host_name("db-replica", self.zone),
+                "port": MYSQL_PORT,
+                "connect_timeout_seconds": 2,
+                "tls_ca_file": RDS_CA_BUNDLE,
+            },
+            # No password here: the app asks RDS for the managed secret's ARN and reads it
+            # with its instance role, so userdata stays free of secrets and survives rotation.
+            "credentials": {
+                "source": "rds-managed-secret",
+                "region": self.region,
+                "db_instance_identifier": self.primary_identifier,
+            },
+        }
+
+
+def _file(
+    path: str, content: str, *, permissions: str = "0644", defer: bool = False
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "path": path,
+        "owner": "root:root",
+        "permissions": permissions,
+        "content": content,
+    }
+    if defer:
+        entry["defer"] = True
+    return entry
+
+
+def _base(hostname: str, zone: str, packages: list[str]) -> dict[str, Any]:
+    return {
+        "hostname": hostname,
+        "fqdn": host_name(hostname, zone),
+        "prefer_fqdn_over_hostname": False,
+        "package_update": True,
+        "package_upgrade": True,
+        "packages": packages,
+    }
+
+
+def haproxy_config(zone: str, web_nodes: Sequence[str]) -> str:
+    servers = "\n".join(
+        f"    server {node} {host_name(node, zone)}:{WEB_PORT}" for node in web_nodes
+    )
+    return render_template("haproxy.cfg", frontend_port=HTTP_PORT, servers=servers)
+
+
+def load_balancer_cloud_config(zone: str, web_nodes: Sequence[str]) -> dict[str, Any]:
+    """HAProxy, round robin over `web_nodes` by their names in `zone`."""
+    document = _base("load-balancer", zone, LOAD_BALANCER_PACKAGES)
+    document["write_files"] = [
+        _file("/etc/haproxy/haproxy.cfg", haproxy_config(zone, web_nodes), defer=True)
+    ]
+    document["runcmd"] = [
+        ["haproxy", "-c", "-f", "/etc/haproxy/haproxy.cfg"],
+        ["systemctl", "enable", "haproxy"],
+        ["systemctl", "restart", "haproxy"],
+    ]
+    return document
+
+
+def web_node_cloud_config(node_name: str, database: AppDatabase) -> dict[str, Any]:
+    """Nginx in front of gunicorn running the app, for the web node `node_name`."""
+    source = APP_SOURCE.read_bytes()
+    document = _base(node_name, database.zone, WEB_NODE_PACKAGES)
+    document["write_files"] = [
+        # Compressed to stay under EC2's 16 KiB; the digest beside it shows code changes
+        # in a preview diff.
+        {
+            "path": f"{APP_DIR}/web_app.py",
+            "owner": "root:root",
+            "permissions": "0644",
+            "encoding": "gz+b64",
+            "content": _gzip_b64(source),
+        },
+        _file(f"{APP_DIR}/SOURCE_SHA256", hashlib.sha256(source).hexdigest() + "\n"),
+        _file(
+            f"{APP_CONFIG_DIR}/config.json",
+            json.dumps(database.app_config(node_name), indent=2) + "\n",
+        ),
+        _file(f"{APP_CONFIG_DIR}/gunicorn.conf.py", render_template("gunicorn.conf.py")),
+        _file("/etc/systemd/system/web-app.service", render_template("web-app.service")),
+        _file(
+            "/etc/nginx/nginx.conf",
+            render_template("nginx.conf", node_name=node_name, web_port=WEB_PORT),
+            defer=True,
+        ),
+    ]
+    document["runcmd"] = [
+        ["curl", "-fsS", "--retry", "10", "--retry-all-errors", "-o", RDS_CA_BUNDLE, RDS_CA_URL],
+        ["systemctl", "daemon-reload"],
+        ["systemctl", "enable", "--now", "web-app.service"],
+        ["nginx", "-t"],
+        ["systemctl", "enable", "nginx"],
+        ["systemctl", "restart", "nginx"],
+    ]
+    return document
+
+
+def _gzip_b64(data: bytes) -> str:
+
+    # mtime=0 keeps the output identical across runs, so an unchanged app is no diff.
+    return base64.b64encode(gzip.compress(data, mtime=0)).decode()
+
+
+class _LiteralDumper(yaml.SafeDumper):
+    """Multi-line strings as `|` blocks, so config files read (and diff) as files."""
+
+
+def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_LiteralDumper.add_representer(str, _str_representer)
+
+
+def render(document: dict[str, Any]) -> str:
+    """The userdata text: the `#cloud-config` header, then the document as YAML."""
+    body = yaml.dump(document, Dumper=_LiteralDumper, sort_keys=False, width=100)
+    text = "#cloud-config\n" + body
+    if len(text.encode()) > EC2_USERDATA_LIMIT:
+        raise ValueError(
+            f"userdata is {len(text.encode())} bytes, over EC2's {EC2_USERDATA_LIMIT}; "
+            "shrink the shipped files"
+        )
+    return text
+
+
+def parse(userdata: str) -> dict[str, Any]:
+    """The document back from userdata text (tests and the local lab read it this way)."""
+    if not userdata.startswith("#cloud-config\n"):
+        raise ValueError("userdata must start with '#cloud-config'")
+    document: dict[str, Any] = yaml.safe_load(userdata)
+    return document
+
+
+def file_content(entry: dict[str, Any]) -> bytes:
+    """The bytes cloud-init writes for a `write_files` entry."""
+
+    content = str(entry["content"])
+    if entry.get("encoding") == "gz+b64":
+        return gzip.decompress(base64.b64decode(content))
+    return content.encode()
