@@ -146,7 +146,9 @@ def _matching(pattern: re.Pattern[str], allowed: str) -> Callable[[Any], str]:
 
 
 def _vpc_cidr(raw: Any) -> str:
-    allowed = "a private IPv4 CIDR (10/8, 172.16/12 or 192.168/16) from /16 to /24, e.g. 10.20.0.0/16"
+    allowed = (
+        "a private IPv4 CIDR (10/8, 172.16/12 or 192.168/16) from /16 to /24, e.g. 10.20.0.0/16"
+    )
     try:
         network = ipaddress.IPv4Network(str(raw), strict=True)
     except ValueError:
@@ -240,8 +242,10 @@ def load_settings(raw: Mapping[str, Any], *, project: str = NAMESPACE, stack: st
     problems = []
     for unknown in sorted(set(values) - set(KNOWN_KEYS)):
         hint = difflib.get_close_matches(unknown, KNOWN_KEYS, n=1)
-        fix = f"did you mean {NAMESPACE}:{hint[0]}?" if hint else "known keys: " + ", ".join(
-            KNOWN_KEYS
+        fix = (
+            f"did you mean {NAMESPACE}:{hint[0]}?"
+            if hint
+            else "known keys: " + ", ".join(KNOWN_KEYS)
         )
         problems.append(f"{NAMESPACE}:{unknown} is not a setting of this program; {fix}")
 

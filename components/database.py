@@ -117,7 +117,7 @@ class Database(pulumi.ComponentResource):
         self.primary_endpoint = primary.endpoint
         self.replica_address = replica.address
         self.replica_endpoint = replica.endpoint
-        self.master_secret_arn = primary.master_user_secrets.apply(lambda s: s[0].secret_arn)
+        self.master_secret_arn = primary.master_user_secrets.apply(_secret_arn)
         self.register_outputs(
             {
                 "primary_endpoint": self.primary_endpoint,
@@ -125,3 +125,10 @@ class Database(pulumi.ComponentResource):
                 "master_secret_arn": self.master_secret_arn,
             }
         )
+
+
+def _secret_arn(secrets: Sequence[aws.rds.outputs.InstanceMasterUserSecret]) -> str:
+    """The ARN of the master secret RDS created; RDS reports exactly one."""
+    if not secrets or not secrets[0].secret_arn:
+        raise ValueError("RDS reported no master user secret for the primary")
+    return secrets[0].secret_arn

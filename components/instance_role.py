@@ -53,7 +53,9 @@ class InstanceRole(pulumi.ComponentResource):
             f"{name}-ssm", role=role.name, policy_arn=SSM_CORE_POLICY, opts=child
         )
         if args.inline_policy is not None:
-            aws.iam.RolePolicy(f"{name}-policy", role=role.id, policy=args.inline_policy, opts=child)
+            aws.iam.RolePolicy(
+                f"{name}-policy", role=role.id, policy=args.inline_policy, opts=child
+            )
         profile = aws.iam.InstanceProfile(f"{name}-profile", role=role.name, opts=child)
         self.role_name = role.name
         self.profile_name = profile.name

@@ -89,7 +89,10 @@ class Network(pulumi.ComponentResource):
                 # Nothing in a public subnet gets an address by chance; the load balancer
                 # asks for one and then gets its Elastic IP.
                 map_public_ip_on_launch=False,
-                tags={"Name": f"{name}-{subnet.name}", "Tier": "public" if subnet.public else "private"},
+                tags={
+                    "Name": f"{name}-{subnet.name}",
+                    "Tier": "public" if subnet.public else "private",
+                },
                 opts=child,
             )
 
@@ -103,10 +106,10 @@ class Network(pulumi.ComponentResource):
             gateway_id=gateway.id,
             opts=child,
         )
-        for zone, subnet in public.items():
+        for zone, public_subnet in public.items():
             aws.ec2.RouteTableAssociation(
                 f"{name}-public-{zone[-1]}",
-                subnet_id=subnet.id,
+                subnet_id=public_subnet.id,
                 route_table_id=public_routes.id,
                 opts=child,
             )
@@ -115,7 +118,9 @@ class Network(pulumi.ComponentResource):
         nat_gateways = {}
         for zone in nat_zones:
             address = aws.ec2.Eip(
-                f"{name}-nat-{zone[-1]}", domain="vpc", tags={"Name": f"{name}-nat-{zone[-1]}"},
+                f"{name}-nat-{zone[-1]}",
+                domain="vpc",
+                tags={"Name": f"{name}-nat-{zone[-1]}"},
                 opts=child,
             )
             nat_gateways[zone] = aws.ec2.NatGateway(
@@ -126,7 +131,7 @@ class Network(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[gateway]),
             )
 
-        for zone, subnet in private.items():
+        for zone, private_subnet in private.items():
             nat = nat_gateways.get(zone, nat_gateways[nat_zones[0]])
             routes = aws.ec2.RouteTable(
                 f"{name}-private-{zone[-1]}",
@@ -143,7 +148,7 @@ class Network(pulumi.ComponentResource):
             )
             aws.ec2.RouteTableAssociation(
                 f"{name}-private-{zone[-1]}",
-                subnet_id=subnet.id,
+                subnet_id=private_subnet.id,
                 route_table_id=routes.id,
                 opts=child,
             )

@@ -36,6 +36,7 @@ def _hex(seed: str, length: int = 17) -> str:
 class Registration:
     type: str
     name: str
+    id: str
     inputs: dict[str, Any]
     outputs: dict[str, Any]
     provider: str | None
@@ -79,17 +80,22 @@ class AwsMocks(pulumi.runtime.Mocks):
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         inputs = dict(args.inputs)
-        resource_id, computed = self._computed(args.typ, args.name, inputs)
-        outputs = inputs if self.preview else {**inputs, **computed}
+        if self.preview:
+            # On a new stack's preview AWS has computed nothing: the empty id and the missing
+            # outputs are unknown to the program.
+            resource_id, outputs = "", inputs
+        else:
+            resource_id, computed = self._computed(args.typ, args.name, inputs)
+            outputs = {**inputs, **computed}
         self.registrations.append(
-            Registration(args.typ, args.name, inputs, outputs, args.provider)
+            Registration(args.typ, args.name, resource_id, inputs, outputs, args.provider)
         )
-        # A new resource's id is unknown during preview; the empty id says so.
-        return ("" if self.preview else resource_id), outputs
+        return resource_id, outputs
 
     def _computed(self, typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        computed: dict[str, Any]
         seed = _hex(f"{typ}/{name}")
-        arn = f"arn:aws:{typ.split(':')[1].split('/')[0]}:{REGION}:{ACCOUNT}:{name}"
+        arn = f"arn:aws:{typ.split(':')[1].split('/', maxsplit=1)[0]}:{REGION}:{ACCOUNT}:{name}"
         if typ == "aws:ec2/vpc:Vpc":
             return f"vpc-{seed}", {"arn": arn, "defaultSecurityGroupId": f"sg-{seed}"}
         if typ == "aws:ec2/subnet:Subnet":
@@ -142,7 +148,10 @@ class AwsMocks(pulumi.runtime.Mocks):
         if typ == "aws:route53/zone:Zone":
             return f"Z{seed.upper()}", {"zoneId": f"Z{seed.upper()}", "arn": arn}
         if typ in ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile"):
-            return name, {"arn": f"arn:aws:iam::{ACCOUNT}:{typ.split('/')[1].split(':')[0]}/{name}", "name": name}
+            return name, {
+                "arn": f"arn:aws:iam::{ACCOUNT}:{typ.rsplit(':', 1)[1].lower()}/{name}",
+                "name": name,
+            }
         if typ in ("aws:rds/subnetGroup:SubnetGroup", "aws:rds/parameterGroup:ParameterGroup"):
             return name, {"arn": arn, "name": name}
         return f"{name}-{seed[:8]}", {"arn": arn}
@@ -166,10 +175,14 @@ class ProgramRun:
         return found[0]
 
     def instances(self, role: str) -> list[Registration]:
-        return [r for r in self.of_type("aws:ec2/instance:Instance") if r.inputs["tags"]["Role"] == role]
+        return [
+            r for r in self.of_type("aws:ec2/instance:Instance") if r.inputs["tags"]["Role"] == role
+        ]
 
 
-def run_program(config: dict[str, Any] | None = None, *, preview: bool = False, stack: str = "dev") -> ProgramRun:
+def run_program(
+    config: dict[str, Any] | None = None, *, preview: bool = False, stack: str = "dev"
+) -> ProgramRun:
     """Run `__main__.py` under the mocks with `web-infra:` config values (native types)."""
     mocks = AwsMocks(preview=preview)
     pulumi.runtime.set_mocks(mocks, project="web-infra", stack=stack, preview=preview)
@@ -179,7 +192,7 @@ def run_program(config: dict[str, Any] | None = None, *, preview: bool = False, 
     pulumi.runtime.set_all_config(raw)
     outputs: dict[str, Any] = {}
 
-    @pulumi.runtime.test
+    @pulumi.runtime.test  # type: ignore[untyped-decorator]
     def program() -> pulumi.Output[Any]:
         namespace = runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
         exported = namespace["infrastructure"].outputs

@@ -1,4 +1,375 @@
-import sys
+"""tools.verify against a moto-built stack (AWS checks) and a loopback fake site (HTTP checks).
 
-def test_x() -> None:
-    print(sys.path[:5])
+No traffic leaves the machine: moto's `mock_aws` answers boto3 in-process, the fake site listens
+on 127.0.0.1 with an ephemeral port, and proxies are switched off."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from moto import mock_aws
+from verify_fixtures import REGION, Clients, FakeSite, build_stack
+
+# `uv run pytest` puts tests/ on sys.path, not the project root that holds `tools`.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tools import verify
+
+AWS_CHECKS = [
+    "lb instance",
+    "lb public dns",
+    "web node count",
+    "web-1 instance",
+    "web-2 instance",
+    "web AZ spread",
+    "db sg ingress",
+    "lb sg world ingress",
+    "web sg world ingress",
+    "db sg world ingress",
+    "db primary",
+    "db replica",
+    "db replication",
+]
+HTTP_CHECKS = ["http health", "http round robin", "http write, read back"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def offline_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Fake AWS credentials and region, no real AWS config or endpoint, no HTTP proxy."""
+    empty = tmp_path_factory.mktemp("aws")
+    with pytest.MonkeyPatch.context() as env:
+        for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION"):
+            env.delenv(name, raising=False)
+        for name in ("http_proxy", "https_proxy", "all_proxy"):
+            env.delenv(name, raising=False)
+            env.delenv(name.upper(), raising=False)
+        env.setenv("NO_PROXY", "*")
+        env.setenv("AWS_ACCESS_KEY_ID", "testing")
+        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        env.setenv("AWS_DEFAULT_REGION", REGION)
+        env.setenv("AWS_CONFIG_FILE", str(empty / "config"))
+        env.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty / "credentials"))
+        env.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        yield
+
+
+@pytest.fixture(scope="module")
+def clients(offline_env: None) -> Iterator[Clients]:
+    """One moto account for the module; each test builds its own stack (own VPC) in it."""
+    with mock_aws():
+        yield Clients()
+
+
+_stacks = itertools.count(1)
+
+
+@pytest.fixture
+def stack(clients: Clients) -> Callable[..., dict[str, Any]]:
+    """build_stack with a prefix of its own, so that stacks do not meet."""
+
+    def build(**options: Any) -> dict[str, Any]:
+        return build_stack(clients, f"web-infra-s{next(_stacks)}", **options)
+
+    return build
+
+
+def aws_checks(clients: Clients, raw: dict[str, Any]) -> dict[str, verify.Check]:
+    outputs = verify.parse_outputs(json.dumps(raw))
+    return {c.check: c for c in verify.check_aws(outputs, clients)}
+
+
+def instance_id(clients: Clients, raw: dict[str, Any], private_ip: str) -> str:
+    reservations = clients.ec2.describe_instances(
+        Filters=[
+            {"Name": "vpc-id", "Values": [raw["vpc_id"]]},
+            {"Name": "private-ip-address", "Values": [private_ip]},
+        ]
+    )["Reservations"]
+    return str(reservations[0]["Instances"][0]["InstanceId"])
+
+
+def failing(checks: dict[str, verify.Check]) -> set[str]:
+    return {name for name, c in checks.items() if not c.ok}
+
+
+def raw_outputs_for(url: str, nodes: int = 2) -> dict[str, Any]:
+    """Outputs JSON for the HTTP checks only: the AWS fields are placeholders."""
+    return {
+        "url": url,
+        "load_balancer_public_ip": "127.0.0.1",
+        "load_balancer_public_dns": "localhost",
+        "web_private_ips": [f"10.0.10.{10 + n}" for n in range(nodes)],
+        "db_primary_endpoint": "p.x.us-east-1.rds.amazonaws.com:3306",
+        "db_replica_endpoint": "r.x.us-east-1.rds.amazonaws.com:3306",
+        "vpc_id": "vpc-1",
+        "public_subnet_ids": ["subnet-1"],
+        "private_subnet_ids": ["subnet-2"],
+        "security_group_ids": {"load_balancer": "sg-1", "web": "sg-2", "database": "sg-3"},
+    }
+
+
+def outputs_for(url: str, nodes: int = 2) -> verify.Outputs:
+    return verify.parse_outputs(json.dumps(raw_outputs_for(url, nodes)))
+
+
+def http_checks(
+    site: FakeSite, *, timeout: float = 2.0, read_back: float = 2.0
+) -> dict[str, verify.Check]:
+    with site.serve() as url:
+        checks = verify.check_http(
+            outputs_for(url, len(site.nodes)), timeout=timeout, read_back_seconds=read_back
+        )
+    return {c.check: c for c in checks}
+
+
+# --- AWS -------------------------------------------------------------------------------------
+
+Stack = Callable[..., dict[str, Any]]
+
+
+def test_design_stack_passes_every_aws_check(clients: Clients, stack: Stack) -> None:
+    checks = aws_checks(clients, stack())
+    assert list(checks) == AWS_CHECKS
+    assert failing(checks) == set(), verify.render_table(list(checks.values()))
+    assert checks["web AZ spread"].found == "us-east-1a: web-1, us-east-1b: web-2"
+    assert checks["db sg ingress"].found == "tcp/3306 from web sg"
+    assert checks["db sg world ingress"].found == "nothing open to the world"
+    assert checks["db replication"].found.startswith("replica's source is web-infra-s")
+
+
+def test_missing_replica_fails_the_replica_lines(clients: Clients, stack: Stack) -> None:
+    raw = stack(replica=False)
+    checks = aws_checks(clients, raw)
+    assert failing(checks) == {"db replica", "db replication"}
+    replica_id = raw["db_replica_endpoint"].split(".")[0]
+    assert checks["db replica"].found == f"{replica_id}: not found"
+    assert checks["db replication"].found == "no replica (!), primary lists nothing (!)"
+
+
+def test_database_group_open_to_the_world(clients: Clients, stack: Stack) -> None:
+    raw = stack()
+    clients.ec2.authorize_security_group_ingress(
+        GroupId=raw["security_group_ids"]["database"],
+        IpProtocol="tcp",
+        FromPort=3306,
+        ToPort=3306,
+        CidrIp="0.0.0.0/0",
+    )
+    checks = aws_checks(clients, raw)
+    assert failing(checks) == {"db sg ingress", "db sg world ingress"}
+    assert "tcp/3306 from 0.0.0.0/0 (!)" in checks["db sg ingress"].found
+    assert checks["db sg world ingress"].found == "tcp/3306 from 0.0.0.0/0 (!)"
+
+
+def test_database_group_admitting_a_cidr_fails_even_inside_the_vpc(
+    clients: Clients, stack: Stack
+) -> None:
+    raw = stack()
+    clients.ec2.authorize_security_group_ingress(
+        GroupId=raw["security_group_ids"]["database"],
+        IpProtocol="tcp",
+        FromPort=3306,
+        ToPort=3306,
+        CidrIp="10.0.0.0/16",
+    )
+    checks = aws_checks(clients, raw)
+    assert failing(checks) == {"db sg ingress"}
+    assert checks["db sg ingress"].found == "tcp/3306 from 10.0.0.0/16 (!), tcp/3306 from web sg"
+
+
+def test_ssh_open_to_the_world_on_the_web_group(clients: Clients, stack: Stack) -> None:
+    raw = stack()
+    clients.ec2.authorize_security_group_ingress(
+        GroupId=raw["security_group_ids"]["web"],
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 22,
+                "ToPort": 22,
+                "Ipv6Ranges": [{"CidrIpv6": "::/0"}],
+            }
+        ],
+    )
+    checks = aws_checks(clients, raw)
+    assert failing(checks) == {"web sg world ingress"}
+    assert checks["web sg world ingress"].found == "tcp/22 from ::/0 (!)"
+    assert checks["lb sg world ingress"].ok
+    assert "tcp/80 from 0.0.0.0/0" in checks["lb sg world ingress"].found
+
+
+def test_stopped_web_node(clients: Clients, stack: Stack) -> None:
+    raw = stack()
+    clients.ec2.stop_instances(InstanceIds=[instance_id(clients, raw, raw["web_private_ips"][1])])
+    checks = aws_checks(clients, raw)
+    assert failing(checks) == {"web-2 instance"}
+    assert ": stopped (!), Role=web," in checks["web-2 instance"].found
+    assert checks["web-1 instance"].ok
+
+
+def test_web_nodes_in_one_az(clients: Clients, stack: Stack) -> None:
+    checks = aws_checks(clients, stack(web_azs=("us-east-1a", "us-east-1a")))
+    assert failing(checks) == {"web AZ spread"}
+    assert checks["web AZ spread"].found == "us-east-1a: web-1 web-2"
+
+
+def test_outputs_naming_nodes_in_the_wrong_order(clients: Clients, stack: Stack) -> None:
+    raw = stack()
+    raw["web_private_ips"].reverse()
+    checks = aws_checks(clients, raw)
+    assert failing(checks) == {"web-1 instance", "web-2 instance"}
+    assert "-web-2 (!)" in checks["web-1 instance"].found
+
+
+def test_wrong_public_ip_in_outputs(clients: Clients, stack: Stack) -> None:
+    raw = stack()
+    raw["load_balancer_public_ip"] = "203.0.113.9"
+    checks = aws_checks(clients, raw)
+    assert failing(checks) == {"lb instance", "lb public dns"}
+    assert "holds 203.0.113.9; Role=load-balancer: i-" in checks["lb instance"].found
+
+
+# --- HTTP ------------------------------------------------------------------------------------
+
+
+def test_http_round_robin_and_read_back() -> None:
+    site = FakeSite(replication_lag=0.3)
+    checks = http_checks(site)
+    assert list(checks) == HTTP_CHECKS
+    assert failing(checks) == set(), checks
+    assert checks["http round robin"].found == "web-2 web-1 web-2 web-1"
+    assert "read after 0." in checks["http write, read back"].found
+    # The read-back had to wait for "replication": at least one GET did not list the message.
+    assert sum(r.startswith("GET /api/messages?limit=") for r in site.requests) >= 2
+
+
+def test_http_round_robin_with_three_nodes() -> None:
+    checks = http_checks(FakeSite(nodes=("web-1", "web-2", "web-3"), replication_lag=0.0))
+    assert failing(checks) == set()
+    assert checks["http round robin"].found == "web-2 web-3 web-1 web-2 web-3 web-1"
+
+
+def test_node_taken_out_of_rotation_fails_round_robin() -> None:
+    checks = http_checks(FakeSite(down=frozenset({"web-2"}), replication_lag=0.0))
+    assert failing(checks) == {"http round robin"}
+    found = checks["http round robin"].found
+    assert found.startswith("web-1 web-1 web-1 web-1 (")
+    assert "never answered: web-2" in found
+    assert "twice in a row" in found
+
+
+def test_node_that_never_answers_fails_round_robin() -> None:
+    site = FakeSite(hung=frozenset({"web-2"}), replication_lag=0.0)
+    checks = http_checks(site, timeout=0.3, read_back=1.0)
+    assert not checks["http round robin"].ok
+    assert "never answered: web-2" in checks["http round robin"].found
+    assert "timed out" in checks["http round robin"].found
+
+
+def test_write_never_replicated_fails_read_back() -> None:
+    checks = http_checks(FakeSite(lose_writes=True), read_back=0.5)
+    assert failing(checks) == {"http write, read back"}
+    assert "not listed after 0.5 s" in checks["http write, read back"].found
+
+
+def test_nothing_listening() -> None:
+    with FakeSite().serve() as url:
+        pass  # the port is closed again: connections are refused
+    checks = verify.check_http(outputs_for(url), timeout=0.5, read_back_seconds=0.2)
+    assert [c.ok for c in checks] == [False, False, False]
+    assert checks[0].found.startswith("no answer:")
+
+
+# --- outputs and command line ----------------------------------------------------------------
+
+
+def write(tmp_path: Path, raw: object) -> str:
+    path = tmp_path / "outputs.json"
+    path.write_text(raw if isinstance(raw, str) else json.dumps(raw))
+    return str(path)
+
+
+def test_missing_keys_exit_2_and_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = {"url": "http://x", "vpc_id": "vpc-1"}
+    assert verify.main(["--outputs", write(tmp_path, raw), "--skip-aws"]) == 2
+    err = capsys.readouterr().err
+    assert "load_balancer_public_ip" in err
+    assert "security_group_ids" in err
+    assert "url," not in err  # present keys are not named
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json", "not JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ("", "not JSON"),
+    ],
+)
+def test_unreadable_outputs_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    assert verify.main(["--outputs", write(tmp_path, text)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_malformed_values_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw = raw_outputs_for("http://x")
+    raw.update(
+        web_private_ips="10.0.0.1",
+        db_replica_endpoint="no-port",
+        security_group_ids={"web": "sg-2", "load_balancer": "sg-1"},
+    )
+    assert verify.main(["--outputs", write(tmp_path, raw)]) == 2
+    err = capsys.readouterr().err
+    assert "web_private_ips: expected a list" in err
+    assert "db_replica_endpoint: expected 'host:port'" in err
+    assert "security_group_ids: lacks key(s): database" in err
+
+
+def test_missing_file_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert verify.main(["--outputs", str(tmp_path / "absent.json")]) == 2
+    assert "cannot read the outputs" in capsys.readouterr().err
+
+
+def test_stdin_and_json_report(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with FakeSite(replication_lag=0.0).serve() as url:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(raw_outputs_for(url))))
+        assert verify.main(["--outputs", "-", "--skip-aws", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is True
+    assert [c["check"] for c in report["checks"]] == HTTP_CHECKS
+
+
+def test_end_to_end_table(
+    clients: Clients, stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = stack()
+    with FakeSite(replication_lag=0.2).serve() as url:
+        raw["url"] = url
+        assert verify.main(["--outputs", write(tmp_path, raw)]) == 0
+        out = capsys.readouterr().out
+        lines = out.splitlines()
+        assert lines[0].split() == ["check", "expected", "found", "ok"]
+        rows = lines[2:-1]
+        assert len(rows) == len(AWS_CHECKS) + len(HTTP_CHECKS)
+        assert all(row.endswith("  yes") for row in rows)
+        assert lines[-1] == "16 checks, all passed"
+
+        clients.ec2.stop_instances(
+            InstanceIds=[instance_id(clients, raw, raw["web_private_ips"][0])]
+        )
+        assert verify.main(["--outputs", write(tmp_path, raw)]) == 1
+    out = capsys.readouterr().out
+    (row,) = [line for line in out.splitlines() if line.startswith("web-1 instance")]
+    assert row.endswith("  NO")
+    assert out.splitlines()[-1] == "16 checks, 1 failed: web-1 instance"
