@@ -25,7 +25,7 @@ def five_nodes() -> ProgramRun:
     return run_program({"webNodeCount": 5})
 
 
-def haproxy_servers(run: ProgramRun) -> list[str]:
+def haproxy_servers(run: ProgramRun) -> list[tuple[str, str]]:
     (load_balancer,) = run.instances("load-balancer")
     document = parse(load_balancer.inputs["userData"])
     (config,) = [f for f in document["write_files"] if f["path"] == "/etc/haproxy/haproxy.cfg"]

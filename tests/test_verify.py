@@ -183,6 +183,20 @@ def test_database_group_admitting_a_cidr_fails_even_inside_the_vpc(
     assert checks["db sg ingress"].found == "tcp/3306 from 10.0.0.0/16 (!), tcp/3306 from web sg"
 
 
+def test_database_group_admitting_all_traffic_from_the_web_group(
+    clients: Clients, stack: Stack
+) -> None:
+    raw = stack()
+    groups = raw["security_group_ids"]
+    clients.ec2.authorize_security_group_ingress(
+        GroupId=groups["database"],
+        IpPermissions=[{"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": groups["web"]}]}],
+    )
+    checks = aws_checks(clients, raw)
+    assert failing(checks) == {"db sg ingress"}
+    assert "all traffic from web sg (!)" in checks["db sg ingress"].found
+
+
 def test_ssh_open_to_the_world_on_the_web_group(clients: Clients, stack: Stack) -> None:
     raw = stack()
     clients.ec2.authorize_security_group_ingress(
@@ -200,7 +214,9 @@ def test_ssh_open_to_the_world_on_the_web_group(clients: Clients, stack: Stack) 
     assert failing(checks) == {"web sg world ingress"}
     assert checks["web sg world ingress"].found == "tcp/22 from ::/0 (!)"
     assert checks["lb sg world ingress"].ok
-    assert "tcp/80 from 0.0.0.0/0" in checks["lb sg world ingress"].found
+    assert checks["lb sg world ingress"].found == (
+        "tcp/80 from 0.0.0.0/0 ::/0, tcp/443 from 0.0.0.0/0 ::/0"
+    )
 
 
 def test_stopped_web_node(clients: Clients, stack: Stack) -> None:
@@ -260,7 +276,7 @@ def test_node_taken_out_of_rotation_fails_round_robin() -> None:
     found = checks["http round robin"].found
     assert found.startswith("web-1 web-1 web-1 web-1 (")
     assert "never answered: web-2" in found
-    assert "twice in a row" in found
+    assert "same node as the GET before at GET 2, 3, 4" in found
 
 
 def test_node_that_never_answers_fails_round_robin() -> None:

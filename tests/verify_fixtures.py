@@ -34,7 +34,7 @@ class Clients:
         self.ec2: Any = boto3.client("ec2", region_name=REGION)
         self.rds: Any = boto3.client("rds", region_name=REGION)
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str, **_options: Any) -> Any:
         return {"ec2": self.ec2, "rds": self.rds}[service]
 
 

@@ -1,0 +1,30 @@
+# The two commands a new user needs: `make lab` (the architecture, running locally) and
+# `make test`. Everything runs through uv, in the locked environment.
+UV ?= uv
+export UV_PYTHON_DOWNLOADS = never
+
+.PHONY: setup lab lab-down lab-status test lint bench diagram
+
+setup:
+	bash lab/install-packages.sh
+	$(UV) sync --frozen
+
+lab: setup
+	$(UV) run python -m lab up
+
+lab-status:
+	$(UV) run python -m lab status
+
+lab-down:
+	$(UV) run python -m lab down
+
+lint:
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy .
+
+test: lint
+	$(UV) run pytest
+
+bench: setup
+	$(UV) run python -m lab.benchmark

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Debian packages the tests and the local lab need, installed only when one is missing.
+# The app's runtime is Debian's, as on the web nodes (Ubuntu's): gunicorn, PyMySQL, boto3.
+set -euo pipefail
+PACKAGES=(haproxy nginx-light mariadb-server mariadb-client cloud-init wrk gunicorn
+          python3-pymysql python3-boto3 graphviz)
+missing=()
+for package in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+    || missing+=("$package")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "installing: ${missing[*]}" >&2
+run() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+export DEBIAN_FRONTEND=noninteractive
+run apt-get update -qq
+# Debian starts nothing on install in containers; the lab starts its own daemons anyway.
+run apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,121 @@
+"""The rendered cloud-config documents, checked by the real tools that will consume them."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from system_tools import require
+
+from components.web_infrastructure import userdata_for
+from settings import MAX_WEB_NODES, load_settings
+from userdata.cloud_config import EC2_USERDATA_LIMIT, file_content, parse, render
+
+REGION = "eu-west-1"
+
+
+@pytest.fixture(scope="module")
+def largest() -> tuple[str, dict[str, str]]:
+    """The biggest documents the program can make: 20 nodes, a long stack name."""
+    settings = load_settings({"webNodeCount": MAX_WEB_NODES}, stack="production-eu-central")
+    return userdata_for(settings, "ap-southeast-2")
+
+
+def write_files(userdata: str, into: Path) -> dict[str, Path]:
+    written = {}
+    for entry in parse(userdata)["write_files"]:
+        target = into / Path(entry["path"]).name
+        target.write_bytes(file_content(entry))
+        written[entry["path"]] = target
+    return written
+
+
+def run(*command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_every_document_passes_cloud_init_schema(
+    largest: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
+    cloud_init = require("cloud-init")
+    load_balancer, web = largest
+    for name, userdata in [("load-balancer", load_balancer), *web.items()][:3]:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(userdata)
+        result = run(cloud_init, "schema", "--config-file", str(path))
+        assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
+        assert "Valid cloud-config" in result.stdout
+
+
+def test_cloud_init_schema_rejects_a_broken_document(tmp_path: Path) -> None:
+    """The schema check above can fail: a misspelt module key is reported."""
+    cloud_init = require("cloud-init")
+    path = tmp_path / "broken.yaml"
+    path.write_text("#cloud-config\npackages: 42\nwrite_files: [{content: x}]\n")
+    assert run(cloud_init, "schema", "--config-file", str(path)).returncode != 0
+
+
+def test_haproxy_accepts_the_rendered_config(
+    largest: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
+    haproxy = require("haproxy")
+    files = write_files(largest[0], tmp_path)
+    result = run(haproxy, "-c", "-f", str(files["/etc/haproxy/haproxy.cfg"]))
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = files["/etc/haproxy/haproxy.cfg"].read_text()
+    assert config.count("    server web-") == MAX_WEB_NODES
+    for directive in ("balance roundrobin", "option redispatch", "retries 3", "retry-on "):
+        assert directive in config
+
+
+def test_haproxy_check_can_fail(tmp_path: Path) -> None:
+    haproxy = require("haproxy")
+    bad = tmp_path / "bad.cfg"
+    bad.write_text("defaults\n    mode http\nbackend web\n    balance sideways\n")
+    assert run(haproxy, "-c", "-f", str(bad)).returncode != 0
+
+
+def test_nginx_accepts_the_rendered_config(
+    largest: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
+    nginx = require("nginx")
+    files = write_files(largest[1]["web-20"], tmp_path)
+    config = files["/etc/nginx/nginx.conf"]
+    result = run(nginx, "-t", "-c", str(config), "-p", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    broken = tmp_path / "broken.conf"
+    broken.write_text(config.read_text().replace("proxy_pass", "proxy_passs"))
+    assert run(nginx, "-t", "-c", str(broken), "-p", str(tmp_path)).returncode != 0
+
+
+def test_shipped_app_is_the_repository_app(largest: tuple[str, dict[str, str]]) -> None:
+    document = parse(largest[1]["web-1"])
+    (app,) = [f for f in document["write_files"] if f["path"] == "/opt/web-app/web_app.py"]
+    source = Path(__file__).resolve().parent.parent / "userdata" / "app" / "web_app.py"
+    assert file_content(app) == source.read_bytes()
+
+
+def test_userdata_stays_under_the_ec2_limit(largest: tuple[str, dict[str, str]]) -> None:
+    load_balancer, web = largest
+    sizes = [len(load_balancer.encode())] + [len(u.encode()) for u in web.values()]
+    assert max(sizes) < EC2_USERDATA_LIMIT, sizes
+    with pytest.raises(ValueError, match="over EC2's 16384"):
+        render({"write_files": [{"path": "/x", "content": "x" * EC2_USERDATA_LIMIT}]})
+
+
+def test_package_configs_are_written_after_the_packages_install(
+    largest: tuple[str, dict[str, str]],
+) -> None:
+    """Without `defer`, installing nginx/haproxy would run before the config exists or
+    overwrite it; both orders break first boot."""
+    for userdata in (largest[0], largest[1]["web-1"]):
+        for entry in parse(userdata)["write_files"]:
+            if entry["path"].startswith(("/etc/nginx/", "/etc/haproxy/")):
+                assert entry.get("defer") is True, entry["path"]
+
+
+def test_config_files_diff_as_text(largest: tuple[str, dict[str, str]]) -> None:
+    """A preview diff shows config lines, not one escaped string."""
+    assert "content: |" in largest[0]
+    assert "    balance roundrobin\n" in largest[0]
