@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import EndpointConnectionError
 from moto import mock_aws
 from verify_fixtures import REGION, Clients, FakeSite, build_stack
 
@@ -248,6 +249,31 @@ def test_wrong_public_ip_in_outputs(clients: Clients, stack: Stack) -> None:
     checks = aws_checks(clients, raw)
     assert failing(checks) == {"lb instance", "lb public dns"}
     assert "holds 203.0.113.9; Role=load-balancer: i-" in checks["lb instance"].found
+
+
+class _Unreachable:
+    """A session whose every AWS call fails as if the endpoint were down."""
+
+    def client(self, service: str, **_options: Any) -> Any:
+        return self
+
+    def __getattr__(self, operation: str) -> Callable[..., Any]:
+        def call(*_args: Any, **_kwargs: Any) -> Any:
+            raise EndpointConnectionError(endpoint_url="http://127.0.0.1:9/")
+
+        return call
+
+
+def test_aws_errors_fail_the_checks_they_stop() -> None:
+    outputs = outputs_for("http://127.0.0.1:9")
+    checks = verify.check_aws(outputs, _Unreachable())
+    assert [(c.check, c.ok) for c in checks] == [
+        ("load balancer", False),
+        ("web nodes", False),
+        ("security groups", False),
+        ("database", False),
+    ]
+    assert checks[0].found.startswith("AWS error: Could not connect")
 
 
 # --- HTTP ------------------------------------------------------------------------------------
