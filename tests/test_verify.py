@@ -18,8 +18,6 @@ from botocore.exceptions import EndpointConnectionError
 from moto import mock_aws
 from verify_fixtures import REGION, Clients, FakeSite, build_stack
 
-# `uv run pytest` puts tests/ on sys.path, not the project root that holds `tools`.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tools import verify
 
 AWS_CHECKS = [
