@@ -9,8 +9,10 @@ root program's tests, which also use `set_mocks`, cannot see each other's resour
 from __future__ import annotations
 
 import copy
+import gc
 import importlib
 import importlib.util
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,15 +107,30 @@ class WebInfraMocks(pulumi.runtime.Mocks):
 
 @pytest.fixture
 def mocks() -> Iterator[WebInfraMocks]:
-    """Fresh mocks, a fresh root stack and empty config for one test; restored afterwards."""
+    """Fresh mocks, a fresh root stack and empty config for one test; restored afterwards.
+
+    When a test's program fails on purpose, its other outputs fail too and nobody awaits
+    them; asyncio would log each one ("Future exception was never retrieved") when it is
+    collected, hundreds of lines at exit. As `pulumi` itself does when it runs a program,
+    the asyncio logger is quiet meanwhile, and those futures are collected before it speaks
+    again.
+    """
     saved_config = dict(runtime_config.CONFIG.get())
+    asyncio_logger = logging.getLogger("asyncio")
+    saved_level = asyncio_logger.level
+    asyncio_logger.setLevel(logging.CRITICAL)
     runtime_settings.reset_options()  # forget any earlier test's root stack resource
     mocks = WebInfraMocks(copy.deepcopy(WEB_INFRA_OUTPUTS))
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack="test", preview=False)
     pulumi.runtime.set_all_config({})
     yield mocks
     pulumi.runtime.set_all_config(saved_config)
+    # The runtime keeps the last program's outputs and RPCs until the next one starts.
+    runtime_settings.SETTINGS.outputs.clear()
+    runtime_settings.SETTINGS.rpc_manager.clear()
     runtime_settings.reset_options()
+    gc.collect()
+    asyncio_logger.setLevel(saved_level)
 
 
 def build(settings: ConsumerSettings = SETTINGS) -> dict[str, Any]:
@@ -246,9 +263,15 @@ def test_importing_the_module_registers_nothing(mocks: WebInfraMocks) -> None:
     loader = spec.loader
     assert loader is not None
 
+    module = importlib.util.module_from_spec(spec)
+
     @pulumi.runtime.test  # type: ignore[untyped-decorator]
     def import_it() -> None:
-        loader.exec_module(importlib.util.module_from_spec(spec))
+        sys.modules[spec.name] = module  # dataclasses look their module up while it loads
+        try:
+            loader.exec_module(module)
+        finally:
+            del sys.modules[spec.name]
 
     import_it()
     assert mocks.resources == []
