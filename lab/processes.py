@@ -65,25 +65,47 @@ def is_running(daemon: Daemon) -> bool:
         return False
     if state == "Z":  # exited, waiting to be reaped by its parent
         return False
+    if not raw:  # between fork and exec, /proc shows no command line yet
+        return True
     # Nginx rewrites its title ("nginx: master process ..."); the name stays in it.
     return Path(daemon.executable).name in raw.decode(errors="replace")
 
 
 def stop(daemon: Daemon, *, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+    """Signal the daemon, wait for it, then clear what is left of its process group.
+
+    Each daemon leads its own process group (the lab starts it in a new session), so its
+    children, such as Nginx's workers, which outlive a killed master, are found by that
+    group and by nothing broader.
+    """
     if not is_running(daemon):
         return
     os.kill(daemon.pid, sig)
-    _reap(daemon.pid)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         _reap(daemon.pid)
         if not is_running(daemon):
-            return
+            break
         time.sleep(0.05)
-    if is_running(daemon):
+    else:
         os.kill(daemon.pid, signal.SIGKILL)
-        while is_running(daemon) and time.monotonic() < deadline + 5:
-            time.sleep(0.05)
+    _clear_group(daemon.pid, deadline + 5)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _clear_group(group: int, deadline: float) -> None:
+    if _group_alive(group):
+        os.killpg(group, signal.SIGKILL)
+    while _group_alive(group) and time.monotonic() < deadline:
+        _reap(group)
+        time.sleep(0.05)
 
 
 def _reap(pid: int) -> None:
@@ -102,8 +124,11 @@ def port_is_open(address: str, port: int, timeout: float = 0.3) -> bool:
 
 def ensure_port_free(address: str, port: int, owner: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the daemons do: connections in TIME_WAIT from an earlier run do not count.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((address, port))
+            probe.listen(1)
         except PermissionError:
             raise LabError(
                 f"{owner} needs {address}:{port}, which this user may not bind; "

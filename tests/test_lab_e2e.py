@@ -1,0 +1,247 @@
+"""End to end, through the load balancer of the local lab: real HAProxy, Nginx, gunicorn, MariaDB.
+
+The lab runs the stack's own rendered userdata (see lab/localize.py), so these tests exercise
+the configuration `pulumi up` ships: round robin, replication, failover, and the app's
+fallbacks when a database goes away. Every loop here is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from system_tools import require
+
+from lab import mariadb
+from lab.lab import ROOT, Lab
+from lab.topology import Topology
+
+STATE = ROOT / ".lab-e2e"  # not /tmp: Nginx's workers (www-data) must reach the app's socket
+
+
+@dataclass
+class Reply:
+    status: int
+    served_by: str
+    body: dict[str, Any]
+    seconds: float
+
+
+def request(url: str, method: str = "GET", payload: dict[str, Any] | None = None) -> Reply:
+    data = json.dumps(payload).encode() if payload is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(req, timeout=5) as response:
+            status, headers, raw = response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        status, headers, raw = error.code, error.headers, error.read()
+    body = json.loads(raw) if headers.get("Content-Type") == "application/json" else {}
+    return Reply(status, headers.get("X-Served-By", ""), body, time.monotonic() - started)
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[tuple[Lab, Topology]]:
+    for tool in ("haproxy", "nginx", "gunicorn", "mariadbd", "mariadb-install-db"):
+        require(tool)
+    if STATE.exists():
+        Lab(STATE).down()
+    the_lab = Lab(STATE)
+    topology = the_lab.up()
+    try:
+        yield the_lab, topology
+    finally:
+        the_lab.down()
+    assert not STATE.exists(), "down removes the state folder"
+
+
+@pytest.fixture
+def url(lab: tuple[Lab, Topology]) -> str:
+    return lab[1].url.rstrip("/")
+
+
+def wait_for(condition: Any, timeout: float, step: float = 0.05) -> float | None:
+    """Seconds until `condition()` held, or None if it did not within `timeout`."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(step)
+    return None
+
+
+def test_round_robin_alternates_over_every_web_node(lab: tuple[Lab, Topology], url: str) -> None:
+    nodes = [h.name for h in lab[1].web_nodes]
+    served = [request(f"{url}/api/messages").served_by for _ in range(2 * len(nodes))]
+    assert sorted(served) == sorted(nodes * 2), served
+    for i in range(1, len(served)):
+        assert served[i] != served[i - 1], f"the same node twice in a row: {served}"
+    assert served[: len(nodes)] == served[len(nodes) :], "a fixed rotation"
+
+
+def test_a_write_is_read_back_from_the_replica_within_2_seconds(url: str) -> None:
+    text = f"e2e {uuid.uuid4()}"
+    written = request(f"{url}/api/messages", "POST", {"text": text})
+    assert written.status == 201, written.body
+    assert written.body["written_to"] == "primary"
+    found: list[Reply] = []
+
+    def visible() -> bool:
+        reply = request(f"{url}/api/messages")
+        if any(m["text"] == text for m in reply.body.get("messages", [])):
+            found.append(reply)
+            return True
+        return False
+
+    assert wait_for(visible, timeout=2.0) is not None, "not readable within 2 s"
+    assert found[0].body["read_from"] == "replica"
+
+
+def test_failover_loses_no_request_and_detects_within_3_seconds(
+    lab: tuple[Lab, Topology], url: str
+) -> None:
+    """Crash a web node (SIGKILL) under a steady client; then start it again."""
+    the_lab, topology = lab
+    victim = topology.web_nodes[0].name
+    total, period = 300, 10.0 / 300
+    replies: list[Reply] = []
+    errors: list[str] = []
+
+    def client() -> None:
+        for _ in range(total):
+            started = time.monotonic()
+            try:
+                replies.append(request(f"{url}/api/messages"))
+            except OSError as error:
+                errors.append(str(error))
+            time.sleep(max(0.0, period - (time.monotonic() - started)))
+
+    worker = threading.Thread(target=client)
+    worker.start()
+    try:
+        time.sleep(2.5)
+        the_lab.stop_host(victim, kill=True)
+        left = wait_for(lambda: the_lab.rotation(topology).get(victim) == "DOWN", timeout=5)
+        time.sleep(1.0)
+        started = time.monotonic()
+        the_lab.start_host(victim)
+        returned = wait_for(lambda: the_lab.rotation(topology).get(victim) == "UP", timeout=5)
+        # Measured from the start command, so the node's own start-up time counts too.
+        back = None if returned is None else time.monotonic() - started
+    finally:
+        worker.join(timeout=30)
+        the_lab.start_host(victim)
+    failed = [r for r in replies if r.status != 200]
+    assert errors == [], f"{len(errors)} client errors: {errors[:3]}"
+    assert failed == [], f"{len(failed)} failed replies: {[r.status for r in failed]}"
+    assert len(replies) == total
+    assert left is not None, f"{victim} never left rotation"
+    assert left <= 3.0, f"{victim} left rotation after {left:.2f} s"
+    assert back is not None, f"{victim} never returned to rotation"
+    assert back <= 3.0, f"{victim} returned after {back:.2f} s"
+    served = {r.served_by for r in replies}
+    assert served == {h.name for h in topology.web_nodes}
+
+
+def test_reads_survive_the_replica_and_it_catches_up(lab: tuple[Lab, Topology], url: str) -> None:
+    the_lab, topology = lab
+    the_lab.stop_host("db-replica")
+    try:
+        during = request(f"{url}/api/messages")
+        assert (during.status, during.body["read_from"]) == (200, "primary")
+        written = request(f"{url}/api/messages", "POST", {"text": "while the replica slept"})
+        assert written.status == 201
+    finally:
+        the_lab.start_host("db-replica")
+    primary = mariadb.Server(topology.host("db-primary"), the_lab.state / "db-primary", 1)
+    replica = mariadb.Server(topology.host("db-replica"), the_lab.state / "db-replica", 2)
+    target = mariadb.gtid_position(primary, "gtid_binlog_pos")
+    caught_up = wait_for(lambda: mariadb.gtid_position(replica, "gtid_slave_pos") == target, 10)
+    assert caught_up is not None, "the replica did not catch up"
+    # Back in use once the app's back-off has passed.
+    assert wait_for(lambda: request(f"{url}/api/messages").body["read_from"] == "replica", 8)
+
+
+def test_primary_down_fails_writes_fast_and_keeps_reads(
+    lab: tuple[Lab, Topology], url: str
+) -> None:
+    the_lab, _ = lab
+    text = f"before the outage {uuid.uuid4()}"
+    assert request(f"{url}/api/messages", "POST", {"text": text}).status == 201
+    assert wait_for(
+        lambda: any(m["text"] == text for m in request(f"{url}/api/messages").body["messages"]), 2
+    )
+    the_lab.stop_host("db-primary")
+    try:
+        refused = request(f"{url}/api/messages", "POST", {"text": "during the outage"})
+        assert refused.status == 503
+        assert "primary" in refused.body["error"]
+        assert refused.seconds < 1.0, f"a write took {refused.seconds:.2f} s to fail"
+        read = request(f"{url}/api/messages?limit=100")
+        assert (read.status, read.body["read_from"]) == (200, "replica")
+        assert text in [m["text"] for m in read.body["messages"]]
+    finally:
+        the_lab.start_host("db-primary")
+    after = request(f"{url}/api/messages?limit=100")
+    assert text in [m["text"] for m in after.body["messages"]], "nothing written before is lost"
+    assert request(f"{url}/api/messages", "POST", {"text": "after"}).status == 201
+
+
+def test_status_reports_every_host_for_scripts(lab: tuple[Lab, Topology]) -> None:
+    status = lab[0].status()
+    assert status["url"] == lab[1].url
+    names = [h["name"] for h in status["hosts"]]
+    assert names == ["load-balancer", "web-1", "web-2", "db-primary", "db-replica"]
+    for host in status["hosts"]:
+        assert set(host) == {"name", "role", "address", "port", "state"}
+        assert host["address"].startswith("127.0.10.")
+    assert wait_for(lambda: all(h["state"] == "up" for h in lab[0].status()["hosts"]), 5)
+    replicating = wait_for(
+        lambda: lab[0].status()["details"]["db-replica"].startswith("replicating"), 10, 0.2
+    )
+    assert replicating is not None, lab[0].status()["details"]
+
+
+def test_a_second_up_is_refused_while_running(lab: tuple[Lab, Topology]) -> None:
+    with pytest.raises(Exception, match="already running"):
+        Lab(STATE).up()
+
+
+def test_the_labs_configs_pass_the_real_checks(lab: tuple[Lab, Topology]) -> None:
+    """What the lab runs is the shipped config, localised; both tools still accept it."""
+    state = lab[0].state
+    haproxy = subprocess.run(
+        [require("haproxy"), "-c", "-f", str(state / "load-balancer" / "haproxy.cfg")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert haproxy.returncode == 0, haproxy.stderr
+    assert "balance roundrobin" in (state / "load-balancer" / "haproxy.cfg").read_text()
+    nginx = subprocess.run(
+        [
+            require("nginx"),
+            "-t",
+            "-c",
+            str(state / "web-1" / "nginx.conf"),
+            "-e",
+            str(state / "web-1" / "nginx-error.log"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert nginx.returncode == 0, nginx.stderr
+    assert shutil.which("gunicorn") or Path("/usr/bin/gunicorn").exists()
