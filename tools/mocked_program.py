@@ -1,0 +1,201 @@
+"""The whole Pulumi program run under mocks that look like AWS: for the tests and the diagram.
+
+`run_program(config)` runs `__main__.py` exactly as `pulumi up` would, against mocks that
+return realistic ids, ARNs, addresses and DNS names per resource type and answer the
+program's lookups (region, availability zones, Canonical's AMI parameter). Every registration
+is recorded, so tests can assert on any child resource. With `preview=True` the mocks behave
+like a first `pulumi preview`: whatever AWS computes (ids, addresses, endpoints) is unknown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import runpy
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+
+ROOT = Path(__file__).resolve().parent.parent
+REGION = "eu-west-1"
+ACCOUNT = "123456789012"
+ZONES = ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
+UBUNTU_AMIS = {"amd64": "ami-0a1b2c3d4e5f60718", "arm64": "ami-0f1e2d3c4b5a69788"}
+
+
+def _hex(seed: str, length: int = 17) -> str:
+    return hashlib.sha256(seed.encode()).hexdigest()[:length]
+
+
+@dataclass
+class Registration:
+    type: str
+    name: str
+    id: str
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    provider: str | None
+
+
+@dataclass
+class AwsMocks(pulumi.runtime.Mocks):
+    preview: bool = False
+    registrations: list[Registration] = field(default_factory=list)
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    subnet_hosts: dict[str, Iterator[ipaddress.IPv4Address]] = field(default_factory=dict)
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:  # type: ignore[override]
+        self.calls.append((args.token, dict(args.args)))
+        if args.token == "aws:index/getRegion:getRegion":
+            return {
+                "id": REGION,
+                "name": REGION,
+                "region": REGION,
+                "endpoint": f"ec2.{REGION}.amazonaws.com",
+                "description": "Europe (Ireland)",
+            }
+        if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            return {
+                "id": REGION,
+                "names": ZONES,
+                "zoneIds": [f"euw1-az{i}" for i in range(1, len(ZONES) + 1)],
+                "groupNames": [REGION] * len(ZONES),
+            }
+        if args.token == "aws:ssm/getParameter:getParameter":
+            arch = "arm64" if "/arm64/" in args.args["name"] else "amd64"
+            return {
+                "id": args.args["name"],
+                "name": args.args["name"],
+                "type": "String",
+                "value": UBUNTU_AMIS[arch],
+                "insecureValue": UBUNTU_AMIS[arch],
+                "version": 42,
+            }
+        raise AssertionError(f"the program made an unexpected lookup: {args.token}")
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        inputs = dict(args.inputs)
+        if self.preview:
+            # On a new stack's preview AWS has computed nothing: the empty id and the missing
+            # outputs are unknown to the program.
+            resource_id, outputs = "", inputs
+        else:
+            resource_id, computed = self._computed(args.typ, args.name, inputs)
+            outputs = {**inputs, **computed}
+        self.registrations.append(
+            Registration(args.typ, args.name, resource_id, inputs, outputs, args.provider)
+        )
+        return resource_id, outputs
+
+    def _computed(self, typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        computed: dict[str, Any]
+        seed = _hex(f"{typ}/{name}")
+        arn = f"arn:aws:{typ.split(':')[1].split('/', maxsplit=1)[0]}:{REGION}:{ACCOUNT}:{name}"
+        if typ == "aws:ec2/vpc:Vpc":
+            return f"vpc-{seed}", {"arn": arn, "defaultSecurityGroupId": f"sg-{seed}"}
+        if typ == "aws:ec2/subnet:Subnet":
+            subnet_id = f"subnet-{seed}"
+            # AWS reserves the first four addresses of every subnet.
+            self.subnet_hosts[subnet_id] = iter(
+                list(ipaddress.IPv4Network(inputs["cidrBlock"]).hosts())[10:]
+            )
+            return subnet_id, {"arn": arn}
+        if typ == "aws:ec2/instance:Instance":
+            private_ip = str(next(self.subnet_hosts[inputs["subnetId"]]))
+            computed = {
+                "arn": arn,
+                "privateIp": private_ip,
+                "privateDns": f"ip-{private_ip.replace('.', '-')}.{REGION}.compute.internal",
+                "instanceState": "running",
+            }
+            if inputs.get("associatePublicIpAddress"):
+                computed["publicIp"] = "203.0.113.50"
+            return f"i-{seed}", computed
+        if typ == "aws:ec2/eip:Eip":
+            octet = int(seed[:2], 16) % 200 + 10
+            return f"eipalloc-{seed}", {
+                "allocationId": f"eipalloc-{seed}",
+                "publicIp": f"198.51.100.{octet}",
+                "publicDns": f"ec2-198-51-100-{octet}.{REGION}.compute.amazonaws.com",
+            }
+        if typ == "aws:ec2/securityGroup:SecurityGroup":
+            return f"sg-{seed}", {"arn": arn, "name": name}
+        if typ == "aws:rds/instance:Instance":
+            identifier = inputs["identifier"]
+            address = f"{identifier}.c9akciq32.{REGION}.rds.amazonaws.com"
+            computed = {
+                "arn": f"arn:aws:rds:{REGION}:{ACCOUNT}:db:{identifier}",
+                "address": address,
+                "endpoint": f"{address}:3306",
+                "port": 3306,
+                "resourceId": f"db-{seed.upper()}",
+            }
+            if inputs.get("manageMasterUserPassword"):
+                computed["masterUserSecrets"] = [
+                    {
+                        "secretArn": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:"
+                        f"rds!db-{seed}-AbCdEf",
+                        "secretStatus": "active",
+                        "kmsKeyId": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{seed}",
+                    }
+                ]
+            return identifier, computed
+        if typ == "aws:route53/zone:Zone":
+            return f"Z{seed.upper()}", {"zoneId": f"Z{seed.upper()}", "arn": arn}
+        if typ in ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile"):
+            return name, {
+                "arn": f"arn:aws:iam::{ACCOUNT}:{typ.rsplit(':', 1)[1].lower()}/{name}",
+                "name": name,
+            }
+        if typ in ("aws:rds/subnetGroup:SubnetGroup", "aws:rds/parameterGroup:ParameterGroup"):
+            return name, {"arn": arn, "name": name}
+        return f"{name}-{seed[:8]}", {"arn": arn}
+
+
+@dataclass
+class ProgramRun:
+    mocks: AwsMocks
+    outputs: dict[str, Any]
+
+    @property
+    def registrations(self) -> list[Registration]:
+        return self.mocks.registrations
+
+    def of_type(self, typ: str) -> list[Registration]:
+        return [r for r in self.registrations if r.type == typ]
+
+    def one(self, typ: str, name_contains: str = "") -> Registration:
+        found = [r for r in self.of_type(typ) if name_contains in r.name]
+        assert len(found) == 1, f"expected one {typ} named *{name_contains}*, found {len(found)}"
+        return found[0]
+
+    def instances(self, role: str) -> list[Registration]:
+        return [
+            r for r in self.of_type("aws:ec2/instance:Instance") if r.inputs["tags"]["Role"] == role
+        ]
+
+
+def run_program(
+    config: dict[str, Any] | None = None, *, preview: bool = False, stack: str = "dev"
+) -> ProgramRun:
+    """Run `__main__.py` under the mocks with `web-infra:` config values (native types)."""
+    mocks = AwsMocks(preview=preview)
+    pulumi.runtime.set_mocks(mocks, project="web-infra", stack=stack, preview=preview)
+    raw = {"aws:region": REGION}
+    for key, value in (config or {}).items():
+        raw[f"web-infra:{key}"] = value if isinstance(value, str) else json.dumps(value)
+    pulumi.runtime.set_all_config(raw)
+    outputs: dict[str, Any] = {}
+
+    @pulumi.runtime.test  # type: ignore[untyped-decorator]
+    def program() -> pulumi.Output[Any]:
+        namespace = runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+        exported = namespace["infrastructure"].outputs
+        return pulumi.Output.all(**exported).apply(outputs.update)
+
+    program()
+    return ProgramRun(mocks, outputs)
