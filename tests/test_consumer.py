@@ -24,6 +24,8 @@ import yaml
 from pulumi.runtime import config as runtime_config
 from pulumi.runtime import settings as runtime_settings
 
+from tools.mocked_program import run_program
+
 ROOT = Path(__file__).resolve().parent.parent
 CONSUMER_DIR = ROOT / "examples" / "consumer"
 # The example is the package `consumer` (examples/consumer/__init__.py), so neither its
@@ -37,6 +39,8 @@ from consumer.consumer_stack import (  # noqa: E402
     ConsumerSettings,
 )
 
+from components.web_infrastructure import STACK_OUTPUTS  # noqa: E402
+
 PROJECT = "web-infra-consumer"
 WEB_INFRA_STACK = "acme/web-infra/dev"
 LB_DNS = "ec2-198-51-100-23.eu-west-1.compute.amazonaws.com"
@@ -45,9 +49,9 @@ REPLICA_HOST = "web-infra-dev-db-replica.c9akciq32.eu-west-1.rds.amazonaws.com"
 VPC_ID = "vpc-0a1b2c3d4e5f60718"
 DATABASE_SG = "sg-0d4e5f6a7b8c9d0e1"
 
-# contract: the stack outputs web-infra exports, with values shaped like its real ones. For
-# now written out here from the agreed list; to be rewired to the program's own STACK_OUTPUTS
-# (components/web_infrastructure.py) so that a renamed or dropped key fails this file.
+# contract: the stack outputs web-infra exports, with values shaped like its real ones.
+# `test_mocked_outputs_are_shaped_like_the_programs` runs the program itself and fails when
+# a key is renamed, dropped or changes shape, so this table cannot drift from it.
 WEB_INFRA_OUTPUTS: dict[str, Any] = {
     "url": f"http://{LB_DNS}",
     "load_balancer_public_ip": LB_IP,
@@ -64,7 +68,6 @@ WEB_INFRA_OUTPUTS: dict[str, Any] = {
         "database": DATABASE_SG,
     },
 }
-WEB_INFRA_CONTRACT = tuple(WEB_INFRA_OUTPUTS)
 
 SETTINGS = ConsumerSettings(
     web_infra_stack=WEB_INFRA_STACK, zone_id="Z0123456789ABCDEFGHIJ", record_name="www.example.com"
@@ -150,11 +153,27 @@ def build(settings: ConsumerSettings = SETTINGS) -> dict[str, Any]:
 
 
 def test_consumer_reads_only_keys_web_infra_exports() -> None:
-    # contract: compare with the program's exported keys once they are importable here.
-    assert set(CONSUMED_OUTPUTS) <= set(WEB_INFRA_CONTRACT), (
-        f"not exported by web-infra: {sorted(set(CONSUMED_OUTPUTS) - set(WEB_INFRA_CONTRACT))}"
+    # contract: the program's own list of exports.
+    assert set(CONSUMED_OUTPUTS) <= set(STACK_OUTPUTS), (
+        f"not exported by web-infra: {sorted(set(CONSUMED_OUTPUTS) - set(STACK_OUTPUTS))}"
     )
     assert len(set(CONSUMED_OUTPUTS)) == len(CONSUMED_OUTPUTS), "listed twice"
+
+
+def _shape(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _shape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [type(value[0]).__name__] if value else []
+    return type(value).__name__
+
+
+def test_mocked_outputs_are_shaped_like_the_programs() -> None:
+    """Guards the StackReference answer above against drifting from what web-infra exports."""
+    real = run_program().outputs
+    assert set(real) == set(STACK_OUTPUTS) == set(WEB_INFRA_OUTPUTS)
+    for key in STACK_OUTPUTS:
+        assert _shape(WEB_INFRA_OUTPUTS[key]) == _shape(real[key]), key
 
 
 @pytest.mark.parametrize("key", CONSUMED_OUTPUTS)
