@@ -318,6 +318,26 @@ def test_rds_managed_secret_is_found_from_the_db_and_reread_after_rotation(
     assert credentials.get() == ("webapp_admin", "second")
 
 
+def test_tls_verifies_the_rds_chain_when_configured(cluster: Cluster) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def connect(**options: Any) -> FakeConnection:
+        seen.append(options)
+        return cluster.connect(**options)
+
+    config = {**CONFIG, "tls_ca_file": "/etc/web-app/rds-ca.pem"}
+    database = web_app.Database(config, FixedCredentials(["first"]), connect=connect)
+    app = web_app.App("web-1", database)
+    assert call(app, "GET", "/api/messages")[0] == 200
+    assert seen[0]["ssl"] == {"ca": "/etc/web-app/rds-ca.pem", "check_hostname": False}
+    seen.clear()
+    plain = web_app.App(
+        "web-1", web_app.Database(CONFIG, FixedCredentials(["first"]), connect=connect)
+    )
+    assert call(plain, "GET", "/api/messages")[0] == 200
+    assert "ssl" not in seen[0], "the lab's MariaDB has no TLS"
+
+
 def test_file_credentials_for_the_local_lab(tmp_path: Any) -> None:
     path = tmp_path / "credentials.json"
     path.write_text(json.dumps({"username": "u", "password": "p"}))

@@ -106,7 +106,9 @@ class Database:
             "cursorclass": pymysql.cursors.DictCursor,
         }
         if self.config.get("tls_ca_file"):
-            options["ssl"] = {"ca": self.config["tls_ca_file"]}
+            # The chain must lead to the RDS CA; the name cannot match, because the app
+            # connects through the private zone's alias, not the instance's RDS name.
+            options["ssl"] = {"ca": self.config["tls_ca_file"], "check_hostname": False}
         for attempt in (1, 2):
             user, password = self.credentials.get()
             try:
