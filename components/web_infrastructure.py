@@ -17,26 +17,13 @@ from components.hardened_instance import ubuntu_ami
 from components.internal_dns import InternalDns, InternalDnsArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs
 from components.network import Network, NetworkArgs
+from components.stack_outputs import STACK_OUTPUTS
 from components.web_tier import WebNode, WebTier, WebTierArgs
 from settings import Settings, cpu_architecture
 from userdata import cloud_config
 
 DATABASE_NAME = "webapp"
 MASTER_USERNAME = "webapp_admin"
-
-# The stack outputs: a contract with every stack that reads this one through StackReference.
-STACK_OUTPUTS = (
-    "url",
-    "load_balancer_public_ip",
-    "load_balancer_public_dns",
-    "web_private_ips",
-    "db_primary_endpoint",
-    "db_replica_endpoint",
-    "vpc_id",
-    "public_subnet_ids",
-    "private_subnet_ids",
-    "security_group_ids",
-)
 
 
 def userdata_for(settings: Settings, region: str) -> tuple[str, dict[str, str]]:
@@ -196,4 +183,7 @@ class WebInfrastructure(pulumi.ComponentResource):
                 database=firewall.database_group_id,
             ),
         }
+        missing = set(STACK_OUTPUTS) ^ set(self.outputs)
+        if missing:
+            raise AssertionError(f"outputs and STACK_OUTPUTS disagree on {sorted(missing)}")
         self.register_outputs(self.outputs)

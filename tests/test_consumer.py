@@ -39,7 +39,7 @@ from consumer.consumer_stack import (  # noqa: E402
     ConsumerSettings,
 )
 
-from components.web_infrastructure import STACK_OUTPUTS  # noqa: E402
+from components.stack_outputs import STACK_OUTPUTS  # noqa: E402
 
 PROJECT = "web-infra-consumer"
 WEB_INFRA_STACK = "acme/web-infra/dev"

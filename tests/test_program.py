@@ -10,7 +10,7 @@ import pytest
 from conftest import ProgramRun, run_program
 from pulumi.runtime import rpc
 
-from components.web_infrastructure import STACK_OUTPUTS
+from components.stack_outputs import STACK_OUTPUTS
 from userdata.cloud_config import file_content, parse
 
 INSTANCE = "aws:ec2/instance:Instance"

@@ -54,23 +54,13 @@ from dataclasses import asdict, dataclass, field
 from http.client import HTTPException
 from typing import Any
 
+from components.stack_outputs import SECURITY_GROUP_KEYS, STACK_OUTPUTS
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 
-REQUIRED_KEYS = (
-    "url",
-    "load_balancer_public_ip",
-    "load_balancer_public_dns",
-    "web_private_ips",
-    "db_primary_endpoint",
-    "db_replica_endpoint",
-    "vpc_id",
-    "public_subnet_ids",
-    "private_subnet_ids",
-    "security_group_ids",
-)
-SECURITY_GROUP_KEYS = ("load_balancer", "web", "database")
+REQUIRED_KEYS = STACK_OUTPUTS
 GROUP_LABELS = {"load_balancer": "lb sg", "web": "web sg", "database": "db sg"}
 MIN_WEB_NODES = 2
 MIN_WEB_AZS = 2

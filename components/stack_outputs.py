@@ -1,0 +1,20 @@
+"""The stack outputs: a contract with every stack and tool that reads this one.
+
+Kept apart from the components (and free of Pulumi imports) so that light consumers such as
+`tools.verify` share the one list without loading the AWS provider SDK.
+"""
+
+STACK_OUTPUTS = (
+    "url",
+    "load_balancer_public_ip",
+    "load_balancer_public_dns",
+    "web_private_ips",
+    "db_primary_endpoint",
+    "db_replica_endpoint",
+    "vpc_id",
+    "public_subnet_ids",
+    "private_subnet_ids",
+    "security_group_ids",
+)
+SECURITY_GROUP_KEYS = ("load_balancer", "web", "database")
+"""The keys of the `security_group_ids` map."""
