@@ -28,3 +28,7 @@ test: lint
 
 bench: setup
 	$(UV) run python -m lab.benchmark
+
+# Redraw docs/architecture.png from the program (under mocks); commit docs/ afterwards.
+diagram:
+	$(UV) run python -m tools.diagram

@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-INSTALL_HINT = "sudo apt-get install haproxy nginx-light cloud-init mariadb-server wrk gunicorn"
+INSTALL_HINT = "make setup (or bash lab/install-packages.sh)"
 
 
 def require(tool: str) -> str:
