@@ -804,8 +804,6 @@ def run(config: Config, web_nodes: int | None, say: Callable[[str], None]) -> Re
             lab.down()
         raise
     try:
-        # The state folder holds credentials; keep it out of `git add` even if not ignored.
-        (STATE / ".gitignore").write_text("*\n")
         say(f"lab up in {time.monotonic() - began:.1f} s: {topology.url}")
         rotation = Rotation(lab, topology)
         with tempfile.TemporaryDirectory(prefix="lab-bench-") as folder:

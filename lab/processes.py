@@ -93,16 +93,26 @@ def stop(daemon: Daemon, *, sig: int = signal.SIGTERM, timeout: float = 15.0) ->
 
 
 def _group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    """True while a live (not zombie) process is left in the process group.
+
+    Orphaned children of a killed daemon are reaped by PID 1 on its own schedule; until then
+    they are zombies, which `killpg(group, 0)` still finds but which hold no port or socket.
+    """
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        state, process_group = fields[0], int(fields[2])
+        if process_group == group and state != "Z":
+            return True
+    return False
 
 
 def _clear_group(group: int, deadline: float) -> None:
     if _group_alive(group):
-        os.killpg(group, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
     while _group_alive(group) and time.monotonic() < deadline:
         _reap(group)
         time.sleep(0.05)

@@ -28,7 +28,8 @@ class Ports:
 
     @staticmethod
     def for_user(is_root: bool) -> Ports:
-        return Ports(80, 3306, 8404) if is_root else Ports(8080, 13306, 8404)
+        # Distinct stats ports too, so a root lab and a user's lab never race for one.
+        return Ports(80, 3306, 8404) if is_root else Ports(8080, 13306, 18404)
 
 
 @dataclass(frozen=True)
