@@ -63,6 +63,7 @@ class Network(pulumi.ComponentResource):
         self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("web-infra:network:Network", name, None, opts)
+        self._name = name
         child = pulumi.ResourceOptions(parent=self)
 
         # DNS support and hostnames are what let the private Route 53 zone answer in the VPC.
@@ -96,23 +97,12 @@ class Network(pulumi.ComponentResource):
                 opts=child,
             )
 
-        public_routes = aws.ec2.RouteTable(
-            f"{name}-public", vpc_id=vpc.id, tags={"Name": f"{name}-public"}, opts=child
-        )
-        aws.ec2.Route(
-            f"{name}-public-default",
-            route_table_id=public_routes.id,
-            destination_cidr_block="0.0.0.0/0",
+        self._route_table(
+            "public",
+            vpc.id,
+            {f"public-{z[-1]}": s.id for z, s in public.items()},
             gateway_id=gateway.id,
-            opts=child,
         )
-        for zone, public_subnet in public.items():
-            aws.ec2.RouteTableAssociation(
-                f"{name}-public-{zone[-1]}",
-                subnet_id=public_subnet.id,
-                route_table_id=public_routes.id,
-                opts=child,
-            )
 
         nat_zones = list(public) if args.nat_gateway_per_az else list(public)[:1]
         nat_gateways = {}
@@ -133,24 +123,11 @@ class Network(pulumi.ComponentResource):
 
         for zone, private_subnet in private.items():
             nat = nat_gateways.get(zone, nat_gateways[nat_zones[0]])
-            routes = aws.ec2.RouteTable(
-                f"{name}-private-{zone[-1]}",
-                vpc_id=vpc.id,
-                tags={"Name": f"{name}-private-{zone[-1]}"},
-                opts=child,
-            )
-            aws.ec2.Route(
-                f"{name}-private-{zone[-1]}-default",
-                route_table_id=routes.id,
-                destination_cidr_block="0.0.0.0/0",
+            self._route_table(
+                f"private-{zone[-1]}",
+                vpc.id,
+                {f"private-{zone[-1]}": private_subnet.id},
                 nat_gateway_id=nat.id,
-                opts=child,
-            )
-            aws.ec2.RouteTableAssociation(
-                f"{name}-private-{zone[-1]}",
-                subnet_id=private_subnet.id,
-                route_table_id=routes.id,
-                opts=child,
             )
 
         self.availability_zones = list(public)
@@ -166,3 +143,36 @@ class Network(pulumi.ComponentResource):
                 "private_subnet_ids": self.private_subnet_ids,
             }
         )
+
+    def _route_table(
+        self,
+        label: str,
+        vpc_id: pulumi.Input[str],
+        subnets: dict[str, pulumi.Input[str]],
+        **default_route: pulumi.Input[str],
+    ) -> None:
+        """A route table whose default route (0.0.0.0/0) goes to `default_route`'s target,
+        associated with `subnets` (association label -> subnet id)."""
+        child = pulumi.ResourceOptions(parent=self)
+        routes = aws.ec2.RouteTable(
+            f"{self._name}-{label}",
+            vpc_id=vpc_id,
+            tags={"Name": f"{self._name}-{label}"},
+            opts=child,
+        )
+        aws.ec2.Route(
+            f"{self._name}-{label}-default",
+            route_table_id=routes.id,
+            destination_cidr_block="0.0.0.0/0",
+            opts=child,
+            **default_route,
+        )
+        for zone, subnet_id in subnets.items():
+            aws.ec2.RouteTableAssociation(
+                f"{self._name}-{label}"
+                if label.endswith(f"-{zone}")
+                else f"{self._name}-{label}-{zone}",
+                subnet_id=subnet_id,
+                route_table_id=routes.id,
+                opts=child,
+            )
