@@ -1,0 +1,50 @@
+"""The lab's clear errors: a taken port, a daemon that dies at start, a userdata it cannot map."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from lab import processes
+from lab.lab import Lab
+from lab.localize import LabError, rewrite
+from lab.topology import LOAD_BALANCER_ADDRESS, build_topology
+from settings import load_settings
+
+
+def test_a_taken_port_is_named_before_anything_starts(tmp_path: Path) -> None:
+    state = tmp_path / "lab"
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        port = build_topology(load_settings({}, stack="dev")).ports.http
+        squatter.bind((LOAD_BALANCER_ADDRESS, port))
+        squatter.listen(1)
+        with pytest.raises(
+            LabError, match=rf"{LOAD_BALANCER_ADDRESS}:{port} for load-balancer is already in use"
+        ):
+            Lab(state).up()
+    assert not state.exists(), "nothing was started, nothing is left"
+
+
+def test_a_daemon_that_dies_at_start_shows_its_log(tmp_path: Path) -> None:
+    log = tmp_path / "daemon.log"
+    daemon = processes.start("x/sh", ["sh", "-c", "echo 'bind failed: no such file'; exit 3"], log)
+    with pytest.raises(LabError, match=r"exited during start-up(.|\n)*bind failed: no such file"):
+        processes.wait_until(lambda: False, daemon, what="x/sh", timeout=5)
+
+
+def test_a_missing_program_says_how_to_install_it(tmp_path: Path) -> None:
+    with pytest.raises(LabError, match="not installed; run `make setup`"):
+        processes.start("x/y", ["/nonexistent/haproxy-9"], tmp_path / "log")
+
+
+def test_a_userdata_change_the_lab_does_not_know_stops_it() -> None:
+    with pytest.raises(LabError, match="no longer contains 'bind \\*:80'"):
+        rewrite("frontend http\n    bind :8080\n", [("bind *:80", "bind 127.0.10.10:80")], what="x")
+
+
+def test_status_without_a_lab_says_how_to_start_one(tmp_path: Path) -> None:
+    with pytest.raises(LabError, match="not running; start it with `make lab`"):
+        Lab(tmp_path / "none").status()
