@@ -6,15 +6,18 @@ import socket
 from pathlib import Path
 
 import pytest
+from system_tools import require
 
 from lab import processes
-from lab.lab import Lab
+from lab.lab import REQUIRED, Lab
 from lab.localize import LabError, rewrite
 from lab.topology import LOAD_BALANCER_ADDRESS, build_topology
 from settings import load_settings
 
 
 def test_a_taken_port_is_named_before_anything_starts(tmp_path: Path) -> None:
+    for tool in REQUIRED:  # checked before the ports
+        require(tool)
     state = tmp_path / "lab"
     with socket.socket() as squatter:
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
