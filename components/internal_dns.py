@@ -14,6 +14,10 @@ import pulumi
 import pulumi_aws as aws
 
 RECORD_TTL_SECONDS = 30  # short, so HAProxy and the app follow a replaced host quickly
+# Hosts boot and ask for names before their records exist (RDS takes many minutes). Resolvers
+# cache that "no such name" for the SOA's minimum TTL, 900 s by default in Route 53; 10 s lets
+# the stack work as soon as the records appear.
+NEGATIVE_CACHE_SECONDS = 10
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,17 @@ class InternalDns(pulumi.ComponentResource):
             force_destroy=True,
             opts=child,
         )
+        # Route 53 creates the SOA with the zone; this takes it over to lower its minimum TTL.
+        aws.route53.Record(
+            f"{name}-soa",
+            zone_id=zone.zone_id,
+            name=args.zone_name,
+            type="SOA",
+            ttl=60,
+            allow_overwrite=True,
+            records=[zone.primary_name_server.apply(_soa)],
+            opts=child,
+        )
         records = [("A", label, value) for label, value in args.a_records.items()]
         records += [("CNAME", label, value) for label, value in args.cname_records.items()]
         for record_type, label, value in records:
@@ -57,3 +72,11 @@ class InternalDns(pulumi.ComponentResource):
             )
         self.zone_id = zone.zone_id
         self.register_outputs({"zone_id": self.zone_id})
+
+
+def _soa(primary_name_server: str) -> str:
+    """Route 53's own SOA values, with the negative-caching minimum lowered."""
+    return (
+        f"{primary_name_server.rstrip('.')}. awsdns-hostmaster.amazon.com. "
+        f"1 7200 900 1209600 {NEGATIVE_CACHE_SECONDS}"
+    )

@@ -338,6 +338,39 @@ def test_tls_verifies_the_rds_chain_when_configured(cluster: Cluster) -> None:
     assert "ssl" not in seen[0], "the lab's MariaDB has no TLS"
 
 
+def test_first_boot_before_iam_and_rds_is_a_503_not_a_dead_app(aws: None, tmp_path: Any) -> None:
+    """Web nodes boot before their role's policy and the primary exist: the app must start,
+    answer /health, and say 503 until the secret can be read."""
+    config = {
+        "node_name": "web-1",
+        "database": CONFIG,
+        "credentials": {
+            "source": "rds-managed-secret",
+            "region": "eu-west-1",
+            "db_instance_identifier": "not-created-yet",
+        },
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    app = web_app.create_app(str(path))
+    assert call(app, "GET", "/health")[0] == 200
+    status, _, body = call(app, "POST", "/api/messages", {"text": "too early"})
+    assert status == 503
+    assert "primary" in body["error"]
+    assert call(app, "GET", "/api/messages")[0] == 503
+
+
+def test_a_missing_ca_bundle_is_unavailable_not_a_crash(cluster: Cluster) -> None:
+    def connect(**options: Any) -> FakeConnection:
+        raise FileNotFoundError(2, "No such file or directory", options["ssl"]["ca"])
+
+    config = {**CONFIG, "tls_ca_file": "/etc/web-app/rds-ca.pem"}
+    app = web_app.App("web-1", web_app.Database(config, FixedCredentials(["x"]), connect=connect))
+    status, _, body = call(app, "GET", "/api/messages")
+    assert status == 503
+    assert "error" in body
+
+
 def test_file_credentials_for_the_local_lab(tmp_path: Any) -> None:
     path = tmp_path / "credentials.json"
     path.write_text(json.dumps({"username": "u", "password": "p"}))

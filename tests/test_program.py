@@ -178,6 +178,17 @@ def test_private_zone_names_every_host(default_run: ProgramRun) -> None:
     assert zone.inputs["vpcs"] == [{"vpcId": default_run.outputs["vpc_id"]}], "private zone"
 
 
+def test_missing_names_are_not_cached_for_long(default_run: ProgramRun) -> None:
+    """Hosts look up names before RDS exists; a 900 s negative cache would keep the stack
+    broken for 15 minutes after `pulumi up`."""
+    soa = [r for r in default_run.of_type("aws:route53/record:Record") if r.inputs["type"] == "SOA"]
+    assert len(soa) == 1
+    assert soa[0].inputs["allowOverwrite"] is True, "Route 53 made the SOA; take it over"
+    (value,) = soa[0].inputs["records"]
+    assert value == "ns-1536.awsdns-00.co.uk. awsdns-hostmaster.amazon.com. 1 7200 900 1209600 10"
+    assert min(soa[0].inputs["ttl"], int(value.split()[-1])) <= 10
+
+
 @pytest.mark.parametrize(("mode", "gateways"), [("single", 1), ("perAz", 2)])
 def test_nat_gateways_follow_the_setting(mode: str, gateways: int) -> None:
     run = run_program({"natGateways": mode})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from system_tools import require
 
 from components.web_infrastructure import userdata_for
 from settings import MAX_WEB_NODES, load_settings
-from userdata.cloud_config import EC2_USERDATA_LIMIT, file_content, parse, render
+from userdata.cloud_config import EC2_USERDATA_LIMIT, _gzip_b64, file_content, parse, render
 
 REGION = "eu-west-1"
 
@@ -94,6 +95,16 @@ def test_shipped_app_is_the_repository_app(largest: tuple[str, dict[str, str]]) 
     (app,) = [f for f in document["write_files"] if f["path"] == "/opt/web-app/web_app.py"]
     source = Path(__file__).resolve().parent.parent / "userdata" / "app" / "web_app.py"
     assert file_content(app) == source.read_bytes()
+
+
+def test_the_app_compresses_the_same_on_every_platform() -> None:
+    """The gzip header must not carry a time or the OS: either would change the userdata, and
+    so replace every web node, depending on when and where `pulumi up` runs."""
+    raw = base64.b64decode(_gzip_b64(b"print('hello')\n"))
+    assert raw[:4] == b"\x1f\x8b\x08\x00", "gzip, deflate, no file name"
+    assert raw[4:8] == b"\x00\x00\x00\x00", "no modification time"
+    assert raw[9] == 0xFF, "OS unknown"
+    assert _gzip_b64(b"x" * 1000) == _gzip_b64(b"x" * 1000)
 
 
 def test_userdata_stays_under_the_ec2_limit(largest: tuple[str, dict[str, str]]) -> None:

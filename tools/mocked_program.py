@@ -145,7 +145,12 @@ class AwsMocks(pulumi.runtime.Mocks):
                 ]
             return identifier, computed
         if typ == "aws:route53/zone:Zone":
-            return f"Z{seed.upper()}", {"zoneId": f"Z{seed.upper()}", "arn": arn}
+            return f"Z{seed.upper()}", {
+                "zoneId": f"Z{seed.upper()}",
+                "arn": arn,
+                "primaryNameServer": "ns-1536.awsdns-00.co.uk.",
+                "nameServers": [],
+            }
         if typ in ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile"):
             return name, {
                 "arn": f"arn:aws:iam::{ACCOUNT}:{typ.rsplit(':', 1)[1].lower()}/{name}",

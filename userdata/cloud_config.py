@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import io
 import json
 import string
 from collections.abc import Sequence
@@ -109,6 +110,9 @@ def _base(hostname: str, zone: str, packages: list[str]) -> dict[str, Any]:
         "package_update": True,
         "package_upgrade": True,
         "packages": packages,
+        # A mirror hiccup at first boot (or the Elastic IP replacing the launch address
+        # mid-download) must not leave a host without its packages.
+        "apt": {"conf": 'Acquire::Retries "5";\n'},
     }
 
 
@@ -172,9 +176,17 @@ def web_node_cloud_config(node_name: str, database: AppDatabase) -> dict[str, An
 
 
 def _gzip_b64(data: bytes) -> str:
+    """Deterministic gzip: no timestamp, no file name, OS byte "unknown" on every platform.
 
-    # mtime=0 keeps the output identical across runs, so an unchanged app is no diff.
-    return base64.b64encode(gzip.compress(data, mtime=0)).decode()
+    `gzip.compress` lets zlib write the header, whose OS byte differs between Linux and
+    macOS; that would change the userdata, and so replace every web node, depending on who
+    runs `pulumi up`. The deflate stream itself is zlib's: deploy from machines with the
+    same zlib (CI does), since a different implementation (zlib-ng) compresses differently.
+    """
+    buffer = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0, compresslevel=9) as out:
+        out.write(data)
+    return base64.b64encode(buffer.getvalue()).decode()
 
 
 class _LiteralDumper(yaml.SafeDumper):

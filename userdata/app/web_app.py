@@ -61,9 +61,16 @@ class RdsManagedSecret:
     def get(self):
         with self.lock:
             if self.cached is None:
-                db = self.rds.describe_db_instances(DBInstanceIdentifier=self.db_id)
-                arn = db["DBInstances"][0]["MasterUserSecret"]["SecretArn"]
-                secret = json.loads(self.secrets.get_secret_value(SecretId=arn)["SecretString"])
+                try:
+                    db = self.rds.describe_db_instances(DBInstanceIdentifier=self.db_id)
+                    arn = db["DBInstances"][0]["MasterUserSecret"]["SecretArn"]
+                    value = self.secrets.get_secret_value(SecretId=arn)["SecretString"]
+                    secret = json.loads(value)
+                except Exception as error:
+                    # First boot can beat IAM and RDS; the next request tries again.
+                    raise Unavailable(
+                        f"cannot read the DB secret: {type(error).__name__}"
+                    ) from None
                 self.cached = secret["username"], secret["password"]
                 self.read_at = time.monotonic()
             return self.cached
@@ -113,6 +120,8 @@ class Database:
             user, password = self.credentials.get()
             try:
                 return self.connect(user=user, password=password, **options)
+            except OSError as error:  # e.g. the RDS CA bundle missing or a TLS failure
+                raise Unavailable(f"{host}: {error}") from None
             except pymysql.MySQLError as error:
                 if error.args and error.args[0] == ACCESS_DENIED and attempt == 1:
                     log.warning("%s refused the credentials; reading the secret again", host)
