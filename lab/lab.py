@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,10 +139,10 @@ class Lab:
         self._start(specs[-1], topology)
         self._save(topology, specs)
         mariadb.start_replication(replica, primary.host, replication_password)
-        self._wait(
+        processes.wait_until(
             lambda: mariadb.replication_summary(replica).startswith("replicating"),
-            "replication to start",
-            str(replica.log),
+            _daemon(specs[-1]),
+            what="replication from db-primary to db-replica",
         )
         if is_root:  # the app (root here) and Nginx's workers (www-data) share the socket
             os.chmod(self.state, 0o755)  # noqa: S103 - a folder, not a secret; see above
@@ -191,10 +190,11 @@ class Lab:
         )
         self._start(specs[-1], topology)
         self._save(topology, specs)
-        self._wait(
-            lambda: all(v == "UP" for v in self.rotation(topology).values()),
-            "HAProxy to see every web node UP",
-            specs[-1].log,
+        every_node_up = {node.name: "UP" for node in topology.web_nodes}
+        processes.wait_until(
+            lambda: self.rotation(topology) == every_node_up,
+            _daemon(specs[-1]),
+            what="HAProxy to see every web node UP",
         )
 
     def _server(self, topology: Topology, name: str) -> mariadb.Server:
@@ -229,14 +229,6 @@ class Lab:
         else:
             ready = lambda: processes.port_is_open(host.address, host.port)  # noqa: E731
         processes.wait_until(ready, daemon, what=f"{spec.name} ({host.address})", timeout=60)
-
-    def _wait(self, condition: Any, what: str, log: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if condition():
-                return
-            time.sleep(0.1)
-        raise LabError(f"timed out waiting for {what}; log {log} ends:\n{processes.log_tail(log)}")
 
     @staticmethod
     def _stop_spec(spec: Spec, sig: int) -> None:
@@ -317,6 +309,13 @@ class Lab:
             else:
                 details[host.name] = f"stats: {topology.stats_url}"
         return {"url": topology.url, "hosts": hosts, "details": details}
+
+
+def _daemon(spec: Spec) -> Daemon:
+    daemon = spec.daemon()
+    if daemon is None:
+        raise LabError(f"{spec.name} was never started")
+    return daemon
 
 
 def _unix_socket_answers(path: Path) -> bool:

@@ -168,7 +168,10 @@ def wait_until(
         if ready():
             return
         if not is_running(daemon):
-            raise LabError(f"{what} exited during start-up; its log ends:\n{log_tail(daemon.log)}")
+            raise LabError(
+                f"{daemon.name} exited during start-up (waiting for {what}); "
+                f"its log ends:\n{log_tail(daemon.log)}"
+            )
         time.sleep(0.05)
     raise LabError(
         f"{what} did not become ready in {timeout:.0f} s; its log ends:\n{log_tail(daemon.log)}"
