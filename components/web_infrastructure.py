@@ -106,8 +106,15 @@ class WebInfrastructure(pulumi.ComponentResource):
             opts=child,
         )
 
+        images: dict[str, str] = {}  # one lookup per CPU architecture
+
         def ami(instance_type: str) -> str:
-            return settings.ami_id or ubuntu_ami(cpu_architecture(instance_type), self)
+            if settings.ami_id:
+                return settings.ami_id
+            architecture = cpu_architecture(instance_type)
+            if architecture not in images:
+                images[architecture] = ubuntu_ami(architecture, self)
+            return images[architecture]
 
         load_balancer_userdata, web_userdata = userdata_for(settings, region)
         # Instances boot into apt: they wait for the NAT routes the network sets up.

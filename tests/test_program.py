@@ -145,7 +145,10 @@ def test_ami_follows_override_and_architecture() -> None:
     (load_balancer,) = graviton.instances("load-balancer")
     assert load_balancer.inputs["ami"] == "ami-0f1e2d3c4b5a69788", "arm64 image for Graviton"
     parameters = [args["name"] for token, args in graviton.mocks.calls if "getParameter" in token]
-    assert any("/ubuntu/server/24.04/" in name for name in parameters)
+    assert sorted(p.split("/")[-4] for p in parameters) == ["amd64", "arm64"], "one per arch"
+    assert all("/ubuntu/server/24.04/" in name for name in parameters)
+    overridden = [t for t, _ in run.mocks.calls if "getParameter" in t]
+    assert overridden == [], "an amiId override needs no lookup"
 
 
 def test_web_role_reads_only_the_primary_secret(default_run: ProgramRun) -> None:
