@@ -62,6 +62,7 @@ import pymysql
 from components.web_infrastructure import DATABASE_NAME
 from lab.lab import ROOT, Lab
 from lab.localize import LabError
+from lab.processes import find_program
 from lab.topology import Topology
 from settings import SettingsError
 
@@ -276,7 +277,7 @@ def machine_facts() -> dict[str, str]:
 
 
 def _output_of(command: list[str]) -> str:
-    program = shutil.which(command[0]) or f"/usr/sbin/{command[0]}"
+    program = find_program(command[0]) or command[0]
     try:
         result = subprocess.run(  # noqa: S603 - fixed version queries
             [program, *command[1:]], capture_output=True, text=True, timeout=10, check=False

@@ -100,9 +100,9 @@ class Lab:
                     "or stop it with `make lab-down` before starting it again"
                 )
             shutil.rmtree(self.state)  # left over from a crash: nothing of it runs
-        missing = [t for t in REQUIRED if not (shutil.which(t) or Path(f"/usr/sbin/{t}").exists())]
+        missing = [t for t in REQUIRED if processes.find_program(t) is None]
         if missing:
-            raise LabError(f"missing programs: {', '.join(missing)}; run `make setup`")
+            raise LabError(f"missing programs: {', '.join(missing)}; {processes.INSTALL}")
 
         is_root = os.geteuid() == 0
         topology = build_topology(self.settings(web_nodes), is_root=is_root)
@@ -160,7 +160,7 @@ class Lab:
                 )
             )
             self._start(specs[-1], topology)
-            nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+            nginx = processes.program("nginx")
             specs.append(
                 Spec(
                     f"{node.name}/nginx",
@@ -180,7 +180,7 @@ class Lab:
             self._save(topology, specs)
 
         haproxy_conf = localizer.haproxy_config()
-        haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+        haproxy = processes.program("haproxy")
         specs.append(
             Spec(
                 "load-balancer/haproxy",

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from components.web_infrastructure import DATABASE_NAME, MASTER_USERNAME
 from lab.localize import LabError
+from lab.processes import program
 from lab.topology import Host
 
 REPLICATION_USER = "replication"
@@ -50,17 +51,6 @@ def _os_user() -> str:
     return "mysql" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
 
 
-def _binary(name: str) -> str:
-    found = shutil.which(name) or (
-        f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None
-    )
-    if not found:
-        raise LabError(
-            f"{name} is not installed; run `make setup` (or bash lab/install-packages.sh)"
-        )
-    return found
-
-
 def initialise(server: Server) -> None:
     server.directory.mkdir(parents=True, exist_ok=True)
     (server.directory / "tmp").mkdir(exist_ok=True)
@@ -70,7 +60,7 @@ def initialise(server: Server) -> None:
         shutil.chown(server.directory / "tmp", user, user)
     result = subprocess.run(  # noqa: S603
         [
-            _binary("mariadb-install-db"),
+            program("mariadb-install-db"),
             "--no-defaults",
             f"--datadir={server.datadir}",
             f"--user={user}",
@@ -90,7 +80,7 @@ def initialise(server: Server) -> None:
 
 def server_command(server: Server, *, replica: bool) -> list[str]:
     command = [
-        _binary("mariadbd"),
+        program("mariadbd"),
         "--no-defaults",
         f"--datadir={server.datadir}",
         f"--socket={server.socket}",
@@ -122,7 +112,7 @@ def sql(
     user = pwd.getpwuid(os.geteuid()).pw_name  # unix_socket auth: the OS user is the DB user
     result = subprocess.run(  # noqa: S603
         [
-            _binary("mariadb"),
+            program("mariadb"),
             f"--socket={server.socket}",
             f"--user={user}",
             "--batch",

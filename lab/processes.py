@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +19,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.localize import LabError
+
+INSTALL = "run `make setup` (or bash lab/install-packages.sh)"
+
+
+def find_program(name: str) -> str | None:
+    """The program's path: on PATH, or in the sbin folders a normal user's PATH often lacks."""
+    found = shutil.which(name)
+    if found:
+        return found
+    return next(
+        (f"{d}/{name}" for d in ("/usr/sbin", "/sbin") if os.access(f"{d}/{name}", os.X_OK)), None
+    )
+
+
+def program(name: str) -> str:
+    """Like `find_program`, but a missing program is an error that says how to install it."""
+    found = find_program(name)
+    if found is None:
+        raise LabError(f"{name} is not installed; {INSTALL}")
+    return found
 
 
 @dataclass(frozen=True)
@@ -50,9 +71,7 @@ def start(
                 start_new_session=True,
             )
         except FileNotFoundError:
-            raise LabError(
-                f"{command[0]} is not installed; run `make setup` (or bash lab/install-packages.sh)"
-            ) from None
+            raise LabError(f"{command[0]} is not installed; {INSTALL}") from None
     return Daemon(name, process.pid, command[0], str(log))
 
 
