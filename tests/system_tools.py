@@ -7,21 +7,17 @@ install step broke. Elsewhere the test is skipped with the command that installs
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 
-INSTALL_HINT = "make setup (or bash lab/install-packages.sh)"
+from lab.processes import INSTALL, find_program
 
 
 def require(tool: str) -> str:
-    path = shutil.which(tool) or next(
-        (f"{d}/{tool}" for d in ("/usr/sbin", "/sbin") if os.access(f"{d}/{tool}", os.X_OK)),
-        None,
-    )
+    path = find_program(tool)
     if path:
         return path
-    message = f"{tool} is not installed; run: {INSTALL_HINT}"
+    message = f"{tool} is not installed; {INSTALL}"
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message)
     pytest.skip(message)
