@@ -9,7 +9,7 @@ import pulumi_aws as aws
 from pulumi.runtime import config as runtime_config
 
 from components.web_infrastructure import WebInfrastructure
-from settings import SettingsError, load_settings
+from settings import SettingsError, load_aws_provider_settings, load_settings
 
 
 def stack_config() -> dict[str, object]:
@@ -18,22 +18,37 @@ def stack_config() -> dict[str, object]:
 
 
 try:
-    settings = load_settings(stack_config(), stack=pulumi.get_stack(), project=pulumi.get_project())
+    config = stack_config()
+    settings = load_settings(config, stack=pulumi.get_stack(), project=pulumi.get_project())
+    aws_settings = load_aws_provider_settings(config)
 except SettingsError as error:
     # Stop before any resource is registered, with the message and without a traceback.
     raise pulumi.RunError(str(error)) from None
 
-# Every AWS resource carries these tags, through the provider, not one by one.
+# An explicit provider, so that every AWS resource carries these tags. It does not read the
+# stack's aws:* settings by itself: each one the program honours is passed on here (the
+# settings loader refuses any other, instead of ignoring it).
 provider = aws.Provider(
     "aws",
-    # An explicit provider does not read aws:region from stack config by itself.
-    region=aws.config.region,
+    region=aws_settings.region,
+    profile=aws_settings.profile,
+    allowed_account_ids=list(aws_settings.allowed_account_ids) or None,
+    forbidden_account_ids=list(aws_settings.forbidden_account_ids) or None,
+    max_retries=aws_settings.max_retries,
     default_tags=aws.ProviderDefaultTagsArgs(
-        tags={"Project": settings.project, "Stack": settings.stack, "ManagedBy": "pulumi"}
+        tags={
+            **aws_settings.default_tags,
+            "Project": settings.project,
+            "Stack": settings.stack,
+            "ManagedBy": "pulumi",
+        }
     ),
 )
 infrastructure = WebInfrastructure(
-    settings.name_prefix, settings, opts=pulumi.ResourceOptions(providers={"aws": provider})
+    settings.name_prefix,
+    settings,
+    aws_settings,
+    opts=pulumi.ResourceOptions(providers={"aws": provider}),
 )
 for key, value in infrastructure.outputs.items():
     pulumi.export(key, value)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,10 @@ import yaml
 NAMESPACE = "web-infra"
 
 MIN_WEB_NODES = 2  # active-active needs two; fewer is a single point of failure
-MAX_WEB_NODES = 20  # HAProxy's rendered backend and the /16 private subnets stay small
+# HAProxy names a server slot per possible node (web-1 ... web-20), so its config does not change
+# with the node count; the /16 private subnets stay small.
+MAX_WEB_NODES = 20
+CPU_ARCHITECTURES = ("amd64", "arm64")  # Ubuntu's names, as in Canonical's AMI parameters
 
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 _DB_INSTANCE_CLASS = re.compile(r"^db\.[a-z][a-z0-9-]*\.[a-z0-9]+$")
@@ -62,12 +66,19 @@ class Settings:
     """`vpcCidr`: private IPv4 range of the VPC, /16 to /24."""
     nat_gateways: str
     """`natGateways`: `single` (one NAT gateway) or `perAz` (one per AZ)."""
-    admin_cidrs: tuple[str, ...]
-    """`adminCidrs`: CIDRs allowed to SSH to the instances; empty means no SSH at all."""
-    ami_id: str | None
-    """`amiId`: an AMI to use instead of the latest Ubuntu 24.04 LTS."""
+    ami_ids: dict[str, str]
+    """`amiIds`: the pinned image per CPU architecture (`amd64`, `arm64`); unpinned ones follow
+    Canonical's current Ubuntu 24.04 image."""
     deletion_protection: bool
     """`deletionProtection`: refuse to delete the database instances."""
+    rolling_batch_size: int | None
+    """`rollingBatchSize`: web nodes replaced at once after the first (the canary); None: auto."""
+    readiness_timeout_minutes: int
+    """`readinessTimeoutMinutes`: how long `pulumi up` waits for a new host to serve."""
+    db_max_allocated_storage_gb: int
+    """`dbMaxAllocatedStorageGb`: storage autoscaling limit of the primary and the replica."""
+    db_apply_immediately: bool
+    """`dbApplyImmediately`: apply database changes now instead of in the maintenance window."""
 
     @property
     def name_prefix(self) -> str:
@@ -81,7 +92,17 @@ class Settings:
 
     @property
     def web_node_names(self) -> list[str]:
-        return [f"web-{i}" for i in range(1, self.web_node_count + 1)]
+        return web_node_names(self.web_node_count)
+
+    @property
+    def rollout_batches(self) -> list[list[str]]:
+        """The order in which changed web nodes are replaced: the canary first, then batches."""
+        return rollout_batches(self.web_node_names, self.rolling_batch_size)
+
+    @property
+    def readiness_parameter_prefix(self) -> str:
+        """The SSM path under which each host reports that it serves: `/web-infra-dev/ready`."""
+        return f"/{self.name_prefix}/ready"
 
     @property
     def db_primary_identifier(self) -> str:
@@ -95,6 +116,26 @@ class Settings:
 def _slug(text: str) -> str:
     slug = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
     return re.sub(r"-{2,}", "-", slug) or "stack"
+
+
+def web_node_names(count: int) -> list[str]:
+    return [f"web-{i}" for i in range(1, count + 1)]
+
+
+def default_batch_size(node_count: int) -> int:
+    """One node at a time for small tiers; a quarter of a large tier (5 of 20) at once."""
+    return 1 if node_count <= 4 else math.ceil(node_count / 4)
+
+
+def rollout_batches(nodes: list[str], batch_size: int | None = None) -> list[list[str]]:
+    """`nodes` in replacement order: a one-node canary, then batches of `batch_size`.
+
+    A release whose canary never becomes ready stops there: the later batches wait for the
+    earlier batches' readiness gates, so they are never touched.
+    """
+    size = min(batch_size or default_batch_size(len(nodes)), len(nodes))
+    canary, rest = nodes[:1], nodes[1:]
+    return [canary] + [rest[i : i + size] for i in range(0, len(rest), size)]
 
 
 def cpu_architecture(instance_type: str) -> str:
@@ -158,28 +199,24 @@ def _vpc_cidr(raw: Any) -> str:
     return str(network)
 
 
-def _admin_cidrs(raw: Any) -> tuple[str, ...]:
+def _ami_ids(raw: Any) -> dict[str, str]:
     allowed = (
-        'a list of IPv4 CIDRs with host bits zero, e.g. ["203.0.113.0/24"]; '
-        "0.0.0.0/0 is refused (use SSM Session Manager instead of SSH from anywhere)"
+        "a map of CPU architecture to AMI id, e.g. {amd64: ami-0123456789abcdef0} "
+        "(`python -m tools.ami --stack <stack> --write` pins Canonical's current images)"
     )
     if isinstance(raw, str):
         try:
-            raw = json.loads(raw) if raw.strip() else []
+            raw = json.loads(raw) if raw.strip() else {}
         except json.JSONDecodeError:
             raise ValueError(allowed) from None
-    if not isinstance(raw, list):
+    if not isinstance(raw, dict):
         raise ValueError(allowed)
-    cidrs = []
-    for item in raw:
-        try:
-            network = ipaddress.IPv4Network(str(item), strict=True)
-        except ValueError:
-            raise ValueError(f"{allowed}; {item!r} is not one") from None
-        if network.prefixlen == 0:
-            raise ValueError(allowed)
-        cidrs.append(str(network))
-    return tuple(cidrs)
+    for architecture, ami in raw.items():
+        if architecture not in CPU_ARCHITECTURES:
+            raise ValueError(f"{allowed}; architectures are {', '.join(CPU_ARCHITECTURES)}")
+        if not isinstance(ami, str) or not _AMI_ID.match(ami):
+            raise ValueError(f"{allowed}; {ami!r} is not an AMI id")
+    return {str(k): str(v) for k, v in sorted(raw.items())}
 
 
 @dataclass(frozen=True)
@@ -216,16 +253,28 @@ _KEYS = (
     _Key("dbMultiAz", "db_multi_az", False, _boolean),
     _Key("vpcCidr", "vpc_cidr", "10.20.0.0/16", _vpc_cidr),
     _Key("natGateways", "nat_gateways", "single", _choice("single", "perAz")),
-    _Key("adminCidrs", "admin_cidrs", (), _admin_cidrs),
-    _Key(
-        "amiId",
-        "ami_id",
-        None,
-        _matching(_AMI_ID, "an AMI id such as ami-0123456789abcdef0, or leave it unset"),
-    ),
+    _Key("amiIds", "ami_ids", {}, _ami_ids),
     _Key("deletionProtection", "deletion_protection", True, _boolean),
+    _Key("rollingBatchSize", "rolling_batch_size", None, _integer(1, MAX_WEB_NODES)),
+    _Key("readinessTimeoutMinutes", "readiness_timeout_minutes", 15, _integer(3, 120)),
+    _Key("dbMaxAllocatedStorageGb", "db_max_allocated_storage_gb", 100, _integer(20, 65536)),
+    _Key("dbApplyImmediately", "db_apply_immediately", False, _boolean),
 )
 KNOWN_KEYS = tuple(key.name for key in _KEYS)
+
+# Keys earlier versions accepted: a clear way forward instead of "not a setting".
+_REMOVED_KEYS = {
+    "adminCidrs": (
+        "SSH was removed: no key pair reaches the instances and web nodes have no public "
+        "address; use Session Manager (`aws ssm start-session --target i-...`) and remove it "
+        "with `pulumi config rm web-infra:adminCidrs`"
+    ),
+    "amiId": (
+        "images are pinned per CPU architecture now: run "
+        "`pulumi config rm web-infra:amiId && pulumi config set --path "
+        "web-infra:amiIds.amd64 ami-...` (or `python -m tools.ami --stack <stack> --write`)"
+    ),
+}
 
 
 def load_settings(raw: Mapping[str, Any], *, project: str = NAMESPACE, stack: str) -> Settings:
@@ -240,7 +289,9 @@ def load_settings(raw: Mapping[str, Any], *, project: str = NAMESPACE, stack: st
         if key.startswith(f"{NAMESPACE}:") or ":" not in key  # other namespaces: aws:region
     }
     problems = []
-    for unknown in sorted(set(values) - set(KNOWN_KEYS)):
+    for removed in sorted(set(values) & set(_REMOVED_KEYS)):
+        problems.append(f"{NAMESPACE}:{removed} is no longer a setting: {_REMOVED_KEYS[removed]}")
+    for unknown in sorted(set(values) - set(KNOWN_KEYS) - set(_REMOVED_KEYS)):
         hint = difflib.get_close_matches(unknown, KNOWN_KEYS, n=1)
         fix = (
             f"did you mean {NAMESPACE}:{hint[0]}?"
@@ -260,6 +311,8 @@ def load_settings(raw: Mapping[str, Any], *, project: str = NAMESPACE, stack: st
             problems.append(
                 f"{NAMESPACE}:{key.name} = {values[key.name]!r} is not allowed; use {allowed}"
             )
+    problems += _cross_key_problems(fields)
+    problems += _parse_aws_provider(raw)[1]
     if problems:
         raise SettingsError(
             "invalid stack configuration:\n"
@@ -268,6 +321,115 @@ def load_settings(raw: Mapping[str, Any], *, project: str = NAMESPACE, stack: st
             "or in Pulumi.<stack>.yaml"
         )
     return Settings(project=project, stack=stack, **fields)
+
+
+def _cross_key_problems(fields: dict[str, Any]) -> list[str]:
+    """Rules between keys, checked only when each key on its own is valid."""
+    problems = []
+    storage, limit = (
+        fields.get("db_allocated_storage_gb"),
+        fields.get("db_max_allocated_storage_gb"),
+    )
+    if isinstance(storage, int) and isinstance(limit, int) and limit <= storage:
+        problems.append(
+            f"{NAMESPACE}:dbMaxAllocatedStorageGb = {limit} must be larger than "
+            f"dbAllocatedStorageGb = {storage}, or storage could never grow; raise it"
+        )
+    return problems
+
+
+@dataclass(frozen=True)
+class AwsProviderSettings:
+    """The stack's `aws:*` settings that web-infra's explicit AWS provider honours.
+
+    The program creates its own provider (to tag every resource), and an explicit provider
+    does not read `aws:*` stack settings by itself: a silently ignored `aws:profile` or
+    `aws:allowedAccountIds` could deploy to the wrong account. So each supported key is
+    passed on, and any other `aws:*` key is an error instead of being ignored.
+    """
+
+    region: str | None = None
+    profile: str | None = None
+    allowed_account_ids: tuple[str, ...] = ()
+    forbidden_account_ids: tuple[str, ...] = ()
+    default_tags: dict[str, str] = field(default_factory=dict)
+    max_retries: int | None = None
+
+
+_AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+_ACCOUNT_ID = re.compile(r"^\d{12}$")
+
+
+def _json_value(raw: Any) -> Any:
+    if isinstance(raw, str):
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return raw
+    return raw
+
+
+def _account_ids(raw: Any) -> tuple[str, ...]:
+    value = _json_value(raw)
+    if not isinstance(value, list) or not all(
+        isinstance(v, str) and _ACCOUNT_ID.match(v) for v in value
+    ):
+        raise ValueError('a list of 12-digit account ids, e.g. ["123456789012"]')
+    return tuple(value)
+
+
+def _default_tags(raw: Any) -> dict[str, str]:
+    value = _json_value(raw)
+    tags = value.get("tags") if isinstance(value, dict) else None
+    if not isinstance(tags, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
+    ):
+        raise ValueError('{"tags": {"Key": "value", ...}}')
+    return dict(tags)
+
+
+_AWS_PARSERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "region": ("region", _matching(_AWS_REGION, "an AWS region such as eu-west-1")),
+    "profile": ("profile", _matching(re.compile(r"^\S+$"), "a profile name from ~/.aws/config")),
+    "allowedAccountIds": ("allowed_account_ids", _account_ids),
+    "forbiddenAccountIds": ("forbidden_account_ids", _account_ids),
+    "defaultTags": ("default_tags", _default_tags),
+    "maxRetries": ("max_retries", _integer(0, 100)),
+}
+
+
+def _parse_aws_provider(raw: Mapping[str, Any]) -> tuple[AwsProviderSettings, list[str]]:
+    fields: dict[str, Any] = {}
+    problems = []
+    for key, value in sorted(raw.items()):
+        if not key.startswith("aws:"):
+            continue
+        name = key.removeprefix("aws:")
+        if name not in _AWS_PARSERS:
+            problems.append(
+                f"{key} is not honoured by web-infra's AWS provider (it honours "
+                + ", ".join(f"aws:{k}" for k in _AWS_PARSERS)
+                + f"); remove it with `pulumi config rm {key}` and set credentials, roles and "
+                "endpoints outside the stack (AWS_PROFILE with a role_arn profile, or the "
+                "deploy job's credentials)"
+            )
+            continue
+        field_name, parse = _AWS_PARSERS[name]
+        try:
+            fields[field_name] = parse(value)
+        except ValueError as allowed:
+            problems.append(f"{key} = {value!r} is not allowed; use {allowed}")
+    return AwsProviderSettings(**fields), problems
+
+
+def load_aws_provider_settings(raw: Mapping[str, Any]) -> AwsProviderSettings:
+    """The stack's `aws:*` keys, validated (`load_settings` reports their problems too)."""
+    aws, problems = _parse_aws_provider(raw)
+    if problems:
+        raise SettingsError(
+            "invalid stack configuration:\n" + "\n".join(f"  - {p}" for p in problems)
+        )
+    return aws
 
 
 def load_stack_file(path: Path, *, stack: str | None = None) -> Settings:

@@ -5,6 +5,13 @@ The replica is a variant of the primary, not a copy of it: it names its source w
 them from the source). The primary keeps automated backups because RDS refuses to create a read
 replica of an instance without them. Its master password lives in Secrets Manager, created and
 rotated by RDS (`manage_master_user_password`), so no password ever passes through Pulumi state.
+
+Both instances survive their own changes: the replica has the primary's storage and storage
+autoscaling, so it never fills up first (replication would stop); the fixed identifiers are
+deleted before a replacement is created (RDS would refuse a second instance of the same name);
+the final snapshot's name is unique per stack lifetime, so a second destroy is not blocked by
+the first one's snapshot; and whether changes apply at once or in the maintenance window is a
+setting (`dbApplyImmediately`).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from typing import Any
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_random as random
 
 ENGINE = "mysql"
 ENGINE_VERSION = "8.4"
@@ -29,6 +37,10 @@ class DatabaseArgs:
     master_username: str
     instance_class: str
     allocated_storage_gb: int
+    max_allocated_storage_gb: int
+    """Storage autoscaling limit; the replica grows like the primary."""
+    apply_immediately: bool
+    """Apply modifications now (brief restarts for some) instead of in the maintenance window."""
     backup_retention_days: int
     """At least 1: a read replica needs automated backups on its source."""
     multi_az: bool
@@ -70,8 +82,23 @@ class Database(pulumi.ComponentResource):
             ],
             opts=child,
         )
+        # A new suffix per stack lifetime: the first destroy's snapshot must not block the next.
+        snapshot_suffix = random.RandomId(
+            f"{name}-final-snapshot-suffix",
+            byte_length=4,
+            keepers={"identifier": args.primary_identifier},
+            opts=child,
+        )
+        # Fixed identifiers (the app finds the primary's secret by its identifier): a
+        # replacement must delete the old instance first. For the primary that means a new,
+        # empty database, which `deletionProtection` refuses until it is turned off.
+        fixed_name = pulumi.ResourceOptions(parent=self, delete_before_replace=True)
         common: dict[str, Any] = {
             "instance_class": args.instance_class,
+            "allocated_storage": args.allocated_storage_gb,
+            "max_allocated_storage": args.max_allocated_storage_gb,
+            "storage_type": "gp3",
+            "apply_immediately": args.apply_immediately,
             "vpc_security_group_ids": [args.security_group_id],
             "parameter_group_name": parameters.name,
             "publicly_accessible": False,
@@ -88,16 +115,16 @@ class Database(pulumi.ComponentResource):
             db_name=args.database_name,
             username=args.master_username,
             manage_master_user_password=True,
-            allocated_storage=args.allocated_storage_gb,
-            storage_type="gp3",
             db_subnet_group_name=subnets.name,
             multi_az=args.multi_az,
             backup_retention_period=args.backup_retention_days,
             backup_window="03:00-04:00",
             maintenance_window="sun:04:30-sun:05:30",
             skip_final_snapshot=False,
-            final_snapshot_identifier=f"{args.primary_identifier}-final",
-            opts=child,
+            final_snapshot_identifier=snapshot_suffix.hex.apply(
+                lambda suffix: f"{args.primary_identifier}-final-{suffix}"
+            ),
+            opts=fixed_name,
             **common,
         )
         # No final snapshot for the replica: its data is the primary's, which is snapshotted.
@@ -108,7 +135,7 @@ class Database(pulumi.ComponentResource):
             replicate_source_db=primary.identifier,
             backup_retention_period=0,
             skip_final_snapshot=True,
-            opts=child,
+            opts=fixed_name,
             **common,
         )
 

@@ -1,7 +1,7 @@
 """Security groups: each tier admits only the tier in front of it.
 
 Internet -> load balancer on 80/443; load balancer -> web tier on the web port; web tier ->
-database on 3306. No SSH unless `adminCidrs` names who may; Session Manager is the way in.
+database on 3306. No SSH anywhere: Session Manager is the way in (it needs no inbound port).
 Rules are separate resources, so groups can reference each other without a cycle.
 """
 
@@ -14,7 +14,6 @@ import pulumi
 import pulumi_aws as aws
 
 ANYWHERE = "0.0.0.0/0"
-SSH_PORT = 22
 
 
 @dataclass(frozen=True)
@@ -25,8 +24,6 @@ class FirewallArgs:
     web_port: int
     """The port Nginx listens on, on every web node."""
     database_port: int
-    admin_cidrs: Sequence[str]
-    """CIDRs that may SSH to the instances; empty closes SSH entirely."""
 
 
 class Firewall(pulumi.ComponentResource):
@@ -58,9 +55,6 @@ class Firewall(pulumi.ComponentResource):
             self._ingress("load-balancer", port, load_balancer, cidr=ANYWHERE, why="public HTTP(S)")
         self._ingress("web", args.web_port, web, source=load_balancer, why="from HAProxy")
         self._ingress("database", args.database_port, database, source=web, why="from the web tier")
-        for index, cidr in enumerate(args.admin_cidrs):
-            for role, target in (("load-balancer", load_balancer), ("web", web)):
-                self._ingress(f"{role}-ssh-{index}", SSH_PORT, target, cidr=cidr, why="admin SSH")
 
         # Outbound: what each tier really calls. apt mirrors use 80, AWS APIs (SSM, Secrets
         # Manager, RDS) and the RDS CA download use 443. DNS and NTP go to the VPC's own

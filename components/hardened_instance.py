@@ -2,8 +2,9 @@
 
 IMDSv2 only (a stolen SSRF cannot read role credentials with a plain GET), an encrypted gp3 root
 volume, and userdata that replaces the instance when it changes, so cloud-init always runs on the
-configuration the code declares. The AMI is ignored after creation: a new Ubuntu image must not
-replace running instances on the next `pulumi up`; replace them deliberately instead.
+configuration the code declares. A new image replaces the instance too: the image is an explicit
+input (`amiIds`, pinned per CPU architecture), and every replacement rolls behind readiness
+gates, so an image bump is as safe as a code change and shows as such in a preview.
 """
 
 from __future__ import annotations
@@ -20,10 +21,22 @@ ROOT_VOLUME_GB = 16
 
 
 def ubuntu_ami(architecture: str, parent: pulumi.Resource) -> str:
-    """Ubuntu 24.04 LTS's current AMI, from Canonical's public SSM parameter."""
+    """Ubuntu 24.04 LTS's current AMI, from Canonical's public SSM parameter.
+
+    Used for architectures the stack does not pin. Canonical publishes new images every few
+    weeks, and each one then replaces (rolling) every instance of that architecture on the
+    next `pulumi up`; pin images to decide when that happens.
+    """
     parameter = aws.ssm.get_parameter(
         name=UBUNTU_AMI_PARAMETER.format(arch=architecture),
         opts=pulumi.InvokeOptions(parent=parent),
+    )
+    pulumi.log.warn(
+        f"web-infra:amiIds.{architecture} is not pinned: using Canonical's current Ubuntu 24.04 "
+        f"image {parameter.value}, so a new Canonical image replaces the {architecture} "
+        "instances on the next `pulumi up`. Pin it with `uv run python -m tools.ami --stack "
+        "<stack> --write`.",
+        resource=parent,
     )
     return parameter.value
 
@@ -68,5 +81,5 @@ def hardened_instance(
             delete_on_termination=True,
         ),
         tags={"Name": spec.name, "Role": spec.role},
-        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(ignore_changes=["ami"])),
+        opts=opts,
     )

@@ -1,7 +1,8 @@
-"""An IAM role and instance profile for one tier: Session Manager, plus what the tier reads.
+"""An IAM role and instance profile for one tier: Session Manager, plus what the tier needs.
 
 Every instance is reachable through SSM Session Manager (no SSH, no bastion), so every role
-gets AmazonSSMManagedInstanceCore. A tier that needs more passes a least-privilege policy.
+gets AmazonSSMManagedInstanceCore. A tier that needs more passes a least-privilege policy,
+built from statements with `policy_document`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,20 @@ EC2_TRUST = json.dumps(
         ],
     }
 )
+
+
+def policy_document(*statements: dict[str, object]) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+def report_ready_statement(parameter_arns: list[str]) -> dict[str, object]:
+    """The tier's hosts may write their readiness reports (`parameter_arns`), nothing else."""
+    return {
+        "Sid": "ReportReady",
+        "Effect": "Allow",
+        "Action": "ssm:PutParameter",
+        "Resource": parameter_arns if len(parameter_arns) > 1 else parameter_arns[0],
+    }
 
 
 @dataclass(frozen=True)

@@ -3,17 +3,26 @@
 Userdata refers to `web-1.<zone>` and `db-primary.<zone>` rather than to addresses, because
 addresses only exist after AWS creates things. Names keep userdata fully known at preview and
 let one host be replaced without rewriting (and so replacing) the hosts that talk to it.
+
+A host's A record takes its address from the host's readiness gate, so a name points at a new
+host only once it serves. HAProxy follows the web nodes' records; when they change, the update
+waits (`DnsPropagationWait`) until HAProxy has followed them before any old host is deleted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
-RECORD_TTL_SECONDS = 30  # short, so HAProxy and the app follow a replaced host quickly
+from components.dns_propagation import DnsPropagationWait, DnsPropagationWaitArgs
+
+RECORD_TTL_SECONDS = 10  # short, so HAProxy and the app follow a replaced host quickly
+# After a web node's record changes: the resolver's cache (TTL), HAProxy's re-resolution (1 s)
+# and its hold on a vanished name (`hold nx 5s`), and a margin for requests in flight.
+SWITCH_WAIT_SECONDS = RECORD_TTL_SECONDS + 1 + 5 + 4
 # Hosts boot and ask for names before their records exist (RDS takes many minutes). Resolvers
 # cache that "no such name" for the SOA's minimum TTL, 900 s by default in Route 53; 10 s lets
 # the stack work as soon as the records appear.
@@ -25,7 +34,9 @@ class InternalDnsArgs:
     zone_name: str
     vpc_id: pulumi.Input[str]
     a_records: Mapping[str, pulumi.Input[str]]
-    """Host label -> private IPv4 address (web nodes, the load balancer)."""
+    """Host label -> private IPv4 address (web nodes, the load balancer), from their gates."""
+    followed_by_haproxy: Sequence[str]
+    """The labels HAProxy sends traffic to (the web nodes): a change waits for it to follow."""
     cname_records: Mapping[str, pulumi.Input[str]]
     """Host label -> DNS name (the RDS endpoints, whose addresses RDS may change)."""
 
@@ -60,8 +71,9 @@ class InternalDns(pulumi.ComponentResource):
         )
         records = [("A", label, value) for label, value in args.a_records.items()]
         records += [("CNAME", label, value) for label, value in args.cname_records.items()]
+        created = {}
         for record_type, label, value in records:
-            aws.route53.Record(
+            created[label] = aws.route53.Record(
                 f"{name}-{label}",
                 zone_id=zone.zone_id,
                 name=f"{label}.{args.zone_name}",
@@ -70,6 +82,17 @@ class InternalDns(pulumi.ComponentResource):
                 records=[value],
                 opts=child,
             )
+        DnsPropagationWait(
+            f"{name}-haproxy-follows",
+            DnsPropagationWaitArgs(
+                records={
+                    label: created[label].records.apply(lambda r: ",".join(r or []))
+                    for label in args.followed_by_haproxy
+                },
+                seconds=SWITCH_WAIT_SECONDS,
+            ),
+            opts=child,
+        )
         self.zone_id = zone.zone_id
         self.register_outputs({"zone_id": self.zone_id})
 

@@ -1,18 +1,27 @@
 """The HAProxy load balancer: one instance in a public subnet behind an Elastic IP.
 
-The Elastic IP keeps the public address stable when the instance is replaced (a userdata change
-does that), so DNS records other teams point at `load_balancer_public_ip` stay valid.
+The Elastic IP is the stable public address other teams point DNS at. Its association with the
+instance is a resource of its own, and it takes the instance from the readiness gate: when the
+load balancer is replaced (a new image, a new HAProxy config), the address moves to the new
+instance only once its HAProxy serves, and the old instance is deleted after that.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
 from components.hardened_instance import InstanceSpec, hardened_instance
-from components.instance_role import InstanceRole, InstanceRoleArgs
+from components.instance_role import (
+    InstanceRole,
+    InstanceRoleArgs,
+    policy_document,
+    report_ready_statement,
+)
+from components.readiness_gate import GateSettings, gate_for, report_parameter
 
 ROLE_TAG = "load-balancer"
 
@@ -27,12 +36,18 @@ class LoadBalancerArgs:
     security_group_id: pulumi.Input[str]
     user_data: str
     """The rendered HAProxy cloud-config; must be known at preview (no AWS-computed values)."""
+    ready_parameter: str
+    """The SSM parameter the instance reports to once HAProxy serves."""
+    gates: GateSettings
+    instance_depends_on: Sequence[pulumi.Resource]
+    """What the instance needs before it boots: the internet route and egress rules."""
 
 
 class LoadBalancer(pulumi.ComponentResource):
     public_ip: pulumi.Output[str]
     public_dns: pulumi.Output[str]
     private_ip: pulumi.Output[str]
+    """The serving instance's address (from its readiness gate)."""
     instance_id: pulumi.Output[str]
 
     def __init__(
@@ -40,9 +55,15 @@ class LoadBalancer(pulumi.ComponentResource):
     ) -> None:
         super().__init__("web-infra:load_balancer:LoadBalancer", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        parameter = report_parameter(f"{name}-ready", args.ready_parameter, child)
         role = InstanceRole(
             f"{name}-identity",
-            InstanceRoleArgs(description="HAProxy load balancer: Session Manager only"),
+            InstanceRoleArgs(
+                description="HAProxy load balancer: Session Manager and its readiness report",
+                inline_policy=parameter.arn.apply(
+                    lambda arn: policy_document(report_ready_statement([arn]))
+                ),
+            ),
             opts=child,
         )
         instance = hardened_instance(
@@ -56,20 +77,37 @@ class LoadBalancer(pulumi.ComponentResource):
                 security_group_id=args.security_group_id,
                 instance_profile=role.profile_name,
                 user_data=args.user_data,
-                # A temporary public address lets cloud-init reach apt before the EIP attaches.
+                # A temporary public address lets cloud-init reach apt before the EIP moves here.
                 public_ip=True,
             ),
-            child,
+            pulumi.ResourceOptions(parent=self, depends_on=list(args.instance_depends_on)),
+        )
+        gate = gate_for(
+            f"{name}-gate",
+            host=ROLE_TAG,
+            instance=instance,
+            userdata=args.user_data,
+            parameter_name=args.ready_parameter,
+            settings=args.gates,
+            opts=child,
         )
         address = aws.ec2.Eip(
             f"{name}-eip",
             domain="vpc",
-            instance=instance.id,
             tags={"Name": f"{args.name_prefix}-{ROLE_TAG}"},
             opts=child,
         )
-        self.instance_id = instance.id
-        self.private_ip = instance.private_ip
+        aws.ec2.EipAssociation(
+            f"{name}-eip-association",
+            allocation_id=address.allocation_id,
+            instance_id=gate.instance_id,
+            # A replacement association takes the address from the old instance in one call;
+            # the old association's delete then finds nothing left to detach.
+            allow_reassociation=True,
+            opts=child,
+        )
+        self.instance_id = gate.instance_id
+        self.private_ip = gate.private_ip
         self.public_ip = address.public_ip
         self.public_dns = address.public_dns
         self.register_outputs(

@@ -2,8 +2,12 @@
 
 Build order follows the data: the network and firewall first; the database next, because the
 web tier's role must name the database's secret; then the web nodes and HAProxy, whose userdata
-only names hosts in the private zone; last, the zone's records, which point those names at the
-addresses AWS assigned.
+only names hosts in the private zone, each behind a readiness gate; last, the zone's records,
+which point those names at the addresses of hosts that serve.
+
+What `pulumi up` waits for: every new host's readiness gate (it serves), every DNS switch to
+be followed by HAProxy, and only then are the hosts it replaced deleted. So a green `pulumi up`
+means the stack serves, and a change never routes a request to a host that does not.
 """
 
 from __future__ import annotations
@@ -17,21 +21,25 @@ from components.hardened_instance import ubuntu_ami
 from components.internal_dns import InternalDns, InternalDnsArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs
 from components.network import Network, NetworkArgs
+from components.readiness_gate import GateSettings
 from components.stack_outputs import STACK_OUTPUTS
 from components.web_tier import WebNode, WebTier, WebTierArgs
-from settings import Settings, cpu_architecture
+from settings import AwsProviderSettings, Settings, cpu_architecture
 from userdata import cloud_config
 
 DATABASE_NAME = "webapp"
 MASTER_USERNAME = "webapp_admin"
 
 
+def readiness_report(settings: Settings, region: str) -> cloud_config.ReadinessReport:
+    return cloud_config.ReadinessReport(settings.readiness_parameter_prefix, region)
+
+
 def userdata_for(settings: Settings, region: str) -> tuple[str, dict[str, str]]:
     """The load balancer's and each web node's rendered userdata; pure and known at preview."""
     zone = settings.internal_zone
-    load_balancer = cloud_config.render(
-        cloud_config.load_balancer_cloud_config(zone, settings.web_node_names)
-    )
+    readiness = readiness_report(settings, region)
+    load_balancer = cloud_config.render(cloud_config.load_balancer_cloud_config(zone, readiness))
     database = cloud_config.AppDatabase(
         zone=zone,
         database_name=DATABASE_NAME,
@@ -39,7 +47,7 @@ def userdata_for(settings: Settings, region: str) -> tuple[str, dict[str, str]]:
         primary_identifier=settings.db_primary_identifier,
     )
     web = {
-        node: cloud_config.render(cloud_config.web_node_cloud_config(node, database))
+        node: cloud_config.render(cloud_config.web_node_cloud_config(node, database, readiness))
         for node in settings.web_node_names
     }
     return load_balancer, web
@@ -49,7 +57,11 @@ class WebInfrastructure(pulumi.ComponentResource):
     outputs: dict[str, pulumi.Output[object]]
 
     def __init__(
-        self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        settings: Settings,
+        aws_settings: AwsProviderSettings,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("web-infra:web_infrastructure:WebInfrastructure", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
@@ -84,7 +96,6 @@ class WebInfrastructure(pulumi.ComponentResource):
                 public_ports=(cloud_config.HTTP_PORT, 443),
                 web_port=cloud_config.WEB_PORT,
                 database_port=cloud_config.MYSQL_PORT,
-                admin_cidrs=settings.admin_cidrs,
             ),
             opts=child,
         )
@@ -97,6 +108,8 @@ class WebInfrastructure(pulumi.ComponentResource):
                 master_username=MASTER_USERNAME,
                 instance_class=settings.db_instance_class,
                 allocated_storage_gb=settings.db_allocated_storage_gb,
+                max_allocated_storage_gb=settings.db_max_allocated_storage_gb,
+                apply_immediately=settings.db_apply_immediately,
                 backup_retention_days=settings.db_backup_retention_days,
                 multi_az=settings.db_multi_az,
                 deletion_protection=settings.deletion_protection,
@@ -109,16 +122,23 @@ class WebInfrastructure(pulumi.ComponentResource):
         images: dict[str, str] = {}  # one lookup per CPU architecture
 
         def ami(instance_type: str) -> str:
-            if settings.ami_id:
-                return settings.ami_id
             architecture = cpu_architecture(instance_type)
             if architecture not in images:
-                images[architecture] = ubuntu_ami(architecture, self)
+                images[architecture] = settings.ami_ids.get(architecture) or ubuntu_ami(
+                    architecture, self
+                )
             return images[architecture]
 
         load_balancer_userdata, web_userdata = userdata_for(settings, region)
-        # Instances boot into apt: they wait for the NAT routes the network sets up.
-        after_network = pulumi.ResourceOptions(parent=self, depends_on=[network])
+        readiness = readiness_report(settings, region)
+        gates = GateSettings(
+            region=region,
+            profile=aws_settings.profile,
+            timeout_seconds=settings.readiness_timeout_minutes * 60,
+        )
+        # Instances boot into apt: they wait for the NAT routes and the egress rules. Nothing
+        # else does (the IAM roles, for one, are created meanwhile).
+        boot_needs: list[pulumi.Resource] = [network, firewall]
         web = WebTier(
             f"{prefix}-web",
             WebTierArgs(
@@ -131,14 +151,18 @@ class WebInfrastructure(pulumi.ComponentResource):
                         # Round the zones: web-1 in the first, web-2 in the second, ...
                         subnet_id=network.private_subnets[i % len(network.private_subnets)].id,
                         user_data=web_userdata[node],
+                        ready_parameter=readiness.parameter(node),
                     )
                     for i, node in enumerate(settings.web_node_names)
                 ],
+                batches=settings.rollout_batches,
                 security_group_id=firewall.web_group_id,
                 database_arn=database.primary_arn,
                 database_secret_arn=database.master_secret_arn,
+                gates=gates,
+                instance_depends_on=boot_needs,
             ),
-            opts=after_network,
+            opts=child,
         )
         load_balancer = LoadBalancer(
             f"{prefix}-load-balancer",
@@ -149,18 +173,23 @@ class WebInfrastructure(pulumi.ComponentResource):
                 subnet_id=network.public_subnets[0].id,
                 security_group_id=firewall.load_balancer_group_id,
                 user_data=load_balancer_userdata,
+                ready_parameter=readiness.parameter("load-balancer"),
+                gates=gates,
+                instance_depends_on=boot_needs,
             ),
-            opts=after_network,
+            opts=child,
         )
         InternalDns(
             f"{prefix}-dns",
             InternalDnsArgs(
                 zone_name=settings.internal_zone,
                 vpc_id=network.vpc_id,
+                # Addresses from the readiness gates: a name points at a host once it serves.
                 a_records={
                     "load-balancer": load_balancer.private_ip,
-                    **{node: i.private_ip for node, i in web.nodes.items()},
+                    **{node: gate.private_ip for node, gate in web.gates.items()},
                 },
+                followed_by_haproxy=settings.web_node_names,
                 cname_records={
                     "db-primary": database.primary_address,
                     "db-replica": database.replica_address,

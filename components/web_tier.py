@@ -1,13 +1,18 @@
 """The web tier: N active-active instances, each Nginx + gunicorn + the app, spread over AZs.
 
 Nodes sit in private subnets without public addresses; only HAProxy reaches them. Their role may
-read exactly one thing: the primary's RDS-managed master secret (found through
-DescribeDBInstances on the primary), because the app reads its DB password at run time.
+read exactly one secret, the primary's RDS-managed master secret (found through
+DescribeDBInstances on the primary), because the app reads its DB password at run time, and
+write the tier's readiness reports.
+
+Every node has a readiness gate: its address leaves this component only through the gate, so
+nothing routes to a node before it serves. Changed nodes are replaced in batches: the nodes of
+each batch are created only after the gates of the batch before it, so a release whose first
+node (the canary) never becomes ready touches no other node.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,7 +20,13 @@ import pulumi
 import pulumi_aws as aws
 
 from components.hardened_instance import InstanceSpec, hardened_instance
-from components.instance_role import InstanceRole, InstanceRoleArgs
+from components.instance_role import (
+    InstanceRole,
+    InstanceRoleArgs,
+    policy_document,
+    report_ready_statement,
+)
+from components.readiness_gate import GateSettings, ReadinessGate, gate_for, report_parameter
 
 ROLE_TAG = "web"
 
@@ -26,6 +37,8 @@ class WebNode:
     """The node's name: web-1, web-2, ...; also its host name and `X-Served-By` value."""
     subnet_id: pulumi.Input[str]
     user_data: str
+    ready_parameter: str
+    """The SSM parameter the node reports to once it serves."""
 
 
 @dataclass(frozen=True)
@@ -34,35 +47,36 @@ class WebTierArgs:
     ami: str
     instance_type: str
     nodes: Sequence[WebNode]
+    batches: Sequence[Sequence[str]]
+    """Node names in replacement order (see settings.rollout_batches)."""
     security_group_id: pulumi.Input[str]
     database_arn: pulumi.Input[str]
     database_secret_arn: pulumi.Input[str]
+    gates: GateSettings
+    instance_depends_on: Sequence[pulumi.Resource]
+    """What an instance needs before it boots: NAT routes and the firewall's egress rules."""
 
 
-def secret_read_policy(database_arn: str, secret_arn: str) -> str:
-    return json.dumps(
+def secret_read_statements(database_arn: str, secret_arn: str) -> list[dict[str, object]]:
+    return [
         {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Sid": "FindTheManagedSecret",
-                    "Effect": "Allow",
-                    "Action": "rds:DescribeDBInstances",
-                    "Resource": database_arn,
-                },
-                {
-                    "Sid": "ReadTheManagedSecret",
-                    "Effect": "Allow",
-                    "Action": "secretsmanager:GetSecretValue",
-                    "Resource": secret_arn,
-                },
-            ],
-        }
-    )
+            "Sid": "FindTheManagedSecret",
+            "Effect": "Allow",
+            "Action": "rds:DescribeDBInstances",
+            "Resource": database_arn,
+        },
+        {
+            "Sid": "ReadTheManagedSecret",
+            "Effect": "Allow",
+            "Action": "secretsmanager:GetSecretValue",
+            "Resource": secret_arn,
+        },
+    ]
 
 
 class WebTier(pulumi.ComponentResource):
     private_ips: pulumi.Output[list[str]]
+    """Each node's address once it serves, in node order."""
     instance_ids: pulumi.Output[list[str]]
 
     def __init__(
@@ -70,36 +84,67 @@ class WebTier(pulumi.ComponentResource):
     ) -> None:
         super().__init__("web-infra:web_tier:WebTier", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        policy = pulumi.Output.all(args.database_arn, args.database_secret_arn).apply(
-            lambda arns: secret_read_policy(arns[0], arns[1])
+        nodes = {node.name: node for node in args.nodes}
+        if sorted(n for batch in args.batches for n in batch) != sorted(nodes):
+            raise ValueError("the rollout batches must name every web node exactly once")
+
+        parameters = {
+            node.name: report_parameter(f"{name}-{node.name}-ready", node.ready_parameter, child)
+            for node in args.nodes
+        }
+        policy = pulumi.Output.all(
+            args.database_arn, args.database_secret_arn, *[p.arn for p in parameters.values()]
+        ).apply(
+            lambda arns: policy_document(
+                *secret_read_statements(arns[0], arns[1]), report_ready_statement(arns[2:])
+            )
         )
         role = InstanceRole(
             f"{name}-identity",
             InstanceRoleArgs(
-                description="Web nodes: Session Manager and the DB master secret",
+                description="Web nodes: Session Manager, the DB master secret, readiness reports",
                 inline_policy=policy,
             ),
             opts=child,
         )
-        self.nodes: dict[str, aws.ec2.Instance] = {
-            node.name: hardened_instance(
-                f"{name}-{node.name}",
-                InstanceSpec(
-                    name=f"{args.name_prefix}-{node.name}",
-                    role=ROLE_TAG,
-                    ami=args.ami,
-                    instance_type=args.instance_type,
-                    subnet_id=node.subnet_id,
-                    security_group_id=args.security_group_id,
-                    instance_profile=role.profile_name,
-                    user_data=node.user_data,
-                    public_ip=False,
-                ),
-                child,
-            )
-            for node in args.nodes
-        }
-        instances = list(self.nodes.values())
-        self.private_ips = pulumi.Output.all(*[i.private_ip for i in instances])
-        self.instance_ids = pulumi.Output.all(*[i.id for i in instances])
+
+        self.nodes: dict[str, aws.ec2.Instance] = {}
+        self.gates: dict[str, ReadinessGate] = {}
+        previous_batch: list[pulumi.Resource] = []
+        for batch in args.batches:
+            for node_name in batch:
+                node = nodes[node_name]
+                instance = hardened_instance(
+                    f"{name}-{node.name}",
+                    InstanceSpec(
+                        name=f"{args.name_prefix}-{node.name}",
+                        role=ROLE_TAG,
+                        ami=args.ami,
+                        instance_type=args.instance_type,
+                        subnet_id=node.subnet_id,
+                        security_group_id=args.security_group_id,
+                        instance_profile=role.profile_name,
+                        user_data=node.user_data,
+                        public_ip=False,
+                    ),
+                    pulumi.ResourceOptions(
+                        parent=self,
+                        depends_on=[*args.instance_depends_on, *previous_batch],
+                    ),
+                )
+                self.nodes[node.name] = instance
+                self.gates[node.name] = gate_for(
+                    f"{name}-{node.name}-gate",
+                    host=node.name,
+                    instance=instance,
+                    userdata=node.user_data,
+                    parameter_name=node.ready_parameter,
+                    settings=args.gates,
+                    opts=child,
+                )
+            previous_batch = [self.gates[n] for n in batch]
+
+        in_order = [n.name for n in args.nodes]
+        self.private_ips = pulumi.Output.all(*[self.gates[n].private_ip for n in in_order])
+        self.instance_ids = pulumi.Output.all(*[self.gates[n].instance_id for n in in_order])
         self.register_outputs({"private_ips": self.private_ips, "instance_ids": self.instance_ids})

@@ -6,10 +6,14 @@ import pytest
 
 from settings import (
     KNOWN_KEYS,
+    AwsProviderSettings,
     SettingsError,
     cpu_architecture,
+    load_aws_provider_settings,
     load_settings,
     load_stack_file,
+    rollout_batches,
+    web_node_names,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,9 +24,11 @@ def test_defaults_are_a_working_stack() -> None:
     assert settings.web_node_count == 2
     assert settings.db_mode == "rds"
     assert settings.nat_gateways == "single"
-    assert settings.admin_cidrs == ()
-    assert settings.ami_id is None
+    assert settings.ami_ids == {}, "unpinned: Canonical's current image"
     assert settings.deletion_protection is True, "secure default: the DB is protected"
+    assert settings.readiness_timeout_minutes == 15
+    assert settings.db_apply_immediately is False, "changes wait for the maintenance window"
+    assert settings.db_max_allocated_storage_gb > settings.db_allocated_storage_gb
     assert settings.db_backup_retention_days >= 1, "a read replica needs backups on its source"
 
 
@@ -33,13 +39,19 @@ def test_defaults_are_a_working_stack() -> None:
         ({"webNodeCount": 20}, "web_node_count", 20),
         ({"web-infra:webNodeCount": "3"}, "web_node_count", 3),
         ({"natGateways": "perAz"}, "nat_gateways", "perAz"),
-        ({"adminCidrs": '["203.0.113.0/24"]'}, "admin_cidrs", ("203.0.113.0/24",)),
-        ({"adminCidrs": ["198.51.100.7/32"]}, "admin_cidrs", ("198.51.100.7/32",)),
-        ({"adminCidrs": ""}, "admin_cidrs", ()),
+        (
+            {"amiIds": '{"arm64": "ami-0123456789abcdef0"}'},
+            "ami_ids",
+            {"arm64": "ami-0123456789abcdef0"},
+        ),
+        ({"amiIds": {"amd64": "ami-01234567"}}, "ami_ids", {"amd64": "ami-01234567"}),
+        ({"rollingBatchSize": "3"}, "rolling_batch_size", 3),
+        ({"readinessTimeoutMinutes": 30}, "readiness_timeout_minutes", 30),
+        ({"dbApplyImmediately": "true"}, "db_apply_immediately", True),
+        ({"dbMaxAllocatedStorageGb": "500"}, "db_max_allocated_storage_gb", 500),
         ({"deletionProtection": "false"}, "deletion_protection", False),
         ({"deletionProtection": True}, "deletion_protection", True),
         ({"dbMultiAz": "true"}, "db_multi_az", True),
-        ({"amiId": "ami-0123456789abcdef0"}, "ami_id", "ami-0123456789abcdef0"),
         ({"vpcCidr": "172.16.0.0/20"}, "vpc_cidr", "172.16.0.0/20"),
         ({"instanceType": "m7g.large"}, "instance_type", "m7g.large"),
         ({"dbInstanceClass": "db.r6g.large"}, "db_instance_class", "db.r6g.large"),
@@ -64,11 +76,12 @@ def test_accepts_good_values(raw: dict[str, object], field: str, expected: objec
         ("vpcCidr", "10.0.0.1/16", "a private IPv4 CIDR"),
         ("vpcCidr", "8.8.0.0/16", "a private IPv4 CIDR"),
         ("vpcCidr", "10.0.0.0/8", "from /16 to /24"),
-        ("adminCidrs", '["0.0.0.0/0"]', "0.0.0.0/0 is refused"),
-        ("adminCidrs", '["203.0.113.1/24"]', "host bits zero"),
-        ("adminCidrs", '"203.0.113.0/24"', "a list of IPv4 CIDRs"),
-        ("adminCidrs", "[not json", "a list of IPv4 CIDRs"),
-        ("amiId", "ubuntu-24.04", "an AMI id"),
+        ("amiIds", '{"amd64": "ubuntu-24.04"}', "'ubuntu-24.04' is not an AMI id"),
+        ("amiIds", '{"x86_64": "ami-0123456789abcdef0"}', "architectures are amd64, arm64"),
+        ("amiIds", "ami-0123456789abcdef0", "a map of CPU architecture to AMI id"),
+        ("rollingBatchSize", "0", "a whole number from 1 to 20"),
+        ("readinessTimeoutMinutes", "1", "a whole number from 3 to 120"),
+        ("dbApplyImmediately", "now", "true or false"),
         ("deletionProtection", "yes", "true or false"),
         ("instanceType", "T3 small", "an EC2 instance type"),
         ("dbInstanceClass", "t4g.micro", "an RDS instance class"),
@@ -125,4 +138,70 @@ def test_the_dev_stack_file_is_valid_and_uses_only_known_keys() -> None:
     settings = load_stack_file(ROOT / "Pulumi.dev.yaml")
     assert settings.stack == "dev"
     assert settings.web_node_count >= 2
-    assert set(KNOWN_KEYS) >= {"webNodeCount", "adminCidrs", "amiId", "deletionProtection"}
+    assert set(KNOWN_KEYS) >= {"webNodeCount", "amiIds", "rollingBatchSize", "deletionProtection"}
+
+
+@pytest.mark.parametrize(
+    ("key", "fix"),
+    [
+        ("adminCidrs", "use Session Manager"),
+        ("amiId", "web-infra:amiIds.amd64"),
+    ],
+)
+def test_removed_keys_say_what_replaced_them(key: str, fix: str) -> None:
+    """A stack file from an earlier version gets a way forward, not "not a setting"."""
+    with pytest.raises(SettingsError, match=rf"web-infra:{key} is no longer a setting:.*{fix}"):
+        load_settings({key: "[]"}, stack="dev")
+
+
+def test_storage_limit_must_let_storage_grow() -> None:
+    with pytest.raises(SettingsError, match="dbMaxAllocatedStorageGb = 100 must be larger"):
+        load_settings({"dbAllocatedStorageGb": 100, "dbMaxAllocatedStorageGb": 100}, stack="dev")
+
+
+@pytest.mark.parametrize(
+    ("count", "batch_size", "expected_sizes"),
+    [
+        (2, None, [1, 1]),
+        (4, None, [1, 1, 1, 1]),
+        (5, None, [1, 2, 2]),
+        (20, None, [1, 5, 5, 5, 4]),
+        (20, 19, [1, 19]),
+        (3, 10, [1, 2]),
+    ],
+)
+def test_rollout_starts_with_one_canary_then_bounded_batches(
+    count: int, batch_size: int | None, expected_sizes: list[int]
+) -> None:
+    """Guards the blast radius of a bad release: the first batch is one node, no batch is
+    larger than asked, and every node is in exactly one batch, in order."""
+    nodes = web_node_names(count)
+    batches = rollout_batches(nodes, batch_size)
+    assert [len(b) for b in batches] == expected_sizes
+    assert [n for b in batches for n in b] == nodes
+
+
+def test_aws_settings_are_honoured_or_refused() -> None:
+    """An explicit provider ignores aws:* config by itself; a silently ignored aws:profile or
+    aws:allowedAccountIds could deploy to the wrong account."""
+    aws = load_aws_provider_settings(
+        {
+            "aws:region": "eu-west-1",
+            "aws:profile": "prod-deployer",
+            "aws:allowedAccountIds": '["123456789012"]',
+            "aws:defaultTags": '{"tags": {"CostCenter": "42"}}',
+            "web-infra:webNodeCount": "2",
+        }
+    )
+    assert aws == AwsProviderSettings(
+        region="eu-west-1",
+        profile="prod-deployer",
+        allowed_account_ids=("123456789012",),
+        default_tags={"CostCenter": "42"},
+    )
+    with pytest.raises(SettingsError) as error:
+        load_settings({"aws:assumeRoles": "[]", "aws:allowedAccountIds": "[42]"}, stack="dev")
+    message = str(error.value)
+    assert "aws:assumeRoles is not honoured" in message
+    assert "pulumi config rm aws:assumeRoles" in message
+    assert "aws:allowedAccountIds = '[42]' is not allowed; use a list of 12-digit" in message

@@ -53,6 +53,8 @@ PROVIDER = "pulumi:providers:aws"
 VPC = "aws:ec2/vpc:Vpc"
 SUBNET = "aws:ec2/subnet:Subnet"
 EIP = "aws:ec2/eip:Eip"
+EIP_ASSOCIATION = "aws:ec2/eipAssociation:EipAssociation"
+READINESS_GATE = "pulumi-python:dynamic/readiness:ReadinessGate"
 NAT_GATEWAY = "aws:ec2/natGateway:NatGateway"
 INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 DB_INSTANCE = "aws:rds/instance:Instance"
@@ -291,11 +293,16 @@ def _db_group_cluster(group: Registration) -> str:
     return f"db-subnet-group-{group.outputs.get('name', group.id)}"
 
 
-def _instance_label(stack: _Stack, instance: Registration, extra: str = "") -> str:
+def _instance_label(
+    run: ProgramRun, stack: _Stack, instance: Registration, extra: str = ""
+) -> str:
     software = SOFTWARE.get(instance.inputs["tags"]["Role"], "EC2")
+    # A readiness gate: traffic reaches the instance only once it reported that it serves.
+    gated = any(g.inputs.get("instance_id") == instance.id for g in run.of_type(READINESS_GATE))
     return (
         f"{stack.short(instance.inputs['tags']['Name'])}\n"
         f"{software} · {instance.inputs['instanceType']}{extra}"
+        + ("\nreadiness-gated" if gated else "")
     )
 
 
@@ -306,13 +313,14 @@ def _front(run: ProgramRun, stack: _Stack) -> tuple[Registration, list[Node], li
         raise ModelError(f"expected one load balancer, found {len(load_balancers)}")
     lb = load_balancers[0]
     lb_id = stack.short(lb.inputs["tags"]["Name"])
-    eip = any(e.inputs.get("instance") == lb.id for e in run.of_type(EIP))
+    # The Elastic IP is associated with the instance through its own resource, behind the gate.
+    eip = any(a.inputs.get("instanceId") == lb.id for a in run.of_type(EIP_ASSOCIATION))
     nodes = [
         Node("users", "users", "Users\n(internet)", None),
         Node(
             lb_id,
             "load-balancer",
-            _instance_label(stack, lb, "\nElastic IP" if eip else ""),
+            _instance_label(run, stack, lb, "\nElastic IP" if eip else ""),
             stack.subnet_clusters[lb.inputs["subnetId"]],
         ),
     ]
@@ -338,7 +346,7 @@ def _web_tier(
     for web in web_nodes:
         web_id = stack.short(web.inputs["tags"]["Name"])
         cluster = stack.subnet_clusters[web.inputs["subnetId"]]
-        nodes.append(Node(web_id, "web", _instance_label(stack, web), cluster))
+        nodes.append(Node(web_id, "web", _instance_label(run, stack, web), cluster))
         port = haproxy.servers.get(web_id)
         if port is not None and _admits_any(run, web, port, _groups(lb)):
             edges.append(Edge(lb_id, web_id, "http", f"HTTP :{port}{balance}"))

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+from pulumi.runtime.mocks import MockMonitor
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "eu-west-1"
@@ -39,6 +40,11 @@ class Registration:
     inputs: dict[str, Any]
     outputs: dict[str, Any]
     provider: str | None
+    urn: str = ""
+    dependencies: set[str] = field(default_factory=set)
+    """URNs this resource waits for: explicit `depends_on` and every input's source."""
+    ignore_changes: list[str] = field(default_factory=list)
+    delete_before_replace: bool = False
 
 
 @dataclass
@@ -90,6 +96,19 @@ class AwsMocks(pulumi.runtime.Mocks):
             Registration(args.typ, args.name, resource_id, inputs, outputs, args.provider)
         )
         return resource_id, outputs
+
+    def record_request(self, urn: str, request: Any) -> None:
+        """What the engine would see beyond inputs: the dependency graph and resource options."""
+        # Registrations arrive from several threads: find this one by its type and name.
+        (registration,) = [
+            r for r in self.registrations if (r.type, r.name) == (request.type, request.name)
+        ]
+        registration.urn = urn
+        registration.dependencies = set(request.dependencies)
+        for urns in request.propertyDependencies.values():
+            registration.dependencies |= set(urns.urns)
+        registration.ignore_changes = list(request.ignoreChanges)
+        registration.delete_before_replace = bool(request.deleteBeforeReplace)
 
     def _computed(self, typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         computed: dict[str, Any]
@@ -158,7 +177,28 @@ class AwsMocks(pulumi.runtime.Mocks):
             }
         if typ in ("aws:rds/subnetGroup:SubnetGroup", "aws:rds/parameterGroup:ParameterGroup"):
             return name, {"arn": arn, "name": name}
+        if typ == "aws:ssm/parameter:Parameter":
+            path = inputs["name"]
+            return path, {"arn": f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{path}", "version": 1}
+        if typ == "random:index/randomId:RandomId":
+            raw = bytes.fromhex(seed[: 2 * int(inputs["byteLength"])].ljust(8, "0"))
+            return seed[:8], {"hex": raw.hex(), "dec": str(int.from_bytes(raw, "big"))}
+        if typ.startswith("pulumi-python:dynamic"):
+            # A gate's create waits for a host's report; AWS answered at once here.
+            return f"{name}-{seed[:8]}", {"ready_at": "2026-01-01T00:00:00Z"}
         return f"{name}-{seed[:8]}", {"arn": arn}
+
+
+class RecordingMonitor(MockMonitor):
+    """The mocks' monitor, also keeping each registration's dependencies and options."""
+
+    mocks: AwsMocks
+
+    def RegisterResource(self, request: Any) -> Any:
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
+        if request.type != "pulumi:pulumi:Stack":
+            self.mocks.record_request(response.urn, request)
+        return response
 
 
 @dataclass
@@ -178,6 +218,24 @@ class ProgramRun:
         assert len(found) == 1, f"expected one {typ} named *{name_contains}*, found {len(found)}"
         return found[0]
 
+    def by_urn(self, urn: str) -> Registration:
+        (found,) = [r for r in self.registrations if r.urn == urn]
+        return found
+
+    def depends_on(self, dependent: Registration, dependency: Registration) -> bool:
+        """True when `dependent` waits for `dependency`, directly or through others."""
+        seen: set[str] = set()
+        pending = set(dependent.dependencies)
+        while pending:
+            urn = pending.pop()
+            if urn == dependency.urn:
+                return True
+            if urn in seen:
+                continue
+            seen.add(urn)
+            pending |= next((r.dependencies for r in self.registrations if r.urn == urn), set())
+        return False
+
     def instances(self, role: str) -> list[Registration]:
         return [
             r for r in self.of_type("aws:ec2/instance:Instance") if r.inputs["tags"]["Role"] == role
@@ -185,12 +243,19 @@ class ProgramRun:
 
 
 def run_program(
-    config: dict[str, Any] | None = None, *, preview: bool = False, stack: str = "dev"
+    config: dict[str, Any] | None = None,
+    *,
+    preview: bool = False,
+    stack: str = "dev",
+    aws_config: dict[str, str] | None = None,
 ) -> ProgramRun:
-    """Run `__main__.py` under the mocks with `web-infra:` config values (native types)."""
+    """Run `__main__.py` under the mocks with `web-infra:` config values (native types) and
+    `aws:` ones (as the CLI passes them: strings, JSON for lists and maps)."""
     mocks = AwsMocks(preview=preview)
-    pulumi.runtime.set_mocks(mocks, project="web-infra", stack=stack, preview=preview)
-    raw = {"aws:region": REGION}
+    pulumi.runtime.set_mocks(
+        mocks, project="web-infra", stack=stack, preview=preview, monitor=RecordingMonitor(mocks)
+    )
+    raw = {"aws:region": REGION, **(aws_config or {})}
     for key, value in (config or {}).items():
         raw[f"web-infra:{key}"] = value if isinstance(value, str) else json.dumps(value)
     pulumi.runtime.set_all_config(raw)

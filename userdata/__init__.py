@@ -2,6 +2,7 @@
 
 from userdata.cloud_config import (
     AppDatabase,
+    ReadinessReport,
     load_balancer_cloud_config,
     parse,
     render,
@@ -10,6 +11,7 @@ from userdata.cloud_config import (
 
 __all__ = [
     "AppDatabase",
+    "ReadinessReport",
     "load_balancer_cloud_config",
     "parse",
     "render",

@@ -6,7 +6,9 @@ preview shows the real configuration diff. Hosts find each other by stable names
 private Route 53 zone (`web-1.<zone>`, `db-primary.<zone>`, ...), never by addresses AWS assigns.
 
 Files that belong to a package (HAProxy's and Nginx's configs) are written with `defer: true`,
-i.e. after cloud-init has installed the packages, so the package cannot overwrite them.
+i.e. after cloud-init has installed the packages, so the package cannot overwrite them. The last
+step of every host's first boot reports that the host serves (`scripts/report_ready.py`); the
+program waits for that report before it sends traffic to the host.
 """
 
 from __future__ import annotations
@@ -17,16 +19,18 @@ import hashlib
 import io
 import json
 import string
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from settings import MAX_WEB_NODES, web_node_names
+
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
 APP_SOURCE = HERE / "app" / "web_app.py"
+REPORT_READY_SOURCE = HERE / "scripts" / "report_ready.py"
 
 HTTP_PORT = 80  # the load balancer's public port
 WEB_PORT = 80  # Nginx on every web node; only the load balancer's group may reach it
@@ -37,8 +41,14 @@ APP_DIR = "/opt/web-app"
 APP_CONFIG_DIR = "/etc/web-app"
 RDS_CA_BUNDLE = f"{APP_CONFIG_DIR}/rds-ca.pem"
 RDS_CA_URL = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
+RDS_CA_ATTEMPT_SECONDS = 90  # the longest first boot waits for the bundle (then it retries)
+REPORT_READY = "/usr/local/lib/web-infra/report_ready.py"
+# How long a host's first boot waits for its own service before it gives up reporting ready.
+# Fixed here rather than a setting: it is part of every host's userdata.
+REPORT_READY_TIMEOUT_SECONDS = 1200
 
-LOAD_BALANCER_PACKAGES = ["haproxy"]
+# The report is written with Ubuntu's boto3, so the load balancer needs it too.
+LOAD_BALANCER_PACKAGES = ["haproxy", "python3-boto3"]
 # The app's runtime comes from Ubuntu, not pip: no PyPI at boot, security updates from apt.
 WEB_NODE_PACKAGES = ["nginx", "gunicorn", "python3-pymysql", "python3-boto3", "curl"]
 
@@ -88,6 +98,46 @@ class AppDatabase:
         }
 
 
+@dataclass(frozen=True)
+class ReadinessReport:
+    """Where each host reports that it serves: an SSM parameter per host, known at preview."""
+
+    parameter_prefix: str
+    """e.g. /web-infra-dev/ready; the host `web-1` writes /web-infra-dev/ready/web-1."""
+    region: str
+
+    def parameter(self, host: str) -> str:
+        return f"{self.parameter_prefix}/{host}"
+
+    def steps(self, host: str, check_url: str) -> tuple[dict[str, Any], list[str]]:
+        """The script to ship and the runcmd step that runs it, last, on `host`."""
+        script = _compressed_file(REPORT_READY, REPORT_READY_SOURCE.read_bytes(), "0755")
+        command = [
+            "python3",
+            REPORT_READY,
+            "--parameter",
+            self.parameter(host),
+            "--region",
+            self.region,
+            "--check-url",
+            check_url,
+            "--timeout",
+            str(REPORT_READY_TIMEOUT_SECONDS),
+        ]
+        return script, command
+
+
+def _compressed_file(path: str, data: bytes, permissions: str = "0644") -> dict[str, Any]:
+    """A shipped source file, gzip-compressed to stay under EC2's 16 KiB."""
+    return {
+        "path": path,
+        "owner": "root:root",
+        "permissions": permissions,
+        "encoding": "gz+b64",
+        "content": _gzip_b64(data),
+    }
+
+
 def _file(
     path: str, content: str, *, permissions: str = "0644", defer: bool = False
 ) -> dict[str, Any]:
@@ -116,41 +166,49 @@ def _base(hostname: str, zone: str, packages: list[str]) -> dict[str, Any]:
     }
 
 
-def haproxy_config(zone: str, web_nodes: Sequence[str]) -> str:
+def haproxy_config(zone: str) -> str:
+    """The same file for any node count: a slot for every node the program can make."""
     servers = "\n".join(
-        f"    server {node} {host_name(node, zone)}:{WEB_PORT}" for node in web_nodes
+        f"    server {node} {host_name(node, zone)}:{WEB_PORT}"
+        for node in web_node_names(MAX_WEB_NODES)
     )
-    return render_template("haproxy.cfg", frontend_port=HTTP_PORT, servers=servers)
+    return render_template(
+        "haproxy.cfg", frontend_port=HTTP_PORT, servers=servers, max_nodes=MAX_WEB_NODES
+    )
 
 
-def load_balancer_cloud_config(zone: str, web_nodes: Sequence[str]) -> dict[str, Any]:
-    """HAProxy, round robin over `web_nodes` by their names in `zone`."""
+def load_balancer_cloud_config(zone: str, readiness: ReadinessReport) -> dict[str, Any]:
+    """HAProxy, round robin over the web nodes that resolve in `zone`."""
     document = _base("load-balancer", zone, LOAD_BALANCER_PACKAGES)
+    # Ready once a request through HAProxy reaches a web node: moving the public address to a
+    # load balancer that only answers 503 would be an outage.
+    report_script, report_ready = readiness.steps(
+        "load-balancer", f"http://127.0.0.1:{HTTP_PORT}/health"
+    )
     document["write_files"] = [
-        _file("/etc/haproxy/haproxy.cfg", haproxy_config(zone, web_nodes), defer=True)
+        _file("/etc/haproxy/haproxy.cfg", haproxy_config(zone), defer=True),
+        report_script,
     ]
     document["runcmd"] = [
         ["haproxy", "-c", "-f", "/etc/haproxy/haproxy.cfg"],
         ["systemctl", "enable", "haproxy"],
         ["systemctl", "restart", "haproxy"],
+        report_ready,
     ]
     return document
 
 
-def web_node_cloud_config(node_name: str, database: AppDatabase) -> dict[str, Any]:
+def web_node_cloud_config(
+    node_name: str, database: AppDatabase, readiness: ReadinessReport
+) -> dict[str, Any]:
     """Nginx in front of gunicorn running the app, for the web node `node_name`."""
     source = APP_SOURCE.read_bytes()
     document = _base(node_name, database.zone, WEB_NODE_PACKAGES)
+    # Ready once the app answers its health check through Nginx, as HAProxy will ask it.
+    report_script, report_ready = readiness.steps(node_name, f"http://127.0.0.1:{WEB_PORT}/health")
     document["write_files"] = [
-        # Compressed to stay under EC2's 16 KiB; the digest beside it shows code changes
-        # in a preview diff.
-        {
-            "path": f"{APP_DIR}/web_app.py",
-            "owner": "root:root",
-            "permissions": "0644",
-            "encoding": "gz+b64",
-            "content": _gzip_b64(source),
-        },
+        # The digest beside the compressed code shows code changes in a preview diff.
+        _compressed_file(f"{APP_DIR}/web_app.py", source),
         _file(f"{APP_DIR}/SOURCE_SHA256", hashlib.sha256(source).hexdigest() + "\n"),
         _file(
             f"{APP_CONFIG_DIR}/config.json",
@@ -159,18 +217,30 @@ def web_node_cloud_config(node_name: str, database: AppDatabase) -> dict[str, An
         _file(f"{APP_CONFIG_DIR}/gunicorn.conf.py", render_template("gunicorn.conf.py")),
         _file("/etc/systemd/system/web-app.service", render_template("web-app.service")),
         _file(
+            "/etc/systemd/system/rds-ca-bundle.service",
+            render_template(
+                "rds-ca-bundle.service",
+                bundle=RDS_CA_BUNDLE,
+                url=RDS_CA_URL,
+                attempt_seconds=RDS_CA_ATTEMPT_SECONDS,
+            ),
+        ),
+        _file(
             "/etc/nginx/nginx.conf",
             render_template("nginx.conf", node_name=node_name, web_port=WEB_PORT),
             defer=True,
         ),
+        report_script,
     ]
     document["runcmd"] = [
-        ["curl", "-fsS", "--retry", "10", "--retry-all-errors", "-o", RDS_CA_BUNDLE, RDS_CA_URL],
         ["systemctl", "daemon-reload"],
+        # Bounded (RDS_CA_ATTEMPT_SECONDS); on failure systemd keeps retrying in the background.
+        ["systemctl", "start", "rds-ca-bundle.service"],
         ["systemctl", "enable", "--now", "web-app.service"],
         ["nginx", "-t"],
         ["systemctl", "enable", "nginx"],
         ["systemctl", "restart", "nginx"],
+        report_ready,
     ]
     return document
 

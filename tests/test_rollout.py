@@ -1,0 +1,188 @@
+"""Changes without downtime, under mocks: the dependency graph `pulumi up` follows.
+
+Pulumi creates a replacement, updates whatever refers to it, and deletes the old resource at the
+end of the update. These tests check the graph that turns that into a safe rollout: traffic
+reaches a host only through its readiness gate, batches wait for the batch before them, the
+load balancer does not change with the node count, and the database survives its own changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+
+import pytest
+from conftest import ProgramRun, Registration, run_program
+
+from components.internal_dns import RECORD_TTL_SECONDS, SWITCH_WAIT_SECONDS
+from settings import rollout_batches, web_node_names
+from userdata.cloud_config import parse
+
+INSTANCE = "aws:ec2/instance:Instance"
+GATE = "pulumi-python:dynamic/readiness:ReadinessGate"
+RECORD = "aws:route53/record:Record"
+RDS = "aws:rds/instance:Instance"
+
+
+@pytest.fixture(scope="module")
+def seven_nodes() -> ProgramRun:
+    return run_program({"webNodeCount": 7, "rollingBatchSize": 3})
+
+
+def gate_of(run: ProgramRun, host: str) -> Registration:
+    (gate,) = [g for g in run.of_type(GATE) if g.inputs["host"] == host]
+    return gate
+
+
+def instance_of(run: ProgramRun, host: str) -> Registration:
+    if host == "load-balancer":
+        (instance,) = run.instances("load-balancer")
+        return instance
+    (instance,) = [i for i in run.instances("web") if i.name.endswith(f"-{host}")]
+    return instance
+
+
+def record_of(run: ProgramRun, label: str) -> Registration:
+    (record,) = [r for r in run.of_type(RECORD) if r.inputs["name"].startswith(f"{label}.")]
+    return record
+
+
+def test_each_gate_waits_for_its_own_instance_and_exact_userdata(
+    seven_nodes: ProgramRun,
+) -> None:
+    """The gate must name the instance it guards and the digest of the userdata that instance
+    was given; anything else lets an old or wrong boot open the gate."""
+    for host in ["load-balancer", *web_node_names(7)]:
+        instance, gate = instance_of(seven_nodes, host), gate_of(seven_nodes, host)
+        assert gate.inputs["instance_id"] == instance.id, host
+        assert gate.inputs["private_ip"] == instance.outputs["privateIp"], host
+        digest = hashlib.sha256(instance.inputs["userData"].encode()).hexdigest()
+        assert gate.inputs["userdata_sha256"] == digest, host
+        assert gate.inputs["timeout_seconds"] == 15 * 60, "default readiness timeout"
+        assert gate.inputs["region"] == "eu-west-1", host
+        assert seven_nodes.depends_on(gate, instance), host
+        # The host reports to the parameter the gate reads, under the stack's own path.
+        runcmd = parse(instance.inputs["userData"])["runcmd"]
+        report = runcmd[-1]
+        assert report[:2] == ["python3", "/usr/local/lib/web-infra/report_ready.py"], host
+        assert report[report.index("--parameter") + 1] == gate.inputs["parameter_name"], host
+        assert gate.inputs["parameter_name"] == f"/web-infra-dev/ready/{host}", host
+
+
+def test_traffic_reaches_a_host_only_through_its_gate(seven_nodes: ProgramRun) -> None:
+    """Each DNS record and the Elastic IP association depend on their host's gate, so the
+    switch to a new host happens only once it serves."""
+    for host in ["load-balancer", *web_node_names(7)]:
+        record, gate = record_of(seven_nodes, host), gate_of(seven_nodes, host)
+        assert seven_nodes.depends_on(record, gate), f"{host}'s record skips its gate"
+        assert record.inputs["records"] == [gate.outputs["private_ip"]], host
+    association = seven_nodes.one("aws:ec2/eipAssociation:EipAssociation")
+    assert seven_nodes.depends_on(association, gate_of(seven_nodes, "load-balancer"))
+    assert association.inputs["instanceId"] == instance_of(seven_nodes, "load-balancer").id
+    assert association.inputs["allowReassociation"] is True, "the address moves in one call"
+    eip = seven_nodes.one("aws:ec2/eip:Eip", "load-balancer")
+    assert "instance" not in eip.inputs, "the address is associated only behind the gate"
+
+
+def test_batches_wait_for_the_gates_of_the_batch_before(seven_nodes: ProgramRun) -> None:
+    """A release whose canary never serves must not touch another node: every node of a
+    batch is created only after every gate of the previous batch."""
+    batches = rollout_batches(web_node_names(7), 3)
+    assert [len(b) for b in batches] == [1, 3, 3]
+    for earlier, later in itertools.pairwise(batches):
+        for node in later:
+            for before in earlier:
+                assert seven_nodes.depends_on(
+                    instance_of(seven_nodes, node), gate_of(seven_nodes, before)
+                ), f"{node} does not wait for {before}'s gate"
+    # ...and nodes of the same batch do not wait for each other.
+    for first, second in [("web-2", "web-3"), ("web-5", "web-7")]:
+        assert not seven_nodes.depends_on(
+            instance_of(seven_nodes, second), gate_of(seven_nodes, first)
+        )
+
+
+def test_old_hosts_are_deleted_only_after_haproxy_followed_the_switch(
+    seven_nodes: ProgramRun,
+) -> None:
+    """Pulumi deletes replaced hosts at the end of the update; the wait on the web nodes'
+    records keeps it from ending before HAProxy re-resolved them."""
+    (wait,) = seven_nodes.of_type("pulumi-python:dynamic/dns:PropagationWait")
+    for node in web_node_names(7):
+        assert seven_nodes.depends_on(wait, record_of(seven_nodes, node)), node
+    assert set(wait.inputs["records"]) == set(web_node_names(7))
+    assert wait.inputs["seconds"] == SWITCH_WAIT_SECONDS
+    assert wait.inputs["seconds"] > RECORD_TTL_SECONDS, "longer than resolvers cache a record"
+    for node in web_node_names(7):
+        assert record_of(seven_nodes, node).inputs["ttl"] == RECORD_TTL_SECONDS
+
+
+def test_instances_wait_for_egress_rules_but_roles_do_not_wait_for_nat(
+    default_run: ProgramRun,
+) -> None:
+    """Cloud-init installs packages at once: an instance booting before its egress rules or
+    the NAT route fails its first boot. Roles need neither, so they are not delayed."""
+    nat = default_run.one("aws:ec2/natGateway:NatGateway")
+    egress = default_run.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
+    for instance in default_run.of_type(INSTANCE):
+        assert default_run.depends_on(instance, nat), instance.name
+        for rule in egress:
+            assert default_run.depends_on(instance, rule), f"{instance.name}: {rule.name}"
+    for role in default_run.of_type("aws:iam/role:Role"):
+        assert not default_run.depends_on(role, nat), role.name
+
+
+def test_readiness_reports_live_in_parameters_the_program_owns(default_run: ProgramRun) -> None:
+    parameters = {p.inputs["name"]: p for p in default_run.of_type("aws:ssm/parameter:Parameter")}
+    assert set(parameters) == {
+        "/web-infra-dev/ready/load-balancer",
+        "/web-infra-dev/ready/web-1",
+        "/web-infra-dev/ready/web-2",
+    }
+    for name, parameter in parameters.items():
+        assert parameter.ignore_changes == ["insecureValue"], f"{name}: hosts write the value"
+        assert parameter.delete_before_replace is True, f"{name}: a fixed name"
+        assert json.loads(parameter.inputs["insecureValue"]) == {}, "no report yet"
+
+
+def test_the_database_survives_its_own_changes(default_run: ProgramRun) -> None:
+    primary, replica = default_run.one(RDS, "primary"), default_run.one(RDS, "replica")
+    for db in (primary, replica):
+        assert db.inputs["allocatedStorage"] == 20, f"{db.name}: the replica fills up first"
+        assert db.inputs["maxAllocatedStorage"] == 100, f"{db.name}: storage autoscaling"
+        assert db.inputs["storageType"] == "gp3", db.name
+        assert db.delete_before_replace is True, f"{db.name}: a fixed identifier"
+        assert db.inputs["applyImmediately"] is False, f"{db.name}: maintenance window"
+    suffix = default_run.one("random:index/randomId:RandomId")
+    snapshot = primary.inputs["finalSnapshotIdentifier"]
+    assert snapshot == f"web-infra-dev-primary-final-{suffix.outputs['hex']}"
+    assert suffix.inputs["keepers"] == {"identifier": "web-infra-dev-primary"}
+    immediate = run_program({"dbApplyImmediately": True})
+    assert immediate.one(RDS, "primary").inputs["applyImmediately"] is True
+
+
+def test_the_provider_honours_the_stacks_aws_settings() -> None:
+    """An explicit provider does not read aws:* config by itself: without passing them on, a
+    deploy would silently use another profile or account than the stack says."""
+    run = run_program(
+        {},
+        aws_config={
+            "aws:profile": "prod-deployer",
+            "aws:allowedAccountIds": '["123456789012"]',
+            "aws:defaultTags": '{"tags": {"CostCenter": "42"}}',
+        },
+    )
+    (provider,) = run.of_type("pulumi:providers:aws")
+    assert provider.inputs["profile"] == "prod-deployer"
+    assert json.loads(provider.inputs["allowedAccountIds"]) == ["123456789012"]
+    tags = json.loads(provider.inputs["defaultTags"])["tags"]
+    assert tags == {
+        "CostCenter": "42",
+        "Project": "web-infra",
+        "Stack": "dev",
+        "ManagedBy": "pulumi",
+    }
+    assert {g.inputs["profile"] for g in run.of_type(GATE)} == {"prod-deployer"}, (
+        "gates talk to AWS with the stack's profile too"
+    )

@@ -1,0 +1,104 @@
+"""Report that this host serves, at the end of its first boot (like CloudFormation's cfn-signal).
+
+The last step of cloud-init on every host: wait until the host's own service answers locally
+(`--check-url`: the app's health through Nginx on a web node, a request through HAProxy on the
+load balancer), then write to the host's SSM parameter which instance booted which userdata:
+
+    {"instance_id": "i-...", "userdata_sha256": "...", "ready_at": "2026-11-26T03:12:00Z"}
+
+`pulumi up` waits for exactly that report before it points traffic at the host (see
+components/readiness_gate.py). The digest is taken over cloud-init's raw copy of the userdata,
+the same bytes the program hashed. Runs with the system Python and Ubuntu's python3-boto3; the
+local lab runs this same file against a stand-in for AWS (`AWS_ENDPOINT_URL`).
+
+Exit status: 0 reported, 1 the service never answered, 2 the report could not be written.
+"""
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+
+USERDATA = "/var/lib/cloud/instance/user-data.txt"
+INSTANCE_ID = "/var/lib/cloud/data/instance-id"
+WRITE_ATTEMPTS = 12  # the instance role may need a minute to be usable after launch
+
+
+def log(message: str) -> None:
+    print(f"report-ready: {message}", file=sys.stderr, flush=True)
+
+
+def service_answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:  # noqa: S310 - a local URL
+            return 200 <= int(response.status) < 300
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def wait_for_service(url: str, timeout: float, interval: float = 2.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if service_answers(url):
+            return True
+        time.sleep(interval)
+    return False
+
+
+def build_report(userdata_file: str, instance_id_file: str) -> dict[str, str]:
+    with open(userdata_file, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    with open(instance_id_file) as f:
+        instance_id = f.read().strip()
+    ready_at = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"instance_id": instance_id, "userdata_sha256": digest, "ready_at": ready_at}
+
+
+def write_report(
+    parameter: str, region: str, report: dict[str, str], attempts: int = WRITE_ATTEMPTS
+) -> bool:
+    import boto3  # noqa: PLC0415 - only needed once the service answers
+
+    # Ubuntu 24.04's boto3 reads AWS_ENDPOINT_URL by itself; older ones (the lab's) do not.
+    client = boto3.client(
+        "ssm", region_name=region, endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None
+    )
+    for attempt in range(1, attempts + 1):
+        try:
+            client.put_parameter(
+                Name=parameter, Value=json.dumps(report), Type="String", Overwrite=True
+            )
+            return True
+        except Exception as error:  # retried, then reported
+            log(f"writing {parameter} failed (attempt {attempt}/{attempts}): {error}")
+            time.sleep(min(2**attempt, 10))
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--parameter", required=True, help="SSM parameter of this host")
+    parser.add_argument("--region", required=True)
+    parser.add_argument("--check-url", required=True, help="answers 2xx once the host serves")
+    parser.add_argument("--timeout", type=float, default=1200, help="seconds to wait for it")
+    parser.add_argument("--userdata-file", default=USERDATA)
+    parser.add_argument("--instance-id-file", default=INSTANCE_ID)
+    args = parser.parse_args(argv)
+
+    if not wait_for_service(args.check_url, args.timeout):
+        log(f"{args.check_url} did not answer within {args.timeout:g} s; not reporting ready")
+        return 1
+    report = build_report(args.userdata_file, args.instance_id_file)
+    if not write_report(args.parameter, args.region, report):
+        return 2
+    log(f"reported {args.parameter} = {json.dumps(report)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
