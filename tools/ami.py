@@ -1,0 +1,137 @@
+"""Pin the stack's images: Canonical's current Ubuntu 24.04 AMI for each CPU architecture it uses.
+
+The image is an explicit input of the stack (`web-infra:amiIds`, one AMI per architecture), so an
+image bump is a reviewed change: this command looks up Canonical's current image in the stack's
+region (from Canonical's public SSM parameters, as the program does for unpinned architectures),
+prints what is pinned and what is current, and with `--write` pins the current ones in
+`Pulumi.<stack>.yaml`. The pull request that carries that change shows, in its preview, a rolling
+replacement of exactly the instances of that architecture.
+
+    uv run python -m tools.ami --stack dev            # compare
+    uv run python -m tools.ami --stack dev --write    # pin (edits only the amiIds block)
+
+Needs AWS credentials that may call ssm:GetParameter (any account: the parameters are public).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import boto3
+import yaml
+
+from components.hardened_instance import UBUNTU_AMI_PARAMETER
+from settings import NAMESPACE, SettingsError, cpu_architecture, load_stack_file
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = f"{NAMESPACE}:amiIds"
+
+
+def architectures_in_use(stack_file: Path) -> list[str]:
+    settings = load_stack_file(stack_file)
+    return sorted(
+        {
+            cpu_architecture(settings.instance_type),
+            cpu_architecture(settings.load_balancer_instance_type),
+        }
+    )
+
+
+def current_images(ssm: Any, architectures: list[str]) -> dict[str, str]:
+    """Canonical's current Ubuntu 24.04 image per architecture, in the client's region."""
+    return {
+        arch: ssm.get_parameter(Name=UBUNTU_AMI_PARAMETER.format(arch=arch))["Parameter"]["Value"]
+        for arch in architectures
+    }
+
+
+def pin(stack_text: str, images: dict[str, str]) -> str:
+    """The stack file with its amiIds block set to `images` and every other line kept."""
+    lines = stack_text.splitlines()
+    block = [f"  {KEY}:"] + [f"    {arch}: {ami}" for arch, ami in sorted(images.items())]
+    start = next((i for i, line in enumerate(lines) if line.startswith(f"  {KEY}:")), None)
+    if start is not None:
+        end = start + 1
+        while end < len(lines) and re.match(r"^ {4,}\S", lines[end]):
+            end += 1
+        lines[start:end] = block
+    else:
+        if not any(line.rstrip() == "config:" for line in lines):
+            lines.append("config:")
+        config = next(i for i, line in enumerate(lines) if line.rstrip() == "config:")
+        end = config + 1
+        while end < len(lines) and (lines[end].startswith(" ") or not lines[end].strip()):
+            end += 1
+        lines[end:end] = block
+    text = "\n".join(lines) + "\n"
+    written = (yaml.safe_load(text) or {}).get("config", {}).get(KEY)
+    if written != images:
+        raise ValueError(f"could not write {KEY} into the stack file; set it by hand")
+    return text
+
+
+def region_of(stack_file: Path) -> str | None:
+    config = (yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}
+    region = config.get("aws:region")
+    return str(region) if region else None
+
+
+def table(pinned: dict[str, str], current: dict[str, str]) -> str:
+    rows = [("ARCH", "PINNED", "CANONICAL'S CURRENT", "STATE")]
+    for arch, ami in sorted(current.items()):
+        state = (
+            "not pinned: follows Canonical (replaces on every new image)"
+            if arch not in pinned
+            else "up to date"
+            if pinned[arch] == ami
+            else "a newer image exists"
+        )
+        rows.append((arch, pinned.get(arch, "-"), ami, state))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(r[:3], widths, strict=True)) + "  " + r[3]
+        for r in rows
+    )
+
+
+def main(argv: list[str] | None = None, ssm: Any = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.ami", description=(__doc__ or "").splitlines()[0]
+    )
+    parser.add_argument("--stack", default="dev", help="reads and writes Pulumi.<stack>.yaml")
+    parser.add_argument("--region", help="default: the stack's aws:region")
+    parser.add_argument("--write", action="store_true", help="pin the current images")
+    parser.add_argument("--file", type=Path, help="the stack file (default: Pulumi.<stack>.yaml)")
+    args = parser.parse_args(argv)
+
+    stack_file = args.file or ROOT / f"Pulumi.{args.stack}.yaml"
+    if not stack_file.exists():
+        print(f"ami: {stack_file} does not exist; pass --stack", file=sys.stderr)
+        return 2
+    try:
+        settings = load_stack_file(stack_file)
+        architectures = architectures_in_use(stack_file)
+    except SettingsError as error:
+        print(f"ami: {error}", file=sys.stderr)
+        return 2
+    region = args.region or region_of(stack_file)
+    if not region:
+        print("ami: the stack sets no aws:region; pass --region", file=sys.stderr)
+        return 2
+    client = ssm or boto3.client("ssm", region_name=region)
+    current = current_images(client, architectures)
+    print(f"stack {args.stack}, region {region}")
+    print(table(settings.ami_ids, current))
+    if args.write:
+        images = {**settings.ami_ids, **current}
+        stack_file.write_text(pin(stack_file.read_text(), images))
+        print(f"pinned in {stack_file.name}; review the rolling replacement with `pulumi preview`")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
