@@ -1,13 +1,20 @@
 # The two commands a new user needs: `make lab` (the architecture, running locally) and
-# `make test`. Everything runs through uv, in the locked environment.
-UV ?= uv
+# `make test`. Both install what they need first (`make setup`: Debian packages, uv, the locked
+# Python environment, the npm linter), so either works first on a fresh machine.
+UV_VERSION := 0.9.30
+# uv on PATH, or the one `make uv` installs with pip (run as a module: no PATH needed).
+UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 export UV_PYTHON_DOWNLOADS = never
 
-.PHONY: setup lab lab-down lab-status test lint bench diagram
+.PHONY: setup uv lab lab-down lab-status test lint bench diagram
 
-setup:
+uv:
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+setup: uv
 	bash lab/install-packages.sh
-	$(UV) sync --frozen
+	$(UV) sync --frozen --quiet
+	bash .github/scripts/install-actionlint.sh
 
 lab: setup
 	$(UV) run python -m lab up
@@ -18,7 +25,7 @@ lab-status:
 lab-down:
 	$(UV) run python -m lab down
 
-lint:
+lint: setup
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy .
@@ -30,5 +37,5 @@ bench: setup
 	$(UV) run python -m lab.benchmark
 
 # Redraw docs/architecture.png from the program (under mocks); commit docs/ afterwards.
-diagram:
+diagram: setup
 	$(UV) run python -m tools.diagram

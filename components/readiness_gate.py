@@ -97,15 +97,15 @@ def read_report(ssm: Any, parameter_name: str) -> dict[str, Any]:
 def wait_for_report(
     spec: ReadinessSpec,
     ssm: Any,
-    instance_state: Callable[[str], str | None] | None = None,
+    cannot_become_ready: Callable[[str], str | None] | None = None,
     *,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """Poll until the host's report matches `spec`; the report, or `HostNotReadyError`.
 
-    `instance_state` (EC2's state name for an instance id, None if unknown) lets the gate stop
-    early when the instance died instead of waiting out the whole timeout.
+    `cannot_become_ready(instance_id)` says why the host will never report (its instance was
+    terminated, say), or None; it lets the gate stop early instead of waiting out the timeout.
     """
     started = clock()
     next_instance_check = started
@@ -115,15 +115,20 @@ def wait_for_report(
         if spec.matches(report):
             return report
         now = clock()
-        if instance_state is not None and now >= next_instance_check:
-            state = instance_state(spec.instance_id)
-            if state in GONE_STATES:
-                raise spec.failure(f"is {state} and cannot become ready", report)
+        if cannot_become_ready is not None and now >= next_instance_check:
+            reason = cannot_become_ready(spec.instance_id)
+            if reason:
+                raise spec.failure(reason, report)
             next_instance_check = now + INSTANCE_CHECK_SECONDS
         if now - started >= spec.timeout_seconds:
-            minutes = spec.timeout_seconds / 60
-            raise spec.failure(f"did not report that it serves within {minutes:g} min", report)
+            raise spec.failure(
+                f"did not report that it serves within {_duration(spec.timeout_seconds)}", report
+            )
         sleep(POLL_SECONDS)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 120 else f"{seconds:g} s"
 
 
 class ReadinessProvider(pulumi.dynamic.ResourceProvider):
@@ -141,12 +146,13 @@ class ReadinessProvider(pulumi.dynamic.ResourceProvider):
         ssm = session.client("ssm", region_name=props["region"])
         ec2 = session.client("ec2", region_name=props["region"])
 
-        def instance_state(instance_id: str) -> str | None:
+        def instance_gone(instance_id: str) -> str | None:
             try:
                 found = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
             except Exception:  # a failed look is not a verdict: keep waiting
                 return None
-            return str(found[0]["Instances"][0]["State"]["Name"]) if found else None
+            state = str(found[0]["Instances"][0]["State"]["Name"]) if found else ""
+            return f"is {state} and cannot become ready" if state in GONE_STATES else None
 
         spec = ReadinessSpec(
             host=props["host"],
@@ -155,7 +161,7 @@ class ReadinessProvider(pulumi.dynamic.ResourceProvider):
             userdata_sha256=props["userdata_sha256"],
             timeout_seconds=float(props["timeout_seconds"]),
         )
-        report = wait_for_report(spec, ssm, instance_state)
+        report = wait_for_report(spec, ssm, instance_gone)
         return pulumi.dynamic.CreateResult(
             id_=f"{spec.host}/{spec.instance_id}",
             outs={**props, "ready_at": str(report.get("ready_at", ""))},

@@ -35,8 +35,13 @@ def readiness_report(settings: Settings, region: str) -> cloud_config.ReadinessR
     return cloud_config.ReadinessReport(settings.readiness_parameter_prefix, region)
 
 
-def userdata_for(settings: Settings, region: str) -> tuple[str, dict[str, str]]:
-    """The load balancer's and each web node's rendered userdata; pure and known at preview."""
+def userdata_for(
+    settings: Settings, region: str, *, app_source: bytes | None = None
+) -> tuple[str, dict[str, str]]:
+    """The load balancer's and each web node's rendered userdata; pure and known at preview.
+
+    `app_source` replaces the repository's app (the lab rolls out a release with it).
+    """
     zone = settings.internal_zone
     readiness = readiness_report(settings, region)
     load_balancer = cloud_config.render(cloud_config.load_balancer_cloud_config(zone, readiness))
@@ -47,7 +52,9 @@ def userdata_for(settings: Settings, region: str) -> tuple[str, dict[str, str]]:
         primary_identifier=settings.db_primary_identifier,
     )
     web = {
-        node: cloud_config.render(cloud_config.web_node_cloud_config(node, database, readiness))
+        node: cloud_config.render(
+            cloud_config.web_node_cloud_config(node, database, readiness, app_source=app_source)
+        )
         for node in settings.web_node_names
     }
     return load_balancer, web

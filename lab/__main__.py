@@ -1,4 +1,4 @@
-"""`python -m lab up|status|down|stop HOST|start HOST`: the architecture on this machine.
+"""`python -m lab up|status|down|stop|start|scale|replace|release`: the architecture locally.
 
 See lab/lab.py. Run from the repository root (or through `make lab` / `make lab-down`).
 """
@@ -8,10 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from lab.lab import Lab
 from lab.localize import LabError
+from lab.topology import LAB_NETWORKS
 from settings import SettingsError
 
 
@@ -36,28 +38,54 @@ def table(status: dict[str, Any]) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__.splitlines()[0])
-    parser.add_argument("--stack", default="dev", help="read Pulumi.<stack>.yaml (default: dev)")
-    commands = parser.add_subparsers(dest="command", required=True)
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(
+        prog="python -m lab", description=(__doc__ or "").splitlines()[0]
+    )
+    main.add_argument("--stack", default="dev", help="read Pulumi.<stack>.yaml (default: dev)")
+    main.add_argument(
+        "--lab",
+        default="dev",
+        choices=sorted(LAB_NETWORKS),
+        help="which lab (each has its own loopback network; default: dev)",
+    )
+    main.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=60.0,
+        help="seconds a new host may take to report that it serves (default: 60)",
+    )
+    commands = main.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start every host, then print the URL and status")
     up.add_argument("--web-nodes", type=int, help="override webNodeCount (2 to 20)")
     status = commands.add_parser("status", help="each host, its address, up/down, details")
     status.add_argument("--json", action="store_true", help="machine-readable status")
-    commands.add_parser("down", help="stop everything the lab started and remove .lab/")
-    for name, text in (
-        ("stop", "stop one host (e.g. web-1, db-replica)"),
-        ("start", "start one host again"),
-    ):
-        command = commands.add_parser(name, help=text)
-        command.add_argument("host")
-        if name == "stop":
-            command.add_argument(
-                "--kill", action="store_true", help="SIGKILL: a crash, not a shutdown"
-            )
-    args = parser.parse_args(argv)
+    commands.add_parser("down", help="stop everything the lab started and remove its state")
+    stop = commands.add_parser("stop", help="stop one host (e.g. web-1, db-replica)")
+    stop.add_argument("host")
+    stop.add_argument("--kill", action="store_true", help="SIGKILL: a crash, not a shutdown")
+    start = commands.add_parser("start", help="start a stopped host again")
+    start.add_argument("host")
+    scale = commands.add_parser(
+        "scale", help="change the number of web nodes (DNS and nodes only, as pulumi up does)"
+    )
+    scale.add_argument("web_nodes", type=int)
+    replace = commands.add_parser(
+        "replace", help="a new instance of a host on a new address, switched to once it serves"
+    )
+    replace.add_argument("host", help="web-N or load-balancer")
+    release = commands.add_parser(
+        "release", help="roll out app code to every web node, canary first, in batches"
+    )
+    release.add_argument("app", type=Path, help="the app's source file (a web_app.py)")
+    release.add_argument("--batch-size", type=int, help="nodes per batch after the canary")
+    return main
 
-    lab = Lab(stack=args.stack)
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    lab = Lab(args.lab, stack=args.stack)
+    lab.ready_timeout = args.ready_timeout
     try:
         if args.command == "up":
             topology = lab.up(web_nodes=args.web_nodes)
@@ -73,10 +101,22 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "stop":
             lab.stop_host(args.host, kill=args.kill)
             print(f"{args.host} stopped")
-        else:
+        elif args.command == "start":
             lab.start_host(args.host)
             print(f"{args.host} started")
-    except (LabError, SettingsError, KeyError) as error:
+        elif args.command == "scale":
+            lab.scale(args.web_nodes)
+            print(f"{args.web_nodes} web nodes serve\n")
+            print(table(lab.status()))
+        elif args.command == "replace":
+            lab.replace(args.host)
+            print(f"{args.host} replaced\n")
+            print(table(lab.status()))
+        else:
+            lab.release(args.app.read_bytes(), batch_size=args.batch_size)
+            print(f"released {args.app} to every web node\n")
+            print(table(lab.status()))
+    except (LabError, SettingsError, KeyError, OSError) as error:
         print(f"lab: {error.args[0] if isinstance(error, KeyError) else error}", file=sys.stderr)
         return 1
     return 0

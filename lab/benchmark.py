@@ -60,13 +60,12 @@ from typing import Any, Literal
 import pymysql
 
 from components.web_infrastructure import DATABASE_NAME
-from lab.lab import ROOT, Lab
+from lab.lab import Lab
 from lab.localize import LabError
 from lab.processes import find_program
 from lab.topology import Topology
 from settings import SettingsError
 
-STATE = ROOT / ".lab-bench"
 MARKER = "BENCH_JSON "
 READ_PATH = "/api/messages"
 WRITE_BODY = '{"text": "benchmark write"}'
@@ -326,7 +325,7 @@ def daemon_of(command: str, state: Path) -> str | None:
     if prefix not in command:
         return None
     program, rest = command.split(prefix, 1)
-    host = rest.split("/", 1)[0]
+    host = rest.split("/", 1)[0].split(".", 1)[0]  # web-1.2: the second instance of web-1
     for marker, kind in (("haproxy", "haproxy"), ("nginx", "nginx"), ("gunicorn", "app")):
         if marker in program:
             return f"{host}/{kind}"
@@ -429,7 +428,7 @@ class Rotation:
     def __init__(self, lab: Lab, topology: Topology) -> None:
         self.lab = lab
         self.topology = topology
-        self.socket = lab.state / "load-balancer" / "admin.sock"
+        self.socket = lab.directory("load-balancer") / "admin.sock"
         self.nodes = [h.name for h in topology.web_nodes]
         self.only: str | None = None
 
@@ -795,9 +794,9 @@ def seed(topology: Topology, count: int = 20) -> None:
 def run(config: Config, web_nodes: int | None, say: Callable[[str], None]) -> Report:
     began = time.monotonic()
     machine = machine_facts()
-    lab = Lab(STATE)
+    lab = Lab("bench")
     existed = lab.state_file.exists()
-    say(f"bringing up the benchmark's lab in {STATE} ...")
+    say(f"bringing up the benchmark's lab in {lab.state} ...")
     try:
         topology = lab.up(web_nodes=web_nodes)
     except BaseException:

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Debian packages the tests and the local lab need, installed only when one is missing.
 # The app's runtime is Debian's, as on the web nodes (Ubuntu's): gunicorn, PyMySQL, boto3.
+# The lab's stand-ins for AWS: dnsmasq (the private zone), nftables (the Elastic IP).
 set -euo pipefail
 PACKAGES=(haproxy nginx-light mariadb-server mariadb-client cloud-init wrk gunicorn
-          python3-pymysql python3-boto3 graphviz)
+          python3-pymysql python3-boto3 graphviz dnsmasq-base nftables)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \

@@ -1,14 +1,24 @@
 """The local lab: the whole architecture on one machine, from the stack's own userdata.
 
-`Lab.up()` brings up two MariaDB servers (primary -> GTID -> read-only replica), every web node
-(the app under gunicorn, behind Nginx) and HAProxy, each on its own loopback address, and
-records every PID in `.lab/state.json`. `stop`/`start` take one host down and back (what the
-failover tests and the benchmark do), `down` stops exactly the recorded PIDs and deletes the
-state folder, the only place the lab writes.
+`Lab.up()` starts the stand-ins for what AWS provides (moto's server for the SSM parameters the
+hosts report to, dnsmasq for the private zone, an nftables rule for the Elastic IP), two MariaDB
+servers (primary -> GTID -> read-only replica), every web node (the app under gunicorn, behind
+Nginx) and HAProxy, each on its own loopback address in the lab's own network.
+
+Hosts are started the way `pulumi up` starts instances: each runs its readiness report, the lab
+waits for it with the program's own gate code, and only then points the host's DNS record (or
+the public address) at it. The operations that mirror a `pulumi up` keep the load balancer
+serving throughout: `scale` (DNS records and web nodes only; HAProxy is not restarted),
+`replace` (a new host on a new address, its readiness, the switch, then the old host stops) and
+`release` (new app code, node by node in batches behind readiness, canary first).
+
+Every PID is recorded in the state folder's `state.json`; `down` stops exactly those and deletes
+the folder, the only place the lab writes (plus its own nftables table, when root).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -16,20 +26,50 @@ import json
 import os
 import shutil
 import signal
+import socket
+import subprocess
+import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab import mariadb, processes
-from lab.localize import LabError, Localizer
+from components.readiness_gate import (
+    HostNotReadyError,
+    ReadinessSpec,
+    userdata_sha256,
+    wait_for_report,
+)
+from components.web_infrastructure import userdata_for
+from lab import aws, dns, mariadb, processes, public_address
+from lab.localize import LAB_REGION, LabError, Localizer
 from lab.processes import Daemon
-from lab.topology import Topology, build_topology
-from settings import Settings, load_settings, load_stack_file
+from lab.topology import Host, Network, Ports, Topology, network_of
+from settings import Settings, load_settings, load_stack_file, rollout_batches, web_node_names
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_STATE = ROOT / ".lab"
-REQUIRED = ("haproxy", "nginx", "gunicorn", "mariadbd", "mariadb-install-db", "mariadb")
+REQUIRED = (
+    "haproxy",
+    "nginx",
+    "gunicorn",
+    "mariadbd",
+    "mariadb-install-db",
+    "mariadb",
+    "dnsmasq",
+)
+READY_TIMEOUT_SECONDS = 60.0  # a lab host serves within seconds; this bounds a broken one
+FOLLOW_TIMEOUT_SECONDS = 20.0  # HAProxy re-resolves each second; the TTL does not apply here
+DRAIN_SECONDS = 1.0  # requests in flight on a host that HAProxy just stopped using
+
+
+def default_state(name: str) -> Path:
+    """Where a lab keeps its state. As root the daemons run as other users (mysql, www-data)
+    who must reach their files, which a checkout under /root would not let them; so root's labs
+    live under /var/lib."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/web-infra-lab") / name
+    return ROOT / ".lab" / name
 
 
 @dataclass
@@ -44,8 +84,8 @@ class Spec:
     pid: int | None = None
 
     @property
-    def host(self) -> str:
-        return self.name.split("/", 1)[0]
+    def kind(self) -> str:
+        return self.name.rsplit("/", 1)[1]
 
     def daemon(self) -> Daemon | None:
         return Daemon(self.name, self.pid, self.command[0], self.log) if self.pid else None
@@ -55,161 +95,285 @@ class Spec:
         return daemon is not None and processes.is_running(daemon)
 
 
+@dataclass
+class Instance:
+    """One run of a host, what AWS calls an instance: a new one for each replacement."""
+
+    host: str
+    """web-1, load-balancer, db-primary, ... (stand-ins: aws, dns)."""
+    role: str
+    instance_id: str
+    address: str
+    directory: str
+    daemons: list[Spec] = field(default_factory=list)
+    userdata_sha256: str = ""
+    serving: bool = False
+    """Its DNS record (or the public address) points at it."""
+
+
+@dataclass(frozen=True)
+class Event:
+    at: float
+    """time.monotonic() when it happened."""
+    what: str
+    """ready, switched, followed (HAProxy uses the new address), retired."""
+    host: str
+    instance_id: str
+
+
+@dataclass
+class State:
+    name: str
+    settings: Settings
+    is_root: bool
+    moves_public_address: bool
+    """The public address is an nftables rule (root), not the first load balancer's own."""
+    web_hosts_started: int = 0
+    load_balancers_started: int = 0
+    launches: dict[str, int] = field(default_factory=dict)
+    """Instances ever launched per host: numbers each new one, never reused."""
+    instances: list[Instance] = field(default_factory=list)
+
+    def current(self, host: str) -> Instance:
+        """The instance that serves as `host`, or the newest one if none serves yet."""
+        mine = [i for i in self.instances if i.host == host]
+        if not mine:
+            raise KeyError(f"no host {host!r} in the lab; hosts are: {', '.join(self.hosts())}")
+        return next((i for i in mine if i.serving), mine[-1])
+
+    def hosts(self) -> list[str]:
+        names = []
+        for instance in self.instances:
+            if instance.host not in names and instance.role != "stand-in":
+                names.append(instance.host)
+        return names
+
+
 class Lab:
-    def __init__(self, state: Path = DEFAULT_STATE, stack: str = "dev") -> None:
-        self.state = state
+    def __init__(self, name: str = "dev", state: Path | None = None, stack: str = "dev") -> None:
+        self.name = name
+        self.network: Network = network_of(name)
+        self.state = state or default_state(name)
         self.stack = stack
-        self.state_file = state / "state.json"
+        self.state_file = self.state / "state.json"
+        self.ready_timeout = READY_TIMEOUT_SECONDS
+        self.events: list[Event] = []
+        """What this object's operations did and when: for tests and the benchmark."""
 
     # --- state -------------------------------------------------------------------------
 
-    def _load(self) -> tuple[Topology, list[Spec]]:
+    def _load(self) -> State:
         if not self.state_file.exists():
             raise LabError("the lab is not running; start it with `make lab` (python -m lab up)")
         data = json.loads(self.state_file.read_text())
-        settings = Settings(
-            **{**data["settings"], "admin_cidrs": tuple(data["settings"]["admin_cidrs"])}
-        )
-        topology = build_topology(settings, is_root=data["is_root"])
-        return topology, [Spec(**spec) for spec in data["daemons"]]
+        instances = [
+            Instance(**{**i, "daemons": [Spec(**d) for d in i["daemons"]]})
+            for i in data.pop("instances")
+        ]
+        return State(**{**data, "settings": Settings(**data["settings"])}, instances=instances)
 
-    def _save(self, topology: Topology, specs: list[Spec]) -> None:
-        data = {
-            "settings": dataclasses.asdict(topology.settings),
-            "is_root": topology.ports.http == 80,
-            "daemons": [dataclasses.asdict(s) for s in specs],
-        }
-        self.state_file.write_text(json.dumps(data, indent=2))
+    def _save(self, state: State) -> None:
+        temporary = self.state_file.with_suffix(".new")
+        temporary.write_text(json.dumps(dataclasses.asdict(state), indent=2))
+        temporary.replace(self.state_file)
 
     def settings(self, web_nodes: int | None) -> Settings:
         settings = load_stack_file(ROOT / f"Pulumi.{self.stack}.yaml", stack=self.stack)
         if web_nodes is not None:
-            # Validated like the stack file, so the lab refuses what `pulumi up` refuses.
-            checked = load_settings({"webNodeCount": web_nodes}, stack=self.stack)
-            settings = dataclasses.replace(settings, web_node_count=checked.web_node_count)
+            settings = dataclasses.replace(settings, web_node_count=self._checked(web_nodes))
         return settings
+
+    def _checked(self, web_nodes: int) -> int:
+        # Validated like the stack file, so the lab refuses what `pulumi up` refuses.
+        return load_settings({"webNodeCount": web_nodes}, stack=self.stack).web_node_count
+
+    def topology(self, state: State | None = None) -> Topology:
+        state = state or self._load()
+        ports = Ports.for_user(state.is_root)
+        hosts = []
+        order = ["load-balancer", *web_node_names(20), "db-primary", "db-replica"]
+        for name in sorted(state.hosts(), key=order.index):
+            instance = state.current(name)
+            port = ports.mysql if instance.role == "database" else ports.http
+            hosts.append(Host(name, instance.role, instance.address, port))
+        public = (
+            self.network.public
+            if state.moves_public_address or not hosts
+            else state.current("load-balancer").address
+        )
+        return Topology(state.settings, ports, self.network, tuple(hosts), public)
 
     # --- up / down -----------------------------------------------------------------------
 
     def up(self, web_nodes: int | None = None) -> Topology:
         if self.state_file.exists():
-            _, previous = self._load()
-            if any(s.running() for s in previous):
+            previous = self._load()
+            if any(s.running() for i in previous.instances for s in i.daemons):
                 raise LabError(
                     "the lab is already running; see `python -m lab status`, "
                     "or stop it with `make lab-down` before starting it again"
                 )
-            shutil.rmtree(self.state)  # left over from a crash: nothing of it runs
+            self._forget(previous)  # left over from a crash: nothing of it runs
         missing = [t for t in REQUIRED if processes.find_program(t) is None]
         if missing:
             raise LabError(f"missing programs: {', '.join(missing)}; {processes.INSTALL}")
-
         is_root = os.geteuid() == 0
-        topology = build_topology(self.settings(web_nodes), is_root=is_root)
-        for host in topology.hosts:
-            processes.ensure_port_free(host.address, host.port, host.name)
-        processes.ensure_port_free(
-            topology.host("load-balancer").address, topology.ports.stats, "HAProxy stats"
-        )
+        settings = self.settings(web_nodes)
+        ports = Ports.for_user(is_root)
+        net = self.network
+        moves = public_address.available()
+        wanted = [
+            (net.address(5), ports.aws, "the AWS stand-in"),
+            (net.address(53), ports.dns, "the DNS server"),
+            (net.address(51), ports.mysql, "db-primary"),
+            (net.address(52), ports.mysql, "db-replica"),
+            (net.public, ports.http, "the public address"),
+            (net.load_balancer(1), ports.http, "load-balancer"),
+            (net.load_balancer(1), ports.stats, "HAProxy stats"),
+        ]
+        wanted += [
+            (net.web(i), ports.http, name)
+            for i, name in enumerate(web_node_names(settings.web_node_count), start=1)
+        ]
+        for address, port, owner in wanted:
+            processes.ensure_port_free(address, port, owner)
 
         self.state.mkdir(parents=True)
-        specs: list[Spec] = []
+        if is_root:  # the daemons' own users (mysql, www-data) reach their files through here
+            os.chmod(self.state, 0o755)  # noqa: S103 - a folder, not a secret
+        state = State(self.name, settings, is_root, moves)
+        self._save(state)
         try:
-            self._bring_up(topology, specs, is_root)
+            self._bring_up(state)
         except BaseException:
-            for spec in reversed(specs):
-                self._stop_spec(spec, signal.SIGTERM)
-            self._save(topology, specs)
+            self._teardown(state)
             raise
-        return topology
+        return self.topology(state)
 
-    def _bring_up(self, topology: Topology, specs: list[Spec], is_root: bool) -> None:
-        localizer = Localizer(topology, self.state, is_root=is_root)
-        credentials = self.state / "credentials.json"
-
-        primary = self._server(topology, "db-primary")
-        replica = self._server(topology, "db-replica")
-        for server in (primary, replica):
-            mariadb.initialise(server)
-        specs.append(self._mariadb_spec(primary, replica=False))
-        self._start(specs[-1], topology)
-        self._save(topology, specs)
-        replication_password = mariadb.set_up_primary(primary, credentials)
-        specs.append(self._mariadb_spec(replica, replica=True))
-        self._start(specs[-1], topology)
-        self._save(topology, specs)
-        mariadb.start_replication(replica, primary.host, replication_password)
-        processes.wait_until(
-            lambda: mariadb.replication_summary(replica).startswith("replicating"),
-            _daemon(specs[-1]),
-            what="replication from db-primary to db-replica",
+    def _bring_up(self, state: State) -> None:
+        ports = Ports.for_user(state.is_root)
+        zone = state.settings.internal_zone
+        # The stand-ins for AWS: its API (moto) and the private zone (dnsmasq).
+        stand_in = self._instance(state, "aws", "stand-in", self.network.address(5))
+        self._start(
+            state,
+            stand_in,
+            Spec("aws/moto", aws.server_command(stand_in.address, ports.aws), "moto.log"),
+            self._ready_check(state, stand_in, "moto"),
         )
-        if is_root:  # the app (root here) and Nginx's workers (www-data) share the socket
-            os.chmod(self.state, 0o755)  # noqa: S103 - a folder, not a secret; see above
-
-        for node in topology.web_nodes:
-            files = localizer.web_node(node.name, credentials)
-            directory = self.state / node.name
-            specs.append(
-                Spec(
-                    f"{node.name}/app",
-                    files.app_command,
-                    str(directory / "app.log"),
-                    files.app_environment,
-                    str(directory),
-                )
-            )
-            self._start(specs[-1], topology)
-            nginx = processes.program("nginx")
-            specs.append(
-                Spec(
-                    f"{node.name}/nginx",
-                    [
-                        nginx,
-                        "-c",
-                        str(files.nginx_conf),
-                        "-e",
-                        str(directory / "nginx-error.log"),
-                        "-g",
-                        "daemon off;",
-                    ],
-                    str(directory / "nginx.log"),
-                )
-            )
-            self._start(specs[-1], topology)
-            self._save(topology, specs)
-
-        haproxy_conf = localizer.haproxy_config()
-        haproxy = processes.program("haproxy")
-        specs.append(
+        resolver = self._instance(state, "dns", "stand-in", self.network.address(53))
+        dns.write_records(Path(resolver.directory), zone, {})
+        self._start(
+            state,
+            resolver,
             Spec(
-                "load-balancer/haproxy",
-                [haproxy, "-db", "-f", str(haproxy_conf)],
-                str(self.state / "load-balancer" / "haproxy.log"),
-            )
+                "dns/dnsmasq",
+                dns.server_command(Path(resolver.directory), resolver.address, ports.dns, zone),
+                "dnsmasq.log",
+            ),
+            self._ready_check(state, resolver, "dnsmasq"),
         )
-        self._start(specs[-1], topology)
-        self._save(topology, specs)
-        every_node_up = {node.name: "UP" for node in topology.web_nodes}
+        for host in ("load-balancer", *web_node_names(20)):
+            self._ssm().put_parameter(
+                Name=self._parameter(state, host), Value="{}", Type="String", Overwrite=True
+            )
+
+        self._bring_up_databases(state)
+        userdata = self._userdata(state.settings)[1]
+        nodes = [
+            self._launch_web(state, node, userdata[node])
+            for node in web_node_names(state.settings.web_node_count)
+        ]
+        for instance, report in nodes:
+            self._gate(state, instance, report)
+            self._route(state, instance)
+        self._launch_and_route_load_balancer(state)
+        every_node_up = dict.fromkeys(web_node_names(state.settings.web_node_count), "UP")
+        topology = self.topology(state)
+        haproxy = self._haproxy(state)
         processes.wait_until(
             lambda: self.rotation(topology) == every_node_up,
-            _daemon(specs[-1]),
+            _daemon(haproxy),
             what="HAProxy to see every web node UP",
         )
 
-    def _server(self, topology: Topology, name: str) -> mariadb.Server:
-        return mariadb.Server(
-            topology.host(name), self.state / name, 1 if name == "db-primary" else 2
+    def _bring_up_databases(self, state: State) -> None:
+        """Two MariaDB servers standing in for RDS: the primary, and a replica fed by GTID."""
+        started = {}
+        for host, octet in (("db-primary", 51), ("db-replica", 52)):
+            instance = self._instance(state, host, "database", self.network.address(octet))
+            server = self._server(state, instance)
+            mariadb.initialise(server)
+            self._start(
+                state,
+                instance,
+                Spec(
+                    f"{host}/mariadbd",
+                    mariadb.server_command(server, replica=host == "db-replica"),
+                    "mariadbd.log",
+                ),
+                self._ready_check(state, instance, "mariadbd"),
+            )
+            instance.serving = True
+            started[host] = (instance, server)
+        (_, primary), (replica_instance, replica) = started["db-primary"], started["db-replica"]
+        password = mariadb.set_up_primary(primary, self.state / "credentials.json")
+        mariadb.start_replication(replica, primary.host, password)
+        processes.wait_until(
+            lambda: mariadb.replication_summary(replica).startswith("replicating"),
+            _daemon(replica_instance.daemons[0]),
+            what="replication from db-primary to db-replica",
         )
+        self._save(state)
+        self._publish_records(state)
 
-    def _mariadb_spec(self, server: mariadb.Server, *, replica: bool) -> Spec:
-        return Spec(
-            f"{server.host.name}/mariadbd",
-            mariadb.server_command(server, replica=replica),
-            str(server.log),
-        )
+    def down(self) -> list[str]:
+        """Stop every daemon the lab recorded, by PID, and remove the state folder."""
+        if not self.state_file.exists():
+            if self.state.exists():
+                shutil.rmtree(self.state)
+            return []
+        state = self._load()
+        stopped = [s.name for i in state.instances for s in i.daemons if s.running()]
+        self._teardown(state)
+        return stopped
 
-    def _start(self, spec: Spec, topology: Topology) -> None:
+    def _teardown(self, state: State) -> None:
+        for instance in reversed(state.instances):
+            self._stop_instance(instance, signal.SIGTERM)
+        if state.moves_public_address:
+            with contextlib.suppress(LabError):
+                public_address.release(self.name)
+        shutil.rmtree(self.state, ignore_errors=True)
+
+    def _forget(self, state: State) -> None:
+        self._teardown(state)
+
+    # --- instances -----------------------------------------------------------------------
+
+    def _instance(self, state: State, host: str, role: str, address: str) -> Instance:
+        serial = state.launches[host] = state.launches.get(host, 0) + 1
+        suffix = "" if role in ("stand-in", "database") else f".{serial}"
+        directory = self.state / f"{host}{suffix}"
+        directory.mkdir(parents=True, exist_ok=True)
+        if state.is_root:
+            os.chmod(directory, 0o755)  # noqa: S103 - Nginx's workers reach the app's socket
+        instance = Instance(host, role, f"lab-{host}-{serial}", address, str(directory))
+        state.instances.append(instance)
+        self._save(state)
+        return instance
+
+    def _start(
+        self, state: State, instance: Instance, spec: Spec, ready: Callable[[], bool]
+    ) -> None:
+        spec.log = str(Path(instance.directory) / spec.log)
+        instance.daemons.append(spec)
+        self._run(spec)
+        self._save(state)
+        processes.wait_until(ready, _daemon(spec), what=f"{spec.name} ({instance.address})")
+
+    @staticmethod
+    def _run(spec: Spec) -> None:
         daemon = processes.start(
             spec.name,
             spec.command,
@@ -218,62 +382,310 @@ class Lab:
             cwd=Path(spec.cwd) if spec.cwd else None,
         )
         spec.pid = daemon.pid
-        host = topology.host(spec.host)
-        kind = spec.name.split("/", 1)[1]
-        if kind == "mariadbd":
-            server = self._server(topology, host.name)
-            ready = lambda: mariadb.sql(server, "SELECT 1", check=False).returncode == 0  # noqa: E731
-        elif kind == "app":
-            socket_path = Path(spec.cwd or "") / "gunicorn.sock"
-            ready = lambda: _unix_socket_answers(socket_path)  # noqa: E731
-        else:
-            ready = lambda: processes.port_is_open(host.address, host.port)  # noqa: E731
-        processes.wait_until(ready, daemon, what=f"{spec.name} ({host.address})", timeout=60)
+
+    def _launch_web(
+        self, state: State, node: str, userdata: str
+    ) -> tuple[Instance, subprocess.Popen[bytes]]:
+        """A new instance of `node`: its daemons and its readiness report, not yet routed."""
+        state.web_hosts_started += 1
+        instance = self._instance(state, node, "web", self.network.web(state.web_hosts_started))
+        instance.userdata_sha256 = userdata_sha256(userdata)
+        directory = Path(instance.directory)
+        ports = Ports.for_user(state.is_root)
+        files = self._localizer(state).web_node(
+            userdata, node, directory, instance.address, self.state / "credentials.json"
+        )
+        self._start(
+            state,
+            instance,
+            Spec(
+                f"{node}/app", files.app_command, "app.log", files.app_environment, str(directory)
+            ),
+            lambda: _unix_socket_answers(files.socket),
+        )
+        nginx = [
+            processes.program("nginx"),
+            "-c",
+            str(files.nginx_conf),
+            "-e",
+            str(directory / "nginx-error.log"),
+            "-g",
+            "daemon off;",
+        ]
+        self._start(
+            state,
+            instance,
+            Spec(f"{node}/nginx", nginx, "nginx.log"),
+            lambda: processes.port_is_open(instance.address, ports.http),
+        )
+        return instance, self._report_ready(state, instance, userdata)
+
+    def _report_ready(
+        self, state: State, instance: Instance, userdata: str
+    ) -> subprocess.Popen[bytes]:
+        readiness = self._localizer(state).readiness(
+            userdata, Path(instance.directory), instance.address, instance.instance_id
+        )
+        command = list(readiness.command)
+        command[command.index("--timeout") + 1] = str(self.ready_timeout)
+        stand_in = self.network.address(5)
+        environment = {**os.environ, **aws.environment(stand_in, Ports.for_user(state.is_root).aws)}
+        log = (Path(instance.directory) / "report-ready.log").open("ab")
+        with log:
+            return subprocess.Popen(  # noqa: S603 - the shipped script, as cloud-init runs it
+                command, stdout=log, stderr=subprocess.STDOUT, env=environment
+            )
+
+    def _gate(self, state: State, instance: Instance, report: subprocess.Popen[bytes]) -> None:
+        """Wait for the instance's readiness report, with the program's gate code."""
+
+        def gave_up(_: str) -> str | None:
+            code = report.poll()
+            if code is None or code == 0:
+                return None
+            return f"gave up reporting ready (report_ready.py exited with {code})"
+
+        spec = ReadinessSpec(
+            host=instance.host,
+            instance_id=instance.instance_id,
+            parameter_name=self._parameter(state, instance.host),
+            userdata_sha256=instance.userdata_sha256,
+            timeout_seconds=self.ready_timeout + 5,
+        )
+        try:
+            wait_for_report(spec, self._ssm(), gave_up, sleep=lambda _: time.sleep(0.1))
+            self._event("ready", instance)
+        except HostNotReadyError as error:
+            logs = "\n".join(
+                f"  {Path(s.log).name}:\n{processes.log_tail(s.log, 6)}" for s in instance.daemons
+            )
+            raise LabError(f"{error}\n  In the lab, its logs end:\n{logs}") from None
+        finally:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                report.wait(timeout=5)
+
+    def _route(self, state: State, instance: Instance) -> None:
+        """Point the host's record at this instance (its gate passed), as `pulumi up` does."""
+        for other in state.instances:
+            if other.host == instance.host:
+                other.serving = other is instance
+        self._save(state)
+        self._publish_records(state)
+        self._event("switched", instance)
+
+    def _event(self, what: str, instance: Instance) -> None:
+        self.events.append(Event(time.monotonic(), what, instance.host, instance.instance_id))
+
+    def _publish_records(self, state: State) -> None:
+        records = {i.host: i.address for i in state.instances if i.serving and i.role != "stand-in"}
+        resolver = state.current("dns")
+        dns.write_records(Path(resolver.directory), state.settings.internal_zone, records)
+        if resolver.daemons and resolver.daemons[0].running():
+            os.kill(resolver.daemons[0].pid or 0, signal.SIGHUP)
+
+    def _retire(self, state: State, instance: Instance) -> None:
+        """Stop an instance nothing routes to any more, gracefully, and forget it."""
+        time.sleep(DRAIN_SECONDS)
+        graceful = signal.SIGUSR1 if instance.role == "load-balancer" else signal.SIGTERM
+        self._stop_instance(instance, graceful)
+        self._event("retired", instance)
+        state.instances.remove(instance)
+        self._save(state)
+        shutil.rmtree(instance.directory, ignore_errors=True)
 
     @staticmethod
-    def _stop_spec(spec: Spec, sig: int) -> None:
-        daemon = spec.daemon()
-        if daemon is not None:
-            # Nginx stops gracefully on QUIT (as systemd stops it); the others on TERM.
-            if sig == signal.SIGTERM and spec.name.endswith("/nginx"):
-                sig = signal.SIGQUIT
-            processes.stop(daemon, sig=sig)
+    def _stop_instance(instance: Instance, sig: int) -> None:
+        for spec in reversed(instance.daemons):
+            daemon = spec.daemon()
+            if daemon is None:
+                continue
+            # Nginx stops gracefully on QUIT (as systemd stops it); HAProxy on USR1.
+            how = signal.SIGQUIT if sig == signal.SIGTERM and spec.kind == "nginx" else sig
+            processes.stop(daemon, sig=how, timeout=30)
 
-    def down(self) -> list[str]:
-        """Stop every daemon the lab recorded, by PID, and remove the state folder."""
-        if not self.state_file.exists():
-            if self.state.exists():
-                shutil.rmtree(self.state)
-            return []
-        _, specs = self._load()
-        stopped = []
-        for spec in reversed(specs):
-            if spec.running():
-                stopped.append(spec.name)
-            self._stop_spec(spec, signal.SIGTERM)
-        shutil.rmtree(self.state)
-        return stopped
+    def _launch_and_route_load_balancer(self, state: State) -> Instance:
+        state.load_balancers_started += 1
+        generation = state.load_balancers_started
+        if state.moves_public_address:
+            address = self.network.load_balancer(generation)
+        elif generation == 1:
+            address = self.network.public  # no address to move: the load balancer binds it
+        else:
+            raise LabError(
+                "replacing the load balancer moves the public address with nftables, which "
+                "needs root and `nft` (make setup installs it)"
+            )
+        instance = self._instance(state, "load-balancer", "load-balancer", address)
+        userdata = self._userdata(state.settings)[0]
+        instance.userdata_sha256 = userdata_sha256(userdata)
+        ports = Ports.for_user(state.is_root)
+        config = self._localizer(state).haproxy_config(
+            userdata, Path(instance.directory), instance.address
+        )
+        self._start(
+            state,
+            instance,
+            Spec(
+                "load-balancer/haproxy",
+                [processes.program("haproxy"), "-db", "-f", str(config)],
+                "haproxy.log",
+            ),
+            lambda: processes.port_is_open(instance.address, ports.http),
+        )
+        self._gate(state, instance, self._report_ready(state, instance, userdata))
+        if state.moves_public_address:
+            public_address.associate(self.name, self.network.public, ports.http, instance.address)
+        self._route(state, instance)
+        return instance
+
+    # --- what `pulumi up` does on a change ---------------------------------------------------
+
+    def scale(self, web_nodes: int) -> None:
+        """Add or remove web nodes: DNS records and nodes only, HAProxy keeps running."""
+        state = self._load()
+        wanted = self._checked(web_nodes)
+        current = state.settings.web_node_count
+        userdata = self._userdata(dataclasses.replace(state.settings, web_node_count=wanted))[1]
+        topology = self.topology(state)
+        if wanted > current:
+            added = web_node_names(wanted)[current:]
+            launched = [self._launch_web(state, node, userdata[node]) for node in added]
+            for instance, report in launched:
+                self._gate(state, instance, report)
+                self._route(state, instance)
+            state.settings = dataclasses.replace(state.settings, web_node_count=wanted)
+            self._save(state)
+            for instance, _ in launched:
+                self._await_haproxy(topology, instance)
+            return
+        removed = [state.current(node) for node in web_node_names(current)[wanted:]]
+        for instance in removed:
+            instance.serving = False
+        state.settings = dataclasses.replace(state.settings, web_node_count=wanted)
+        self._save(state)
+        self._publish_records(state)
+        for instance in removed:
+            self._event("switched", instance)
+        for instance in removed:
+            self._await_haproxy(topology, instance, gone=True)
+        for instance in removed:
+            self._retire(state, instance)
+
+    def replace(self, host: str) -> None:
+        """A new instance of `host` on a new address, switched to once it serves."""
+        state = self._load()
+        old = state.current(host)
+        if old.role == "load-balancer":
+            self._launch_and_route_load_balancer(state)
+            self._retire(state, old)
+            return
+        if old.role != "web":
+            raise LabError(f"only web nodes and the load balancer are replaced; not {host}")
+        self._roll(state, [[host]], self._userdata(state.settings)[1])
+
+    def release(self, app_source: bytes, batch_size: int | None = None) -> None:
+        """Replace every web node with ones running `app_source`, canary first, in batches."""
+        state = self._load()
+        userdata = self._userdata(state.settings, app_source)[1]
+        batches = rollout_batches(web_node_names(state.settings.web_node_count), batch_size)
+        self._roll(state, batches, userdata)
+
+    def _roll(self, state: State, batches: list[list[str]], userdata: dict[str, str]) -> None:
+        """Each batch after the batch before it serves; old instances stop at the end."""
+        topology = self.topology(state)
+        replaced: list[Instance] = []
+        for batch in batches:
+            old = {node: state.current(node) for node in batch}
+            launched: list[tuple[Instance, subprocess.Popen[bytes]]] = []
+            try:
+                for node in batch:
+                    launched.append(self._launch_web(state, node, userdata[node]))
+                for instance, report in launched:
+                    self._gate(state, instance, report)
+            except LabError:
+                # As with a failed gate in `pulumi up`: nothing was switched, old nodes serve.
+                for instance in [i for i in state.instances if i.host in batch and not i.serving]:
+                    self._stop_instance(instance, signal.SIGTERM)
+                    state.instances.remove(instance)
+                self._save(state)
+                raise
+            for instance, _ in launched:
+                self._route(state, instance)
+            for instance, _ in launched:
+                self._await_haproxy(topology, instance)
+            replaced += old.values()
+        for instance in replaced:
+            self._retire(state, instance)
+
+    def _await_haproxy(self, topology: Topology, instance: Instance, *, gone: bool = False) -> None:
+        """Until HAProxy sends `instance`'s host to its address (`gone`: to no address)."""
+        node = instance.host
+        deadline = time.monotonic() + FOLLOW_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            status = self.servers(topology).get(node, {}).get("status", "")
+            address = self.server_addresses().get(node)
+            if (gone and status.startswith("MAINT")) or (
+                not gone and status == "UP" and address == instance.address
+            ):
+                self._event("followed", instance)
+                return
+            time.sleep(0.05)
+        address = "no address" if gone else instance.address
+        raise LabError(f"HAProxy did not follow {node}'s DNS record to {address} in time")
 
     # --- one host ----------------------------------------------------------------------------
 
     def stop_host(self, name: str, *, kill: bool = False) -> None:
-        topology, specs = self._load()
-        topology.host(name)
-        for spec in reversed([s for s in specs if s.host == name]):
-            self._stop_spec(spec, signal.SIGKILL if kill else signal.SIGTERM)
+        state = self._load()
+        self._stop_instance(state.current(name), signal.SIGKILL if kill else signal.SIGTERM)
 
     def start_host(self, name: str) -> None:
-        topology, specs = self._load()
-        topology.host(name)
-        for spec in [s for s in specs if s.host == name]:
+        state = self._load()
+        instance = state.current(name)
+        for spec in instance.daemons:
             if not spec.running():
-                self._start(spec, topology)
-        self._save(topology, specs)
+                self._run(spec)
+                self._save(state)
+                processes.wait_until(
+                    self._ready_check(state, instance, spec.kind), _daemon(spec), what=spec.name
+                )
+
+    def _ready_check(self, state: State, instance: Instance, kind: str) -> Callable[[], bool]:
+        """When a (re)started daemon of `kind` accepts work."""
+        ports = Ports.for_user(state.is_root)
+        if kind == "mariadbd":
+            server = self._server(state, instance)
+            return lambda: mariadb.sql(server, "SELECT 1", check=False).returncode == 0
+        if kind == "app":
+            return lambda: _unix_socket_answers(Path(instance.directory) / "gunicorn.sock")
+        if kind == "moto":
+            return lambda: processes.port_is_open(instance.address, ports.aws)
+        if kind == "dnsmasq":
+            return lambda: processes.port_is_open(instance.address, ports.dns)
+        return lambda: processes.port_is_open(instance.address, ports.http)
+
+    def _server(self, state: State, instance: Instance) -> mariadb.Server:
+        host = Host(
+            instance.host, "database", instance.address, Ports.for_user(state.is_root).mysql
+        )
+        return mariadb.Server(host, Path(instance.directory), 1 if host.name == "db-primary" else 2)
+
+    def instance(self, host: str) -> Instance:
+        """The instance that serves as `host` now."""
+        return self._load().current(host)
+
+    def directory(self, host: str) -> Path:
+        """The folder of the instance that serves as `host` (its configs, logs, sockets)."""
+        return Path(self._load().current(host).directory)
+
+    def database(self, name: str) -> mariadb.Server:
+        state = self._load()
+        return self._server(state, state.current(name))
 
     # --- status ------------------------------------------------------------------------------
 
-    def rotation(self, topology: Topology) -> dict[str, str]:
-        """HAProxy's view of each web node (UP, DOWN, MAINT ...), from its stats CSV."""
+    def servers(self, topology: Topology) -> dict[str, dict[str, str]]:
+        """HAProxy's stats row of each web node slot: status (UP, DOWN, MAINT ...), addr, ..."""
         try:
             with urllib.request.urlopen(f"{topology.stats_url};csv", timeout=2) as response:  # noqa: S310
                 text = response.read().decode()
@@ -281,34 +693,91 @@ class Lab:
             return {}
         rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
         return {
-            r["svname"]: r["status"].split()[0]
+            r["svname"]: {**r, "status": r["status"].split()[0]}
             for r in rows
             if r["pxname"] == "web" and r["svname"] not in ("FRONTEND", "BACKEND")
         }
 
+    def server_addresses(self) -> dict[str, str]:
+        """The address HAProxy uses for each web node slot ("-" for none), from its admin
+        socket (the stats page does not show it)."""
+        path = self.directory("load-balancer") / "admin.sock"
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+                client.settimeout(2)
+                client.connect(str(path))
+                client.sendall(b"show servers state web\n")
+                reply = b""
+                while chunk := client.recv(65536):
+                    reply += chunk
+        except OSError:
+            return {}
+        rows = [line.split() for line in reply.decode().splitlines()[2:]]
+        return {row[3]: row[4] for row in rows if len(row) > 4}
+
+    def rotation(self, topology: Topology) -> dict[str, str]:
+        """HAProxy's view of each of the stack's web nodes (its other slots are empty)."""
+        servers = self.servers(topology)
+        return {
+            node.name: servers[node.name]["status"]
+            for node in topology.web_nodes
+            if node.name in servers
+        }
+
     def status(self) -> dict[str, Any]:
-        topology, specs = self._load()
-        rotation = self.rotation(topology)
+        state = self._load()
+        topology = self.topology(state)
+        servers = self.servers(topology)
         hosts, details = [], {}
         for host in topology.hosts:
-            own = [s for s in specs if s.host == host.name]
+            instance = state.current(host.name)
             up = (
-                bool(own)
-                and all(s.running() for s in own)
+                bool(instance.daemons)
+                and all(s.running() for s in instance.daemons)
                 and processes.port_is_open(host.address, host.port)
             )
             hosts.append({**host.as_dict(), "state": "up" if up else "down"})
             if host.role == "web":
-                details[host.name] = f"HAProxy: {rotation.get(host.name, 'unknown')}"
+                server = servers.get(host.name, {})
+                details[host.name] = f"HAProxy: {server.get('status', 'unknown')}"
             elif host.name == "db-replica":
                 details[host.name] = (
-                    mariadb.replication_summary(self._server(topology, host.name)) if up else "down"
+                    mariadb.replication_summary(self._server(state, instance)) if up else "down"
                 )
             elif host.name == "db-primary":
                 details[host.name] = "takes writes" if up else "down"
             else:
                 details[host.name] = f"stats: {topology.stats_url}"
         return {"url": topology.url, "hosts": hosts, "details": details}
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _userdata(
+        self, settings: Settings, app_source: bytes | None = None
+    ) -> tuple[str, dict[str, str]]:
+        return userdata_for(settings, LAB_REGION, app_source=app_source)
+
+    def _localizer(self, state: State) -> Localizer:
+        return Localizer(self.topology(state), is_root=state.is_root)
+
+    def _parameter(self, state: State, host: str) -> str:
+        return f"{state.settings.readiness_parameter_prefix}/{host}"
+
+    def _ssm(self) -> Any:
+        return aws.ssm_client(self.network.address(5), Ports.for_user(os.geteuid() == 0).aws)
+
+    def _haproxy(self, state: State) -> Spec:
+        return state.current("load-balancer").daemons[0]
+
+    @contextlib.contextmanager
+    def running(self, web_nodes: int | None = None) -> Iterator[Topology]:
+        """`up`, then `down` whatever happens: for tests and the benchmark."""
+        self.down()  # a left-over from an interrupted run
+        topology = self.up(web_nodes)
+        try:
+            yield topology
+        finally:
+            self.down()
 
 
 def _daemon(spec: Spec) -> Daemon:
@@ -319,8 +788,6 @@ def _daemon(spec: Spec) -> Daemon:
 
 
 def _unix_socket_answers(path: Path) -> bool:
-    import socket  # noqa: PLC0415
-
     if not path.exists():
         return False
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:

@@ -1,12 +1,21 @@
 """Turn the AWS stack's rendered cloud-config into files that run on this machine.
 
 The lab does not keep configs of its own: it renders the same userdata as the Pulumi program
-(`components.web_infrastructure.userdata_for`), takes the files from `write_files`, and changes
-only what must differ locally: addresses (DNS names become loopback addresses), ports when not
-root, file paths (everything lives in the lab's state folder), and the DB credentials source
-(a file instead of the RDS-managed secret, since there is no AWS here). Every rewrite must
-find the text it replaces, so a change to the userdata that the lab does not understand stops
-the lab with a clear error instead of silently running something else.
+(`components.web_infrastructure.userdata_for`), takes the files from `write_files` and the
+readiness report from `runcmd`, and changes only what must differ locally:
+
+- where a host listens: its own loopback address, and higher ports when not root;
+- file paths: everything lives in the host's folder in the lab's state;
+- HAProxy's resolver: the lab's DNS server instead of the VPC resolver from /etc/resolv.conf
+  (HAProxy still finds every web node by its name in the private zone, with the same
+  `server` lines, through the lab's DNS server);
+- the app's database: the database hosts' addresses (the app resolves names with the system
+  resolver, which the lab cannot point at its DNS server) and the DB password from a file
+  instead of the RDS-managed secret;
+- the readiness report's local check URL and where it finds the userdata and instance id.
+
+Every rewrite must find the text it replaces, so a change to the userdata that the lab does not
+understand stops the lab with a clear error instead of silently running something else.
 """
 
 from __future__ import annotations
@@ -16,11 +25,10 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.web_infrastructure import userdata_for
 from lab.topology import Topology
 from userdata import cloud_config
 
-LAB_REGION = "local"
+LAB_REGION = "eu-west-1"  # the region the lab renders userdata for; moto serves any
 
 
 class LabError(RuntimeError):
@@ -38,10 +46,10 @@ def rewrite(text: str, replacements: list[tuple[str, str]], *, what: str) -> str
     return text
 
 
-def shipped_files(userdata: str) -> dict[str, str]:
+def shipped_files(userdata: str) -> dict[str, bytes]:
     """Path -> content of every file a cloud-config document writes."""
     document = cloud_config.parse(userdata)
-    return {f["path"]: cloud_config.file_content(f).decode() for f in document["write_files"]}
+    return {f["path"]: cloud_config.file_content(f) for f in document["write_files"]}
 
 
 @dataclass(frozen=True)
@@ -52,36 +60,40 @@ class WebNodeFiles:
     socket: Path
 
 
+@dataclass(frozen=True)
+class ReadinessCommand:
+    command: list[str]
+    """The host's own readiness report, as its last runcmd step runs it."""
+    parameter: str
+    """The SSM parameter it writes."""
+
+
 class Localizer:
-    def __init__(self, topology: Topology, state: Path, *, is_root: bool) -> None:
+    def __init__(self, topology: Topology, *, is_root: bool) -> None:
         self.topology = topology
-        self.state = state
         self.is_root = is_root
-        self.load_balancer_userdata, self.web_userdata = userdata_for(topology.settings, LAB_REGION)
         self.zone = topology.settings.internal_zone
+        self.ports = topology.ports
 
-    def _host_address(self, dns_name: str) -> str:
-        label = dns_name.removesuffix(f".{self.zone}")
-        return self.topology.host(label).address
-
-    def haproxy_config(self) -> Path:
-        directory = self.state / "load-balancer"
+    def haproxy_config(self, userdata: str, directory: Path, address: str) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
-        text = shipped_files(self.load_balancer_userdata)["/etc/haproxy/haproxy.cfg"]
-        ports = self.topology.ports
-        lb = self.topology.host("load-balancer")
+        text = shipped_files(userdata)["/etc/haproxy/haproxy.cfg"].decode()
+        dns = self.topology.network.address(53)
         replacements = [
             ("    log /dev/log local0\n", "    log stdout format raw local0\n"),
             # In the foreground the lab keeps HAProxy's PID; systemd does that on AWS.
             ("    daemon\n", ""),
             ("stats socket /run/haproxy/admin.sock", f"stats socket {directory}/admin.sock"),
-            (f"bind *:{cloud_config.HTTP_PORT}\n", f"bind {lb.address}:{ports.http}\n"),
-            ("bind 127.0.0.1:8404", f"bind {lb.address}:{ports.stats}"),
+            (f"bind *:{cloud_config.HTTP_PORT}\n", f"bind {address}:{self.ports.http}\n"),
+            ("bind 127.0.0.1:8404", f"bind {address}:{self.ports.stats}"),
+            ("    parse-resolv-conf\n", f"    nameserver lab {dns}:{self.ports.dns}\n"),
         ]
-        for node in self.topology.web_nodes:
-            name = cloud_config.host_name(node.name, self.zone)
+        if self.ports.http != cloud_config.WEB_PORT:
             replacements.append(
-                (f" {name}:{cloud_config.WEB_PORT}", f" {node.address}:{node.port}")
+                (
+                    f".{self.zone}:{cloud_config.WEB_PORT}\n",
+                    f".{self.zone}:{self.ports.http}\n",
+                )
             )
         if not self.is_root:
             replacements += [
@@ -93,14 +105,14 @@ class Localizer:
         path.write_text(rewrite(text, replacements, what="the HAProxy config"))
         return path
 
-    def web_node(self, name: str, credentials: Path) -> WebNodeFiles:
-        directory = self.state / name
+    def web_node(
+        self, userdata: str, name: str, directory: Path, address: str, credentials: Path
+    ) -> WebNodeFiles:
         (directory / "app").mkdir(parents=True, exist_ok=True)
         (directory / "etc").mkdir(exist_ok=True)
         (directory / "nginx-temp").mkdir(exist_ok=True)
-        files = shipped_files(self.web_userdata[name])
+        files = {path: data.decode() for path, data in shipped_files(userdata).items()}
         socket = directory / "gunicorn.sock"
-        node = self.topology.host(name)
 
         nginx = [
             ("pid /run/nginx.pid;", f"pid {directory}/nginx.pid;"),
@@ -110,7 +122,7 @@ class Localizer:
             ("unix:/run/web-app/gunicorn.sock", f"unix:{socket}"),
             (
                 f"listen *:{cloud_config.WEB_PORT} default_server;",
-                f"listen {node.address}:{node.port} default_server;",
+                f"listen {address}:{self.ports.http} default_server;",
             ),
         ]
         if not self.is_root:
@@ -132,10 +144,12 @@ class Localizer:
         (app_dir / "web_app.py").write_text(files[f"{cloud_config.APP_DIR}/web_app.py"])
 
         config = json.loads(files[f"{cloud_config.APP_CONFIG_DIR}/config.json"])
+        if config["node_name"] != name:
+            raise LabError(f"the userdata for {name} configures {config['node_name']}")
         database = config["database"]
-        database["primary_host"] = self._host_address(database["primary_host"])
-        database["replica_host"] = self._host_address(database["replica_host"])
-        database["port"] = self.topology.ports.mysql
+        database["primary_host"] = self._database_address(database["primary_host"])
+        database["replica_host"] = self._database_address(database["replica_host"])
+        database["port"] = self.ports.mysql
         # The lab's MariaDB has no RDS certificate, and no Secrets Manager holds its password.
         del database["tls_ca_file"]
         config["credentials"] = {"source": "file", "path": str(credentials)}
@@ -153,6 +167,42 @@ class Localizer:
         if left:
             raise LabError(f"the web-app unit names paths the lab does not map: {left}")
         return WebNodeFiles(nginx_conf, command, environment, socket)
+
+    def readiness(
+        self, userdata: str, directory: Path, address: str, instance_id: str
+    ) -> ReadinessCommand:
+        """The host's readiness report, run as cloud-init runs it: the shipped script, with the
+        system Python, against the lab's stand-in for AWS."""
+        directory.mkdir(parents=True, exist_ok=True)
+        document = cloud_config.parse(userdata)
+        step = [str(part) for part in document["runcmd"][-1]]
+        if step[:2] != ["python3", cloud_config.REPORT_READY]:
+            raise LabError(
+                "the last runcmd step is no longer the readiness report; update lab/localize.py"
+            )
+        script = directory / "report_ready.py"
+        script.write_bytes(shipped_files(userdata)[cloud_config.REPORT_READY])
+        (directory / "user-data.txt").write_text(userdata)  # as cloud-init keeps it
+        (directory / "instance-id").write_text(instance_id + "\n")
+        url = step[step.index("--check-url") + 1]
+        local = rewrite(
+            url,
+            [("//127.0.0.1:80/", f"//{address}:{self.ports.http}/")],
+            what="the readiness check URL",
+        )
+        command = ["/usr/bin/python3", str(script), *step[2:]]
+        command[command.index(url)] = local
+        command += [
+            "--userdata-file",
+            str(directory / "user-data.txt"),
+            "--instance-id-file",
+            str(directory / "instance-id"),
+        ]
+        return ReadinessCommand(command, step[step.index("--parameter") + 1])
+
+    def _database_address(self, dns_name: str) -> str:
+        label = dns_name.removesuffix(f".{self.zone}")
+        return self.topology.host(label).address
 
     @staticmethod
     def _service(unit: str) -> tuple[list[str], dict[str, str]]:

@@ -1,21 +1,40 @@
-"""Which local "hosts" the lab runs, on which loopback address and port.
+"""Which local "hosts" a lab runs, on which loopback address and port.
 
-Every host of the AWS architecture gets its own address in 127.0.10.0/24, so the hosts keep
-their real ports (80, 3306) when the lab runs as root. A normal user cannot bind ports below
-1024, so the lab then moves HTTP to 8080 and MySQL to 13306 on the same addresses.
+Every lab has a loopback network of its own (`127.0.<n>.0/24`), so the lab a user runs, the one
+the tests run and the one the benchmark runs can all be up at once. Inside it every host of the
+AWS architecture gets its own address, so the hosts keep their real ports (80, 3306) when the
+lab runs as root; a normal user cannot bind ports below 1024, so the lab then moves HTTP to 8080
+and MySQL to 13306 on the same addresses.
+
+Like AWS, the lab gives each new host (a replacement, a scale-out) a new address, and the
+public address of the load balancer (its "Elastic IP") is not the load balancer's own: it is
+moved to a new load balancer once that one serves.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 
 from settings import Settings
 
-LOAD_BALANCER_ADDRESS = "127.0.10.10"
-WEB_ADDRESS_BASE = 10  # web-i listens on 127.0.10.(10 + i): web-1 is 127.0.10.11
-DB_PRIMARY_ADDRESS = "127.0.10.51"
-DB_REPLICA_ADDRESS = "127.0.10.52"
+# One /24 per lab; the names are what `Lab(name)` and `python -m lab --lab` accept.
+LAB_NETWORKS = {
+    "dev": "127.0.10",
+    "test": "127.0.20",
+    "test-ops": "127.0.21",
+    "test-scale": "127.0.22",
+    "test-errors": "127.0.23",
+    "bench": "127.0.30",
+}
+PUBLIC = 10  # the "Elastic IP": what users connect to
+AWS = 5  # the stand-in for the AWS APIs the hosts call (SSM)
+DNS = 53  # the private zone's DNS server
+DB_PRIMARY = 51
+DB_REPLICA = 52
+LOAD_BALANCER_FIRST = 11  # load balancer generations: .11, .12, ... (.19)
+LOAD_BALANCER_LAST = 19
+WEB_FIRST = 101  # every web host ever started takes the next address: .101, .102, ...
+WEB_LAST = 250
 
 
 @dataclass(frozen=True)
@@ -24,12 +43,47 @@ class Ports:
     """The load balancer's and every web node's Nginx port."""
     mysql: int
     stats: int
-    """HAProxy's stats page, on the load balancer's address."""
+    """HAProxy's stats page, on the load balancer's own address."""
+    dns: int
+    aws: int
 
     @staticmethod
     def for_user(is_root: bool) -> Ports:
-        # Distinct stats ports too, so a root lab and a user's lab never race for one.
-        return Ports(80, 3306, 8404) if is_root else Ports(8080, 13306, 18404)
+        if is_root:
+            return Ports(http=80, mysql=3306, stats=8404, dns=53, aws=5000)
+        return Ports(http=8080, mysql=13306, stats=18404, dns=10053, aws=5000)
+
+
+@dataclass(frozen=True)
+class Network:
+    prefix: str
+    """The lab's /24, e.g. 127.0.10."""
+
+    def address(self, last_octet: int) -> str:
+        return f"{self.prefix}.{last_octet}"
+
+    @property
+    def public(self) -> str:
+        return self.address(PUBLIC)
+
+    def load_balancer(self, generation: int) -> str:
+        octet = LOAD_BALANCER_FIRST + generation - 1
+        if octet > LOAD_BALANCER_LAST:
+            raise ValueError("this lab has replaced its load balancer too often; recreate it")
+        return self.address(octet)
+
+    def web(self, serial: int) -> str:
+        """The address of the `serial`-th web host the lab started (1-based)."""
+        octet = WEB_FIRST + serial - 1
+        if octet > WEB_LAST:
+            raise ValueError("this lab has started too many web hosts; recreate it")
+        return self.address(octet)
+
+
+def network_of(name: str) -> Network:
+    if name not in LAB_NETWORKS:
+        raise KeyError(f"no lab named {name!r}; labs are: {', '.join(LAB_NETWORKS)}")
+    return Network(LAB_NETWORKS[name])
 
 
 @dataclass(frozen=True)
@@ -49,16 +103,19 @@ class Host:
 class Topology:
     settings: Settings
     ports: Ports
+    network: Network
     hosts: tuple[Host, ...]
+    public_address: str
+    """Where users connect: the Elastic IP's stand-in (or the load balancer itself)."""
 
     @property
     def url(self) -> str:
         suffix = "" if self.ports.http == 80 else f":{self.ports.http}"
-        return f"http://{LOAD_BALANCER_ADDRESS}{suffix}/"
+        return f"http://{self.public_address}{suffix}/"
 
     @property
     def stats_url(self) -> str:
-        return f"http://{LOAD_BALANCER_ADDRESS}:{self.ports.stats}/stats"
+        return f"http://{self.host('load-balancer').address}:{self.ports.stats}/stats"
 
     def host(self, name: str) -> Host:
         for host in self.hosts:
@@ -70,22 +127,3 @@ class Topology:
     @property
     def web_nodes(self) -> list[Host]:
         return [h for h in self.hosts if h.role == "web"]
-
-    def address_of(self) -> dict[str, str]:
-        """Host name -> local address, for rewriting names the AWS stack resolves by DNS."""
-        return {h.name: h.address for h in self.hosts}
-
-
-def build_topology(settings: Settings, *, is_root: bool | None = None) -> Topology:
-    root = os.geteuid() == 0 if is_root is None else is_root
-    ports = Ports.for_user(root)
-    hosts = [Host("load-balancer", "load-balancer", LOAD_BALANCER_ADDRESS, ports.http)]
-    hosts += [
-        Host(name, "web", f"127.0.10.{WEB_ADDRESS_BASE + i}", ports.http)
-        for i, name in enumerate(settings.web_node_names, start=1)
-    ]
-    hosts += [
-        Host("db-primary", "database", DB_PRIMARY_ADDRESS, ports.mysql),
-        Host("db-replica", "database", DB_REPLICA_ADDRESS, ports.mysql),
-    ]
-    return Topology(settings, ports, tuple(hosts))

@@ -24,10 +24,10 @@ import pytest
 from system_tools import require
 
 from lab import mariadb
-from lab.lab import ROOT, Lab
-from lab.topology import Topology
+from lab.lab import REQUIRED, Lab
+from lab.topology import LAB_NETWORKS, Topology
 
-STATE = ROOT / ".lab-e2e"  # not /tmp: Nginx's workers (www-data) must reach the app's socket
+LAB = "test"  # its own loopback network: runs beside a user's `make lab`
 
 
 @dataclass
@@ -54,17 +54,12 @@ def request(url: str, method: str = "GET", payload: dict[str, Any] | None = None
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[tuple[Lab, Topology]]:
-    for tool in ("haproxy", "nginx", "gunicorn", "mariadbd", "mariadb-install-db"):
+    for tool in REQUIRED:
         require(tool)
-    if STATE.exists():
-        Lab(STATE).down()
-    the_lab = Lab(STATE)
-    topology = the_lab.up()
-    try:
+    the_lab = Lab(LAB)
+    with the_lab.running() as topology:
         yield the_lab, topology
-    finally:
-        the_lab.down()
-    assert not STATE.exists(), "down removes the state folder"
+    assert not the_lab.state.exists(), "down removes the state folder"
 
 
 @pytest.fixture
@@ -159,7 +154,7 @@ def test_failover_loses_no_request_and_detects_within_3_seconds(
 
 
 def test_reads_survive_the_replica_and_it_catches_up(lab: tuple[Lab, Topology], url: str) -> None:
-    the_lab, topology = lab
+    the_lab, _ = lab
     the_lab.stop_host("db-replica")
     try:
         during = request(f"{url}/api/messages")
@@ -168,8 +163,7 @@ def test_reads_survive_the_replica_and_it_catches_up(lab: tuple[Lab, Topology], 
         assert written.status == 201
     finally:
         the_lab.start_host("db-replica")
-    primary = mariadb.Server(topology.host("db-primary"), the_lab.state / "db-primary", 1)
-    replica = mariadb.Server(topology.host("db-replica"), the_lab.state / "db-replica", 2)
+    primary, replica = the_lab.database("db-primary"), the_lab.database("db-replica")
     target = mariadb.gtid_position(primary, "gtid_binlog_pos")
     caught_up = wait_for(lambda: mariadb.gtid_position(replica, "gtid_slave_pos") == target, 10)
     assert caught_up is not None, "the replica did not catch up"
@@ -209,7 +203,7 @@ def test_status_reports_every_host_for_scripts(lab: tuple[Lab, Topology]) -> Non
     assert names == ["load-balancer", "web-1", "web-2", "db-primary", "db-replica"]
     for host in status["hosts"]:
         assert set(host) == {"name", "role", "address", "port", "state"}
-        assert host["address"].startswith("127.0.10.")
+        assert host["address"].startswith(LAB_NETWORKS[LAB] + "."), "the test lab's network"
     assert wait_for(lambda: all(h["state"] == "up" for h in lab[0].status()["hosts"]), 5)
     replicating = wait_for(
         lambda: lab[0].status()["details"]["db-replica"].startswith("replicating"), 10, 0.2
@@ -219,28 +213,30 @@ def test_status_reports_every_host_for_scripts(lab: tuple[Lab, Topology]) -> Non
 
 def test_a_second_up_is_refused_while_running(lab: tuple[Lab, Topology]) -> None:
     with pytest.raises(Exception, match="already running"):
-        Lab(STATE).up()
+        Lab(LAB).up()
 
 
 def test_the_labs_configs_pass_the_real_checks(lab: tuple[Lab, Topology]) -> None:
     """What the lab runs is the shipped config, localised; both tools still accept it."""
-    state = lab[0].state
+    load_balancer, web_1 = lab[0].directory("load-balancer"), lab[0].directory("web-1")
     haproxy = subprocess.run(
-        [require("haproxy"), "-c", "-f", str(state / "load-balancer" / "haproxy.cfg")],
+        [require("haproxy"), "-c", "-f", str(load_balancer / "haproxy.cfg")],
         capture_output=True,
         text=True,
         check=False,
     )
     assert haproxy.returncode == 0, haproxy.stderr
-    assert "balance roundrobin" in (state / "load-balancer" / "haproxy.cfg").read_text()
+    config = (load_balancer / "haproxy.cfg").read_text()
+    assert "balance roundrobin" in config
+    assert "    server web-1 web-1.dev.web-infra.internal:80\n" in config, "found through DNS"
     nginx = subprocess.run(
         [
             require("nginx"),
             "-t",
             "-c",
-            str(state / "web-1" / "nginx.conf"),
+            str(web_1 / "nginx.conf"),
             "-e",
-            str(state / "web-1" / "nginx-error.log"),
+            str(web_1 / "nginx-error.log"),
         ],
         capture_output=True,
         text=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -11,23 +12,23 @@ from system_tools import require
 from lab import processes
 from lab.lab import REQUIRED, Lab
 from lab.localize import LabError, rewrite
-from lab.topology import LOAD_BALANCER_ADDRESS, build_topology
-from settings import load_settings
+from lab.topology import Ports, network_of
 
 
 def test_a_taken_port_is_named_before_anything_starts(tmp_path: Path) -> None:
     for tool in REQUIRED:  # checked before the ports
         require(tool)
     state = tmp_path / "lab"
+    address = network_of("test-errors").load_balancer(1)
     with socket.socket() as squatter:
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        port = build_topology(load_settings({}, stack="dev")).ports.http
-        squatter.bind((LOAD_BALANCER_ADDRESS, port))
+        port = Ports.for_user(os.geteuid() == 0).http
+        squatter.bind((address, port))
         squatter.listen(1)
         with pytest.raises(
-            LabError, match=rf"{LOAD_BALANCER_ADDRESS}:{port} for load-balancer is already in use"
+            LabError, match=rf"{address}:{port} for load-balancer is already in use"
         ):
-            Lab(state).up()
+            Lab("test-errors", state=state).up()
     assert not state.exists(), "nothing was started, nothing is left"
 
 
@@ -50,4 +51,9 @@ def test_a_userdata_change_the_lab_does_not_know_stops_it() -> None:
 
 def test_status_without_a_lab_says_how_to_start_one(tmp_path: Path) -> None:
     with pytest.raises(LabError, match="not running; start it with `make lab`"):
-        Lab(tmp_path / "none").status()
+        Lab("test-errors", state=tmp_path / "none").status()
+
+
+def test_an_unknown_lab_lists_the_labs() -> None:
+    with pytest.raises(KeyError, match="no lab named 'prod'; labs are: dev, test"):
+        Lab("prod")

@@ -6,18 +6,14 @@ import urllib.request
 
 from system_tools import require
 
-from lab.lab import REQUIRED, ROOT, Lab
-
-STATE = ROOT / ".lab-scale"
+from lab.lab import REQUIRED, Lab
 
 
 def test_three_web_nodes_share_the_load_in_turn() -> None:
     for tool in REQUIRED:
         require(tool)
-    lab = Lab(STATE)
-    lab.down()  # a left-over from an interrupted run
-    topology = lab.up(web_nodes=3)
-    try:
+    lab = Lab("test-scale")
+    with lab.running(web_nodes=3) as topology:
         assert [h.name for h in topology.web_nodes] == ["web-1", "web-2", "web-3"]
         assert lab.rotation(topology) == {"web-1": "UP", "web-2": "UP", "web-3": "UP"}
         served = []
@@ -26,6 +22,4 @@ def test_three_web_nodes_share_the_load_in_turn() -> None:
                 served.append(response.headers["X-Served-By"])
         assert sorted(served) == ["web-1", "web-1", "web-2", "web-2", "web-3", "web-3"]
         assert served[:3] == served[3:], f"not a fixed rotation: {served}"
-    finally:
-        lab.down()
-    assert not STATE.exists()
+    assert not lab.state.exists()

@@ -293,9 +293,7 @@ def _db_group_cluster(group: Registration) -> str:
     return f"db-subnet-group-{group.outputs.get('name', group.id)}"
 
 
-def _instance_label(
-    run: ProgramRun, stack: _Stack, instance: Registration, extra: str = ""
-) -> str:
+def _instance_label(run: ProgramRun, stack: _Stack, instance: Registration, extra: str = "") -> str:
     software = SOFTWARE.get(instance.inputs["tags"]["Role"], "EC2")
     # A readiness gate: traffic reaches the instance only once it reported that it serves.
     gated = any(g.inputs.get("instance_id") == instance.id for g in run.of_type(READINESS_GATE))

@@ -199,10 +199,15 @@ def load_balancer_cloud_config(zone: str, readiness: ReadinessReport) -> dict[st
 
 
 def web_node_cloud_config(
-    node_name: str, database: AppDatabase, readiness: ReadinessReport
+    node_name: str,
+    database: AppDatabase,
+    readiness: ReadinessReport,
+    *,
+    app_source: bytes | None = None,
 ) -> dict[str, Any]:
-    """Nginx in front of gunicorn running the app, for the web node `node_name`."""
-    source = APP_SOURCE.read_bytes()
+    """Nginx in front of gunicorn running the app (`app_source`, default: the repository's),
+    for the web node `node_name`."""
+    source = APP_SOURCE.read_bytes() if app_source is None else app_source
     document = _base(node_name, database.zone, WEB_NODE_PACKAGES)
     # Ready once the app answers its health check through Nginx, as HAProxy will ask it.
     report_script, report_ready = readiness.steps(node_name, f"http://127.0.0.1:{WEB_PORT}/health")

@@ -1,0 +1,198 @@
+"""Changes without downtime, end to end: what `pulumi up` does, done to the running lab.
+
+Under a steady stream of requests through the load balancer (reads and writes, each on a new
+connection, bounded in time), the lab scales out and in, replaces every web node, rolls out new
+app code and replaces the load balancer itself. Each host is switched to only after its own
+readiness report (the shipped script, the program's gate code), HAProxy follows the DNS records
+the lab's DNS server answers, and not one request may fail.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from system_tools import require
+
+from lab.lab import REQUIRED, Event, Lab
+from lab.localize import LabError
+from lab.topology import Topology
+from lab.traffic import RequestStream
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = (ROOT / "userdata" / "app" / "web_app.py").read_text()
+# New app code, recognisable by a header, whatever the app's code looks like today.
+TAGGED_RELEASE = (
+    APP
+    + """
+
+if "application" in globals():
+    _this_release = application
+
+    def application(environ, start_response):
+        def tagged(status, headers, *rest):
+            return start_response(status, [*headers, ("X-App-Release", "2")], *rest)
+
+        return _this_release(environ, tagged)
+"""
+)
+# A release whose health check never passes.
+BROKEN_RELEASE = (
+    APP
+    + """
+
+if "application" in globals():
+    _this_release = application
+
+    def application(environ, start_response):
+        if environ.get("PATH_INFO") == "/health":
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
+            return [b"this release never becomes healthy"]
+        return _this_release(environ, start_response)
+"""
+)
+NEW_CODE_SERVED_WITHIN = 3.0  # seconds after HAProxy followed the last switch
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[tuple[Lab, Topology]]:
+    for tool in REQUIRED:
+        require(tool)
+    the_lab = Lab("test-ops")
+    the_lab.ready_timeout = 15
+    with the_lab.running() as topology:
+        yield the_lab, topology
+
+
+def under_load(topology: Topology, change: Callable[[], None]) -> RequestStream:
+    """Run `change` while requests stream through the load balancer, before and after it."""
+    with RequestStream(topology.url, rate=40, max_seconds=120) as stream:
+        time.sleep(1.0)
+        change()
+        time.sleep(1.5)
+    return stream
+
+
+def assert_no_request_failed(stream: RequestStream, what: str) -> None:
+    failed = stream.failures()
+    assert len(stream.answers) > 50, f"{what}: too few requests to mean anything"
+    assert failed == [], (
+        f"{what}: {len(failed)} of {len(stream.answers)} requests failed: "
+        + "; ".join(f"{a.method} {a.status} {a.error}" for a in failed[:5])
+    )
+    assert {a.method for a in stream.answers} == {"GET", "POST"}, "reads and writes"
+
+
+def haproxy_pid(lab: Lab) -> int | None:
+    return lab.instance("load-balancer").daemons[0].pid
+
+
+def events(lab: Lab, what: str) -> list[Event]:
+    return [e for e in lab.events if e.what == what]
+
+
+def test_scale_out_and_in_touches_only_nodes_and_records(lab: tuple[Lab, Topology]) -> None:
+    the_lab, topology = lab
+    pid = haproxy_pid(the_lab)
+    out = under_load(topology, lambda: the_lab.scale(3))
+    assert_no_request_failed(out, "scale 2 -> 3")
+    assert the_lab.rotation(the_lab.topology()) == {"web-1": "UP", "web-2": "UP", "web-3": "UP"}
+    assert "web-3" in {a.served_by for a in out.answers}, "the new node takes traffic"
+    back = under_load(topology, lambda: the_lab.scale(2))
+    assert_no_request_failed(back, "scale 3 -> 2")
+    assert the_lab.rotation(the_lab.topology()) == {"web-1": "UP", "web-2": "UP"}
+    assert "web-3" not in {a.served_by for a in back.since(back.elapsed() - 1.0)}
+    assert haproxy_pid(the_lab) == pid, "HAProxy was not restarted"
+    assert [h.name for h in the_lab.topology().web_nodes] == ["web-1", "web-2"]
+
+
+def test_every_web_node_is_replaced_without_a_failed_request(lab: tuple[Lab, Topology]) -> None:
+    the_lab, topology = lab
+    before = {h.name: h.address for h in the_lab.topology().web_nodes}
+    the_lab.events.clear()
+
+    def replace_all() -> None:
+        for node in before:
+            the_lab.replace(node)
+
+    stream = under_load(topology, replace_all)
+    assert_no_request_failed(stream, "replacing every web node")
+    after = {h.name: h.address for h in the_lab.topology().web_nodes}
+    assert set(after) == set(before)
+    assert all(after[n] != before[n] for n in before), "each node has a new address"
+    assert the_lab.rotation(the_lab.topology()) == {"web-1": "UP", "web-2": "UP"}
+    for node in before:  # switched only after its readiness report, retired after that
+        new = the_lab.instance(node).instance_id
+        (ready,) = [e for e in events(the_lab, "ready") if e.instance_id == new]
+        (switched,) = [e for e in events(the_lab, "switched") if e.instance_id == new]
+        (followed,) = [e for e in events(the_lab, "followed") if e.instance_id == new]
+        (retired,) = [e for e in events(the_lab, "retired") if e.host == node]
+        assert ready.at <= switched.at <= followed.at <= retired.at, node
+
+
+def test_new_code_rolls_out_canary_first_without_a_failed_request(
+    lab: tuple[Lab, Topology],
+) -> None:
+    the_lab, topology = lab
+    the_lab.events.clear()
+    stream = under_load(topology, lambda: the_lab.release(TAGGED_RELEASE.encode()))
+    assert_no_request_failed(stream, "a release")
+    switched = events(the_lab, "switched")
+    assert [e.host for e in switched] == ["web-1", "web-2"], "canary first, then the next batch"
+    followed = events(the_lab, "followed")
+    assert events(the_lab, "ready")[1].at >= followed[0].at, "web-2 waited for web-1"
+    began = time.monotonic() - stream.elapsed()
+    last_followed = followed[-1].at - began
+    late = stream.since(last_followed + NEW_CODE_SERVED_WITHIN)
+    assert late, "the stream outlived the release"
+    stale = [(round(a.at, 2), a.served_by) for a in late if a.release != "2"]
+    timeline = [(round(e.at - began, 2), e.what, e.host) for e in the_lab.events]
+    assert stale == [], f"old code answered after its switch: {stale}; {timeline}"
+    old = [a for a in stream.answers if a.at < last_followed + NEW_CODE_SERVED_WITHIN]
+    assert any(a.release == "" for a in old), "the old code served until its switch"
+
+
+def test_a_broken_release_stops_at_the_canary_and_the_old_nodes_serve(
+    lab: tuple[Lab, Topology],
+) -> None:
+    the_lab, topology = lab
+    before = {h.name: h.address for h in the_lab.topology().web_nodes}
+    the_lab.events.clear()
+    failure: list[str] = []
+
+    def release() -> None:
+        with pytest.raises(LabError) as error:
+            the_lab.release(BROKEN_RELEASE.encode())
+        failure.append(str(error.value))
+
+    stream = under_load(topology, release)
+    assert_no_request_failed(stream, "a broken release")
+    (message,) = failure
+    assert "web-1 (instance lab-web-1-" in message, "names the canary"
+    assert "gave up reporting ready" in message or "did not report" in message
+    assert "Nothing was switched to it" in message
+    assert events(the_lab, "switched") == [], "no node was switched"
+    assert {e.host for e in events(the_lab, "ready")} == set(), "web-2 was never touched"
+    assert {h.name: h.address for h in the_lab.topology().web_nodes} == before
+    assert {a.release for a in stream.since(stream.elapsed() - 1.0)} == {"2"}, "old code serves"
+
+
+def test_the_load_balancer_is_replaced_without_a_failed_request(
+    lab: tuple[Lab, Topology],
+) -> None:
+    """The public address moves to the new HAProxy only once it serves (as the Elastic IP
+    association does on AWS); the old one finishes its requests and stops."""
+    the_lab, topology = lab
+    require("nft")
+    if os.geteuid() != 0:  # CI runs as root
+        pytest.skip("moving the public address (nftables) needs root")
+    old = the_lab.topology().host("load-balancer").address
+    stream = under_load(topology, lambda: the_lab.replace("load-balancer"))
+    assert_no_request_failed(stream, "replacing the load balancer")
+    new = the_lab.topology()
+    assert new.host("load-balancer").address != old
+    assert new.url == topology.url, "the public address stayed the same"
+    assert the_lab.rotation(new) == {"web-1": "UP", "web-2": "UP"}
