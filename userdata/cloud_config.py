@@ -75,7 +75,12 @@ class AppDatabase:
                 "primary_host": host_name("db-primary", self.zone),
                 "replica_host": host_name("db-replica", self.zone),
                 "port": MYSQL_PORT,
-                "connect_timeout_seconds": 2,
+                # Short socket timeouts: a hung database fails a request in about a second.
+                "connect_timeout_seconds": 1,
+                "query_timeout_seconds": 1,
+                "max_replica_lag_seconds": 3,
+                # Fewer than gunicorn's threads, so some are always free for /health.
+                "max_concurrent_requests": 6,
                 "tls_ca_file": RDS_CA_BUNDLE,
             },
             # No password here: the app asks RDS for the managed secret's ARN and reads it
@@ -137,8 +142,14 @@ def load_balancer_cloud_config(zone: str, web_nodes: Sequence[str]) -> dict[str,
     return document
 
 
-def web_node_cloud_config(node_name: str, database: AppDatabase) -> dict[str, Any]:
-    """Nginx in front of gunicorn running the app, for the web node `node_name`."""
+def web_node_cloud_config(
+    node_name: str, database: AppDatabase, *, load_balancer_cidr: str = "127.0.0.1/32"
+) -> dict[str, Any]:
+    """Nginx in front of gunicorn running the app, for the web node `node_name`.
+
+    Nginx believes X-Forwarded-For only from `load_balancer_cidr` (the VPC's range, where
+    HAProxy lives); the default trusts no other host.
+    """
     source = APP_SOURCE.read_bytes()
     document = _base(node_name, database.zone, WEB_NODE_PACKAGES)
     document["write_files"] = [
@@ -160,7 +171,12 @@ def web_node_cloud_config(node_name: str, database: AppDatabase) -> dict[str, An
         _file("/etc/systemd/system/web-app.service", render_template("web-app.service")),
         _file(
             "/etc/nginx/nginx.conf",
-            render_template("nginx.conf", node_name=node_name, web_port=WEB_PORT),
+            render_template(
+                "nginx.conf",
+                node_name=node_name,
+                web_port=WEB_PORT,
+                load_balancer_cidr=load_balancer_cidr,
+            ),
             defer=True,
         ),
     ]
