@@ -43,7 +43,9 @@ BODIES = (
     | JSON.map(lambda value: json.dumps(value).encode())
     | ANY_TEXT.map(lambda text: json.dumps({"text": text}).encode())
     | ESCAPED_TEXT
-    | st.integers(1, 3000).map(lambda depth: b"[" * depth + b"]" * depth)
+    | st.sampled_from([b"[", b'{"a":']).flatmap(
+        lambda opener: st.integers(500, 8000).map(lambda depth: opener * depth)
+    )
 )
 CONTENT_TYPES = st.sampled_from(
     ["application/json"] * 6 + ["application/json; charset=utf-8", "text/plain", "APPLICATION/JSON"]
@@ -117,6 +119,20 @@ def test_no_request_gets_a_500(
     target = f"{path}?{query}" if query else path
     answer = call(app, method, target, raw=body, content_type=content_type, headers=headers)
     check(answer, method, path, cluster)
+
+
+@settings(max_examples=300, deadline=None)
+@given(cluster=clusters(), body=BODIES, content_type=CONTENT_TYPES, headers=HEADERS)
+def test_no_body_gets_a_500(
+    cluster: Cluster, body: bytes, content_type: str, headers: dict[str, str]
+) -> None:
+    """Every body reaches the parser: a POST to /api/messages that claims to be JSON."""
+    app = make_app(cluster)
+    app.db.maintain()
+    answer = call(
+        app, "POST", "/api/messages", raw=body, content_type=content_type, headers=headers
+    )
+    check(answer, "POST", "/api/messages", cluster)
 
 
 @settings(max_examples=200, deadline=None)
