@@ -208,15 +208,15 @@ class Cursor:
         if any(row["idempotency_key"] == key for row in server.rows):
             raise pymysql.err.IntegrityError(1062, f"Duplicate entry '{key}'")
         cluster = self.connection.cluster
+        self.lastrowid = len(server.rows) + 1
         row = {
-            "id": len(server.rows) + 1,
+            "id": self.lastrowid,
             "text": text,
             "written_by": written_by,
             "created_at": cluster.db_time,
             "idempotency_key": key,
         }
         server.rows.append(row)
-        self.lastrowid = row["id"]
         if cluster.die_after_insert:
             cluster.die_after_insert = False
             cluster.replicate()
