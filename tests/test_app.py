@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import ssl
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -314,20 +315,45 @@ def test_a_read_on_a_dead_pooled_connection_is_retried_on_a_new_one(cluster: Clu
 
 
 def test_the_bulkhead_keeps_threads_free_for_health(cluster: Cluster) -> None:
-    app = ready(cluster, max_concurrent_requests=2)
-    for _ in range(2):  # two requests stuck on a hung database
-        assert app.db.slots.acquire(blocking=False)
-    busy = call(app, "GET", "/api/messages")
-    assert (busy.status, busy.headers["Retry-After"]) == (503, "1")
+    """Threads stuck on a hung primary take its slots only: reads still use the replica's,
+    writes are refused at once, and /health needs none."""
+    app = ready(cluster, max_concurrent_queries=2)
+    primary, replica = app.db.hosts[PRIMARY], app.db.hosts[REPLICA]
+    for _ in range(2):  # two requests waiting on the primary, which has not answered since
+        assert primary.enter()
+    cluster.tick(1)
     refused = post(app, "x")
     assert (refused.status, refused.body["outcome"]) == (503, "not saved")
-    assert post(app, "").status == 400, "bad input is judged without waiting for a slot"
+    assert refused.headers["Retry-After"] == "1"
+    assert cluster.primary.rows == []
+    assert post(app, "").status == 400, "bad input is judged without a slot"
+    assert call(app, "GET", "/api/messages").body["read_from"] == "replica"
+    for _ in range(2):  # and now the replica too
+        assert replica.enter()
     statements = len(cluster.primary.statements) + len(cluster.replica.statements)
-    health = call(app, "GET", "/health")
-    assert health.status == 200
+    busy = call(app, "GET", "/api/messages")
+    assert (busy.status, busy.headers["Retry-After"]) == (503, "1")
+    assert call(app, "GET", "/health").status == 200
     assert len(cluster.primary.statements) + len(cluster.replica.statements) == statements
-    app.db.slots.release()
-    assert call(app, "GET", "/api/messages").status == 200
+    primary.leave()
+    assert post(app, "a slot is free again").status == 201
+
+
+def test_a_busy_but_fast_host_is_waited_for(cluster: Cluster) -> None:
+    """Under load every slot may be taken by calls that finish in a millisecond: then a
+    request waits its turn (up to 0.1 s) instead of failing."""
+    app = ready(cluster, max_concurrent_queries=1)
+    primary = app.db.hosts[PRIMARY]
+    assert primary.enter()
+    primary.leave()  # a call just finished
+    assert primary.enter()
+    started = time.monotonic()
+    assert primary.enter() is False, "still taken after 0.1 s: given up"
+    assert 0.09 < time.monotonic() - started < 1
+    cluster.tick(1)  # nothing finished for a second: the host hangs
+    started = time.monotonic()
+    assert primary.enter() is False
+    assert time.monotonic() - started < 0.05, "no wait behind a hung host"
 
 
 def test_health_is_the_app_not_the_database(cluster: Cluster) -> None:
@@ -465,7 +491,7 @@ def test_every_connection_has_short_timeouts(cluster: Cluster) -> None:
     assert options["read_timeout"] <= 1
     assert options["write_timeout"] <= 1
     assert options["autocommit"] is True
-    assert app.db.config["max_concurrent_requests"] == 6
+    assert app.db.config["max_concurrent_queries"] == 3
 
 
 @pytest.fixture
@@ -583,7 +609,7 @@ def test_gunicorn_has_threads_to_spare_beyond_the_database_limit() -> None:
     threads = re.search(r"^threads = (\d+)$", (TEMPLATES / "gunicorn.conf.py").read_text(), re.M)
     assert threads is not None
     config = AppDatabase("dev.internal", "webapp", "eu-west-1", "primary").app_config("web-1")
-    assert int(threads.group(1)) >= config["database"]["max_concurrent_requests"] + 2
+    assert int(threads.group(1)) >= 2 * config["database"]["max_concurrent_queries"] + 2
 
 
 def test_gunicorn_keeps_idle_connections_longer_than_nginx() -> None:

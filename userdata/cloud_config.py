@@ -79,8 +79,9 @@ class AppDatabase:
                 "connect_timeout_seconds": 1,
                 "query_timeout_seconds": 1,
                 "max_replica_lag_seconds": 3,
-                # Fewer than gunicorn's threads, so some are always free for /health.
-                "max_concurrent_requests": 6,
+                # Per server and worker; twice this stays below gunicorn's threads (8), so
+                # some are always free for /health.
+                "max_concurrent_queries": 3,
                 "tls_ca_file": RDS_CA_BUNDLE,
             },
             # No password here: the app asks RDS for the managed secret's ARN and reads it

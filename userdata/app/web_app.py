@@ -32,7 +32,9 @@ DEFAULTS = {
     "connect_timeout_seconds": 1.0,
     "query_timeout_seconds": 1.0,  # each socket read or write
     "max_replica_lag_seconds": 3.0,
-    "max_concurrent_requests": 6,  # per process, below gunicorn's threads
+    # Per server and process: both together stay below gunicorn's threads, so threads are
+    # always left for /health, however slow the databases are.
+    "max_concurrent_queries": 3,
     "breaker_failures": 3,
     "breaker_open_seconds": 2.0,
     "heartbeat_seconds": 0.5,
@@ -179,9 +181,11 @@ def credentials_from(config):
 
 
 class Host:
-    """One server: its idle connections and its circuit breaker.
+    """One server: its idle connections, its bulkhead and its circuit breaker.
 
-    After `failures` failures in a row the breaker opens: requests skip the host. Once
+    At most `max_concurrent_queries` request threads use the host at once; another one waits
+    for its turn only while calls are finishing (a busy host), not while they hang. After
+    `failures` failures in a row the breaker opens: requests skip the host. Once
     `open_seconds` have passed, a probe may try it; only the upkeep thread probes, so no
     user's request waits on a host known to hang.
     """
@@ -192,7 +196,9 @@ class Host:
             config["breaker_failures"],
             config["breaker_open_seconds"],
         )
-        self.pool_size = config["max_concurrent_requests"] + 1  # and the upkeep thread
+        self.pool_size = config["max_concurrent_queries"] + 1  # and the upkeep thread
+        self.slots = threading.BoundedSemaphore(config["max_concurrent_queries"])
+        self.finished_at = 0.0
         self.lock = threading.Lock()
         self.idle = []  # (connection, when it was given back), newest last
         self.failed, self.open_until, self.probing = 0, None, False
@@ -209,6 +215,15 @@ class Host:
                 self.probing = True
                 return True
             return False
+
+    def enter(self):
+        if self.slots.acquire(blocking=False):
+            return True
+        return self.clock() - self.finished_at < 0.1 and self.slots.acquire(timeout=0.1)
+
+    def leave(self):
+        self.finished_at = self.clock()
+        self.slots.release()
 
     def record(self, ok):
         with self.lock:
@@ -244,7 +259,6 @@ class Database:
         self.credentials, self.connect, self.clock = credentials, connect, clock
         self.primary, self.replica = c["primary_host"], c["replica_host"]
         self.hosts = {h: Host(h, c, clock) for h in (self.primary, self.replica)}
-        self.slots = threading.BoundedSemaphore(c["max_concurrent_requests"])
         self.lock = threading.Lock()
         self.tls = None
         self.schema_ready = False
@@ -309,8 +323,12 @@ class Database:
     def _connected(self, host, probe=False, fresh=False, ping=False):
         """(connection, reused) for one operation; the breaker learns how it went. A lost
         connection is closed and its error passed on: only the caller knows what it means."""
-        if not self.hosts[host].allow(probe):
+        server = self.hosts[host]
+        if not server.allow(probe):
             raise NotTried(f"{host} failed repeatedly and is skipped for now")
+        # The upkeep thread is no request thread: it needs no slot.
+        if not (probe or server.enter()):
+            raise NotTried(f"{host} is busy with slow calls")
         ok = False
         try:
             connection, reused = self._lease(host, fresh, ping)
@@ -319,7 +337,7 @@ class Database:
             except pymysql.MySQLError as error:
                 ok = not lost_connection(error)  # else the server answered the statement
                 if ok and connection.open:
-                    self.hosts[host].give_back(connection)
+                    server.give_back(connection)
                 else:
                     close(connection)
                 raise
@@ -327,19 +345,23 @@ class Database:
                 close(connection)
                 raise
             ok = True
-            self.hosts[host].give_back(connection)
+            server.give_back(connection)
         finally:
-            self.hosts[host].record(ok)
+            server.record(ok)
+            if not probe:
+                server.leave()
 
     def _select(self, host, sql, params=(), probe=False):
         """A read's rows; a pooled connection found dead is replaced once (reads may)."""
         for fresh in (False, True):
             reused = False
             try:
-                with self._connected(host, probe, fresh) as (connection, reused):
-                    with connection.cursor() as cursor:
-                        cursor.execute(sql, params)
-                        return cursor.fetchall()
+                with (
+                    self._connected(host, probe, fresh) as (connection, reused),
+                    connection.cursor() as cursor,
+                ):
+                    cursor.execute(sql, params)
+                    return cursor.fetchall()
             except pymysql.MySQLError as error:
                 if code_of(error) == NO_SUCH_TABLE:
                     return []  # nothing written yet: the first write creates the tables
@@ -574,7 +596,7 @@ class App:
         )
         return [b"" if method == "HEAD" else data]
 
-    def route(self, method, path, environ):  # noqa: PLR0911 - one return per answer
+    def route(self, method, path, environ):
         if path not in ROUTES:
             return 404, {"error": f"no such path: {path[:100]}"}, []
         if method not in ROUTES[path]:
@@ -587,16 +609,9 @@ class App:
                 text, key = request_text(environ), idempotency_key(environ)
             except BadRequest as error:
                 return error.args[0], {"error": error.args[1]}, []
-        # A bounded number of threads may wait on MySQL; the others answer /health at once.
-        if not self.db.slots.acquire(blocking=False):
-            busy = {"error": "this node is busy waiting on the database; retry"}
-            return 503, {**busy, "outcome": "not saved"} if method == "POST" else busy, RETRY
-        try:
-            if method == "POST":
-                return self.post_message(text, key)
-            return self.get_messages(path, environ)
-        finally:
-            self.db.slots.release()
+        if method == "POST":
+            return self.post_message(text, key)
+        return self.get_messages(path, environ)
 
     def get_messages(self, path, environ):
         try:

@@ -2,7 +2,7 @@
 bind = "unix:/run/web-app/gunicorn.sock"
 workers = 2
 worker_class = "gthread"
-# Above the app's max_concurrent_requests: threads are left for /health.
+# Above twice the app's max_concurrent_queries (one per database): /health finds a thread.
 threads = 8
 timeout = 30
 graceful_timeout = 10
