@@ -319,41 +319,40 @@ def test_the_bulkhead_keeps_threads_free_for_health(cluster: Cluster) -> None:
     writes are refused at once, and /health needs none."""
     app = ready(cluster, max_concurrent_queries=2)
     primary, replica = app.db.hosts[PRIMARY], app.db.hosts[REPLICA]
-    for _ in range(2):  # two requests waiting on the primary, which has not answered since
-        assert primary.enter()
-    cluster.tick(1)
+    held = [primary.enter() for _ in range(2)]  # two requests waiting on the primary...
+    cluster.tick(1)  # ...for a second now
     refused = post(app, "x")
     assert (refused.status, refused.body["outcome"]) == (503, "not saved")
     assert refused.headers["Retry-After"] == "1"
     assert cluster.primary.rows == []
     assert post(app, "").status == 400, "bad input is judged without a slot"
     assert call(app, "GET", "/api/messages").body["read_from"] == "replica"
-    for _ in range(2):  # and now the replica too
-        assert replica.enter()
+    held += [replica.enter() for _ in range(2)]  # and now on the replica too
+    cluster.tick(1)
     statements = len(cluster.primary.statements) + len(cluster.replica.statements)
     busy = call(app, "GET", "/api/messages")
     assert (busy.status, busy.headers["Retry-After"]) == (503, "1")
     assert call(app, "GET", "/health").status == 200
     assert len(cluster.primary.statements) + len(cluster.replica.statements) == statements
-    primary.leave()
+    primary.leave(held[0])
     assert post(app, "a slot is free again").status == 201
 
 
 def test_a_busy_but_fast_host_is_waited_for(cluster: Cluster) -> None:
-    """Under load every slot may be taken by calls that finish in a millisecond: then a
-    request waits its turn (up to 0.1 s) instead of failing."""
+    """Under load every slot may be taken by calls that take a millisecond: a request then
+    waits its turn (up to 0.1 s) instead of failing; behind a call that hangs, it does not."""
     app = ready(cluster, max_concurrent_queries=1)
     primary = app.db.hosts[PRIMARY]
-    assert primary.enter()
-    primary.leave()  # a call just finished
-    assert primary.enter()
+    held = primary.enter()
     started = time.monotonic()
-    assert primary.enter() is False, "still taken after 0.1 s: given up"
+    assert primary.enter() is None, "still taken after 0.1 s: given up"
     assert 0.09 < time.monotonic() - started < 1
-    cluster.tick(1)  # nothing finished for a second: the host hangs
+    cluster.tick(1)  # the call holding the slot has waited a second: the host hangs
     started = time.monotonic()
-    assert primary.enter() is False
+    assert primary.enter() is None
     assert time.monotonic() - started < 0.05, "no wait behind a hung host"
+    primary.leave(held)
+    assert primary.enter() is not None
 
 
 def test_health_is_the_app_not_the_database(cluster: Cluster) -> None:

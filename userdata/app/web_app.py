@@ -184,7 +184,7 @@ class Host:
     """One server: its idle connections, its bulkhead and its circuit breaker.
 
     At most `max_concurrent_queries` request threads use the host at once; another one waits
-    for its turn only while calls are finishing (a busy host), not while they hang. After
+    for its turn only while those calls are young (a busy host), not while they hang. After
     `failures` failures in a row the breaker opens: requests skip the host. Once
     `open_seconds` have passed, a probe may try it; only the upkeep thread probes, so no
     user's request waits on a host known to hang.
@@ -198,7 +198,7 @@ class Host:
         )
         self.pool_size = config["max_concurrent_queries"] + 1  # and the upkeep thread
         self.slots = threading.BoundedSemaphore(config["max_concurrent_queries"])
-        self.finished_at = 0.0
+        self.calls = []  # when each call holding a slot started
         self.lock = threading.Lock()
         self.idle = []  # (connection, when it was given back), newest last
         self.failed, self.open_until, self.probing = 0, None, False
@@ -217,12 +217,19 @@ class Host:
             return False
 
     def enter(self):
-        if self.slots.acquire(blocking=False):
-            return True
-        return self.clock() - self.finished_at < 0.1 and self.slots.acquire(timeout=0.1)
+        """A slot (its start time), or None."""
+        if not self.slots.acquire(blocking=False):
+            with self.lock:
+                young = self.calls and self.clock() - min(self.calls) < 0.1
+            if not (young and self.slots.acquire(timeout=0.1)):
+                return None
+        with self.lock:
+            self.calls.append(self.clock())
+            return self.calls[-1]
 
-    def leave(self):
-        self.finished_at = self.clock()
+    def leave(self, started):
+        with self.lock:
+            self.calls.remove(started)
         self.slots.release()
 
     def record(self, ok):
@@ -327,7 +334,8 @@ class Database:
         if not server.allow(probe):
             raise NotTried(f"{host} failed repeatedly and is skipped for now")
         # The upkeep thread is no request thread: it needs no slot.
-        if not (probe or server.enter()):
+        slot = None if probe else server.enter()
+        if slot is None and not probe:
             raise NotTried(f"{host} is busy with slow calls")
         ok = False
         try:
@@ -348,8 +356,8 @@ class Database:
             server.give_back(connection)
         finally:
             server.record(ok)
-            if not probe:
-                server.leave()
+            if slot is not None:
+                server.leave(slot)
 
     def _select(self, host, sql, params=(), probe=False):
         """A read's rows; a pooled connection found dead is replaced once (reads may)."""
