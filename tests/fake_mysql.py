@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -167,7 +168,7 @@ class Cursor:
         elif sql.startswith("ALTER TABLE messages ADD UNIQUE KEY"):
             raise pymysql.err.OperationalError(1061, "Duplicate key name")
         elif sql.startswith("UPDATE heartbeat"):
-            (gap,) = params
+            gap = int(re.search(r"INTERVAL (\d+) MICROSECOND", sql).group(1))  # type: ignore[union-attr]
             if server.beat is not None and server.beat < cluster.db_time - timedelta(
                 microseconds=gap
             ):

@@ -151,7 +151,7 @@ def test_a_token_from_the_future_is_ignored(cluster: Cluster) -> None:
 
 
 def test_reads_fall_back_to_the_primary_and_the_breaker_stops_trying(cluster: Cluster) -> None:
-    app = ready(cluster, breaker_failures=3, breaker_open_seconds=2)
+    app = ready(cluster)  # the breaker opens after 3 failures in a row, for 2 s
     post(app, "kept")
     cluster.replica.up = False
     for _ in range(3):
@@ -162,7 +162,7 @@ def test_reads_fall_back_to_the_primary_and_the_breaker_stops_trying(cluster: Cl
             ["kept"],
         )
     tried = len(cluster.replica.statements), cluster.replica.connections
-    assert call(app, "GET", "/health").body["replica"] == "failing"
+    assert call(app, "GET", "/health").body["databases_up"] == {"primary": True, "replica": False}
     answer = call(app, "GET", "/api/messages")
     assert answer.body["read_from"] == "primary"
     assert (len(cluster.replica.statements), cluster.replica.connections) == tried, "skipped"
@@ -174,7 +174,7 @@ def test_reads_fall_back_to_the_primary_and_the_breaker_stops_trying(cluster: Cl
     assert cluster.replica.connections == tried[1], "no probe before open_seconds have passed"
     cluster.tick(1.5)
     app.db.maintain()
-    assert call(app, "GET", "/health").body["replica"] == "up"
+    assert call(app, "GET", "/health").body["databases_up"]["replica"] is True
     assert call(app, "GET", "/api/messages").body["read_from"] == "replica"
 
 
@@ -217,9 +217,9 @@ def test_with_the_primary_down_a_lagging_replica_still_serves_and_says_so(cluste
 
 
 def test_an_open_breaker_refuses_writes_without_sending_anything(cluster: Cluster) -> None:
-    app = ready(cluster, breaker_failures=2)
+    app = ready(cluster)
     cluster.primary.up = False
-    for _ in range(2):
+    for _ in range(3):
         assert post(app, "x").status == 503
     cluster.primary.up = True  # back, but not probed yet
     statements = len(cluster.primary.statements)
@@ -311,7 +311,7 @@ def test_a_read_on_a_dead_pooled_connection_is_retried_on_a_new_one(cluster: Clu
         connection.closed_by_server = True  # not pinged: it idled for less than a second
     answer = call(app, "GET", "/api/messages")
     assert (answer.status, answer.body["read_from"]) == (200, "replica")
-    assert call(app, "GET", "/health").body["replica"] == "up"
+    assert call(app, "GET", "/health").body["databases_up"]["replica"] is True
 
 
 def test_the_bulkhead_keeps_threads_free_for_health(cluster: Cluster) -> None:
@@ -319,7 +319,7 @@ def test_the_bulkhead_keeps_threads_free_for_health(cluster: Cluster) -> None:
     writes are refused at once, and /health needs none."""
     app = ready(cluster, max_concurrent_queries=2)
     primary, replica = app.db.hosts[PRIMARY], app.db.hosts[REPLICA]
-    held = [primary.enter() for _ in range(2)]  # two requests waiting on the primary...
+    held = [primary.enter(False) for _ in range(2)]  # two requests waiting on the primary...
     cluster.tick(1)  # ...for a second now
     refused = post(app, "x")
     assert (refused.status, refused.body["outcome"]) == (503, "not saved")
@@ -327,14 +327,14 @@ def test_the_bulkhead_keeps_threads_free_for_health(cluster: Cluster) -> None:
     assert cluster.primary.rows == []
     assert post(app, "").status == 400, "bad input is judged without a slot"
     assert call(app, "GET", "/api/messages").body["read_from"] == "replica"
-    held += [replica.enter() for _ in range(2)]  # and now on the replica too
+    held += [replica.enter(False) for _ in range(2)]  # and now on the replica too
     cluster.tick(1)
     statements = len(cluster.primary.statements) + len(cluster.replica.statements)
     busy = call(app, "GET", "/api/messages")
     assert (busy.status, busy.headers["Retry-After"]) == (503, "1")
     assert call(app, "GET", "/health").status == 200
     assert len(cluster.primary.statements) + len(cluster.replica.statements) == statements
-    primary.leave(held[0])
+    primary.leave(held[0], True)
     assert post(app, "a slot is free again").status == 201
 
 
@@ -343,16 +343,18 @@ def test_a_busy_but_fast_host_is_waited_for(cluster: Cluster) -> None:
     waits its turn (up to 0.1 s) instead of failing; behind a call that hangs, it does not."""
     app = ready(cluster, max_concurrent_queries=1)
     primary = app.db.hosts[PRIMARY]
-    held = primary.enter()
+    held = primary.enter(False)
     started = time.monotonic()
-    assert primary.enter() is None, "still taken after 0.1 s: given up"
-    assert 0.09 < time.monotonic() - started < 1
+    with pytest.raises(web_app.NotTried, match="busy"):
+        primary.enter(False)
+    assert 0.09 < time.monotonic() - started < 1, "waited 0.1 s, then gave up"
     cluster.tick(1)  # the call holding the slot has waited a second: the host hangs
     started = time.monotonic()
-    assert primary.enter() is None
+    with pytest.raises(web_app.NotTried, match="busy"):
+        primary.enter(False)
     assert time.monotonic() - started < 0.05, "no wait behind a hung host"
-    primary.leave(held)
-    assert primary.enter() is not None
+    primary.leave(held, True)
+    assert primary.enter(False) is not None
 
 
 def test_health_is_the_app_not_the_database(cluster: Cluster) -> None:

@@ -152,6 +152,9 @@ def web_node_cloud_config(
     HAProxy lives); the default trusts no other host.
     """
     source = APP_SOURCE.read_bytes()
+    nginx = render_template(
+        "nginx.conf", node_name=node_name, web_port=WEB_PORT, load_balancer_cidr=load_balancer_cidr
+    )
     document = _base(node_name, database.zone, WEB_NODE_PACKAGES)
     document["write_files"] = [
         # Compressed to stay under EC2's 16 KiB; the digest beside it shows code changes
@@ -170,16 +173,11 @@ def web_node_cloud_config(
         ),
         _file(f"{APP_CONFIG_DIR}/gunicorn.conf.py", render_template("gunicorn.conf.py")),
         _file("/etc/systemd/system/web-app.service", render_template("web-app.service")),
-        _file(
-            "/etc/nginx/nginx.conf",
-            render_template(
-                "nginx.conf",
-                node_name=node_name,
-                web_port=WEB_PORT,
-                load_balancer_cidr=load_balancer_cidr,
-            ),
-            defer=True,
-        ),
+        # Compressed like the app: with it, the document would pass EC2's 16 KiB.
+        {
+            **_file("/etc/nginx/nginx.conf", _gzip_b64(nginx.encode()), defer=True),
+            "encoding": "gz+b64",
+        },
     ]
     document["runcmd"] = [
         ["curl", "-fsS", "--retry", "10", "--retry-all-errors", "-o", RDS_CA_BUNDLE, RDS_CA_URL],
