@@ -289,6 +289,8 @@ def call(
 
     def start_response(status: str, response_headers: list[tuple[str, str]]) -> None:
         captured["status"] = int(status.split(maxsplit=1)[0])
+        names = [name for name, _ in response_headers]
+        assert len(names) == len(set(names)), f"a header twice: {names}"
         captured["headers"] = dict(response_headers)
 
     payload = b"".join(app(environ, start_response))

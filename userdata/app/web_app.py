@@ -508,7 +508,8 @@ class App:
             body = json.dumps({**body, "served_by": self.node}, default=datetime.isoformat)
             content_type = "application/json"
         data = body.encode()
-        headers += [
+        headers = [
+            *headers,
             ("Content-Type", content_type),
             ("Content-Length", str(len(data))),
             ("X-Served-By", self.node),
