@@ -492,7 +492,7 @@ def test_every_connection_has_short_timeouts(cluster: Cluster) -> None:
     assert options["read_timeout"] <= 1
     assert options["write_timeout"] <= 1
     assert options["autocommit"] is True
-    assert app.db.config["max_concurrent_queries"] == 3
+    assert app.db.config["max_concurrent_queries"] == 5
 
 
 @pytest.fixture

@@ -79,9 +79,9 @@ class AppDatabase:
                 "connect_timeout_seconds": 1,
                 "query_timeout_seconds": 1,
                 "max_replica_lag_seconds": 3,
-                # Per server and worker; twice this stays below gunicorn's threads (8), so
+                # Per server and worker; twice this stays below gunicorn's threads (12), so
                 # some are always free for /health.
-                "max_concurrent_queries": 3,
+                "max_concurrent_queries": 5,
                 "tls_ca_file": RDS_CA_BUNDLE,
             },
             # No password here: the app asks RDS for the managed secret's ARN and reads it

@@ -32,7 +32,7 @@ DEFAULTS = {
     "connect_timeout_seconds": 1.0,
     "query_timeout_seconds": 1.0,  # each socket read or write
     "max_replica_lag_seconds": 3.0,
-    "max_concurrent_queries": 3,  # per server and process: threads are left for /health
+    "max_concurrent_queries": 5,  # per server and process: threads are left for /health
 }
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS messages (

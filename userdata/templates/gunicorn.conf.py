@@ -3,7 +3,7 @@ bind = "unix:/run/web-app/gunicorn.sock"
 workers = 2
 worker_class = "gthread"
 # Above twice the app's max_concurrent_queries (one per database): /health finds a thread.
-threads = 8
+threads = 12
 timeout = 30
 graceful_timeout = 10
 # Above Nginx's upstream keepalive_timeout (60 s): Nginx closes idle connections first.
