@@ -1,263 +1,479 @@
-"""The app's routing: writes to the primary, reads from the replica, fallback, rotation.
+"""The app's behaviour, against the in-memory primary and replica of `fake_mysql`.
 
-The databases here are in-memory stand-ins behind the `connect` seam, so every failure mode
-(refused connection, refused password) is exact and instant. The local lab runs the same app
-against real MariaDB servers.
+Routing (writes to the primary, fresh reads from the replica), bounded staleness and
+read-your-writes, breakers and the bulkhead that keep /health free, honest write outcomes with
+idempotency keys, input checks, connection reuse, TLS and credentials. Timing against real
+MariaDB servers is in test_app_mariadb.py; random input in test_app_fuzz.py.
 """
 
 from __future__ import annotations
 
-import io
 import json
+import re
+import ssl
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import boto3
-import pymysql
 import pytest
+from fake_mysql import (
+    CONFIG,
+    PRIMARY,
+    REPLICA,
+    Cluster,
+    FixedCredentials,
+    call,
+    make_app,
+    web_app,
+    write_tls_files,
+)
 from moto import mock_aws
 
-from userdata.app import web_app
-
-CONFIG = {
-    "name": "webapp",
-    "primary_host": "db-primary.dev.web-infra.internal",
-    "replica_host": "db-replica.dev.web-infra.internal",
-    "port": 3306,
-    "connect_timeout_seconds": 2,
-}
-
-
-@dataclass
-class FakeServer:
-    """One MySQL server: up or down, with a password, sharing rows with its replica."""
-
-    rows: list[dict[str, Any]]
-    password: str = "first"
-    up: bool = True
-    connections: int = 0
-
-
-@dataclass
-class FakeCursor:
-    server: FakeServer
-    written_by: str = ""
-    result: list[dict[str, Any]] = field(default_factory=list)
-
-    def __enter__(self) -> FakeCursor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
-        if not self.server.up:
-            raise pymysql.err.OperationalError(2013, "Lost connection to MySQL server")
-        if sql.startswith("CREATE TABLE"):
-            self.result = []
-        elif sql.startswith("INSERT"):
-            text, written_by = params
-            row = {
-                "id": len(self.server.rows) + 1,
-                "text": text,
-                "written_by": written_by,
-                "created_at": "2026-11-25 12:00:00.000",
-            }
-            self.server.rows.append(row)
-        elif "LAST_INSERT_ID" in sql:
-            self.result = [self.server.rows[-1]]
-        elif sql.startswith("SELECT * FROM messages ORDER BY id DESC"):
-            self.result = list(reversed(self.server.rows))[: params[0]]
-        else:
-            raise AssertionError(f"unexpected SQL: {sql}")
-
-    def fetchall(self) -> list[dict[str, Any]]:
-        return self.result
-
-
-@dataclass
-class FakeConnection:
-    server: FakeServer
-
-    def cursor(self) -> FakeCursor:
-        return FakeCursor(self.server)
-
-    def close(self) -> None:
-        pass
-
-
-@dataclass
-class Cluster:
-    """A primary and its replica; rows written to one are visible on both (no lag)."""
-
-    primary: FakeServer
-    replica: FakeServer
-    now: float = 1000.0
-
-    def connect(self, *, host: str, user: str, password: str, **options: Any) -> FakeConnection:
-        server = self.primary if host == CONFIG["primary_host"] else self.replica
-        if not server.up:
-            raise pymysql.err.OperationalError(2003, f"Can't connect to MySQL server on '{host}'")
-        if password != server.password:
-            raise pymysql.err.OperationalError(1045, f"Access denied for user '{user}'")
-        assert options["connect_timeout"] == 2, "a dead host must fail fast"
-        server.connections += 1
-        return FakeConnection(server)
-
-    def clock(self) -> float:
-        return self.now
-
-
-class FixedCredentials:
-    def __init__(self, passwords: list[str]) -> None:
-        self.passwords = passwords
-        self.reads = 0
-
-    def get(self) -> tuple[str, str]:
-        return "webapp_admin", self.passwords[min(self.reads, len(self.passwords) - 1)]
-
-    def invalidate(self) -> None:
-        self.reads += 1
+from userdata.cloud_config import TEMPLATES, AppDatabase
 
 
 @pytest.fixture
 def cluster() -> Cluster:
-    rows: list[dict[str, Any]] = []
-    return Cluster(FakeServer(rows), FakeServer(rows))
+    return Cluster()
 
 
-def make_app(cluster: Cluster, credentials: Any = None) -> web_app.App:
-    database = web_app.Database(
-        CONFIG,
-        credentials or FixedCredentials(["first"]),
-        connect=cluster.connect,
-        clock=cluster.clock,
+def ready(cluster: Cluster, **config: Any) -> Any:
+    """An app whose upkeep has run once: tables made, the replica's lag measured."""
+    app = make_app(cluster, **config)
+    app.db.maintain()
+    return app
+
+
+def post(app: Any, text: str, **headers: str) -> Any:
+    return call(app, "POST", "/api/messages", {"text": text}, headers=headers)
+
+
+def texts(answer: Any) -> list[str]:
+    return [m["text"] for m in answer.body["messages"]]
+
+
+def test_writes_go_to_the_primary_and_fresh_reads_to_the_replica(cluster: Cluster) -> None:
+    app = ready(cluster)
+    answer = post(app, "  hello  ")
+    assert answer.status == 201
+    assert answer.body["written_to"] == "primary"
+    assert answer.body["message"]["text"] == "hello"
+    assert answer.body["message"]["written_by"] == "web-2"
+    assert answer.headers["X-Served-By"] == "web-2"
+    cluster.tick(1)
+    app.db.maintain()
+    answer = call(app, "GET", "/api/messages")
+    assert answer.status == 200
+    assert (answer.body["read_from"], answer.body["stale"]) == ("replica", False)
+    assert answer.body["replica_lag_seconds"] == pytest.approx(0.0, abs=0.01)
+    assert answer.body["served_by"] == "web-2"
+    assert texts(answer) == ["hello"]
+    assert (
+        answer.body["messages"][0]["created_at"]
+        == (cluster.db_time - timedelta(seconds=1)).isoformat()
     )
-    return web_app.App("web-2", database)
 
 
-def call(
-    app: web_app.App, method: str, path: str, body: Any = None, raw: bytes | None = None
-) -> tuple[int, dict[str, str], Any]:
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
-    path, _, query = path.partition("?")
-    environ = {
-        "REQUEST_METHOD": method,
-        "PATH_INFO": path,
-        "QUERY_STRING": query,
-        "CONTENT_LENGTH": str(len(data)),
-        "wsgi.input": io.BytesIO(data),
-    }
-    captured: dict[str, Any] = {}
-
-    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
-        captured["status"] = int(status.split(maxsplit=1)[0])
-        captured["headers"] = dict(headers)
-
-    payload = b"".join(app(environ, start_response))
-    headers = captured["headers"]
-    parsed = (
-        json.loads(payload) if headers["Content-Type"] == "application/json" else payload.decode()
-    )
-    return captured["status"], headers, parsed
-
-
-def test_writes_go_to_the_primary_and_reads_to_the_replica(cluster: Cluster) -> None:
+def test_reads_go_to_the_primary_until_the_replica_lag_is_known(cluster: Cluster) -> None:
     app = make_app(cluster)
-    status, headers, body = call(app, "POST", "/api/messages", {"text": "  hello  "})
-    assert (status, body["written_to"], body["message"]["text"]) == (201, "primary", "hello")
-    assert body["message"]["written_by"] == "web-2"
-    assert headers["X-Served-By"] == "web-2"
-    replica_before = cluster.replica.connections
-    status, headers, body = call(app, "GET", "/api/messages")
-    assert status == 200
-    assert body["read_from"] == "replica"
-    assert body["served_by"] == "web-2"
-    assert [m["text"] for m in body["messages"]] == ["hello"]
-    assert cluster.replica.connections == replica_before + 1
+    answer = call(app, "GET", "/api/messages")
+    assert (answer.status, answer.body["read_from"]) == (200, "primary")
+    assert answer.body["replica_lag_seconds"] is None
+    assert answer.body["messages"] == [], "no table yet is an empty list, not an error"
 
 
-def test_reads_fall_back_to_the_primary_while_the_replica_is_down(cluster: Cluster) -> None:
-    app = make_app(cluster)
-    call(app, "POST", "/api/messages", {"text": "kept"})
+def test_a_lagging_replica_is_not_read_and_its_lag_is_reported(cluster: Cluster) -> None:
+    app = ready(cluster, max_replica_lag_seconds=3)
+    post(app, "before")
+    cluster.replicating = False  # e.g. STOP SLAVE SQL_THREAD
+    post(app, "after")
+    for _ in range(5):
+        cluster.tick(1)
+        app.db.maintain()  # heartbeats land on the primary only
+    answer = call(app, "GET", "/api/messages")
+    assert answer.body["read_from"] == "primary"
+    assert answer.body["replica_lag_seconds"] == pytest.approx(5.0, abs=0.01)
+    assert texts(answer) == ["after", "before"]
+    cluster.replicating = True
+    cluster.tick(1)
+    app.db.maintain()
+    answer = call(app, "GET", "/api/messages")
+    assert answer.body["read_from"] == "replica"
+    assert texts(answer) == ["after", "before"]
+
+
+def test_the_lag_counts_the_time_since_it_was_measured(cluster: Cluster) -> None:
+    """If the upkeep thread stops measuring (a hung replica), the bound grows by itself."""
+    app = ready(cluster, max_replica_lag_seconds=3)
+    cluster.tick(2)
+    assert call(app, "GET", "/api/messages").body["read_from"] == "replica"
+    cluster.tick(2)
+    answer = call(app, "GET", "/api/messages")
+    assert answer.body["read_from"] == "primary"
+    assert answer.body["replica_lag_seconds"] == pytest.approx(4.0, abs=0.01)
+
+
+def test_a_client_reads_its_own_write(cluster: Cluster) -> None:
+    app = ready(cluster)
+    cluster.tick(0.1)
+    cluster.replicating = False
+    written = post(app, "mine")
+    token = written.body["read_after"]
+    assert written.headers["X-Read-After"] == token
+    cookie = written.headers["Set-Cookie"]
+    assert re.fullmatch(rf"read_after={token}; Max-Age=60; Path=/; HttpOnly; SameSite=Lax", cookie)
+    cluster.tick(0.2)
+    # Others still read the (slightly stale, within bounds) replica...
+    other = call(app, "GET", "/api/messages")
+    assert (other.body["read_from"], texts(other)) == ("replica", [])
+    # ...the writer reads the primary, by cookie or by header, until the replica has its write.
+    for headers in ({"Cookie": f"theme=dark; read_after={token}"}, {"X-Read-After": token}):
+        mine = call(app, "GET", "/api/messages", headers=headers)
+        assert (mine.body["read_from"], texts(mine)) == ("primary", ["mine"])
+    cluster.replicating = True
+    cluster.tick(1)
+    app.db.maintain()  # a heartbeat later than the write reaches the replica
+    mine = call(app, "GET", "/api/messages", headers={"X-Read-After": token})
+    assert (mine.body["read_from"], texts(mine)) == ("replica", ["mine"])
+
+
+def test_a_token_from_the_future_is_ignored(cluster: Cluster) -> None:
+    """A forged token must not pin a client (or everyone, via a shared cookie) to the primary."""
+    app = ready(cluster)
+    future = str(10**17)  # the year 5138
+    answer = call(app, "GET", "/api/messages", headers={"X-Read-After": future})
+    assert answer.body["read_from"] == "replica"
+    junk = call(app, "GET", "/api/messages", headers={"Cookie": "read_after=x; read_after=-1"})
+    assert junk.body["read_from"] == "replica"
+
+
+def test_reads_fall_back_to_the_primary_and_the_breaker_stops_trying(cluster: Cluster) -> None:
+    app = ready(cluster)  # the breaker opens after 3 failures in a row, for 2 s
+    post(app, "kept")
     cluster.replica.up = False
-    status, _, body = call(app, "GET", "/api/messages")
-    assert (status, body["read_from"]) == (200, "primary")
-    assert [m["text"] for m in body["messages"]] == ["kept"]
-    # The replica is not retried on every request while it is down...
+    for _ in range(3):
+        answer = call(app, "GET", "/api/messages")
+        assert (answer.status, answer.body["read_from"], texts(answer)) == (
+            200,
+            "primary",
+            ["kept"],
+        )
+    tried = len(cluster.replica.statements), cluster.replica.connections
+    assert call(app, "GET", "/health").body["databases_up"] == {"primary": True, "replica": False}
+    answer = call(app, "GET", "/api/messages")
+    assert answer.body["read_from"] == "primary"
+    assert (len(cluster.replica.statements), cluster.replica.connections) == tried, "skipped"
+    # Back up: requests still skip it; the upkeep thread's probe closes the breaker.
     cluster.replica.up = True
-    cluster.now += web_app.REPLICA_RETRY_SECONDS - 1
-    assert call(app, "GET", "/api/messages")[2]["read_from"] == "primary"
-    # ...but it is, once the back-off has passed.
-    cluster.now += 2
-    assert call(app, "GET", "/api/messages")[2]["read_from"] == "replica"
+    cluster.tick(1)
+    assert call(app, "GET", "/api/messages").body["read_from"] == "primary"
+    app.db.maintain()
+    assert cluster.replica.connections == tried[1], "no probe before open_seconds have passed"
+    cluster.tick(1.5)
+    app.db.maintain()
+    assert call(app, "GET", "/health").body["databases_up"]["replica"] is True
+    assert call(app, "GET", "/api/messages").body["read_from"] == "replica"
+
+
+def test_a_hung_replica_times_out_once_then_reads_move_to_the_primary(cluster: Cluster) -> None:
+    app = ready(cluster)
+    call(app, "GET", "/api/messages")  # a pooled replica connection
+    cluster.replica.hung = True
+    cluster.tick(2)  # it idled: the next use pings it, and the ping times out
+    connections = cluster.replica.connections
+    answer = call(app, "GET", "/api/messages")
+    assert answer.body["read_from"] == "primary"
+    assert cluster.replica.connections == connections, "a hung host gets no new connection"
 
 
 def test_writes_fail_fast_with_503_while_reads_go_on(cluster: Cluster) -> None:
-    app = make_app(cluster)
-    call(app, "POST", "/api/messages", {"text": "before"})
+    app = ready(cluster)
+    post(app, "before")
     cluster.primary.up = False
-    status, headers, body = call(app, "POST", "/api/messages", {"text": "lost?"})
-    assert status == 503
-    assert "primary" in body["error"]
-    assert headers["X-Served-By"] == "web-2"
-    status, _, body = call(app, "GET", "/api/messages")
-    assert (status, body["read_from"]) == (200, "replica")
-    assert [m["text"] for m in body["messages"]] == ["before"]
+    answer = post(app, "lost?")
+    assert answer.status == 503
+    assert answer.body["outcome"] == "not saved"
+    assert "nothing was saved" in answer.body["error"]
+    assert answer.headers["Retry-After"] == "1"
+    assert answer.headers["X-Served-By"] == "web-2"
+    answer = call(app, "GET", "/api/messages")
+    assert (answer.status, answer.body["read_from"], texts(answer)) == (200, "replica", ["before"])
+
+
+def test_with_the_primary_down_a_lagging_replica_still_serves_and_says_so(cluster: Cluster) -> None:
+    app = ready(cluster, max_replica_lag_seconds=3)
+    post(app, "old")
+    cluster.primary.up = False
+    for _ in range(5):  # no heartbeat is written: the replica's lag grows
+        cluster.tick(1)
+        app.db.maintain()
+    answer = call(app, "GET", "/api/messages")
+    assert (answer.status, answer.body["read_from"], answer.body["stale"]) == (200, "replica", True)
+    assert answer.body["replica_lag_seconds"] > 3
+    assert texts(answer) == ["old"]
+
+
+def test_an_open_breaker_refuses_writes_without_sending_anything(cluster: Cluster) -> None:
+    app = ready(cluster)
+    cluster.primary.up = False
+    for _ in range(3):
+        assert post(app, "x").status == 503
+    cluster.primary.up = True  # back, but not probed yet
+    statements = len(cluster.primary.statements)
+    answer = post(app, "refused")
+    assert (answer.status, answer.body["outcome"]) == (503, "not saved")
+    assert len(cluster.primary.statements) == statements
+    assert cluster.primary.rows == []
+
+
+def test_a_connection_lost_after_the_insert_is_an_unknown_outcome(cluster: Cluster) -> None:
+    """The primary stored the row, but the answer never came: "nothing was saved" would be a
+    lie, and a blind retry a duplicate. The retry with the key returns the stored message."""
+    app = ready(cluster)
+    cluster.die_after_insert = True
+    answer = post(app, "maybe")
+    assert answer.status == 503
+    assert answer.body["outcome"] == "unknown"
+    assert "may or may not" in answer.body["error"]
+    key = answer.body["idempotency_key"]
+    assert len(cluster.primary.rows) == 1, "it was in fact stored"
+    retry = post(app, "maybe", **{"Idempotency-Key": key})
+    assert retry.status == 201
+    assert retry.body["replayed"] is True
+    assert retry.body["message"]["id"] == cluster.primary.rows[0]["id"]
+    assert len(cluster.primary.rows) == 1, "the retry stored nothing"
+
+
+def test_a_retry_with_the_same_key_returns_the_first_answer(cluster: Cluster) -> None:
+    app = ready(cluster)
+    first = post(app, "once", **{"Idempotency-Key": "3f1c-retry"})
+    again = post(app, "once", **{"Idempotency-Key": "3f1c-retry"})
+    assert (first.status, again.status) == (201, 201)
+    assert (first.body["replayed"], again.body["replayed"]) == (False, True)
+    assert again.body["message"] == first.body["message"]
+    assert len(cluster.primary.rows) == 1
+    reused = post(app, "another text", **{"Idempotency-Key": "3f1c-retry"})
+    assert reused.status == 422
+    assert "Idempotency-Key" in reused.body["error"]
+    assert len(cluster.primary.rows) == 1
+    assert post(app, "other").status == 201, "without a key, each POST is a new message"
+    assert len(cluster.primary.rows) == 2
+
+
+def test_an_old_table_is_migrated_on_start(cluster: Cluster) -> None:
+    cluster.primary.tables = {"messages"}
+    cluster.primary.migrated = False  # made by the previous schema: no idempotency_key
+    app = ready(cluster)
+    assert cluster.primary.migrated
+    assert post(app, "after the migration", **{"Idempotency-Key": "k1"}).status == 201
+    app.db.maintain()
+    alters = [s for s in cluster.primary.statements if s.startswith("ALTER")]
+    assert len(alters) == 2, "migrated once per process, not on every round"
+
+
+def test_the_heartbeat_changes_nothing_while_a_recent_beat_exists(cluster: Cluster) -> None:
+    """Twenty nodes with two workers each try every half second; the beat must not
+    replicate forty times as often."""
+    app = ready(cluster)
+    beat = cluster.primary.beat
+    cluster.tick(0.1)
+    app.db.maintain()
+    assert cluster.primary.beat == beat
+    cluster.tick(0.5)
+    app.db.maintain()
+    assert cluster.primary.beat == cluster.db_time
+
+
+def test_a_pooled_connection_is_reused_and_pinged_after_idling(cluster: Cluster) -> None:
+    app = ready(cluster)
+    primary, replica = cluster.primary.connections, cluster.replica.connections
+    for i in range(20):
+        assert post(app, f"m{i}").status == 201
+        assert call(app, "GET", "/api/messages").status == 200
+    assert (cluster.primary.connections, cluster.replica.connections) == (primary, replica)
+    # The server restarted while the connections idled: the ping finds out, and a new one
+    # is opened before the INSERT is sent, so the write is not an unknown outcome.
+    for connection, _ in app.db.hosts[PRIMARY].idle + app.db.hosts[REPLICA].idle:
+        connection.closed_by_server = True
+    cluster.tick(2)
+    assert post(app, "after a restart").status == 201
+    assert call(app, "GET", "/api/messages").body["read_from"] == "replica"
+    assert cluster.primary.connections == primary + 1
+
+
+def test_a_read_on_a_dead_pooled_connection_is_retried_on_a_new_one(cluster: Cluster) -> None:
+    app = ready(cluster)
+    call(app, "GET", "/api/messages")
+    for connection, _ in app.db.hosts[REPLICA].idle:
+        connection.closed_by_server = True  # not pinged: it idled for less than a second
+    answer = call(app, "GET", "/api/messages")
+    assert (answer.status, answer.body["read_from"]) == (200, "replica")
+    assert call(app, "GET", "/health").body["databases_up"]["replica"] is True
+
+
+def test_the_bulkhead_keeps_threads_free_for_health(cluster: Cluster) -> None:
+    """Threads stuck on a hung primary take its slots only: reads still use the replica's,
+    writes are refused at once, and /health needs none."""
+    app = ready(cluster, max_concurrent_queries=2)
+    primary, replica = app.db.hosts[PRIMARY], app.db.hosts[REPLICA]
+    held = [primary.enter(False) for _ in range(2)]  # two requests waiting on the primary...
+    cluster.tick(1)  # ...for a second now
+    refused = post(app, "x")
+    assert (refused.status, refused.body["outcome"]) == (503, "not saved")
+    assert refused.headers["Retry-After"] == "1"
+    assert cluster.primary.rows == []
+    assert post(app, "").status == 400, "bad input is judged without a slot"
+    assert call(app, "GET", "/api/messages").body["read_from"] == "replica"
+    held += [replica.enter(False) for _ in range(2)]  # and now on the replica too
+    cluster.tick(1)
+    statements = len(cluster.primary.statements) + len(cluster.replica.statements)
+    busy = call(app, "GET", "/api/messages")
+    assert (busy.status, busy.headers["Retry-After"]) == (503, "1")
+    assert call(app, "GET", "/health").status == 200
+    assert len(cluster.primary.statements) + len(cluster.replica.statements) == statements
+    primary.leave(held[0], True)
+    assert post(app, "a slot is free again").status == 201
+
+
+def test_a_busy_but_fast_host_is_waited_for(cluster: Cluster) -> None:
+    """Under load every slot may be taken by calls that take a millisecond: a request then
+    waits its turn (up to 0.1 s) instead of failing; behind a call that hangs, it does not."""
+    app = ready(cluster, max_concurrent_queries=1)
+    primary = app.db.hosts[PRIMARY]
+    held = primary.enter(False)
+    started = time.monotonic()
+    with pytest.raises(web_app.NotTried, match="busy"):
+        primary.enter(False)
+    assert 0.09 < time.monotonic() - started < 1, "waited 0.1 s, then gave up"
+    cluster.tick(1)  # the call holding the slot has waited a second: the host hangs
+    started = time.monotonic()
+    with pytest.raises(web_app.NotTried, match="busy"):
+        primary.enter(False)
+    assert time.monotonic() - started < 0.05, "no wait behind a hung host"
+    primary.leave(held, True)
+    assert primary.enter(False) is not None
+
+
+def test_health_is_the_app_not_the_database(cluster: Cluster) -> None:
+    app = ready(cluster)
+    cluster.primary.up = cluster.replica.up = False
+    answer = call(app, "GET", "/health")
+    assert answer.status == 200
+    assert answer.body["status"] == "ok"
+    assert answer.body["replica_lag_seconds"] == pytest.approx(0.0, abs=0.01)
 
 
 def test_no_database_at_all_is_a_503_not_a_crash(cluster: Cluster) -> None:
     app = make_app(cluster)
     cluster.primary.up = cluster.replica.up = False
-    status, _, body = call(app, "GET", "/api/messages")
-    assert status == 503
-    assert "error" in body
+    answer = call(app, "GET", "/api/messages")
+    assert answer.status == 503
+    assert "error" in answer.body
+    assert call(app, "GET", "/").status == 503
+
+
+EMOJI = "\U0001f600"
 
 
 @pytest.mark.parametrize(
-    ("raw", "why"),
+    ("raw", "content_type", "status", "why"),
     [
-        (b"not json", "send JSON"),
-        (b'{"message": "x"}', "send JSON"),
-        (b'{"text": ""}', "1 to 500"),
-        (b'{"text": "   "}', "1 to 500"),
-        (b'{"text": 42}', "1 to 500"),
-        (json.dumps({"text": "x" * 501}).encode(), "1 to 500"),
-        (b"[1, 2]", "send JSON"),
-        (json.dumps({"text": "x" * 5000}).encode(), "at most 4096 bytes"),
+        (b"not json", "application/json", 400, "send JSON"),
+        (b'{"message": "x"}', "application/json", 400, "send JSON"),
+        (b"[1, 2]", "application/json", 400, "send JSON"),
+        (b'{"text": 42}', "application/json", 400, "send JSON"),
+        (b'{"text": "\xff"}', "application/json", 400, "send JSON"),
+        (b'{"text": "\\ud800"}', "application/json", 400, "surrogate"),
+        (b'{"text": "a\\udfffb"}', "application/json", 400, "surrogate"),
+        (b"[" * 2000 + b"]" * 2000, "application/json", 400, "send JSON"),
+        (b'{"a":' * 2000 + b"1" + b"}" * 2000, "application/json", 400, "send JSON"),
+        (b'{"text": ""}', "application/json", 400, "visible"),
+        (b'{"text": "   "}', "application/json", 400, "visible"),
+        (b'{"text": "\\u0000"}', "application/json", 400, "control"),
+        (b'{"text": "hi\\u0007"}', "application/json", 400, "control"),
+        (b'{"text": "\\u200b\\u200b"}', "application/json", 400, "visible"),
+        (b'{"text": "\\u3000\\u2028"}', "application/json", 400, "visible"),
+        (json.dumps({"text": "x" * 501}).encode(), "application/json", 400, "at most 500"),
+        (json.dumps({"text": "x" * 17000}).encode(), "application/json", 413, "16384 bytes"),
+        (b'{"text": "hi"}', "text/plain", 415, "application/json"),
+        (b"text=hi", "application/x-www-form-urlencoded", 415, "application/json"),
+        (b'{"text": "hi"}', None, 415, "application/json"),
+        (b'{"text": "hi"}', "application/json; charset=latin-1", 415, "application/json"),
     ],
 )
-def test_bad_input_is_a_400_that_says_why(cluster: Cluster, raw: bytes, why: str) -> None:
-    status, _, body = call(make_app(cluster), "POST", "/api/messages", raw=raw)
-    assert status == 400
-    assert why in body["error"]
+def test_crafted_input_is_a_4xx_that_says_why(
+    cluster: Cluster, raw: bytes, content_type: str | None, status: int, why: str
+) -> None:
+    app = ready(cluster)
+    answer = call(app, "POST", "/api/messages", raw=raw, content_type=content_type)
+    assert answer.status == status
+    assert why in answer.body["error"]
     assert cluster.primary.rows == []
 
 
-def test_health_page_and_unknown_paths(cluster: Cluster) -> None:
-    app = make_app(cluster)
-    cluster.primary.up = cluster.replica.up = False
-    assert call(app, "GET", "/health")[:1] == (200,), "health is the app, not the database"
-    cluster.primary.up = cluster.replica.up = True
-    call(app, "POST", "/api/messages", {"text": "<b>hi</b>"})
-    status, headers, page = call(app, "GET", "/")
-    assert status == 200
-    assert headers["Content-Type"].startswith("text/html")
-    assert "&lt;b&gt;hi&lt;/b&gt;" in page, "user text is escaped"
-    assert "Served by web-2" in page
-    assert call(app, "GET", "/nope")[0] == 404
-    assert call(app, "DELETE", "/api/messages")[0] == 405
-    assert call(app, "POST", "/health")[0] == 405
+def test_the_text_limit_is_in_characters_after_decoding(cluster: Cluster) -> None:
+    """500 emoji sent as \\u escapes are 6,000 bytes of JSON and a valid 500-character text."""
+    app = ready(cluster)
+    raw = json.dumps({"text": EMOJI * 500}).encode()
+    assert len(raw) > 6000
+    answer = call(app, "POST", "/api/messages", raw=raw, content_type="application/json")
+    assert answer.status == 201
+    assert answer.body["message"]["text"] == EMOJI * 500
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # joined by zero-width joiners
+    assert post(app, family).body["message"]["text"] == family
+    assert post(app, "line one\nline two\ttabbed").status == 201
+    charset = "application/json; charset=UTF-8"
+    raw = b'{"text": "caf\xc3\xa9"}'
+    assert call(app, "POST", "/api/messages", raw=raw, content_type=charset).status == 201
+
+
+def test_content_length_and_key_are_checked(cluster: Cluster) -> None:
+    app = ready(cluster)
+    environ_answer = call(
+        app, "POST", "/api/messages", {"text": "x"}, headers={"Idempotency-Key": "k" * 65}
+    )
+    assert (environ_answer.status, "Idempotency-Key" in environ_answer.body["error"]) == (400, True)
+    spaced = post(app, "x", **{"Idempotency-Key": "has space"})
+    assert spaced.status == 400
+    assert cluster.primary.rows == []
+
+
+def test_methods_paths_and_head(cluster: Cluster) -> None:
+    app = ready(cluster)
+    post(app, "<b>hi</b>")
+    page = call(app, "GET", "/")
+    assert page.status == 200
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert "&lt;b&gt;hi&lt;/b&gt;" in page.body, "user text is escaped"
+    assert "Served by web-2" in page.body
+    assert call(app, "GET", "/nope").status == 404
+    for method, path, allow in [
+        ("DELETE", "/api/messages", "GET, HEAD, POST"),
+        ("PUT", "/api/messages", "GET, HEAD, POST"),
+        ("POST", "/health", "GET, HEAD"),
+        ("POST", "/", "GET, HEAD"),
+    ]:
+        answer = call(app, method, path)
+        assert (answer.status, answer.headers["Allow"]) == (405, allow)
+        assert method in answer.body["error"]
+    for path in ("/", "/health", "/api/messages"):
+        got, head = call(app, "GET", path), call(app, "HEAD", path)
+        assert head.status == got.status == 200
+        assert head.raw == b""
+        assert head.headers["Content-Length"] == str(len(got.raw))
 
 
 def test_limit_is_bounded(cluster: Cluster) -> None:
-    app = make_app(cluster)
+    app = ready(cluster)
     for i in range(5):
-        call(app, "POST", "/api/messages", {"text": f"m{i}"})
-    assert len(call(app, "GET", "/api/messages?limit=2")[2]["messages"]) == 2
-    assert len(call(app, "GET", "/api/messages?limit=0")[2]["messages"]) == 1
-    assert [m["text"] for m in call(app, "GET", "/api/messages")[2]["messages"]][:1] == ["m4"]
+        post(app, f"m{i}")
+    assert len(call(app, "GET", "/api/messages?limit=2").body["messages"]) == 2
+    assert len(call(app, "GET", "/api/messages?limit=0").body["messages"]) == 1
+    assert len(call(app, "GET", "/api/messages?limit=" + "9" * 5000).body["messages"]) == 5
+    assert texts(call(app, "GET", "/api/messages?limit=x&limit=1"))[:1] == ["m4"]
 
 
 def test_a_refused_password_is_read_again_without_a_restart(cluster: Cluster) -> None:
@@ -265,9 +481,18 @@ def test_a_refused_password_is_read_again_without_a_restart(cluster: Cluster) ->
     credentials = FixedCredentials(["first", "second"])
     app = make_app(cluster, credentials)
     cluster.primary.password = cluster.replica.password = "second"
-    status, _, _ = call(app, "POST", "/api/messages", {"text": "after rotation"})
-    assert status == 201
+    assert post(app, "after rotation").status == 201
     assert credentials.reads == 1
+
+
+def test_every_connection_has_short_timeouts(cluster: Cluster) -> None:
+    app = ready(cluster)
+    options = cluster.seen_options[0]
+    assert options["connect_timeout"] <= 1
+    assert options["read_timeout"] <= 1
+    assert options["write_timeout"] <= 1
+    assert options["autocommit"] is True
+    assert app.db.config["max_concurrent_queries"] == 5
 
 
 @pytest.fixture
@@ -318,27 +543,37 @@ def test_rds_managed_secret_is_found_from_the_db_and_reread_after_rotation(
     assert credentials.get() == ("webapp_admin", "second")
 
 
-def test_tls_verifies_the_rds_chain_when_configured(cluster: Cluster) -> None:
-    seen: list[dict[str, Any]] = []
+def test_one_tls_context_verifies_the_chain_but_not_the_name(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    tls = write_tls_files(tmp_path)
+    app = ready(cluster, tls_ca_file=str(tls.ca))
+    post(app, "over TLS")
+    cluster.tick(2)
+    for connection, _ in app.db.hosts[REPLICA].idle:
+        connection.closed_by_server = True
+    assert call(app, "GET", "/api/messages").status == 200
+    contexts = [options["ssl"] for options in cluster.seen_options]
+    assert len(contexts) >= 3
+    assert all(context is contexts[0] for context in contexts), "one context per process"
+    context = contexts[0]
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname is False, "the app connects through the zone's alias"
+    assert len(context.get_ca_certs()) == 1, "only the configured CA"
+    plain = ready(Cluster())
+    assert "ssl" not in plain.db.connect.__self__.seen_options[0], "no CA file, no TLS"
 
-    def connect(**options: Any) -> FakeConnection:
-        seen.append(options)
-        return cluster.connect(**options)
 
-    config = {**CONFIG, "tls_ca_file": "/etc/web-app/rds-ca.pem"}
-    database = web_app.Database(config, FixedCredentials(["first"]), connect=connect)
-    app = web_app.App("web-1", database)
-    assert call(app, "GET", "/api/messages")[0] == 200
-    assert seen[0]["ssl"] == {"ca": "/etc/web-app/rds-ca.pem", "check_hostname": False}
-    seen.clear()
-    plain = web_app.App(
-        "web-1", web_app.Database(CONFIG, FixedCredentials(["first"]), connect=connect)
-    )
-    assert call(plain, "GET", "/api/messages")[0] == 200
-    assert "ssl" not in seen[0], "the lab's MariaDB has no TLS"
+def test_a_missing_ca_bundle_is_unavailable_not_a_crash(cluster: Cluster) -> None:
+    app = make_app(cluster, tls_ca_file="/etc/web-app/no-such-bundle.pem")
+    answer = call(app, "GET", "/api/messages")
+    assert answer.status == 503
+    assert "error" in answer.body
+    assert post(app, "x").body["outcome"] == "not saved"
 
 
-def test_first_boot_before_iam_and_rds_is_a_503_not_a_dead_app(aws: None, tmp_path: Any) -> None:
+def test_first_boot_before_iam_and_rds_is_a_503_not_a_dead_app(aws: None, tmp_path: Path) -> None:
     """Web nodes boot before their role's policy and the primary exist: the app must start,
     answer /health, and say 503 until the secret can be read."""
     config = {
@@ -353,28 +588,39 @@ def test_first_boot_before_iam_and_rds_is_a_503_not_a_dead_app(aws: None, tmp_pa
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     app = web_app.create_app(str(path))
-    assert call(app, "GET", "/health")[0] == 200
-    status, _, body = call(app, "POST", "/api/messages", {"text": "too early"})
-    assert status == 503
-    assert "primary" in body["error"]
-    assert call(app, "GET", "/api/messages")[0] == 503
+    assert call(app, "GET", "/health").status == 200
+    answer = post(app, "too early")
+    assert answer.status == 503
+    assert "primary" in answer.body["error"]
+    assert call(app, "GET", "/api/messages").status == 503
 
 
-def test_a_missing_ca_bundle_is_unavailable_not_a_crash(cluster: Cluster) -> None:
-    def connect(**options: Any) -> FakeConnection:
-        raise FileNotFoundError(2, "No such file or directory", options["ssl"]["ca"])
-
-    config = {**CONFIG, "tls_ca_file": "/etc/web-app/rds-ca.pem"}
-    app = web_app.App("web-1", web_app.Database(config, FixedCredentials(["x"]), connect=connect))
-    status, _, body = call(app, "GET", "/api/messages")
-    assert status == 503
-    assert "error" in body
-
-
-def test_file_credentials_for_the_local_lab(tmp_path: Any) -> None:
+def test_file_credentials_for_the_local_lab(tmp_path: Path) -> None:
     path = tmp_path / "credentials.json"
     path.write_text(json.dumps({"username": "u", "password": "p"}))
     credentials = web_app.credentials_from({"source": "file", "path": str(path)})
     assert credentials.get() == ("u", "p")
     with pytest.raises(ValueError, match="unknown credentials source"):
         web_app.credentials_from({"source": "vault"})
+
+
+def test_gunicorn_has_threads_to_spare_beyond_the_database_limit() -> None:
+    """If every thread could wait on MySQL, /health would queue behind them and HAProxy
+    would take a healthy node out of rotation while the database hangs."""
+    threads = re.search(r"^threads = (\d+)$", (TEMPLATES / "gunicorn.conf.py").read_text(), re.M)
+    assert threads is not None
+    config = AppDatabase("dev.internal", "webapp", "eu-west-1", "primary").app_config("web-1")
+    assert int(threads.group(1)) >= 2 * config["database"]["max_concurrent_queries"] + 2
+
+
+def test_gunicorn_keeps_idle_connections_longer_than_nginx() -> None:
+    """Nginx must close an idle upstream connection before gunicorn does, or a request sent
+    on it as gunicorn closes it is a 502 (not retried for a POST)."""
+    gunicorn = re.search(r"^keepalive = (\d+)$", (TEMPLATES / "gunicorn.conf.py").read_text(), re.M)
+    nginx = re.search(
+        r"upstream app_server \{[^}]*keepalive_timeout (\d+)s;",
+        (TEMPLATES / "nginx.conf").read_text(),
+    )
+    assert gunicorn is not None
+    assert nginx is not None
+    assert int(nginx.group(1)) + 5 <= int(gunicorn.group(1))

@@ -85,7 +85,13 @@ class AppDatabase:
                 "primary_host": host_name("db-primary", self.zone),
                 "replica_host": host_name("db-replica", self.zone),
                 "port": MYSQL_PORT,
-                "connect_timeout_seconds": 2,
+                # Short socket timeouts: a hung database fails a request in about a second.
+                "connect_timeout_seconds": 1,
+                "query_timeout_seconds": 1,
+                "max_replica_lag_seconds": 3,
+                # Per server and worker; twice this stays below gunicorn's threads (12), so
+                # some are always free for /health.
+                "max_concurrent_queries": 5,
                 "tls_ca_file": RDS_CA_BUNDLE,
             },
             # No password here: the app asks RDS for the managed secret's ARN and reads it
@@ -203,11 +209,19 @@ def web_node_cloud_config(
     database: AppDatabase,
     readiness: ReadinessReport,
     *,
+    load_balancer_cidr: str = "127.0.0.1/32",
     app_source: bytes | None = None,
 ) -> dict[str, Any]:
     """Nginx in front of gunicorn running the app (`app_source`, default: the repository's),
-    for the web node `node_name`."""
+    for the web node `node_name`.
+
+    Nginx believes X-Forwarded-For only from `load_balancer_cidr` (the VPC's range, where
+    HAProxy lives); the default trusts no other host.
+    """
     source = APP_SOURCE.read_bytes() if app_source is None else app_source
+    nginx = render_template(
+        "nginx.conf", node_name=node_name, web_port=WEB_PORT, load_balancer_cidr=load_balancer_cidr
+    )
     document = _base(node_name, database.zone, WEB_NODE_PACKAGES)
     # Ready once the app answers its health check through Nginx, as HAProxy will ask it.
     report_script, report_ready = readiness.steps(node_name, f"http://127.0.0.1:{WEB_PORT}/health")
@@ -230,11 +244,7 @@ def web_node_cloud_config(
                 attempt_seconds=RDS_CA_ATTEMPT_SECONDS,
             ),
         ),
-        _file(
-            "/etc/nginx/nginx.conf",
-            render_template("nginx.conf", node_name=node_name, web_port=WEB_PORT),
-            defer=True,
-        ),
+        _file("/etc/nginx/nginx.conf", nginx, defer=True),
         report_script,
     ]
     document["runcmd"] = [

@@ -2,9 +2,11 @@
 bind = "unix:/run/web-app/gunicorn.sock"
 workers = 2
 worker_class = "gthread"
-threads = 8
+# Above twice the app's max_concurrent_queries (one per database): /health finds a thread.
+threads = 12
 timeout = 30
 graceful_timeout = 10
-keepalive = 5
+# Above Nginx's upstream keepalive_timeout (60 s): Nginx closes idle connections first.
+keepalive = 75
 accesslog = "-"
 errorlog = "-"
