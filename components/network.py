@@ -52,6 +52,8 @@ class NetworkArgs:
     """Zones to use, in order; the first two are taken."""
     nat_gateway_per_az: bool
     """One NAT gateway per zone instead of one for the whole VPC."""
+    region: str
+    """For the S3 gateway endpoint's service name."""
 
 
 class Network(pulumi.ComponentResource):
@@ -121,14 +123,28 @@ class Network(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[gateway]),
             )
 
+        private_routes = []
         for zone, private_subnet in private.items():
             nat = nat_gateways.get(zone, nat_gateways[nat_zones[0]])
-            self._route_table(
-                f"private-{zone[-1]}",
-                vpc.id,
-                {f"private-{zone[-1]}": private_subnet.id},
-                nat_gateway_id=nat.id,
+            private_routes.append(
+                self._route_table(
+                    f"private-{zone[-1]}",
+                    vpc.id,
+                    {f"private-{zone[-1]}": private_subnet.id},
+                    nat_gateway_id=nat.id,
+                )
             )
+        # The web nodes fetch the app's code from S3 at boot: a gateway endpoint keeps that
+        # traffic inside AWS and off the NAT gateway's per-GB charge. It costs nothing.
+        aws.ec2.VpcEndpoint(
+            f"{name}-s3",
+            vpc_id=vpc.id,
+            service_name=f"com.amazonaws.{args.region}.s3",
+            vpc_endpoint_type="Gateway",
+            route_table_ids=[r.id for r in private_routes],
+            tags={"Name": f"{name}-s3"},
+            opts=child,
+        )
 
         self.availability_zones = list(public)
         self.public_subnets = list(public.values())
@@ -150,7 +166,7 @@ class Network(pulumi.ComponentResource):
         vpc_id: pulumi.Input[str],
         subnets: dict[str, pulumi.Input[str]],
         **default_route: pulumi.Input[str],
-    ) -> None:
+    ) -> aws.ec2.RouteTable:
         """A route table whose default route (0.0.0.0/0) goes to `default_route`'s target,
         associated with `subnets` (association label -> subnet id)."""
         child = pulumi.ResourceOptions(parent=self)
@@ -176,3 +192,4 @@ class Network(pulumi.ComponentResource):
                 route_table_id=routes.id,
                 opts=child,
             )
+        return routes

@@ -12,9 +12,12 @@ means the stack serves, and a change never routes a request to a host that does 
 
 from __future__ import annotations
 
+import hashlib
+
 import pulumi
 import pulumi_aws as aws
 
+from components.artifacts import Artifact, Artifacts, ArtifactsArgs, artifact_key, bucket_name
 from components.database import Database, DatabaseArgs
 from components.firewall import Firewall, FirewallArgs
 from components.hardened_instance import ubuntu_ami
@@ -35,15 +38,29 @@ def readiness_report(settings: Settings, region: str) -> cloud_config.ReadinessR
     return cloud_config.ReadinessReport(settings.readiness_parameter_prefix, region)
 
 
-def userdata_for(
-    settings: Settings, region: str, *, app_source: bytes | None = None
-) -> tuple[str, dict[str, str]]:
-    """The load balancer's and each web node's rendered userdata; pure and known at preview.
+def app_artifact(
+    settings: Settings, region: str, account_id: str, app_source: bytes | None = None
+) -> tuple[cloud_config.AppArtifact, Artifact]:
+    """The app's code as an S3 object and how a web node fetches it (`app_source` replaces
+    the repository's app: the lab rolls out a release with it)."""
+    source = cloud_config.APP_SOURCE.read_bytes() if app_source is None else app_source
+    key = artifact_key("app", source, "web_app.py")
+    fetch = cloud_config.AppArtifact(
+        bucket=bucket_name(settings.name_prefix, account_id, region),
+        key=key,
+        sha256=hashlib.sha256(source).hexdigest(),
+        region=region,
+    )
+    return fetch, Artifact(key, source, "text/x-python")
 
-    `app_source` replaces the repository's app (the lab rolls out a release with it).
-    """
+
+def userdata_for(
+    settings: Settings, region: str, account_id: str, *, app_source: bytes | None = None
+) -> tuple[str, dict[str, str]]:
+    """The load balancer's and each web node's rendered userdata; pure and known at preview."""
     zone = settings.internal_zone
     readiness = readiness_report(settings, region)
+    app, _ = app_artifact(settings, region, account_id, app_source)
     load_balancer = cloud_config.render(cloud_config.load_balancer_cloud_config(zone, readiness))
     database = cloud_config.AppDatabase(
         zone=zone,
@@ -53,7 +70,9 @@ def userdata_for(
     )
     web = {
         node: cloud_config.render(
-            cloud_config.web_node_cloud_config(node, database, readiness, app_source=app_source)
+            cloud_config.web_node_cloud_config(
+                node, database, readiness, app, load_balancer_cidr=settings.vpc_cidr
+            )
         )
         for node in settings.web_node_names
     }
@@ -76,6 +95,7 @@ class WebInfrastructure(pulumi.ComponentResource):
         prefix = settings.name_prefix
 
         region = aws.get_region(opts=invoke).region
+        account_id = aws.get_caller_identity(opts=invoke).account_id
         zones = aws.get_availability_zones(
             state="available",
             # Local Zones and Wavelength Zones need opting in and lack instance types we use.
@@ -93,6 +113,7 @@ class WebInfrastructure(pulumi.ComponentResource):
                 vpc_cidr=settings.vpc_cidr,
                 availability_zones=zones,
                 nat_gateway_per_az=settings.nat_gateways == "perAz",
+                region=region,
             ),
             opts=child,
         )
@@ -136,16 +157,22 @@ class WebInfrastructure(pulumi.ComponentResource):
                 )
             return images[architecture]
 
-        load_balancer_userdata, web_userdata = userdata_for(settings, region)
+        load_balancer_userdata, web_userdata = userdata_for(settings, region, account_id)
         readiness = readiness_report(settings, region)
+        app, app_object = app_artifact(settings, region, account_id)
+        artifacts = Artifacts(
+            f"{prefix}-artifacts",
+            ArtifactsArgs(bucket_name=app.bucket, artifacts=(app_object,)),
+            opts=child,
+        )
         gates = GateSettings(
             region=region,
             profile=aws_settings.profile,
             timeout_seconds=settings.readiness_timeout_minutes * 60,
         )
-        # Instances boot into apt: they wait for the NAT routes and the egress rules. Nothing
-        # else does (the IAM roles, for one, are created meanwhile).
-        boot_needs: list[pulumi.Resource] = [network, firewall]
+        # Instances boot into apt and fetch the app: they wait for the NAT routes, the egress
+        # rules and the artifacts. Nothing else does (the IAM roles are created meanwhile).
+        boot_needs: list[pulumi.Resource] = [network, firewall, artifacts]
         web = WebTier(
             f"{prefix}-web",
             WebTierArgs(
@@ -166,6 +193,7 @@ class WebInfrastructure(pulumi.ComponentResource):
                 security_group_id=firewall.web_group_id,
                 database_arn=database.primary_arn,
                 database_secret_arn=database.master_secret_arn,
+                artifacts_arn=artifacts.bucket_arn.apply(lambda arn: f"{arn}/app/*"),
                 gates=gates,
                 instance_depends_on=boot_needs,
             ),

@@ -52,12 +52,15 @@ class WebTierArgs:
     security_group_id: pulumi.Input[str]
     database_arn: pulumi.Input[str]
     database_secret_arn: pulumi.Input[str]
+    artifacts_arn: pulumi.Input[str]
+    """The S3 objects the nodes fetch the app's code from (an ARN pattern)."""
     gates: GateSettings
     instance_depends_on: Sequence[pulumi.Resource]
     """What an instance needs before it boots: NAT routes and the firewall's egress rules."""
 
 
 def secret_read_statements(database_arn: str, secret_arn: str) -> list[dict[str, object]]:
+    """Find the RDS-managed master secret from the primary, and read exactly that secret."""
     return [
         {
             "Sid": "FindTheManagedSecret",
@@ -93,16 +96,26 @@ class WebTier(pulumi.ComponentResource):
             for node in args.nodes
         }
         policy = pulumi.Output.all(
-            args.database_arn, args.database_secret_arn, *[p.arn for p in parameters.values()]
+            args.database_arn,
+            args.database_secret_arn,
+            args.artifacts_arn,
+            *[p.arn for p in parameters.values()],
         ).apply(
             lambda arns: policy_document(
-                *secret_read_statements(arns[0], arns[1]), report_ready_statement(arns[2:])
+                *secret_read_statements(arns[0], arns[1]),
+                {
+                    "Sid": "FetchTheAppsCode",
+                    "Effect": "Allow",
+                    "Action": "s3:GetObject",
+                    "Resource": arns[2],
+                },
+                report_ready_statement(arns[3:]),
             )
         )
         role = InstanceRole(
             f"{name}-identity",
             InstanceRoleArgs(
-                description="Web nodes: Session Manager, the DB master secret, readiness reports",
+                description="Web nodes: Session Manager, the app's code, the DB secret, readiness",
                 inline_policy=policy,
             ),
             opts=child,

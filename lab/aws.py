@@ -3,7 +3,8 @@
 Hosts report that they serve by writing their SSM parameter, exactly as on AWS: the lab runs the
 shipped `report_ready.py` with `AWS_ENDPOINT_URL` pointing here, and waits for the report with
 the same code as the program's readiness gate (`components.readiness_gate.wait_for_report`).
-The lab creates the parameters, as the program does.
+Web nodes fetch the app's code from S3 the same way. The lab creates the parameters, the
+bucket and the code's objects, as the program does.
 """
 
 from __future__ import annotations
@@ -33,8 +34,12 @@ def environment(address: str, port: int) -> dict[str, str]:
 
 
 def ssm_client(address: str, port: int) -> Any:
+    return client("ssm", address, port)
+
+
+def client(service: str, address: str, port: int) -> Any:
     return boto3.client(
-        "ssm",
+        service,
         region_name=LAB_REGION,
         endpoint_url=endpoint(address, port),
         aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],

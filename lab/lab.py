@@ -41,9 +41,9 @@ from components.readiness_gate import (
     userdata_sha256,
     wait_for_report,
 )
-from components.web_infrastructure import userdata_for
+from components.web_infrastructure import app_artifact, userdata_for
 from lab import aws, dns, mariadb, processes, public_address
-from lab.localize import LAB_REGION, LabError, Localizer
+from lab.localize import LAB_ACCOUNT, LAB_REGION, LabError, Localizer
 from lab.processes import Daemon
 from lab.topology import Host, Network, Ports, Topology, network_of
 from settings import Settings, load_settings, load_stack_file, rollout_batches, web_node_names
@@ -392,9 +392,11 @@ class Lab:
         instance.userdata_sha256 = userdata_sha256(userdata)
         directory = Path(instance.directory)
         ports = Ports.for_user(state.is_root)
-        files = self._localizer(state).web_node(
+        localizer = self._localizer(state)
+        files = localizer.web_node(
             userdata, node, directory, instance.address, self.state / "credentials.json"
         )
+        self._fetch_app(state, localizer.fetch_app(userdata, directory), directory)
         self._start(
             state,
             instance,
@@ -419,6 +421,23 @@ class Lab:
             lambda: processes.port_is_open(instance.address, ports.http),
         )
         return instance, self._report_ready(state, instance, userdata)
+
+    def _fetch_app(self, state: State, command: list[str], directory: Path) -> None:
+        """Install the app's code as the node's first runcmd step does (it blocks boot too)."""
+        stand_in = self.network.address(5)
+        environment = {**os.environ, **aws.environment(stand_in, Ports.for_user(state.is_root).aws)}
+        with (directory / "fetch-artifact.log").open("ab") as log:
+            result = subprocess.run(  # noqa: S603 - the shipped script, as cloud-init runs it
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=environment,
+                timeout=300,
+                check=False,
+            )
+        if result.returncode != 0:
+            tail = processes.log_tail(str(directory / "fetch-artifact.log"))
+            raise LabError(f"installing the app failed; its log ends:\n{tail}")
 
     def _report_ready(
         self, state: State, instance: Instance, userdata: str
@@ -755,7 +774,17 @@ class Lab:
     def _userdata(
         self, settings: Settings, app_source: bytes | None = None
     ) -> tuple[str, dict[str, str]]:
-        return userdata_for(settings, LAB_REGION, app_source=app_source)
+        """The program's userdata, with the app's code uploaded where it names it (as the
+        program's Artifacts component does before any instance boots)."""
+        fetch, artifact = app_artifact(settings, LAB_REGION, LAB_ACCOUNT, app_source)
+        s3 = aws.client("s3", self.network.address(5), Ports.for_user(os.geteuid() == 0).aws)
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+            s3.create_bucket(
+                Bucket=fetch.bucket,
+                CreateBucketConfiguration={"LocationConstraint": LAB_REGION},
+            )
+        s3.put_object(Bucket=fetch.bucket, Key=artifact.key, Body=artifact.content)
+        return userdata_for(settings, LAB_REGION, LAB_ACCOUNT, app_source=app_source)
 
     def _localizer(self, state: State) -> Localizer:
         return Localizer(self.topology(state), is_root=state.is_root)

@@ -29,6 +29,7 @@ from lab.topology import Topology
 from userdata import cloud_config
 
 LAB_REGION = "eu-west-1"  # the region the lab renders userdata for; moto serves any
+LAB_ACCOUNT = "123456789012"  # moto's account
 
 
 class LabError(RuntimeError):
@@ -141,7 +142,6 @@ class Localizer:
             )
         )
         app_dir = directory / "app"
-        (app_dir / "web_app.py").write_text(files[f"{cloud_config.APP_DIR}/web_app.py"])
 
         config = json.loads(files[f"{cloud_config.APP_CONFIG_DIR}/config.json"])
         if config["node_name"] != name:
@@ -199,6 +199,27 @@ class Localizer:
             str(directory / "instance-id"),
         ]
         return ReadinessCommand(command, step[step.index("--parameter") + 1])
+
+    def fetch_app(self, userdata: str, directory: Path) -> list[str]:
+        """The runcmd step that installs the app's code from S3, run as cloud-init runs it:
+        the shipped script, with the system Python, against the lab's stand-in for S3."""
+        step = self._runcmd_step(userdata, cloud_config.FETCH_ARTIFACT)
+        script = directory / "fetch_artifact.py"
+        script.write_bytes(shipped_files(userdata)[cloud_config.FETCH_ARTIFACT])
+        command = ["/usr/bin/python3", str(script), *step[2:]]
+        destination = command.index("--destination") + 1
+        command[destination] = rewrite_path(
+            command[destination], [(cloud_config.APP_DIR, str(directory / "app"))]
+        )
+        return command
+
+    @staticmethod
+    def _runcmd_step(userdata: str, script: str) -> list[str]:
+        steps = [[str(p) for p in s] for s in cloud_config.parse(userdata)["runcmd"]]
+        found = [s for s in steps if s[:2] == ["python3", script]]
+        if len(found) != 1:
+            raise LabError(f"the userdata no longer runs {script} once; update lab/localize.py")
+        return found[0]
 
     def _database_address(self, dns_name: str) -> str:
         label = dns_name.removesuffix(f".{self.zone}")

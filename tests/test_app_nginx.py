@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
+import time
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -71,7 +72,11 @@ def shipped_nginx_conf(folder: Path, socket: Path) -> Path:
     """The web node's nginx.conf from its userdata, with paths and address made local."""
     database = cloud_config.AppDatabase("test.internal", "webapp", "local", "db")
     document = cloud_config.web_node_cloud_config(
-        "web-1", database, load_balancer_cidr=f"{BALANCER}/32"
+        "web-1",
+        database,
+        cloud_config.ReadinessReport("/web-infra-test/ready", "local"),
+        cloud_config.AppArtifact("bucket", "app/0/web_app.py", "0" * 64, "local"),
+        load_balancer_cidr=f"{BALANCER}/32",
     )
     (entry,) = [f for f in document["write_files"] if f["path"] == "/etc/nginx/nginx.conf"]
     text = cloud_config.file_content(entry).decode()
@@ -194,6 +199,10 @@ def test_the_client_address_comes_only_from_the_load_balancer(node: Node, app: N
     forged = {"X-Forwarded-For": "6.6.6.6, 203.0.113.7"}
     request("GET", "/health?from=balancer", headers=forged, source=BALANCER)
     request("GET", "/health?from=stranger", headers=forged, source=STRANGER)
+    # Nginx logs a request after answering it: wait (bounded) until both lines are there.
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and node.access_log().count("from=") < 2:
+        time.sleep(0.05)
     lines = node.access_log().splitlines()
     (balancer,) = [line for line in lines if "from=balancer" in line]
     (stranger,) = [line for line in lines if "from=stranger" in line]

@@ -178,10 +178,12 @@ def test_roles_grant_only_what_each_tier_does(default_run: ProgramRun) -> None:
         r.inputs["name"].rsplit("/", 1)[1]: r.outputs["arn"]
         for r in default_run.of_type("aws:ssm/parameter:Parameter")
     }
+    bucket = default_run.one("aws:s3/bucket:Bucket")
     web_statements = {s["Action"]: s["Resource"] for s in web["Statement"]}
     assert web_statements == {
         "rds:DescribeDBInstances": primary.outputs["arn"],
         "secretsmanager:GetSecretValue": primary.outputs["masterUserSecrets"][0]["secretArn"],
+        "s3:GetObject": f"{bucket.outputs['arn']}/app/*",
         "ssm:PutParameter": [parameter_arns["web-1"], parameter_arns["web-2"]],
     }
     assert {s["Action"]: s["Resource"] for s in load_balancer["Statement"]} == {

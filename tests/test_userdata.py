@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import subprocess
 from pathlib import Path
 
 import pytest
 from system_tools import require
 
-from components.web_infrastructure import userdata_for
+from components.web_infrastructure import app_artifact, userdata_for
 from settings import MAX_WEB_NODES, load_settings
 from userdata.cloud_config import EC2_USERDATA_LIMIT, _gzip_b64, file_content, parse, render
 
@@ -20,7 +21,7 @@ REGION = "eu-west-1"
 def largest() -> tuple[str, dict[str, str]]:
     """The biggest documents the program can make: 20 nodes, a long stack name."""
     settings = load_settings({"webNodeCount": MAX_WEB_NODES}, stack="production-eu-central")
-    return userdata_for(settings, "ap-southeast-2")
+    return userdata_for(settings, "ap-southeast-2", "123456789012")
 
 
 def write_files(userdata: str, into: Path) -> dict[str, Path]:
@@ -90,11 +91,26 @@ def test_nginx_accepts_the_rendered_config(
     assert run(nginx, "-t", "-c", str(broken), "-p", str(tmp_path)).returncode != 0
 
 
-def test_shipped_app_is_the_repository_app(largest: tuple[str, dict[str, str]]) -> None:
-    document = parse(largest[1]["web-1"])
-    (app,) = [f for f in document["write_files"] if f["path"] == "/opt/web-app/web_app.py"]
-    source = Path(__file__).resolve().parent.parent / "userdata" / "app" / "web_app.py"
-    assert file_content(app) == source.read_bytes()
+def test_web_nodes_fetch_exactly_the_repository_app(largest: tuple[str, dict[str, str]]) -> None:
+    """The app's code is an S3 object named by its digest; the userdata names both, so a code
+    change rolls the nodes and a node installs exactly the bytes it was launched for."""
+    source = (
+        Path(__file__).resolve().parent.parent / "userdata" / "app" / "web_app.py"
+    ).read_bytes()
+    digest = hashlib.sha256(source).hexdigest()
+    fetch, artifact = app_artifact(
+        load_settings({}, stack="production-eu-central"), "ap-southeast-2", "123456789012"
+    )
+    assert artifact.content == source
+    assert artifact.key == f"app/{digest}/web_app.py"
+    runcmd = parse(largest[1]["web-1"])["runcmd"]
+    (step,) = [s for s in runcmd if "/usr/local/lib/web-infra/fetch_artifact.py" in s]
+    assert step[step.index("--sha256") + 1] == digest
+    assert step[step.index("--key") + 1] == artifact.key
+    assert step[step.index("--bucket") + 1] == fetch.bucket
+    # The name is known at preview; the stack part is cut to fit S3's 63 characters.
+    assert fetch.bucket == "web-infra-production-eu-c-123456789012-ap-southeast-2-artifacts"
+    assert runcmd.index(step) < runcmd.index(["systemctl", "enable", "--now", "web-app.service"])
 
 
 def test_the_app_compresses_the_same_on_every_platform() -> None:

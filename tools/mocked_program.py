@@ -71,6 +71,13 @@ class AwsMocks(pulumi.runtime.Mocks):
                 "zoneIds": [f"euw1-az{i}" for i in range(1, len(ZONES) + 1)],
                 "groupNames": [REGION] * len(ZONES),
             }
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {
+                "id": ACCOUNT,
+                "accountId": ACCOUNT,
+                "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/deployer/session",
+                "userId": "AROAEXAMPLE:session",
+            }
         if args.token == "aws:ssm/getParameter:getParameter":
             arch = "arm64" if "/arm64/" in args.args["name"] else "amd64"
             return {
@@ -177,6 +184,9 @@ class AwsMocks(pulumi.runtime.Mocks):
             }
         if typ in ("aws:rds/subnetGroup:SubnetGroup", "aws:rds/parameterGroup:ParameterGroup"):
             return name, {"arn": arn, "name": name}
+        if typ == "aws:s3/bucket:Bucket":
+            bucket = inputs["bucket"]
+            return bucket, {"arn": f"arn:aws:s3:::{bucket}", "bucketDomainName": f"{bucket}.s3"}
         if typ == "aws:ssm/parameter:Parameter":
             path = inputs["name"]
             return path, {"arn": f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{path}", "version": 1}

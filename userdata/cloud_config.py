@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import gzip
-import hashlib
 import io
 import json
 import string
@@ -31,6 +30,7 @@ HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
 APP_SOURCE = HERE / "app" / "web_app.py"
 REPORT_READY_SOURCE = HERE / "scripts" / "report_ready.py"
+FETCH_ARTIFACT_SOURCE = HERE / "scripts" / "fetch_artifact.py"
 
 HTTP_PORT = 80  # the load balancer's public port
 WEB_PORT = 80  # Nginx on every web node; only the load balancer's group may reach it
@@ -43,6 +43,7 @@ RDS_CA_BUNDLE = f"{APP_CONFIG_DIR}/rds-ca.pem"
 RDS_CA_URL = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
 RDS_CA_ATTEMPT_SECONDS = 90  # the longest first boot waits for the bundle (then it retries)
 REPORT_READY = "/usr/local/lib/web-infra/report_ready.py"
+FETCH_ARTIFACT = "/usr/local/lib/web-infra/fetch_artifact.py"
 # How long a host's first boot waits for its own service before it gives up reporting ready.
 # Fixed here rather than a setting: it is part of every host's userdata.
 REPORT_READY_TIMEOUT_SECONDS = 1200
@@ -133,6 +134,35 @@ class ReadinessReport:
         return script, command
 
 
+@dataclass(frozen=True)
+class AppArtifact:
+    """Where a web node fetches the app's code: an S3 object named by its digest."""
+
+    bucket: str
+    key: str
+    sha256: str
+    region: str
+
+    def steps(self) -> tuple[dict[str, Any], list[str]]:
+        """The fetch script to ship and the runcmd step that installs the app with it."""
+        script = _compressed_file(FETCH_ARTIFACT, FETCH_ARTIFACT_SOURCE.read_bytes(), "0755")
+        command = [
+            "python3",
+            FETCH_ARTIFACT,
+            "--bucket",
+            self.bucket,
+            "--key",
+            self.key,
+            "--sha256",
+            self.sha256,
+            "--region",
+            self.region,
+            "--destination",
+            f"{APP_DIR}/web_app.py",
+        ]
+        return script, command
+
+
 def _compressed_file(path: str, data: bytes, permissions: str = "0644") -> dict[str, Any]:
     """A shipped source file, gzip-compressed to stay under EC2's 16 KiB."""
     return {
@@ -208,27 +238,25 @@ def web_node_cloud_config(
     node_name: str,
     database: AppDatabase,
     readiness: ReadinessReport,
+    app: AppArtifact,
     *,
     load_balancer_cidr: str = "127.0.0.1/32",
-    app_source: bytes | None = None,
 ) -> dict[str, Any]:
-    """Nginx in front of gunicorn running the app (`app_source`, default: the repository's),
-    for the web node `node_name`.
+    """Nginx in front of gunicorn running the app (fetched from `app`), for the web node
+    `node_name`.
 
     Nginx believes X-Forwarded-For only from `load_balancer_cidr` (the VPC's range, where
     HAProxy lives); the default trusts no other host.
     """
-    source = APP_SOURCE.read_bytes() if app_source is None else app_source
     nginx = render_template(
         "nginx.conf", node_name=node_name, web_port=WEB_PORT, load_balancer_cidr=load_balancer_cidr
     )
     document = _base(node_name, database.zone, WEB_NODE_PACKAGES)
     # Ready once the app answers its health check through Nginx, as HAProxy will ask it.
     report_script, report_ready = readiness.steps(node_name, f"http://127.0.0.1:{WEB_PORT}/health")
+    fetch_script, fetch_app = app.steps()
     document["write_files"] = [
-        # The digest beside the compressed code shows code changes in a preview diff.
-        _compressed_file(f"{APP_DIR}/web_app.py", source),
-        _file(f"{APP_DIR}/SOURCE_SHA256", hashlib.sha256(source).hexdigest() + "\n"),
+        fetch_script,
         _file(
             f"{APP_CONFIG_DIR}/config.json",
             json.dumps(database.app_config(node_name), indent=2) + "\n",
@@ -248,6 +276,9 @@ def web_node_cloud_config(
         report_script,
     ]
     document["runcmd"] = [
+        # The code named by its digest in this userdata; without it the app never starts and
+        # the node never reports ready.
+        fetch_app,
         ["systemctl", "daemon-reload"],
         # Bounded (RDS_CA_ATTEMPT_SECONDS); on failure systemd keeps retrying in the background.
         ["systemctl", "start", "rds-ca-bundle.service"],

@@ -1,0 +1,118 @@
+"""Where hosts get the application's code: a private S3 bucket, one object per version of it.
+
+EC2 userdata is limited to 16 KiB, and the app's code alone would take most of it. So the code
+lives in S3 under a key made of its SHA-256 (content-addressed: a new version is a new object,
+and an instance always fetches exactly the bytes it was launched for), and the web nodes'
+userdata names that key and digest. A code change therefore still changes the userdata (the
+nodes roll, canary first), and the preview of a pull request shows the code diff on the
+object and the new digest in the userdata. The bucket is private, encrypted, refuses plain
+HTTP and is reached from the private subnets through the VPC's S3 gateway endpoint.
+
+Its name must be known at preview (the userdata names it), so it is derived from the stack,
+the account and the region instead of being generated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+MAX_BUCKET_NAME = 63
+
+
+def bucket_name(name_prefix: str, account_id: str, region: str) -> str:
+    """Globally unique and stable: the stack's prefix, then the account and the region."""
+    suffix = f"-{account_id}-{region}-artifacts"
+    return f"{name_prefix[: MAX_BUCKET_NAME - len(suffix)].rstrip('-')}{suffix}"
+
+
+def artifact_key(kind: str, data: bytes, filename: str) -> str:
+    """`app/<sha256>/web_app.py`: the key changes exactly when the content does."""
+    return f"{kind}/{hashlib.sha256(data).hexdigest()}/{filename}"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    key: str
+    content: bytes
+    content_type: str
+
+
+@dataclass(frozen=True)
+class ArtifactsArgs:
+    bucket_name: str
+    artifacts: tuple[Artifact, ...]
+
+
+class Artifacts(pulumi.ComponentResource):
+    bucket_arn: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: ArtifactsArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("web-infra:artifacts:Artifacts", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        bucket = aws.s3.Bucket(
+            f"{name}-bucket",
+            bucket=args.bucket_name,
+            # Every object is the program's own and can be made again: destroy may empty it.
+            force_destroy=True,
+            opts=child,
+        )
+        aws.s3.BucketPublicAccessBlock(
+            f"{name}-no-public-access",
+            bucket=bucket.id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=child,
+        )
+        aws.s3.BucketOwnershipControls(
+            f"{name}-owner-enforced",
+            bucket=bucket.id,
+            rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
+            opts=child,
+        )
+        aws.s3.BucketPolicy(
+            f"{name}-tls-only",
+            bucket=bucket.id,
+            policy=bucket.arn.apply(_tls_only),
+            opts=child,
+        )
+        self.objects = [
+            aws.s3.BucketObjectv2(
+                f"{name}-{artifact.key.split('/', 1)[0]}",
+                bucket=bucket.id,
+                key=artifact.key,
+                # Text, so a pull request's preview shows the change line by line.
+                content=artifact.content.decode(),
+                content_type=artifact.content_type,
+                opts=child,
+            )
+            for artifact in args.artifacts
+        ]
+        self.bucket_arn = bucket.arn
+        self.register_outputs({"bucket_arn": self.bucket_arn})
+
+
+def _tls_only(bucket_arn: str) -> str:
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "DenyPlainHttp",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "s3:*",
+                    "Resource": [bucket_arn, f"{bucket_arn}/*"],
+                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                }
+            ],
+        }
+    )
