@@ -11,8 +11,8 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
-import time
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
