@@ -40,6 +40,7 @@ from components.metric_catalog import (
     dashboard_url,
     db_event_subscription_name,
     instance_ref,
+    rds_class_memory_gib,
 )
 
 HEALTH_CHECK_PORT = 80
@@ -121,6 +122,11 @@ class MonitoringArgs:
             )
         if not self.web_instance_ids:
             problems.append("web_instance_ids: empty; pass each web node's instance id by name")
+        if self.db_memory_gib is None:
+            try:
+                rds_class_memory_gib(self.db_instance_class)
+            except ValueError as error:
+                problems.append(f"db_instance_class: {error}")
         if problems:
             raise ValueError("invalid MonitoringArgs:\n  " + "\n  ".join(problems))
 

@@ -363,6 +363,16 @@ def cloud_config_fragment(catalogue: Catalogue, host: str, region: str) -> dict[
     return {"packages": list(PACKAGES[role]), "write_files": write_files, "runcmd": runcmd}
 
 
+def merge_fragment(document: dict[str, Any], fragment: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the cloud-config `document` with the fragment's lists appended to its own
+    (packages the document already lists are not repeated)."""
+    merged = dict(document)
+    for key, items in fragment.items():
+        present = list(merged.get(key, []))
+        merged[key] = present + [i for i in items if key != "packages" or i not in present]
+    return merged
+
+
 # --- IAM -----------------------------------------------------------------------------------------
 
 
