@@ -423,10 +423,10 @@ def estimated_max_connections(memory_gib: float) -> int:
     """MySQL's default `max_connections` on RDS for a class with this much memory.
 
     `DBInstanceClassMemory` is the class's memory less what RDS keeps for the OS and its own
-    agents; 256 MiB plus 2 % matches the published limits of 1 to 8 GiB classes within 5 %
+    agents; 256 MiB plus 2.5 % matches the published limits of 1 to 8 GiB classes within 8 %
     (66, 150, 312, 648 connections), erring low. Set `max_connections` in the parameter group
     to make the connections alarm exact."""
-    reserved = 256 * 1024**2 + 0.02 * memory_gib * GIB
+    reserved = 256 * 1024**2 + 0.025 * memory_gib * GIB
     return math.floor((memory_gib * GIB - reserved) / MYSQL_BYTES_PER_CONNECTION)
 
 

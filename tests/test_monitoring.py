@@ -151,7 +151,7 @@ def test_thresholds_that_depend_on_the_stack(two: MonitoringRun) -> None:
     assert storage["threshold"] == 4 * GIB, "20 % of 20 GiB"
     assert storage["dimensions"] == {"DBInstanceIdentifier": PRIMARY}
     connections = alarms[f"{PREFIX}-db-replica-connections"].inputs
-    assert connections["threshold"] == 49, "80 % of db.t4g.micro's ~62 connections"
+    assert connections["threshold"] == 48, "80 % of db.t4g.micro's ~61 connections"
     lag = alarms[f"{PREFIX}-db-replica-lag"].inputs
     assert (lag["metricName"], lag["dimensions"]) == (
         "ReplicaLag",
