@@ -15,6 +15,10 @@ STACK_OUTPUTS = (
     "public_subnet_ids",
     "private_subnet_ids",
     "security_group_ids",
+    "alarm_topic_arn",
+    "health_check_alarm_topic_arn",
+    "health_check_id",
+    "dashboard_url",
 )
 SECURITY_GROUP_KEYS = ("load_balancer", "web", "database")
 """The keys of the `security_group_ids` map."""

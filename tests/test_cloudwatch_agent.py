@@ -15,7 +15,7 @@ import yaml
 from monitoring_harness import shape
 from system_tools import require
 
-from components.metric_catalog import LOAD_BALANCER, StackShape, catalogue, log_sources
+from components.metric_catalog import LOAD_BALANCER, catalogue, log_sources
 from components.web_infrastructure import userdata_for
 from settings import MAX_WEB_NODES, load_settings
 from userdata import cloud_config
@@ -33,7 +33,6 @@ from userdata.cloudwatch_agent import (
     agent_policy,
     cloud_config_fragment,
     install_script,
-    merge_fragment,
     prometheus_config,
     validate_agent_config,
 )
@@ -146,42 +145,28 @@ def test_fragment_files_parse_back_to_the_built_configs() -> None:
 
 @pytest.fixture(scope="module")
 def largest() -> tuple[str, dict[str, str], dict[str, str]]:
-    """The biggest documents the program makes (20 nodes, a long stack name), each host's
-    document with the agent merged in, and each without."""
-    settings = load_settings({"webNodeCount": MAX_WEB_NODES}, stack="production-eu-central")
-    region = "ap-southeast-2"
-    load_balancer, web = userdata_for(settings, region)
-    stack = catalogue(
-        StackShape(
-            settings.name_prefix,
-            region,
-            tuple(settings.web_node_names),
-            settings.db_primary_identifier,
-            settings.db_replica_identifier,
-            settings.db_instance_class,
-            settings.db_allocated_storage_gb,
-        )
+    """The biggest documents the program makes (20 nodes, a long stack name), with the agent
+    merged in (and its bigger files offloaded to S3), by host."""
+    settings = load_settings(
+        {"webNodeCount": MAX_WEB_NODES, "dbInstanceClass": "db.r6g.large"},
+        stack="production-eu-central",
     )
-    before = {LOAD_BALANCER: load_balancer, **web}
-    after = {
-        host: cloud_config.render(
-            merge_fragment(cloud_config.parse(text), cloud_config_fragment(stack, host, region))
-        )
-        for host, text in before.items()
-    }
-    return region, before, after
+    region = "ap-southeast-2"
+    load_balancer, web = userdata_for(settings, region, "123456789012")
+    merged = {LOAD_BALANCER: load_balancer, **web}
+    return region, merged, merged
 
 
 def test_merged_userdata_stays_under_ec2s_limit(
     largest: tuple[str, dict[str, str], dict[str, str]],
 ) -> None:
     """render() refuses a document over 16 KiB; this keeps a margin for what comes next."""
-    _, before, after = largest
+    _, _, after = largest
     for host, text in after.items():
         size = len(text.encode())
-        assert size <= cloud_config.EC2_USERDATA_LIMIT - 1024, f"{host}: {size} bytes"
-        added = size - len(before[host].encode())
-        assert added <= (5600 if host == LOAD_BALANCER else 4400), f"{host} grew by {added}"
+        assert size <= cloud_config.EC2_USERDATA_LIMIT - 4096, f"{host}: {size} bytes"
+        document = cloud_config.parse(text)
+        assert any("install-cloudwatch-agent" in " ".join(step) for step in document["runcmd"])
 
 
 def test_merged_documents_pass_cloud_init_schema(
@@ -201,7 +186,9 @@ def test_merged_documents_pass_cloud_init_schema(
         )
         assert result.returncode == 0, f"{host}: {result.stdout}{result.stderr}"
         document = cloud_config.parse(after[host])
-        assert document["runcmd"][-1] == [INSTALL_SCRIPT_PATH], "the agent starts last"
+        steps = document["runcmd"]
+        assert steps[-2] == [INSTALL_SCRIPT_PATH], "the agent starts after the services"
+        assert steps[-1][1] == "/usr/local/lib/web-infra/report_ready.py", "readiness is last"
         assert document["packages"].count("gnupg") == 1
 
 
@@ -321,3 +308,27 @@ def test_install_script_is_valid_sh() -> None:
     assert lines[0] == "#!/bin/sh"
     assert not [line for line in lines[1:] if line.lstrip().startswith("#")], "comments stay home"
     assert "region=us-east-1" in lines
+
+
+def test_the_shipped_configs_serve_what_the_agent_scrapes() -> None:
+    """HAProxy's exporter and Nginx's stub_status are where the agent's config looks for them."""
+    from userdata import cloud_config  # noqa: PLC0415
+    from userdata.cloudwatch_agent import (  # noqa: PLC0415
+        HAPROXY_METRICS,
+        NGINX_STATUS,
+        haproxy_exporter_directive,
+        nginx_status_server,
+    )
+
+    haproxy = cloud_config.render_template(
+        "haproxy.cfg", frontend_port=80, servers="", max_nodes=20
+    )
+    stats = haproxy[haproxy.index("frontend stats") :]
+    assert f"bind {HAPROXY_METRICS.address}\n" in stats
+    assert f"    {haproxy_exporter_directive()}\n" in stats
+    nginx = cloud_config.render_template(
+        "nginx.conf", node_name="web-1", web_port=80, load_balancer_cidr="10.0.0.0/16"
+    )
+    block = "\n".join("    " + line if line else "" for line in nginx_status_server().splitlines())
+    assert block in nginx, "the stub_status server, as the exporter expects it"
+    assert NGINX_STATUS.host == "127.0.0.1", "never reachable from outside the host"
