@@ -125,6 +125,8 @@ class Localizer:
                 f"listen *:{cloud_config.WEB_PORT} default_server;",
                 f"listen {address}:{self.ports.http} default_server;",
             ),
+            # Every node's status server would want 127.0.0.1:8080: each gets its own address.
+            ("listen 127.0.0.1:8080;", f"listen {address}:{self.ports.status};"),
         ]
         if not self.is_root:
             nginx.append(("user www-data;\n", ""))

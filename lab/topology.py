@@ -46,12 +46,14 @@ class Ports:
     """HAProxy's stats page, on the load balancer's own address."""
     dns: int
     aws: int
+    status: int
+    """Nginx's stub_status on each web node's own address (loopback-only on AWS)."""
 
     @staticmethod
     def for_user(is_root: bool) -> Ports:
         if is_root:
-            return Ports(http=80, mysql=3306, stats=8404, dns=53, aws=5000)
-        return Ports(http=8080, mysql=13306, stats=18404, dns=10053, aws=5000)
+            return Ports(http=80, mysql=3306, stats=8404, dns=53, aws=5000, status=8080)
+        return Ports(http=8080, mysql=13306, stats=18404, dns=10053, aws=5000, status=18080)
 
 
 @dataclass(frozen=True)
