@@ -45,6 +45,7 @@ from components.web_infrastructure import render_hosts
 from lab import aws, dns, mariadb, processes, public_address
 from lab.localize import LAB_ACCOUNT, LAB_REGION, LabError, Localizer
 from lab.processes import Daemon
+from lab.tls import write_tls_files
 from lab.topology import Host, Network, Ports, Topology, network_of
 from settings import Settings, load_settings, load_stack_file, rollout_batches, web_node_names
 
@@ -300,6 +301,9 @@ class Lab:
     def _bring_up_databases(self, state: State) -> None:
         """Two MariaDB servers standing in for RDS: the primary, and a replica fed by GTID."""
         started = {}
+        tls = write_tls_files(self.state / "tls", name="lab")
+        if state.is_root:  # mariadbd runs as mysql
+            shutil.chown(tls.key, "mysql")
         for host, octet in (("db-primary", 51), ("db-replica", 52)):
             instance = self._instance(state, host, "database", self.network.address(octet))
             server = self._server(state, instance)
@@ -309,7 +313,7 @@ class Lab:
                 instance,
                 Spec(
                     f"{host}/mariadbd",
-                    mariadb.server_command(server, replica=host == "db-replica"),
+                    mariadb.server_command(server, replica=host == "db-replica", tls=tls),
                     "mariadbd.log",
                 ),
                 self._ready_check(state, instance, "mariadbd"),
@@ -395,7 +399,12 @@ class Lab:
         localizer = self._localizer(state)
         self._fetch_files(state, localizer.fetch_files(userdata, directory), directory)
         files = localizer.web_node(
-            userdata, node, directory, instance.address, self.state / "credentials.json"
+            userdata,
+            node,
+            directory,
+            instance.address,
+            self.state / "credentials.json",
+            database_ca=self.ca_file,
         )
         self._start(
             state,
@@ -691,6 +700,11 @@ class Lab:
             instance.host, "database", instance.address, Ports.for_user(state.is_root).mysql
         )
         return mariadb.Server(host, Path(instance.directory), 1 if host.name == "db-primary" else 2)
+
+    @property
+    def ca_file(self) -> Path:
+        """The lab's CA, which signed the database servers' certificates."""
+        return self.state / "tls" / "lab-ca.pem"
 
     def instance(self, host: str) -> Instance:
         """The instance that serves as `host` now."""

@@ -10,8 +10,9 @@ readiness report from `runcmd`, and changes only what must differ locally:
   (HAProxy still finds every web node by its name in the private zone, with the same
   `server` lines, through the lab's DNS server);
 - the app's database: the database hosts' addresses (the app resolves names with the system
-  resolver, which the lab cannot point at its DNS server) and the DB password from a file
-  instead of the RDS-managed secret;
+  resolver, which the lab cannot point at its DNS server), the lab's CA instead of the RDS CA
+  bundle (the same TLS check), and the DB password from a file instead of the RDS-managed
+  secret;
 - the readiness report's local check URL and where it finds the userdata and instance id.
 
 Every rewrite must find the text it replaces, so a change to the userdata that the lab does not
@@ -108,7 +109,14 @@ class Localizer:
         return path
 
     def web_node(
-        self, userdata: str, name: str, directory: Path, address: str, credentials: Path
+        self,
+        userdata: str,
+        name: str,
+        directory: Path,
+        address: str,
+        credentials: Path,
+        *,
+        database_ca: Path,
     ) -> WebNodeFiles:
         (directory / "etc").mkdir(parents=True, exist_ok=True)
         (directory / "nginx-temp").mkdir(exist_ok=True)
@@ -127,6 +135,11 @@ class Localizer:
             ),
             # Every node's status server would want 127.0.0.1:8080: each gets its own address.
             ("listen 127.0.0.1:8080;", f"listen {address}:{self.ports.status};"),
+            # HAProxy connects from the lab's network, not from the VPC's range.
+            (
+                f"set_real_ip_from {self.topology.settings.vpc_cidr};",
+                f"set_real_ip_from {self.topology.network.prefix}.0/24;",
+            ),
         ]
         if not self.is_root:
             nginx.append(("user www-data;\n", ""))
@@ -152,8 +165,9 @@ class Localizer:
         database["primary_host"] = self._database_address(database["primary_host"])
         database["replica_host"] = self._database_address(database["replica_host"])
         database["port"] = self.ports.mysql
-        # The lab's MariaDB has no RDS certificate, and no Secrets Manager holds its password.
-        del database["tls_ca_file"]
+        # The lab's MariaDB has the lab CA's certificate, not RDS's, and no Secrets Manager
+        # holds its password.
+        database["tls_ca_file"] = str(database_ca)
         config["credentials"] = {"source": "file", "path": str(credentials)}
         app_config = directory / "etc" / "config.json"
         app_config.write_text(json.dumps(config, indent=2) + "\n")

@@ -3,7 +3,10 @@
 RDS creates the database, the master user with its managed password, and the replica's
 replication; here the lab does the same by hand: the database and user the program declares
 (`DATABASE_NAME`, `MASTER_USERNAME`), a random password in a 0600 file in the state folder
-(the lab's stand-in for the secret), and asynchronous GTID replication like RDS MySQL's.
+(the lab's stand-in for the secret), and asynchronous GTID replication like RDS MySQL's, over
+TLS. Like RDS with web-infra's parameter group, the servers refuse TCP without TLS; their
+certificate comes from the lab's own CA (lab/tls.py), which the app verifies as it does the RDS
+CA bundle.
 Administration goes through the `mariadb` client on each server's Unix socket as the OS user
 that owns the lab, so no admin password exists at all.
 """
@@ -22,6 +25,7 @@ from pathlib import Path
 from components.web_infrastructure import DATABASE_NAME, MASTER_USERNAME
 from lab.localize import LabError
 from lab.processes import program
+from lab.tls import TlsFiles
 from lab.topology import Host
 
 REPLICATION_USER = "replication"
@@ -78,7 +82,7 @@ def initialise(server: Server) -> None:
         )
 
 
-def server_command(server: Server, *, replica: bool) -> list[str]:
+def server_command(server: Server, *, replica: bool, tls: TlsFiles | None = None) -> list[str]:
     command = [
         program("mariadbd"),
         "--no-defaults",
@@ -102,6 +106,15 @@ def server_command(server: Server, *, replica: bool) -> list[str]:
     if replica:
         # Read-only like an RDS replica; notice a dead primary fast, and reconnect by itself.
         command += ["--read-only=1", "--slave-net-timeout=5"]
+    if tls is not None:
+        # TLS required on every TCP connection, as the web-infra parameter group makes RDS do
+        # (the admin's Unix socket is exempt).
+        command += [
+            f"--ssl-ca={tls.ca}",
+            f"--ssl-cert={tls.certificate}",
+            f"--ssl-key={tls.key}",
+            "--require-secure-transport=ON",
+        ]
     return command
 
 
@@ -154,7 +167,7 @@ def start_replication(replica: Server, primary: Host, replication_password: str)
         f"""
         CHANGE MASTER TO MASTER_HOST='{primary.address}', MASTER_PORT={primary.port},
           MASTER_USER='{REPLICATION_USER}', MASTER_PASSWORD='{replication_password}',
-          MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1;
+          MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_SSL=1;
         START SLAVE;
         """,
     )
@@ -183,3 +196,10 @@ def replication_summary(replica: Server) -> str:
 
 def gtid_position(server: Server, variable: str) -> str:
     return sql(server, f"SELECT @@{variable}").stdout.strip()
+
+
+def has_applied(replica: Server, position: str) -> bool:
+    """Whether the replica has applied every transaction up to the primary's GTID `position`
+    (it may be further along: the app's heartbeat keeps writing)."""
+    answer = sql(replica, f"SELECT MASTER_GTID_WAIT('{position}', 0)", check=False)
+    return answer.returncode == 0 and answer.stdout.strip() == "0"

@@ -28,10 +28,10 @@ from fake_mysql import (
     call,
     make_app,
     web_app,
-    write_tls_files,
 )
 from moto import mock_aws
 
+from lab.tls import write_tls_files
 from userdata.cloud_config import TEMPLATES, AppDatabase
 
 

@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_mysql import TlsFiles, web_app, write_tls_files
+from fake_mysql import web_app
 from system_tools import require
 
 from lab import mariadb, processes
+from lab.tls import TlsFiles, write_tls_files
 from lab.topology import Host
 from userdata import cloud_config
 
