@@ -27,6 +27,7 @@ import pulumi_random as random
 ENGINE = "mysql"
 ENGINE_VERSION = "8.4"
 PARAMETER_GROUP_FAMILY = "mysql8.4"
+MAX_CONNECT_ERRORS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,16 @@ class Database(pulumi.ComponentResource):
         parameters = aws.rds.ParameterGroup(
             f"{name}-parameters",
             family=PARAMETER_GROUP_FAMILY,
-            description="web-infra MySQL: TLS only",
+            description="web-infra MySQL: TLS only, no host blocking",
             parameters=[
-                aws.rds.ParameterGroupParameterArgs(name="require_secure_transport", value="1")
+                aws.rds.ParameterGroupParameterArgs(name="require_secure_transport", value="1"),
+                # While the database hangs, every connection attempt the web nodes make times
+                # out mid-handshake, and MySQL blocks a host after max_connect_errors (100)
+                # such errors until FLUSH HOSTS: the nodes would stay locked out after the
+                # database recovered. Security groups already decide who may connect.
+                aws.rds.ParameterGroupParameterArgs(
+                    name="max_connect_errors", value=str(MAX_CONNECT_ERRORS)
+                ),
             ],
             opts=child,
         )

@@ -66,6 +66,10 @@ def parser() -> argparse.ArgumentParser:
     stop.add_argument("--kill", action="store_true", help="SIGKILL: a crash, not a shutdown")
     start = commands.add_parser("start", help="start a stopped host again")
     start.add_argument("host")
+    freeze = commands.add_parser("freeze", help="hang a host (SIGSTOP): it keeps its sockets")
+    freeze.add_argument("host")
+    thaw = commands.add_parser("thaw", help="let a frozen host go on (SIGCONT)")
+    thaw.add_argument("host")
     scale = commands.add_parser(
         "scale", help="change the number of web nodes (DNS and nodes only, as pulumi up does)"
     )
@@ -104,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "start":
             lab.start_host(args.host)
             print(f"{args.host} started")
+        elif args.command == "freeze":
+            lab.freeze(args.host)
+            print(f"{args.host} frozen; `python -m lab thaw {args.host}` lets it go on")
+        elif args.command == "thaw":
+            lab.thaw(args.host)
+            print(f"{args.host} thawed")
         elif args.command == "scale":
             lab.scale(args.web_nodes)
             print(f"{args.web_nodes} web nodes serve\n")

@@ -670,6 +670,19 @@ class Lab:
         state = self._load()
         self._stop_instance(state.current(name), signal.SIGKILL if kill else signal.SIGTERM)
 
+    def freeze(self, name: str) -> None:
+        """Hang a host without closing its sockets (SIGSTOP): connections stay open and
+        nothing answers, as when a database stalls."""
+        for spec in self._load().current(name).daemons:
+            if spec.running() and spec.pid:
+                os.kill(spec.pid, signal.SIGSTOP)
+
+    def thaw(self, name: str) -> None:
+        """Let a frozen host go on (SIGCONT)."""
+        for spec in self._load().current(name).daemons:
+            if spec.pid and spec.running():
+                os.kill(spec.pid, signal.SIGCONT)
+
     def start_host(self, name: str) -> None:
         state = self._load()
         instance = state.current(name)

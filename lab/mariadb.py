@@ -22,6 +22,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from components.database import MAX_CONNECT_ERRORS
 from components.web_infrastructure import DATABASE_NAME, MASTER_USERNAME
 from lab.localize import LabError
 from lab.processes import program
@@ -95,6 +96,8 @@ def server_command(server: Server, *, replica: bool, tls: TlsFiles | None = None
         f"--user={_os_user()}",
         f"--server-id={server.server_id}",
         "--skip-name-resolve",
+        # As the stack's parameter group: a hang must not get the web nodes' host blocked.
+        f"--max-connect-errors={MAX_CONNECT_ERRORS}",
         "--character-set-server=utf8mb4",
         "--innodb-buffer-pool-size=64M",
         # GTID replication in row format, as RDS MySQL replicas use.

@@ -99,6 +99,7 @@ def stop(daemon: Daemon, *, sig: int = signal.SIGTERM, timeout: float = 15.0) ->
     """
     if not is_running(daemon):
         return
+    os.kill(daemon.pid, signal.SIGCONT)  # a frozen daemon (lab freeze) must see the signal
     os.kill(daemon.pid, sig)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -24,6 +24,7 @@ LAB_NETWORKS = {
     "test-ops": "127.0.21",
     "test-scale": "127.0.22",
     "test-errors": "127.0.23",
+    "test-faults": "127.0.26",
     "bench": "127.0.30",
 }
 PUBLIC = 10  # the "Elastic IP": what users connect to

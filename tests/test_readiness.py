@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,37 @@ def test_a_host_whose_service_never_answers_does_not_report(ssm: Any, tmp_path: 
     assert result.returncode == 1
     assert "did not answer within 1 s; not reporting ready" in result.stderr
     assert ssm.get_parameter(Name=PARAMETER)["Parameter"]["Value"] == "{}"
+
+
+def test_an_unreachable_aws_does_not_hold_up_the_end_of_boot(
+    healthy_service: str, tmp_path: Path
+) -> None:
+    """Measured in the boot lab: with SSM unreachable, boto's own retries made the report block
+    cloud-init for 394 s. The report is bounded by its own deadline."""
+    started = time.monotonic()
+    result = subprocess.run(
+        [
+            "/usr/bin/python3",
+            str(SCRIPT),
+            "--parameter",
+            PARAMETER,
+            "--region",
+            REGION,
+            "--check-url",
+            healthy_service,
+            "--write-deadline",
+            "3",
+            *boot_files(tmp_path, "i-0lonely"),
+        ],
+        env={**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"},  # nothing listens there
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "writing /web-infra-test/ready/web-1 failed" in result.stderr
+    assert time.monotonic() - started < 20
 
 
 def test_a_gate_that_times_out_names_the_host_and_where_to_look(ssm: Any) -> None:

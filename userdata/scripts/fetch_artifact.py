@@ -63,8 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     import boto3  # noqa: PLC0415 - the system's python3-boto3, installed by cloud-init
 
     # Ubuntu 24.04's boto3 reads AWS_ENDPOINT_URL by itself; older ones (the lab's) do not.
+    from botocore.config import Config  # noqa: PLC0415
+
+    # Short timeouts and no retries of boto's own: `download` bounds every file's attempts,
+    # so an unreachable S3 fails the boot in about two minutes instead of hanging it.
     client = boto3.client(
-        "s3", region_name=args.region, endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None
+        "s3",
+        region_name=args.region,
+        endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+        config=Config(connect_timeout=5, read_timeout=15, retries={"total_max_attempts": 1}),
     )
     for key, sha256, destination, mode in args.file:
         data = download(client, args.bucket, key)

@@ -27,6 +27,7 @@ import urllib.request
 USERDATA = "/var/lib/cloud/instance/user-data.txt"
 INSTANCE_ID = "/var/lib/cloud/data/instance-id"
 WRITE_ATTEMPTS = 12  # the instance role may need a minute to be usable after launch
+WRITE_DEADLINE_SECONDS = 120  # then the host gives up; its gate says where to look
 
 
 def log(message: str) -> None:
@@ -60,15 +61,28 @@ def build_report(userdata_file: str, instance_id_file: str) -> dict[str, str]:
 
 
 def write_report(
-    parameter: str, region: str, report: dict[str, str], attempts: int = WRITE_ATTEMPTS
+    parameter: str,
+    region: str,
+    report: dict[str, str],
+    attempts: int = WRITE_ATTEMPTS,
+    deadline_seconds: float = WRITE_DEADLINE_SECONDS,
 ) -> bool:
     import boto3  # noqa: PLC0415 - only needed once the service answers
+    from botocore.config import Config  # noqa: PLC0415
 
     # Ubuntu 24.04's boto3 reads AWS_ENDPOINT_URL by itself; older ones (the lab's) do not.
+    # Short timeouts and no retries of boto's own: the loop below bounds the whole report,
+    # so an unreachable endpoint cannot hold up the end of boot for long.
     client = boto3.client(
-        "ssm", region_name=region, endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None
+        "ssm",
+        region_name=region,
+        endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+        config=Config(connect_timeout=5, read_timeout=10, retries={"total_max_attempts": 1}),
     )
+    deadline = time.monotonic() + deadline_seconds
     for attempt in range(1, attempts + 1):
+        if time.monotonic() > deadline:
+            break
         try:
             client.put_parameter(
                 Name=parameter, Value=json.dumps(report), Type="String", Overwrite=True
@@ -86,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--region", required=True)
     parser.add_argument("--check-url", required=True, help="answers 2xx once the host serves")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds to wait for it")
+    parser.add_argument(
+        "--write-deadline",
+        type=float,
+        default=WRITE_DEADLINE_SECONDS,
+        help="seconds to keep trying to write the report",
+    )
     parser.add_argument("--userdata-file", default=USERDATA)
     parser.add_argument("--instance-id-file", default=INSTANCE_ID)
     args = parser.parse_args(argv)
@@ -94,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{args.check_url} did not answer within {args.timeout:g} s; not reporting ready")
         return 1
     report = build_report(args.userdata_file, args.instance_id_file)
-    if not write_report(args.parameter, args.region, report):
+    if not write_report(args.parameter, args.region, report, deadline_seconds=args.write_deadline):
         return 2
     log(f"reported {args.parameter} = {json.dumps(report)}")
     return 0
