@@ -38,6 +38,16 @@ def readiness_report(settings: Settings, region: str) -> cloud_config.ReadinessR
     return cloud_config.ReadinessReport(settings.readiness_parameter_prefix, region)
 
 
+def site_tls(settings: Settings) -> cloud_config.SiteTls:
+    """HTTPS at the load balancer, as the settings ask for it."""
+    return cloud_config.SiteTls(
+        domain=settings.domain,
+        acme_email=settings.acme_email,
+        acme_directory_url=settings.acme_directory_url,
+        hsts_max_age_seconds=settings.hsts_max_age_seconds if settings.hsts else None,
+    )
+
+
 def app_artifact(
     settings: Settings, region: str, account_id: str, app_source: bytes | None = None
 ) -> tuple[cloud_config.AppArtifact, Artifact]:
@@ -61,7 +71,9 @@ def userdata_for(
     zone = settings.internal_zone
     readiness = readiness_report(settings, region)
     app, _ = app_artifact(settings, region, account_id, app_source)
-    load_balancer = cloud_config.render(cloud_config.load_balancer_cloud_config(zone, readiness))
+    load_balancer = cloud_config.render(
+        cloud_config.load_balancer_cloud_config(zone, readiness, site_tls(settings))
+    )
     database = cloud_config.AppDatabase(
         zone=zone,
         database_name=DATABASE_NAME,
