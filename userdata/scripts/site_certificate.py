@@ -19,8 +19,9 @@ SELF_SIGNED_DAYS = 3650
 ISSUED_MARKER = "issued"  # the pattern of HAProxy's `certificate_issued` ACL
 
 
-def log(message: str) -> None:
-    print(f"site-certificate: {message}", file=sys.stderr, flush=True)
+def log(message: str, *, failure: bool = True) -> None:
+    # certbot reports a hook's standard error as errors, so success goes to standard output.
+    print(f"site-certificate: {message}", file=sys.stderr if failure else sys.stdout, flush=True)
 
 
 def write_private(path: Path, data: str) -> None:
@@ -38,7 +39,7 @@ def write_private(path: Path, data: str) -> None:
 
 def self_signed(name: str, certificate: Path) -> int:
     if certificate.exists():
-        log(f"{certificate} exists; keeping it")
+        log(f"{certificate} exists; keeping it", failure=False)
         return 0
     with tempfile.TemporaryDirectory() as work:
         key, cert = Path(work, "key.pem"), Path(work, "cert.pem")
@@ -63,7 +64,7 @@ def self_signed(name: str, certificate: Path) -> int:
             log(f"openssl could not make a certificate: {result.stderr.strip()}")
             return 1
         write_private(certificate, cert.read_text() + key.read_text())
-    log(f"made a self-signed certificate for {name} in {certificate}")
+    log(f"made a self-signed certificate for {name} in {certificate}", failure=False)
     return 0
 
 
@@ -102,7 +103,7 @@ def deploy(certificate: Path, socket_path: str, issued_acl: Path, lineage: str) 
         if added.strip():
             log(f"HAProxy did not switch on the redirect to HTTPS: {added.strip()}")
             return 1
-    log(f"HAProxy serves the certificate from {live} (no restart)")
+    log(f"HAProxy serves the certificate from {live} (no restart)", failure=False)
     return 0
 
 
@@ -112,7 +113,7 @@ def obtain(command: list[str], first_delay: float, max_delay: float) -> int:
     while True:
         result = subprocess.run(command, check=False)  # noqa: S603 - the unit's own command
         if result.returncode == 0:
-            log(f"certificate obtained on attempt {attempt}")
+            log(f"certificate obtained on attempt {attempt}", failure=False)
             return 0
         log(
             f"ACME attempt {attempt} failed (exit {result.returncode}; see certbot's log); "
