@@ -25,6 +25,7 @@ from components.internal_dns import InternalDns, InternalDnsArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs
 from components.network import Network, NetworkArgs
 from components.readiness_gate import GateSettings
+from components.site_record import SiteRecord, SiteRecordArgs
 from components.stack_outputs import STACK_OUTPUTS
 from components.web_tier import WebNode, WebTier, WebTierArgs
 from settings import AwsProviderSettings, Settings, cpu_architecture
@@ -245,13 +246,33 @@ class WebInfrastructure(pulumi.ComponentResource):
             opts=child,
         )
 
+        if settings.domain and settings.public_zone_id:
+            SiteRecord(
+                f"{prefix}-site-record",
+                SiteRecordArgs(
+                    zone_id=settings.public_zone_id,
+                    domain=settings.domain,
+                    public_ip=load_balancer.public_ip,
+                ),
+                opts=child,
+            )
+        https_url = (
+            pulumi.Output.from_input(f"https://{settings.domain}")
+            if settings.domain
+            else load_balancer.public_dns.apply(lambda dns: f"https://{dns}")
+        )
+
         self.network = network
         self.firewall = firewall
         self.database = database
         self.web = web
         self.load_balancer = load_balancer
         self.outputs = {
-            "url": load_balancer.public_dns.apply(lambda dns: f"http://{dns}"),
+            "url": https_url
+            if settings.domain
+            else load_balancer.public_dns.apply(lambda dns: f"http://{dns}"),
+            "https_enabled": pulumi.Output.from_input(settings.domain is not None),
+            "https_url": https_url,
             "load_balancer_public_ip": load_balancer.public_ip,
             "load_balancer_public_dns": load_balancer.public_dns,
             "web_private_ips": web.private_ips,
