@@ -158,8 +158,10 @@ class Lab:
         self.stack = stack
         self.state_file = self.state / "state.json"
         self.ready_timeout = READY_TIMEOUT_SECONDS
-        self.https = True
-        """The site has a domain (the lab's) and gets its certificate from the lab's ACME CA."""
+        self.https = False
+        """The site has a domain (the lab's) and gets its certificate from the lab's ACME CA
+        (`python -m lab up` does this by default); False: a self-signed certificate on 443 and
+        HTTP not redirected, as a stack without a domain."""
         self.acme_at_boot = True
         """Start the ACME CA with the lab; False: it is down until `start_acme()`."""
         self.events: list[Event] = []

@@ -128,6 +128,7 @@ def lab() -> Iterator[Lab]:
     for tool in ("haproxy", "nginx", "mariadbd", "dnsmasq", "certbot", "pebble", "openssl"):
         require(tool)
     lab = Lab(LAB)
+    lab.https = True
     with lab.running():
         wait_for(lambda: ca_issued(lab), "the certificate from the lab's ACME server")
         yield lab
@@ -222,6 +223,7 @@ def test_with_the_acme_server_down_at_boot_the_site_serves_then_gets_its_certifi
     for tool in ("haproxy", "nginx", "mariadbd", "dnsmasq", "certbot", "pebble"):
         require(tool)
     lab = Lab(LAB)
+    lab.https = True
     lab.acme_at_boot = False
     with lab.running():
         assert lab.status()["ca_file"] is None
