@@ -104,6 +104,7 @@ class RequestStream:
         if self._context is None:
             return http.client.HTTPConnection(self._host, self._port, timeout=10), 0
         raw = socket.create_connection((self.address or self._host, self._port), timeout=10)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as http.client does
         tls = self._context.wrap_socket(raw, server_hostname=self._host)
         certificate = tls.getpeercert() or {}
         connection = http.client.HTTPSConnection(self._host, self._port, timeout=10)

@@ -203,13 +203,13 @@ class TestSiteWithACertificateFromTheAcmeServer:
             time.sleep(2)
             lab.renew_certificate()
             renewed_at = stream.elapsed()
-            time.sleep(2)
+            time.sleep(3)
         failures = stream.failures()
         assert not failures, [(a.at, a.status, a.error) for a in failures[:5]]
         serials = {a.serial for a in stream.answers}
         old = int(str(before["serialNumber"]), 16)
         new = {a.serial for a in stream.since(renewed_at)}
-        assert len(stream.answers) >= 100
+        assert len(stream.answers) >= 50, "a stream, not a handful of requests"
         assert old in serials
         assert new, "connections after the renewal"
         assert old not in new, "every connection after the renewal sees the new certificate"
