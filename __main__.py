@@ -28,6 +28,14 @@ except SettingsError as error:
 # An explicit provider, so that every AWS resource carries these tags. It does not read the
 # stack's aws:* settings by itself: each one the program honours is passed on here (the
 # settings loader refuses any other, instead of ignoring it).
+provider_tags = aws.ProviderDefaultTagsArgs(
+    tags={
+        **aws_settings.default_tags,
+        "Project": settings.project,
+        "Stack": settings.stack,
+        "ManagedBy": "pulumi",
+    }
+)
 provider = aws.Provider(
     "aws",
     region=aws_settings.region,
@@ -35,20 +43,24 @@ provider = aws.Provider(
     allowed_account_ids=list(aws_settings.allowed_account_ids) or None,
     forbidden_account_ids=list(aws_settings.forbidden_account_ids) or None,
     max_retries=aws_settings.max_retries,
-    default_tags=aws.ProviderDefaultTagsArgs(
-        tags={
-            **aws_settings.default_tags,
-            "Project": settings.project,
-            "Stack": settings.stack,
-            "ManagedBy": "pulumi",
-        }
-    ),
+    default_tags=provider_tags,
+)
+# Route 53 publishes health-check metrics only in us-east-1: the outside-in alarm lives there.
+us_east_1 = aws.Provider(
+    "aws-us-east-1",
+    region="us-east-1",
+    profile=aws_settings.profile,
+    allowed_account_ids=list(aws_settings.allowed_account_ids) or None,
+    forbidden_account_ids=list(aws_settings.forbidden_account_ids) or None,
+    max_retries=aws_settings.max_retries,
+    default_tags=provider_tags,
 )
 infrastructure = WebInfrastructure(
     settings.name_prefix,
     settings,
     aws_settings,
     opts=pulumi.ResourceOptions(providers={"aws": provider}),
+    us_east_1=us_east_1,
 )
 for key, value in infrastructure.outputs.items():
     pulumi.export(key, value)

@@ -21,6 +21,12 @@ from typing import Any
 
 import yaml
 
+from components.metric_catalog import (
+    LOG_RETENTION_DAYS_ALLOWED,
+    estimated_max_connections,
+    rds_class_memory_gib,
+)
+
 NAMESPACE = "web-infra"
 
 MIN_WEB_NODES = 2  # active-active needs two; fewer is a single point of failure
@@ -28,6 +34,12 @@ MIN_WEB_NODES = 2  # active-active needs two; fewer is a single point of failure
 # with the node count; the /16 private subnets stay small.
 MAX_WEB_NODES = 20
 CPU_ARCHITECTURES = ("amd64", "arm64")  # Ubuntu's names, as in Canonical's AMI parameters
+# What one web node may hold open to one database (see database_connections_needed): the
+# gunicorn workers per node and the app's query slots per worker and server.
+GUNICORN_WORKERS = 2
+APP_MAX_CONCURRENT_QUERIES = 5
+DATABASE_CONNECTION_HEADROOM = 10
+_CONNECTIONS_PER_NODE = GUNICORN_WORKERS * (APP_MAX_CONCURRENT_QUERIES + 1)
 
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 _DB_INSTANCE_CLASS = re.compile(r"^db\.[a-z][a-z0-9-]*\.[a-z0-9]+$")
@@ -102,6 +114,12 @@ class Settings:
     """`hsts`: send Strict-Transport-Security once the CA-issued certificate serves."""
     hsts_max_age_seconds: int
     """`hstsMaxAgeSeconds`: how long browsers insist on HTTPS, 300 s to 2 years."""
+    db_max_replica_lag_seconds: int
+    """`dbMaxReplicaLagSeconds`: staler than this, the replica is not read (the primary is)."""
+    alarm_email: str | None
+    """`alarmEmail`: an address subscribed to the stack's alarm topic (AWS asks to confirm)."""
+    log_retention_days: int
+    """`logRetentionDays`: how long the hosts' logs are kept in CloudWatch Logs."""
 
     @property
     def name_prefix(self) -> str:
@@ -265,6 +283,22 @@ def _acme_directory_url(raw: Any) -> str:
     return raw
 
 
+def _one_of_numbers(allowed: tuple[int, ...]) -> Callable[[Any], int]:
+    def parse(raw: Any) -> int:
+        message = "one of " + ", ".join(map(str, allowed))
+        if isinstance(raw, bool):
+            raise ValueError(message)
+        try:
+            value = int(raw)
+        except (TypeError, ValueError):
+            raise ValueError(message) from None
+        if value not in allowed:
+            raise ValueError(message)
+        return value
+
+    return parse
+
+
 @dataclass(frozen=True)
 class _Key:
     name: str
@@ -326,6 +360,16 @@ _KEYS = (
         HSTS_MAX_AGE_LIMIT,
         _integer(300, HSTS_MAX_AGE_LIMIT),
     ),
+    _Key("dbMaxReplicaLagSeconds", "db_max_replica_lag_seconds", 3, _integer(1, 300)),
+    _Key(
+        "alarmEmail",
+        "alarm_email",
+        None,
+        _matching(
+            re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$"), "an e-mail address like ops@example.com"
+        ),
+    ),
+    _Key("logRetentionDays", "log_retention_days", 30, _one_of_numbers(LOG_RETENTION_DAYS_ALLOWED)),
 )
 KNOWN_KEYS = tuple(key.name for key in _KEYS)
 
@@ -390,16 +434,39 @@ def load_settings(raw: Mapping[str, Any], *, project: str = NAMESPACE, stack: st
     return Settings(project=project, stack=stack, **fields)
 
 
+def database_connections_needed(web_nodes: int) -> int:
+    """The most connections the web tier may open to one database instance, with headroom:
+    per node, each gunicorn worker's pool to that server (its query slots and one background
+    connection for the heartbeat and breaker probes), plus RDS's own and replication's."""
+    return web_nodes * _CONNECTIONS_PER_NODE + DATABASE_CONNECTION_HEADROOM
+
+
 def _cross_key_problems(fields: dict[str, Any]) -> list[str]:
     """Rules between keys, checked only when each key on its own is valid."""
     problems = []
-    storage, limit = (
+    nodes, db_class = fields.get("web_node_count"), fields.get("db_instance_class")
+    if isinstance(nodes, int) and isinstance(db_class, str):
+        try:
+            limit = estimated_max_connections(rds_class_memory_gib(db_class))
+        except ValueError as error:
+            problems.append(f"{NAMESPACE}:dbInstanceClass = {db_class!r}: {error}")
+        else:
+            needed = database_connections_needed(nodes)
+            if needed > limit:
+                fits = max(1, (limit - DATABASE_CONNECTION_HEADROOM) // _CONNECTIONS_PER_NODE)
+                problems.append(
+                    f"{NAMESPACE}:webNodeCount = {nodes} may open {needed} connections to each "
+                    f"database, but {db_class} allows about {limit}: use a larger "
+                    f"dbInstanceClass (e.g. db.t4g.medium allows about 311) or at most {fits} "
+                    "web nodes"
+                )
+    storage, ceiling = (
         fields.get("db_allocated_storage_gb"),
         fields.get("db_max_allocated_storage_gb"),
     )
-    if isinstance(storage, int) and isinstance(limit, int) and limit <= storage:
+    if isinstance(storage, int) and isinstance(ceiling, int) and ceiling <= storage:
         problems.append(
-            f"{NAMESPACE}:dbMaxAllocatedStorageGb = {limit} must be larger than "
+            f"{NAMESPACE}:dbMaxAllocatedStorageGb = {ceiling} must be larger than "
             f"dbAllocatedStorageGb = {storage}, or storage could never grow; raise it"
         )
     domain = fields.get("domain")

@@ -1,12 +1,13 @@
-"""Where hosts get the application's code: a private S3 bucket, one object per version of it.
+"""Where hosts get the files too big for their userdata: a private S3 bucket, one object each.
 
-EC2 userdata is limited to 16 KiB, and the app's code alone would take most of it. So the code
-lives in S3 under a key made of its SHA-256 (content-addressed: a new version is a new object,
-and an instance always fetches exactly the bytes it was launched for), and the web nodes'
-userdata names that key and digest. A code change therefore still changes the userdata (the
-nodes roll, canary first), and the preview of a pull request shows the code diff on the
-object and the new digest in the userdata. The bucket is private, encrypted, refuses plain
-HTTP and is reached from the private subnets through the VPC's S3 gateway endpoint.
+EC2 userdata is limited to 16 KiB, and the app's code alone would take most of it. So the big
+files (the app's code, scripts, the metrics agent's config; see userdata/shipping.py) live in
+S3 under keys made of their SHA-256 (content-addressed: a new version is a new object, and an
+instance always fetches exactly the bytes it was launched for), and each host's userdata names
+those keys and digests. A code change therefore still changes the userdata (the nodes roll,
+canary first), and the preview of a pull request shows the code diff on the object and the new
+digest in the userdata. The bucket is private, encrypted, refuses plain HTTP and is reached
+through the VPC's S3 gateway endpoint.
 
 Its name must be known at preview (the userdata names it), so it is derived from the stack,
 the account and the region instead of being generated.
@@ -14,12 +15,13 @@ the account and the region instead of being generated.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
+
+from userdata.shipping import KEY_PREFIX, PublishedFile
 
 MAX_BUCKET_NAME = 63
 
@@ -30,26 +32,17 @@ def bucket_name(name_prefix: str, account_id: str, region: str) -> str:
     return f"{name_prefix[: MAX_BUCKET_NAME - len(suffix)].rstrip('-')}{suffix}"
 
 
-def artifact_key(kind: str, data: bytes, filename: str) -> str:
-    """`app/<sha256>/web_app.py`: the key changes exactly when the content does."""
-    return f"{kind}/{hashlib.sha256(data).hexdigest()}/{filename}"
-
-
-@dataclass(frozen=True)
-class Artifact:
-    key: str
-    content: bytes
-    content_type: str
-
-
 @dataclass(frozen=True)
 class ArtifactsArgs:
     bucket_name: str
-    artifacts: tuple[Artifact, ...]
+    files: tuple[PublishedFile, ...]
+    """Every file any host fetches; one object per distinct content."""
 
 
 class Artifacts(pulumi.ComponentResource):
     bucket_arn: pulumi.Output[str]
+    files_arn: pulumi.Output[str]
+    """The objects hosts may read (an ARN pattern for their IAM policies)."""
 
     def __init__(
         self, name: str, args: ArtifactsArgs, opts: pulumi.ResourceOptions | None = None
@@ -86,17 +79,18 @@ class Artifacts(pulumi.ComponentResource):
         )
         self.objects = [
             aws.s3.BucketObjectv2(
-                f"{name}-{artifact.key.split('/', 1)[0]}",
+                f"{name}-{published.label}",
                 bucket=bucket.id,
-                key=artifact.key,
+                key=published.file.key,
                 # Text, so a pull request's preview shows the change line by line.
-                content=artifact.content.decode(),
-                content_type=artifact.content_type,
+                content=published.file.content.decode(),
+                content_type="text/plain; charset=utf-8",
                 opts=child,
             )
-            for artifact in args.artifacts
+            for published in args.files
         ]
         self.bucket_arn = bucket.arn
+        self.files_arn = bucket.arn.apply(lambda arn: f"{arn}/{KEY_PREFIX}/*")
         self.register_outputs({"bucket_arn": self.bucket_arn})
 
 

@@ -8,7 +8,7 @@ built from statements with `policy_document`.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
@@ -42,11 +42,21 @@ def report_ready_statement(parameter_arns: list[str]) -> dict[str, object]:
     }
 
 
+def fetch_files_statement(objects_arn: str) -> dict[str, object]:
+    """The files too big for userdata (the app's code, scripts), from the artifacts bucket."""
+    return {
+        "Sid": "FetchFilesTooBigForUserdata",
+        "Effect": "Allow",
+        "Action": "s3:GetObject",
+        "Resource": objects_arn,
+    }
+
+
 @dataclass(frozen=True)
 class InstanceRoleArgs:
     description: str
-    inline_policy: pulumi.Input[str] | None = None
-    """A JSON policy document with what the tier's software reads from AWS, if anything."""
+    inline_policies: dict[str, pulumi.Input[str]] = field(default_factory=dict)
+    """Label -> a JSON policy document with what the tier's software needs from AWS."""
 
 
 class InstanceRole(pulumi.ComponentResource):
@@ -67,10 +77,8 @@ class InstanceRole(pulumi.ComponentResource):
         aws.iam.RolePolicyAttachment(
             f"{name}-ssm", role=role.name, policy_arn=SSM_CORE_POLICY, opts=child
         )
-        if args.inline_policy is not None:
-            aws.iam.RolePolicy(
-                f"{name}-policy", role=role.id, policy=args.inline_policy, opts=child
-            )
+        for label, policy in args.inline_policies.items():
+            aws.iam.RolePolicy(f"{name}-{label}", role=role.id, policy=policy, opts=child)
         profile = aws.iam.InstanceProfile(f"{name}-profile", role=role.name, opts=child)
         self.role_name = role.name
         self.profile_name = profile.name

@@ -18,6 +18,7 @@ from components.hardened_instance import InstanceSpec, hardened_instance
 from components.instance_role import (
     InstanceRole,
     InstanceRoleArgs,
+    fetch_files_statement,
     policy_document,
     report_ready_statement,
 )
@@ -38,6 +39,10 @@ class LoadBalancerArgs:
     """The rendered HAProxy cloud-config; must be known at preview (no AWS-computed values)."""
     ready_parameter: str
     """The SSM parameter the instance reports to once HAProxy serves."""
+    artifacts_arn: pulumi.Input[str]
+    """The S3 objects the instance fetches its bigger files from (an ARN pattern)."""
+    metrics_agent_policy: str
+    """The CloudWatch agent's permissions on this role's log groups and metrics (JSON)."""
     gates: GateSettings
     instance_depends_on: Sequence[pulumi.Resource]
     """What the instance needs before it boots: the internet route and egress rules."""
@@ -59,10 +64,15 @@ class LoadBalancer(pulumi.ComponentResource):
         role = InstanceRole(
             f"{name}-identity",
             InstanceRoleArgs(
-                description="HAProxy load balancer: Session Manager and its readiness report",
-                inline_policy=parameter.arn.apply(
-                    lambda arn: policy_document(report_ready_statement([arn]))
-                ),
+                description="HAProxy load balancer: Session Manager, its files, readiness",
+                inline_policies={
+                    "boot": pulumi.Output.all(parameter.arn, args.artifacts_arn).apply(
+                        lambda arns: policy_document(
+                            fetch_files_statement(arns[1]), report_ready_statement([arns[0]])
+                        )
+                    ),
+                    "metrics-agent": args.metrics_agent_policy,
+                },
             ),
             opts=child,
         )

@@ -17,6 +17,10 @@ STACK_OUTPUTS = (
     "public_subnet_ids",
     "private_subnet_ids",
     "security_group_ids",
+    "alarm_topic_arn",
+    "health_check_alarm_topic_arn",
+    "health_check_id",
+    "dashboard_url",
 )
 # `url` is the site's address: https://<domain> when the stack has a domain (its certificate is
 # a CA's), else http://<the Elastic IP's DNS name>. `https_enabled` is true with a domain;

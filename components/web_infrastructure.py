@@ -12,24 +12,35 @@ means the stack serves, and a change never routes a request to a host that does 
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
-from components.artifacts import Artifact, Artifacts, ArtifactsArgs, artifact_key, bucket_name
+from components.artifacts import Artifacts, ArtifactsArgs, bucket_name
 from components.database import Database, DatabaseArgs
 from components.firewall import Firewall, FirewallArgs
 from components.hardened_instance import ubuntu_ami
 from components.internal_dns import InternalDns, InternalDnsArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs
+from components.metric_catalog import StackShape, catalogue, log_sources
+from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
 from components.readiness_gate import GateSettings
 from components.site_record import SiteRecord, SiteRecordArgs
 from components.stack_outputs import STACK_OUTPUTS
 from components.web_tier import WebNode, WebTier, WebTierArgs
-from settings import AwsProviderSettings, Settings, cpu_architecture
+from settings import (
+    MAX_WEB_NODES,
+    AwsProviderSettings,
+    Settings,
+    cpu_architecture,
+    web_node_names,
+)
 from userdata import cloud_config
+from userdata.cloudwatch_agent import agent_policy, cloud_config_fragment, merge_fragment
+from userdata.shipping import ArtifactStore, PublishedFile, offload, publish
 
 DATABASE_NAME = "webapp"
 MASTER_USERNAME = "webapp_admin"
@@ -49,47 +60,85 @@ def site_tls(settings: Settings) -> cloud_config.SiteTls:
     )
 
 
-def app_artifact(
-    settings: Settings, region: str, account_id: str, app_source: bytes | None = None
-) -> tuple[cloud_config.AppArtifact, Artifact]:
-    """The app's code as an S3 object and how a web node fetches it (`app_source` replaces
-    the repository's app: the lab rolls out a release with it)."""
-    source = cloud_config.APP_SOURCE.read_bytes() if app_source is None else app_source
-    key = artifact_key("app", source, "web_app.py")
-    fetch = cloud_config.AppArtifact(
-        bucket=bucket_name(settings.name_prefix, account_id, region),
-        key=key,
-        sha256=hashlib.sha256(source).hexdigest(),
+def stack_shape(settings: Settings, region: str) -> StackShape:
+    """What the metric catalogue (alarms, dashboard, the agent's config) needs of the stack."""
+    return StackShape(
+        name_prefix=settings.name_prefix,
         region=region,
+        web_nodes=tuple(settings.web_node_names),
+        db_primary=settings.db_primary_identifier,
+        db_replica=settings.db_replica_identifier,
+        db_instance_class=settings.db_instance_class,
+        db_allocated_storage_gb=settings.db_allocated_storage_gb,
     )
-    return fetch, Artifact(key, source, "text/x-python")
 
 
-def userdata_for(
+@dataclass(frozen=True)
+class RenderedHosts:
+    load_balancer: str
+    """The load balancer's userdata."""
+    web: dict[str, str]
+    """Each web node's userdata, by node name."""
+    files: list[PublishedFile]
+    """What the userdata fetches from the artifacts bucket (each object once)."""
+    store: ArtifactStore
+
+
+def render_hosts(
     settings: Settings, region: str, account_id: str, *, app_source: bytes | None = None
-) -> tuple[str, dict[str, str]]:
-    """The load balancer's and each web node's rendered userdata; pure and known at preview."""
+) -> RenderedHosts:
+    """Every host's userdata and the files it fetches; pure and known at preview.
+
+    `app_source` replaces the repository's app (the lab rolls out a release with it).
+    """
     zone = settings.internal_zone
     readiness = readiness_report(settings, region)
-    app, _ = app_artifact(settings, region, account_id, app_source)
-    load_balancer = cloud_config.render(
-        cloud_config.load_balancer_cloud_config(zone, readiness, site_tls(settings))
+    store = ArtifactStore(bucket_name(settings.name_prefix, account_id, region), region)
+    shape = stack_shape(settings, region)
+    metrics = {node: catalogue(shape) for node in settings.web_node_names}
+    # HAProxy has a slot for every possible node, and so has its metrics agent: the load
+    # balancer's files must not change with webNodeCount (only the alarms do).
+    metrics["load-balancer"] = catalogue(
+        dataclasses.replace(shape, web_nodes=tuple(web_node_names(MAX_WEB_NODES)))
     )
     database = cloud_config.AppDatabase(
         zone=zone,
         database_name=DATABASE_NAME,
         region=region,
         primary_identifier=settings.db_primary_identifier,
+        max_replica_lag_seconds=settings.db_max_replica_lag_seconds,
     )
-    web = {
-        node: cloud_config.render(
-            cloud_config.web_node_cloud_config(
-                node, database, readiness, app, load_balancer_cidr=settings.vpc_cidr
-            )
+    documents = {
+        "load-balancer": cloud_config.load_balancer_cloud_config(
+            zone, readiness, site_tls(settings)
         )
-        for node in settings.web_node_names
     }
-    return load_balancer, web
+    for node in settings.web_node_names:
+        documents[node] = cloud_config.web_node_cloud_config(
+            node,
+            database,
+            readiness,
+            load_balancer_cidr=settings.vpc_cidr,
+            app_source=app_source,
+        )
+    userdata, shipped = {}, {}
+    for host, document in documents.items():
+        # The metrics agent, its config built from the same catalogue as the alarms.
+        with_agent = cloud_config.report_ready_last(
+            merge_fragment(document, cloud_config_fragment(metrics[host], host, region))
+        )
+        small, shipped[host] = offload(with_agent, store)
+        userdata[host] = cloud_config.render(small)
+    load_balancer = userdata.pop("load-balancer")
+    return RenderedHosts(load_balancer, userdata, publish(shipped), store)
+
+
+def userdata_for(
+    settings: Settings, region: str, account_id: str, *, app_source: bytes | None = None
+) -> tuple[str, dict[str, str]]:
+    """The load balancer's and each web node's rendered userdata; pure and known at preview."""
+    hosts = render_hosts(settings, region, account_id, app_source=app_source)
+    return hosts.load_balancer, hosts.web
 
 
 class WebInfrastructure(pulumi.ComponentResource):
@@ -101,7 +150,11 @@ class WebInfrastructure(pulumi.ComponentResource):
         settings: Settings,
         aws_settings: AwsProviderSettings,
         opts: pulumi.ResourceOptions | None = None,
+        *,
+        us_east_1: pulumi.ProviderResource | None = None,
     ) -> None:
+        """`us_east_1`: a provider for us-east-1, where Route 53 publishes the outside-in
+        health check's metrics (needed unless the stack is there)."""
         super().__init__("web-infra:web_infrastructure:WebInfrastructure", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         invoke = pulumi.InvokeOptions(parent=self)
@@ -170,12 +223,13 @@ class WebInfrastructure(pulumi.ComponentResource):
                 )
             return images[architecture]
 
-        load_balancer_userdata, web_userdata = userdata_for(settings, region, account_id)
+        hosts = render_hosts(settings, region, account_id)
+        shape_namespace = stack_shape(settings, region).namespace
+        load_balancer_userdata, web_userdata = hosts.load_balancer, hosts.web
         readiness = readiness_report(settings, region)
-        app, app_object = app_artifact(settings, region, account_id)
         artifacts = Artifacts(
             f"{prefix}-artifacts",
-            ArtifactsArgs(bucket_name=app.bucket, artifacts=(app_object,)),
+            ArtifactsArgs(bucket_name=hosts.store.bucket, files=tuple(hosts.files)),
             opts=child,
         )
         gates = GateSettings(
@@ -183,6 +237,16 @@ class WebInfrastructure(pulumi.ComponentResource):
             profile=aws_settings.profile,
             timeout_seconds=settings.readiness_timeout_minutes * 60,
         )
+        agent_policies = {
+            role: agent_policy(
+                shape_namespace,
+                [
+                    f"arn:aws:logs:{region}:{account_id}:log-group:{source.group_name(prefix)}"
+                    for source in log_sources(role)
+                ],
+            )
+            for role in ("load-balancer", "web")
+        }
         # Instances boot into apt and fetch the app: they wait for the NAT routes, the egress
         # rules and the artifacts. Nothing else does (the IAM roles are created meanwhile).
         boot_needs: list[pulumi.Resource] = [network, firewall, artifacts]
@@ -206,7 +270,8 @@ class WebInfrastructure(pulumi.ComponentResource):
                 security_group_id=firewall.web_group_id,
                 database_arn=database.primary_arn,
                 database_secret_arn=database.master_secret_arn,
-                artifacts_arn=artifacts.bucket_arn.apply(lambda arn: f"{arn}/app/*"),
+                artifacts_arn=artifacts.files_arn,
+                metrics_agent_policy=agent_policies["web"],
                 gates=gates,
                 instance_depends_on=boot_needs,
             ),
@@ -222,6 +287,8 @@ class WebInfrastructure(pulumi.ComponentResource):
                 security_group_id=firewall.load_balancer_group_id,
                 user_data=load_balancer_userdata,
                 ready_parameter=readiness.parameter("load-balancer"),
+                artifacts_arn=artifacts.files_arn,
+                metrics_agent_policy=agent_policies["load-balancer"],
                 gates=gates,
                 instance_depends_on=boot_needs,
             ),
@@ -261,6 +328,24 @@ class WebInfrastructure(pulumi.ComponentResource):
             if settings.domain
             else load_balancer.public_dns.apply(lambda dns: f"https://{dns}")
         )
+        monitoring = Monitoring(
+            f"{prefix}-monitoring",
+            MonitoringArgs(
+                name_prefix=prefix,
+                region=region,
+                public_host=load_balancer.public_dns,
+                web_instance_ids={node: gate.instance_id for node, gate in web.gates.items()},
+                load_balancer_instance_id=load_balancer.instance_id,
+                db_primary_identifier=settings.db_primary_identifier,
+                db_replica_identifier=settings.db_replica_identifier,
+                db_instance_class=settings.db_instance_class,
+                db_allocated_storage_gb=settings.db_allocated_storage_gb,
+                alarm_email=settings.alarm_email,
+                log_retention_days=settings.log_retention_days,
+                health_check_provider=us_east_1,
+            ),
+            opts=child,
+        )
 
         self.network = network
         self.firewall = firewall
@@ -286,6 +371,10 @@ class WebInfrastructure(pulumi.ComponentResource):
                 web=firewall.web_group_id,
                 database=firewall.database_group_id,
             ),
+            "alarm_topic_arn": monitoring.alarm_topic_arn,
+            "health_check_alarm_topic_arn": monitoring.health_check_alarm_topic_arn,
+            "health_check_id": monitoring.health_check_id,
+            "dashboard_url": pulumi.Output.from_input(monitoring.dashboard_url),
         }
         missing = set(STACK_OUTPUTS) ^ set(self.outputs)
         if missing:

@@ -23,6 +23,7 @@ from components.hardened_instance import InstanceSpec, hardened_instance
 from components.instance_role import (
     InstanceRole,
     InstanceRoleArgs,
+    fetch_files_statement,
     policy_document,
     report_ready_statement,
 )
@@ -53,7 +54,9 @@ class WebTierArgs:
     database_arn: pulumi.Input[str]
     database_secret_arn: pulumi.Input[str]
     artifacts_arn: pulumi.Input[str]
-    """The S3 objects the nodes fetch the app's code from (an ARN pattern)."""
+    """The S3 objects the nodes fetch the app's code and bigger files from (an ARN pattern)."""
+    metrics_agent_policy: str
+    """The CloudWatch agent's permissions on this role's log groups and metrics (JSON)."""
     gates: GateSettings
     instance_depends_on: Sequence[pulumi.Resource]
     """What an instance needs before it boots: NAT routes and the firewall's egress rules."""
@@ -103,12 +106,7 @@ class WebTier(pulumi.ComponentResource):
         ).apply(
             lambda arns: policy_document(
                 *secret_read_statements(arns[0], arns[1]),
-                {
-                    "Sid": "FetchTheAppsCode",
-                    "Effect": "Allow",
-                    "Action": "s3:GetObject",
-                    "Resource": arns[2],
-                },
+                fetch_files_statement(arns[2]),
                 report_ready_statement(arns[3:]),
             )
         )
@@ -116,7 +114,7 @@ class WebTier(pulumi.ComponentResource):
             f"{name}-identity",
             InstanceRoleArgs(
                 description="Web nodes: Session Manager, the app's code, the DB secret, readiness",
-                inline_policy=policy,
+                inline_policies={"app": policy, "metrics-agent": args.metrics_agent_policy},
             ),
             opts=child,
         )

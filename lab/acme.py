@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.certificates import CertificateAuthority
-from lab.localize import LabError, rewrite, rewrite_path, shipped_files
+from lab.localize import LabError, host_root, rewrite, rewrite_path, shipped_files
 from lab.processes import program
 from lab.topology import Network, Ports
 from settings import Settings
@@ -161,12 +161,13 @@ def localize(
     trust_root: Path,
 ) -> CertificateSteps:
     """The certificate steps of the load balancer's userdata, for a load balancer that lives in
-    `directory` on `balancer_address`. Writes the shipped script, certbot's config and the
-    marker file there."""
+    `directory` on `balancer_address`. Writes certbot's config and the marker file there."""
     files = shipped_files(userdata)
     document = cloud_config.parse(userdata)
-    script = directory / "site_certificate.py"
-    script.write_bytes(files[cloud_config.SITE_CERTIFICATE])
+    # Installed from the artifacts bucket by the host's first runcmd step (Lab._fetch_files).
+    script = host_root(directory) / cloud_config.SITE_CERTIFICATE.lstrip("/")
+    if not script.exists():
+        raise LabError(f"{script} was not installed; run the host's fetch step first")
     paths = [
         (cloud_config.SITE_CERTIFICATE, str(script)),
         (cloud_config.HAPROXY_CERTIFICATE, str(directory / "certs" / "site.pem")),

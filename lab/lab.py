@@ -41,7 +41,7 @@ from components.readiness_gate import (
     userdata_sha256,
     wait_for_report,
 )
-from components.web_infrastructure import app_artifact, userdata_for
+from components.web_infrastructure import render_hosts
 from lab import acme, aws, dns, mariadb, processes, public_address
 from lab.localize import LAB_ACCOUNT, LAB_REGION, LabError, Localizer
 from lab.processes import Daemon
@@ -412,10 +412,10 @@ class Lab:
         directory = Path(instance.directory)
         ports = Ports.for_user(state.is_root)
         localizer = self._localizer(state)
+        self._fetch_files(state, localizer.fetch_files(userdata, directory), directory)
         files = localizer.web_node(
             userdata, node, directory, instance.address, self.state / "credentials.json"
         )
-        self._fetch_app(state, localizer.fetch_app(userdata, directory), directory)
         self._start(
             state,
             instance,
@@ -441,8 +441,10 @@ class Lab:
         )
         return instance, self._report_ready(state, instance, userdata)
 
-    def _fetch_app(self, state: State, command: list[str], directory: Path) -> None:
-        """Install the app's code as the node's first runcmd step does (it blocks boot too)."""
+    def _fetch_files(self, state: State, command: list[str] | None, directory: Path) -> None:
+        """Install the host's files from S3 as its first runcmd step does (it blocks boot too)."""
+        if command is None:
+            return
         stand_in = self.network.address(5)
         environment = {**os.environ, **aws.environment(stand_in, Ports.for_user(state.is_root).aws)}
         with (directory / "fetch-artifact.log").open("ab") as log:
@@ -456,7 +458,7 @@ class Lab:
             )
         if result.returncode != 0:
             tail = processes.log_tail(str(directory / "fetch-artifact.log"))
-            raise LabError(f"installing the app failed; its log ends:\n{tail}")
+            raise LabError(f"installing the host's files from S3 failed; its log ends:\n{tail}")
 
     def _report_ready(
         self, state: State, instance: Instance, userdata: str
@@ -557,9 +559,10 @@ class Lab:
         userdata = self._userdata(state.settings)[0]
         instance.userdata_sha256 = userdata_sha256(userdata)
         ports = Ports.for_user(state.is_root)
-        config = self._localizer(state).haproxy_config(
-            userdata, Path(instance.directory), instance.address
-        )
+        localizer = self._localizer(state)
+        directory = Path(instance.directory)
+        self._fetch_files(state, localizer.fetch_files(userdata, directory), directory)
+        config = localizer.haproxy_config(userdata, directory, instance.address)
         certificate = self._certificate_steps(instance, userdata)
         self._start(
             state,
@@ -875,15 +878,18 @@ class Lab:
     ) -> tuple[str, dict[str, str]]:
         """The program's userdata, with the app's code uploaded where it names it (as the
         program's Artifacts component does before any instance boots)."""
-        fetch, artifact = app_artifact(settings, LAB_REGION, LAB_ACCOUNT, app_source)
+        hosts = render_hosts(settings, LAB_REGION, LAB_ACCOUNT, app_source=app_source)
         s3 = aws.client("s3", self.network.address(5), Ports.for_user(os.geteuid() == 0).aws)
         with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
             s3.create_bucket(
-                Bucket=fetch.bucket,
+                Bucket=hosts.store.bucket,
                 CreateBucketConfiguration={"LocationConstraint": LAB_REGION},
             )
-        s3.put_object(Bucket=fetch.bucket, Key=artifact.key, Body=artifact.content)
-        return userdata_for(settings, LAB_REGION, LAB_ACCOUNT, app_source=app_source)
+        for published in hosts.files:
+            s3.put_object(
+                Bucket=hosts.store.bucket, Key=published.file.key, Body=published.file.content
+            )
+        return hosts.load_balancer, hosts.web
 
     def _localizer(self, state: State) -> Localizer:
         return Localizer(self.topology(state), is_root=state.is_root)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from lab.topology import Topology
 from userdata import cloud_config
+from userdata.shipping import FETCH_ARTIFACT
 
 LAB_REGION = "eu-west-1"  # the region the lab renders userdata for; moto serves any
 LAB_ACCOUNT = "123456789012"  # moto's account
@@ -135,8 +136,7 @@ class Localizer:
     def web_node(
         self, userdata: str, name: str, directory: Path, address: str, credentials: Path
     ) -> WebNodeFiles:
-        (directory / "app").mkdir(parents=True, exist_ok=True)
-        (directory / "etc").mkdir(exist_ok=True)
+        (directory / "etc").mkdir(parents=True, exist_ok=True)
         (directory / "nginx-temp").mkdir(exist_ok=True)
         files = {path: data.decode() for path, data in shipped_files(userdata).items()}
         socket = directory / "gunicorn.sock"
@@ -151,6 +151,8 @@ class Localizer:
                 f"listen *:{cloud_config.WEB_PORT} default_server;",
                 f"listen {address}:{self.ports.http} default_server;",
             ),
+            # Every node's status server would want 127.0.0.1:8080: each gets its own address.
+            ("listen 127.0.0.1:8080;", f"listen {address}:{self.ports.status};"),
         ]
         if not self.is_root:
             nginx.append(("user www-data;\n", ""))
@@ -167,7 +169,7 @@ class Localizer:
                 what="the gunicorn config",
             )
         )
-        app_dir = directory / "app"
+        app_dir = host_root(directory) / cloud_config.APP_DIR.lstrip("/")
 
         config = json.loads(files[f"{cloud_config.APP_CONFIG_DIR}/config.json"])
         if config["node_name"] != name:
@@ -197,8 +199,9 @@ class Localizer:
     def readiness(
         self, userdata: str, directory: Path, address: str, instance_id: str
     ) -> ReadinessCommand:
-        """The host's readiness report, run as cloud-init runs it: the shipped script, with the
-        system Python, against the lab's stand-in for AWS."""
+        """The host's readiness report, run as cloud-init runs it: the shipped script (fetched
+        into the host's root by `fetch_files`), with the system Python, against the lab's
+        stand-in for AWS."""
         directory.mkdir(parents=True, exist_ok=True)
         document = cloud_config.parse(userdata)
         step = [str(part) for part in document["runcmd"][-1]]
@@ -206,8 +209,9 @@ class Localizer:
             raise LabError(
                 "the last runcmd step is no longer the readiness report; update lab/localize.py"
             )
-        script = directory / "report_ready.py"
-        script.write_bytes(shipped_files(userdata)[cloud_config.REPORT_READY])
+        script = host_root(directory) / cloud_config.REPORT_READY.lstrip("/")
+        if not script.exists():
+            raise LabError(f"{script} was not installed; run fetch_files first")
         (directory / "user-data.txt").write_text(userdata)  # as cloud-init keeps it
         (directory / "instance-id").write_text(instance_id + "\n")
         url = step[step.index("--check-url") + 1]
@@ -230,17 +234,19 @@ class Localizer:
         ]
         return ReadinessCommand(command, step[step.index("--parameter") + 1])
 
-    def fetch_app(self, userdata: str, directory: Path) -> list[str]:
-        """The runcmd step that installs the app's code from S3, run as cloud-init runs it:
-        the shipped script, with the system Python, against the lab's stand-in for S3."""
-        step = self._runcmd_step(userdata, cloud_config.FETCH_ARTIFACT)
+    def fetch_files(self, userdata: str, directory: Path) -> list[str] | None:
+        """The first runcmd step, which installs the host's bigger files from S3, run as
+        cloud-init runs it: the shipped script, with the system Python, against the lab's
+        stand-in for S3. Each file lands under the host's `root/` (its /opt, /usr, /etc)."""
+        if not any(f == FETCH_ARTIFACT for f in shipped_files(userdata)):
+            return None
+        step = self._runcmd_step(userdata, FETCH_ARTIFACT)
         script = directory / "fetch_artifact.py"
-        script.write_bytes(shipped_files(userdata)[cloud_config.FETCH_ARTIFACT])
+        script.write_bytes(shipped_files(userdata)[FETCH_ARTIFACT])
         command = ["/usr/bin/python3", str(script), *step[2:]]
-        destination = command.index("--destination") + 1
-        command[destination] = rewrite_path(
-            command[destination], [(cloud_config.APP_DIR, str(directory / "app"))]
-        )
+        for index, part in enumerate(command):
+            if index >= 3 and command[index - 3] == "--file":  # KEY SHA256 DESTINATION MODE
+                command[index] = str(host_root(directory)) + part
         return command
 
     @staticmethod
@@ -269,6 +275,11 @@ class Localizer:
         if not command:
             raise LabError("the web-app unit has no ExecStart; update lab/localize.py")
         return command, environment
+
+
+def host_root(directory: Path) -> Path:
+    """Where a lab host's files from S3 go: its own /opt, /usr, /etc under its folder."""
+    return directory / "root"
 
 
 def rewrite_path(part: str, paths: list[tuple[str, str]]) -> str:

@@ -49,12 +49,16 @@ class Ports:
     aws: int
     https: int
     """The load balancer's HTTPS port."""
+    status: int
+    """Nginx's stub_status on each web node's own address (loopback-only on AWS)."""
 
     @staticmethod
     def for_user(is_root: bool) -> Ports:
         if is_root:
-            return Ports(http=80, mysql=3306, stats=8404, dns=53, aws=5000, https=443)
-        return Ports(http=8080, mysql=13306, stats=18404, dns=10053, aws=5000, https=8443)
+            return Ports(http=80, mysql=3306, stats=8404, dns=53, aws=5000, status=8080, https=443)
+        return Ports(
+            http=8080, mysql=13306, stats=18404, dns=10053, aws=5000, status=18080, https=8443
+        )
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,6 @@ def shipped_nginx_conf(folder: Path, socket: Path) -> Path:
         "web-1",
         database,
         cloud_config.ReadinessReport("/web-infra-test/ready", "local"),
-        cloud_config.AppArtifact("bucket", "app/0/web_app.py", "0" * 64, "local"),
         load_balancer_cidr=f"{BALANCER}/32",
     )
     (entry,) = [f for f in document["write_files"] if f["path"] == "/etc/nginx/nginx.conf"]

@@ -69,6 +69,15 @@ WEB_INFRA_OUTPUTS: dict[str, Any] = {
         "web": "sg-0b2c3d4e5f6071829",
         "database": DATABASE_SG,
     },
+    "alarm_topic_arn": "arn:aws:sns:eu-west-1:123456789012:web-infra-dev-alarms",
+    "health_check_alarm_topic_arn": (
+        "arn:aws:sns:us-east-1:123456789012:web-infra-dev-health-check-alarms"
+    ),
+    "health_check_id": "abcdef12-3456-7890-abcd-ef1234567890",
+    "dashboard_url": (
+        "https://eu-west-1.console.aws.amazon.com/cloudwatch/home?region=eu-west-1"
+        "#dashboards/dashboard/web-infra-dev"
+    ),
 }
 
 SETTINGS = ConsumerSettings(

@@ -34,13 +34,13 @@ def dev_run() -> ProgramRun:
 
 
 @pytest.fixture(scope="module")
-def five_run() -> ProgramRun:
-    return run_program(stack_config(web_nodes=5))
+def four_run() -> ProgramRun:
+    return run_program(stack_config(web_nodes=4))
 
 
-@pytest.fixture(params=[2, 5], ids=lambda n: f"{n}-web-nodes")
-def model(request: pytest.FixtureRequest, dev_run: ProgramRun, five_run: ProgramRun) -> Model:
-    return architecture_model({2: dev_run, 5: five_run}[request.param])
+@pytest.fixture(params=[2, 4], ids=lambda n: f"{n}-web-nodes")
+def model(request: pytest.FixtureRequest, dev_run: ProgramRun, four_run: ProgramRun) -> Model:
+    return architecture_model({2: dev_run, 4: four_run}[request.param])
 
 
 def web_count(model: Model) -> int:
@@ -149,9 +149,9 @@ def test_flows_are_drawn_only_where_the_firewall_admits_them(dev_run: ProgramRun
     assert any(r.type == DB_INSTANCE for r in kept)
 
 
-def test_render_writes_a_png(tmp_path: Path, five_run: ProgramRun) -> None:
+def test_render_writes_a_png(tmp_path: Path, four_run: ProgramRun) -> None:
     require("dot")
-    model = architecture_model(five_run)
+    model = architecture_model(four_run)
     image = render(model, tmp_path / "nested" / "architecture.png")
     assert image == tmp_path / "nested" / "architecture.png"
     data = image.read_bytes()

@@ -84,8 +84,9 @@ def start_balancer(userdata: str, folder: Path) -> Balancer:
     haproxy = require("haproxy")
     require("openssl")
     files = shipped_files(userdata)
+    # Offloaded to the artifacts bucket (userdata/shipping.py); the host installs these bytes.
     script = folder / "site_certificate.py"
-    script.write_bytes(files[cloud_config.SITE_CERTIFICATE])
+    script.write_bytes(cloud_config.SITE_CERTIFICATE_SOURCE.read_bytes())
     config, certificate, admin, acl = local_haproxy_config(userdata, folder)
     if cloud_config.ISSUED_ACL in files:
         acl.write_bytes(files[cloud_config.ISSUED_ACL])

@@ -22,7 +22,7 @@ SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
 
 @pytest.fixture(scope="module")
 def five_nodes() -> ProgramRun:
-    return run_program({"webNodeCount": 5})
+    return run_program({"webNodeCount": 5, "dbInstanceClass": "db.t4g.medium"})
 
 
 def haproxy_servers(run: ProgramRun) -> list[tuple[str, str]]:
@@ -38,7 +38,7 @@ def group_id(run: ProgramRun, role: str) -> str:
 
 @pytest.fixture(scope="module")
 def twenty_nodes() -> ProgramRun:
-    return run_program({"webNodeCount": 20})
+    return run_program({"webNodeCount": 20, "dbInstanceClass": "db.t4g.medium"})
 
 
 @pytest.mark.parametrize("count", [2, 5, 20])
@@ -171,8 +171,18 @@ def test_roles_grant_only_what_each_tier_does(default_run: ProgramRun) -> None:
         r.name: json.loads(r.inputs["policy"])
         for r in default_run.of_type("aws:iam/rolePolicy:RolePolicy")
     }
-    (web,) = [p for name, p in policies.items() if "-web-" in name]
-    (load_balancer,) = [p for name, p in policies.items() if "load-balancer" in name]
+    (web,) = [p for name, p in policies.items() if name.endswith("-web-identity-app")]
+    (load_balancer,) = [
+        p for name, p in policies.items() if name.endswith("-load-balancer-identity-boot")
+    ]
+    agents = {name: p for name, p in policies.items() if name.endswith("-identity-metrics-agent")}
+    assert len(agents) == 2, "each tier's agent has its own log groups"
+    for name, agent in agents.items():
+        actions = {str(s["Action"]) for s in agent["Statement"]}
+        assert actions == {
+            "cloudwatch:PutMetricData",
+            "['logs:CreateLogStream', 'logs:PutLogEvents']",
+        }, name
     primary = default_run.one(RDS, "primary")
     parameter_arns = {
         r.inputs["name"].rsplit("/", 1)[1]: r.outputs["arn"]
@@ -183,11 +193,12 @@ def test_roles_grant_only_what_each_tier_does(default_run: ProgramRun) -> None:
     assert web_statements == {
         "rds:DescribeDBInstances": primary.outputs["arn"],
         "secretsmanager:GetSecretValue": primary.outputs["masterUserSecrets"][0]["secretArn"],
-        "s3:GetObject": f"{bucket.outputs['arn']}/app/*",
+        "s3:GetObject": f"{bucket.outputs['arn']}/files/*",
         "ssm:PutParameter": [parameter_arns["web-1"], parameter_arns["web-2"]],
     }
     assert {s["Action"]: s["Resource"] for s in load_balancer["Statement"]} == {
-        "ssm:PutParameter": parameter_arns["load-balancer"]
+        "s3:GetObject": f"{bucket.outputs['arn']}/files/*",
+        "ssm:PutParameter": parameter_arns["load-balancer"],
     }
     attachments = default_run.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
     assert {a.inputs["policyArn"] for a in attachments} == {
@@ -280,19 +291,30 @@ def test_a_domain_makes_the_site_https_and_its_record_points_at_the_elastic_ip()
 
 
 def test_every_aws_resource_carries_the_stacks_default_tags(default_run: ProgramRun) -> None:
-    (provider,) = default_run.of_type("pulumi:providers:aws")
-    # A provider's nested inputs reach the engine as JSON strings.
-    assert json.loads(provider.inputs["defaultTags"])["tags"] == {
-        "Project": "web-infra",
-        "Stack": "dev",
-        "ManagedBy": "pulumi",
-    }
-    assert provider.inputs["region"] == "eu-west-1"
+    providers = {p.name: p for p in default_run.of_type("pulumi:providers:aws")}
+    assert set(providers) == {"aws", "aws-us-east-1"}, "the stack's, and one for Route 53's alarm"
+    for provider in providers.values():
+        # A provider's nested inputs reach the engine as JSON strings.
+        assert json.loads(provider.inputs["defaultTags"])["tags"] == {
+            "Project": "web-infra",
+            "Stack": "dev",
+            "ManagedBy": "pulumi",
+        }
+    assert providers["aws"].inputs["region"] == "eu-west-1"
+    assert providers["aws-us-east-1"].inputs["region"] == "us-east-1"
     aws_resources = [r for r in default_run.registrations if r.type.startswith("aws:")]
     not_through_provider = [
-        r.name for r in aws_resources if "pulumi:providers:aws::aws::" not in (r.provider or "")
+        r.name
+        for r in aws_resources
+        if not any(f"pulumi:providers:aws::{name}::" in (r.provider or "") for name in providers)
     ]
     assert not_through_provider == []
+    in_us_east_1 = {
+        r.type
+        for r in aws_resources
+        if "pulumi:providers:aws::aws-us-east-1::" in (r.provider or "")
+    }
+    assert in_us_east_1 <= {"aws:cloudwatch/metricAlarm:MetricAlarm", "aws:sns/topic:Topic"}
 
 
 def test_no_secret_or_computed_value_in_any_userdata(five_nodes: ProgramRun) -> None:

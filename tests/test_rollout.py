@@ -27,7 +27,9 @@ RDS = "aws:rds/instance:Instance"
 
 @pytest.fixture(scope="module")
 def seven_nodes() -> ProgramRun:
-    return run_program({"webNodeCount": 7, "rollingBatchSize": 3})
+    return run_program(
+        {"webNodeCount": 7, "rollingBatchSize": 3, "dbInstanceClass": "db.t4g.medium"}
+    )
 
 
 def gate_of(run: ProgramRun, host: str) -> Registration:
@@ -173,7 +175,7 @@ def test_the_provider_honours_the_stacks_aws_settings() -> None:
             "aws:defaultTags": '{"tags": {"CostCenter": "42"}}',
         },
     )
-    (provider,) = run.of_type("pulumi:providers:aws")
+    (provider,) = [p for p in run.of_type("pulumi:providers:aws") if p.name == "aws"]
     assert provider.inputs["profile"] == "prod-deployer"
     assert json.loads(provider.inputs["allowedAccountIds"]) == ["123456789012"]
     tags = json.loads(provider.inputs["defaultTags"])["tags"]

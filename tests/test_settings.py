@@ -11,6 +11,7 @@ from settings import (
     AwsProviderSettings,
     SettingsError,
     cpu_architecture,
+    database_connections_needed,
     load_aws_provider_settings,
     load_settings,
     load_stack_file,
@@ -37,8 +38,11 @@ def test_defaults_are_a_working_stack() -> None:
 @pytest.mark.parametrize(
     ("raw", "field", "expected"),
     [
-        ({"webNodeCount": "5"}, "web_node_count", 5),
-        ({"webNodeCount": 20}, "web_node_count", 20),
+        ({"webNodeCount": "4"}, "web_node_count", 4),
+        ({"webNodeCount": 20, "dbInstanceClass": "db.t4g.medium"}, "web_node_count", 20),
+        ({"dbMaxReplicaLagSeconds": "10"}, "db_max_replica_lag_seconds", 10),
+        ({"alarmEmail": "ops@example.com"}, "alarm_email", "ops@example.com"),
+        ({"logRetentionDays": "90"}, "log_retention_days", 90),
         ({"web-infra:webNodeCount": "3"}, "web_node_count", 3),
         ({"natGateways": "perAz"}, "nat_gateways", "perAz"),
         (
@@ -102,6 +106,9 @@ def test_accepts_good_values(raw: dict[str, object], field: str, expected: objec
         ("rollingBatchSize", "0", "a whole number from 1 to 20"),
         ("readinessTimeoutMinutes", "1", "a whole number from 3 to 120"),
         ("dbApplyImmediately", "now", "true or false"),
+        ("dbMaxReplicaLagSeconds", "0", "a whole number from 1 to 300"),
+        ("alarmEmail", "ops", "an e-mail address"),
+        ("logRetentionDays", "10", "one of 1, 3, 5, 7, 14, 30"),
         ("deletionProtection", "yes", "true or false"),
         ("instanceType", "T3 small", "an EC2 instance type"),
         ("dbInstanceClass", "t4g.micro", "an RDS instance class"),
@@ -206,6 +213,22 @@ def test_removed_keys_say_what_replaced_them(key: str, fix: str) -> None:
     """A stack file from an earlier version gets a way forward, not "not a setting"."""
     with pytest.raises(SettingsError, match=rf"web-infra:{key} is no longer a setting:.*{fix}"):
         load_settings({key: "[]"}, stack="dev")
+
+
+def test_the_database_class_must_take_every_connection_the_web_tier_may_open() -> None:
+    """Guards against a scale-out that exhausts max_connections: each node's workers pool
+    connections to each database; the class's default limit must hold them all."""
+    with pytest.raises(SettingsError) as error:
+        load_settings({"webNodeCount": 5}, stack="dev")
+    message = str(error.value)
+    assert "webNodeCount = 5 may open 70 connections to each database" in message
+    assert "db.t4g.micro allows about 61" in message
+    assert "or at most 4 web nodes" in message
+    assert load_settings({"webNodeCount": 4}, stack="dev").web_node_count == 4
+    big = load_settings({"webNodeCount": 20, "dbInstanceClass": "db.r6g.large"}, stack="dev")
+    assert database_connections_needed(big.web_node_count) == 250
+    with pytest.raises(SettingsError, match=r"cannot tell the memory of RDS class 'db\.z9\.huge'"):
+        load_settings({"dbInstanceClass": "db.z9.huge"}, stack="dev")
 
 
 def test_storage_limit_must_let_storage_grow() -> None:

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from system_tools import require
 
-from components.web_infrastructure import app_artifact, userdata_for
+from components.web_infrastructure import render_hosts, userdata_for
 from settings import MAX_WEB_NODES, load_settings
 from userdata.cloud_config import (
     EC2_USERDATA_LIMIT,
     HAPROXY_CERTIFICATE,
     ISSUED_ACL,
-    SITE_CERTIFICATE,
+    SITE_CERTIFICATE_SOURCE,
     _gzip_b64,
     file_content,
     parse,
@@ -32,6 +32,7 @@ def largest() -> tuple[str, dict[str, str]]:
     settings = load_settings(
         {
             "webNodeCount": MAX_WEB_NODES,
+            "dbInstanceClass": "db.r6g.large",
             "domain": "www.a-rather-long-domain-name-for-the-shop.example.com",
             "acmeEmail": "operations-team@example.com",
         },
@@ -82,7 +83,7 @@ def test_haproxy_accepts_the_rendered_config(
     # The certificate is made at first boot, before this check runs: here, by the same script.
     certificate = tmp_path / "certs" / "site.pem"
     made = run(
-        "python3", str(files[SITE_CERTIFICATE]), "self-signed", "--name", "x.test",
+        "python3", str(SITE_CERTIFICATE_SOURCE), "self-signed", "--name", "x.test",
         "--certificate", str(certificate),
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
@@ -120,26 +121,44 @@ def test_nginx_accepts_the_rendered_config(
     assert run(nginx, "-t", "-c", str(broken), "-p", str(tmp_path)).returncode != 0
 
 
-def test_web_nodes_fetch_exactly_the_repository_app(largest: tuple[str, dict[str, str]]) -> None:
-    """The app's code is an S3 object named by its digest; the userdata names both, so a code
-    change rolls the nodes and a node installs exactly the bytes it was launched for."""
-    source = (
-        Path(__file__).resolve().parent.parent / "userdata" / "app" / "web_app.py"
-    ).read_bytes()
-    digest = hashlib.sha256(source).hexdigest()
-    fetch, artifact = app_artifact(
-        load_settings({}, stack="production-eu-central"), "ap-southeast-2", "123456789012"
+def test_big_files_come_from_s3_exactly_as_the_repository_has_them(
+    largest: tuple[str, dict[str, str]],
+) -> None:
+    """The app's code and scripts are S3 objects named by their digest; the userdata names
+    both, so a code change rolls the nodes and a node installs exactly the bytes it was
+    launched for. The fetch step runs first; the readiness report stays last."""
+    root = Path(__file__).resolve().parent.parent
+    settings = load_settings(
+        {"webNodeCount": MAX_WEB_NODES, "dbInstanceClass": "db.r6g.large"},
+        stack="production-eu-central",
     )
-    assert artifact.content == source
-    assert artifact.key == f"app/{digest}/web_app.py"
-    runcmd = parse(largest[1]["web-1"])["runcmd"]
-    (step,) = [s for s in runcmd if "/usr/local/lib/web-infra/fetch_artifact.py" in s]
-    assert step[step.index("--sha256") + 1] == digest
-    assert step[step.index("--key") + 1] == artifact.key
-    assert step[step.index("--bucket") + 1] == fetch.bucket
+    hosts = render_hosts(settings, "ap-southeast-2", "123456789012")
+    assert hosts.web == largest[1], "the same documents as userdata_for"
+    published = {p.file.destination: p for p in hosts.files if p.label == "web-web_app.py"}
+    app = published["/opt/web-app/web_app.py"]
+    source = (root / "userdata" / "app" / "web_app.py").read_bytes()
+    assert app.file.content == source
+    assert app.file.key == f"files/{hashlib.sha256(source).hexdigest()}/web_app.py"
+    assert len(app.hosts) == MAX_WEB_NODES, "one object for every node"
+    for host, userdata in [("load-balancer", largest[0]), *largest[1].items()]:
+        document = parse(userdata)
+        fetch = document["runcmd"][0]
+        assert fetch[:2] == ["python3", "/usr/local/lib/web-infra/fetch_artifact.py"], host
+        assert fetch[fetch.index("--bucket") + 1] == hosts.store.bucket
+        named = {
+            fetch[i + 3]: (fetch[i + 1], fetch[i + 2])
+            for i, part in enumerate(fetch)
+            if part == "--file"
+        }
+        assert "/usr/local/lib/web-infra/report_ready.py" in named, host
+        for destination, (key, digest) in named.items():
+            (object_,) = [p for p in hosts.files if p.file.key == key]
+            assert object_.file.sha256 == digest, f"{host}: {destination}"
+            assert host in object_.hosts, f"{host}: {destination}"
+            assert not any(f["path"] == destination for f in document["write_files"]), host
+        assert document["runcmd"][-1][1] == "/usr/local/lib/web-infra/report_ready.py", host
     # The name is known at preview; the stack part is cut to fit S3's 63 characters.
-    assert fetch.bucket == "web-infra-production-eu-c-123456789012-ap-southeast-2-artifacts"
-    assert runcmd.index(step) < runcmd.index(["systemctl", "enable", "--now", "web-app.service"])
+    assert hosts.store.bucket == "web-infra-production-eu-c-123456789012-ap-southeast-2-artifacts"
 
 
 def test_the_app_compresses_the_same_on_every_platform() -> None:

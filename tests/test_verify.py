@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import EndpointConnectionError
+from monitoring_harness import shape
 from moto import mock_aws
 from verify_fixtures import REGION, Clients, FakeSite, build_stack
 
+from components.metric_catalog import catalogue
 from tools import verify
 
 AWS_CHECKS = [
@@ -34,6 +36,16 @@ AWS_CHECKS = [
     "db primary",
     "db replica",
     "db replication",
+]
+MONITORING_CHECKS = [
+    "alarm topic",
+    "health check topic",
+    "health check",
+    *(f"alarm {spec.key}" for spec in catalogue(shape(2)).alarms),
+    "alarm states",
+    "dashboard",
+    "db events",
+    "log groups",
 ]
 HTTP_CHECKS = ["http health", "http round robin", "http write, read back"]
 
@@ -110,6 +122,11 @@ def raw_outputs_for(url: str, nodes: int = 2) -> dict[str, Any]:
         "public_subnet_ids": ["subnet-1"],
         "private_subnet_ids": ["subnet-2"],
         "security_group_ids": {"load_balancer": "sg-1", "web": "sg-2", "database": "sg-3"},
+        "alarm_topic_arn": "arn:aws:sns:us-east-1:123456789012:web-infra-dev-alarms",
+        "health_check_alarm_topic_arn": "arn:aws:sns:us-east-1:123456789012:web-infra-dev-alarms",
+        "dashboard_url": "https://us-east-1.console.aws.amazon.com/cloudwatch/home"
+        "?region=us-east-1#dashboards/dashboard/web-infra-dev",
+        "health_check_id": "00000000-0000-0000-0000-000000000000",
     }
 
 
@@ -134,7 +151,7 @@ Stack = Callable[..., dict[str, Any]]
 
 def test_design_stack_passes_every_aws_check(clients: Clients, stack: Stack) -> None:
     checks = aws_checks(clients, stack())
-    assert list(checks) == AWS_CHECKS
+    assert list(checks) == AWS_CHECKS + MONITORING_CHECKS
     assert failing(checks) == set(), verify.render_table(list(checks.values()))
     assert checks["web AZ spread"].found == "us-east-1a: web-1, us-east-1b: web-2"
     assert checks["db sg ingress"].found == "tcp/3306 from web sg"
@@ -270,8 +287,156 @@ def test_aws_errors_fail_the_checks_they_stop() -> None:
         ("web nodes", False),
         ("security groups", False),
         ("database", False),
+        ("monitoring", False),
     ]
     assert checks[0].found.startswith("AWS error: Could not connect")
+
+
+# --- monitoring ------------------------------------------------------------------------------
+
+
+def alarm_of(clients: Clients, name: str) -> dict[str, Any]:
+    (alarm,) = clients.client("cloudwatch").describe_alarms(AlarmNames=[name])["MetricAlarms"]
+    return dict(alarm)
+
+
+def put_back(clients: Clients, alarm: dict[str, Any], **changes: Any) -> None:
+    """Write an alarm again as it was, but for `changes` (as an edit in the console would)."""
+    keys = [
+        "AlarmName",
+        "AlarmDescription",
+        "ComparisonOperator",
+        "Threshold",
+        "EvaluationPeriods",
+        "DatapointsToAlarm",
+        "TreatMissingData",
+        "AlarmActions",
+        "OKActions",
+        "Namespace",
+        "MetricName",
+        "Dimensions",
+        "Period",
+        "Statistic",
+        "ExtendedStatistic",
+        "Metrics",
+    ]
+    fields = {k: alarm[k] for k in keys if alarm.get(k) not in (None, [], "")}
+    clients.client("cloudwatch").put_metric_alarm(**{**fields, **changes})
+
+
+def test_a_missing_alarm_fails_on_its_own_line(clients: Clients, stack: Stack) -> None:
+    raw = stack()
+    prefix = raw["dashboard_url"].rsplit("/", 1)[1]
+    clients.client("cloudwatch").delete_alarms(AlarmNames=[f"{prefix}-web-2-memory"])
+    checks = aws_checks(clients, raw)
+    assert failing(checks) == {"alarm web-2-memory"}
+    assert checks["alarm web-2-memory"].found == "not found"
+    assert checks["alarm web-2-memory"].expected.startswith("Average > 90 in 5 of 5 periods")
+
+
+def test_an_alarm_without_an_action_fails_on_its_own_line(clients: Clients, stack: Stack) -> None:
+    raw = stack()
+    prefix = raw["dashboard_url"].rsplit("/", 1)[1]
+    alarm = alarm_of(clients, f"{prefix}-lb-5xx-rate")
+    put_back(clients, {**alarm, "AlarmActions": []})
+    checks = aws_checks(clients, raw)
+    assert failing(checks) == {"alarm lb-5xx-rate"}
+    assert "no action to the topic (!)" in checks["alarm lb-5xx-rate"].found
+    assert checks["alarm lb-5xx-rate"].found.startswith("IF(requests >= 10, 100 * errors")
+
+
+def test_a_threshold_changed_by_hand_and_a_lost_recover_action(
+    clients: Clients, stack: Stack
+) -> None:
+    raw = stack()
+    prefix = raw["dashboard_url"].rsplit("/", 1)[1]
+    healthy = alarm_of(clients, f"{prefix}-lb-healthy-nodes-below-count")
+    put_back(clients, healthy, Threshold=1.0)
+    recover = alarm_of(clients, f"{prefix}-web-1-system-check-recover")
+    put_back(clients, recover, AlarmActions=[raw["alarm_topic_arn"]])
+    checks = aws_checks(clients, raw)
+    assert failing(checks) == {
+        "alarm lb-healthy-nodes-below-count",
+        "alarm web-1-system-check-recover",
+    }
+    assert "< 1 (!)" in checks["alarm lb-healthy-nodes-below-count"].found
+    assert "no recover action (!)" in checks["alarm web-1-system-check-recover"].found
+    assert checks["alarm web-2-system-check-recover"].found.endswith("recovers")
+
+
+def test_alarm_states_show_what_fires(clients: Clients, stack: Stack) -> None:
+    raw = stack()
+    prefix = raw["dashboard_url"].rsplit("/", 1)[1]
+    clients.client("cloudwatch").set_alarm_state(
+        AlarmName=f"{prefix}-db-replica-lag", StateValue="ALARM", StateReason="test"
+    )
+    checks = aws_checks(clients, raw)
+    assert failing(checks) == {"alarm states"}
+    assert checks["alarm states"].found == f"1 ALARM (db-replica-lag), {30} OK"
+
+
+def test_a_dashboard_without_a_node_and_a_topic_nobody_reads(
+    clients: Clients, stack: Stack
+) -> None:
+    raw = stack()
+    prefix = raw["dashboard_url"].rsplit("/", 1)[1]
+    cloudwatch = clients.client("cloudwatch")
+    body = json.loads(cloudwatch.get_dashboard(DashboardName=prefix)["DashboardBody"])
+    for widget in body["widgets"]:
+        metrics = widget["properties"]["metrics"]
+        widget["properties"]["metrics"] = [row for row in metrics if "web-2" not in row]
+    cloudwatch.put_dashboard(DashboardName=prefix, DashboardBody=json.dumps(body))
+    sns = clients.client("sns")
+    for subscription in sns.list_subscriptions_by_topic(TopicArn=raw["alarm_topic_arn"])[
+        "Subscriptions"
+    ]:
+        sns.unsubscribe(SubscriptionArn=subscription["SubscriptionArn"])
+    checks = aws_checks(clients, raw)
+    assert failing(checks) == {"dashboard", "alarm topic", "health check topic"}
+    assert checks["dashboard"].found.startswith("11 widgets, 20 lines, missing: ")
+    assert "; mem_used_percent[Node=web-2] and" in checks["dashboard"].found
+    assert checks["dashboard"].found.endswith(" and 1 more (!)")
+    assert "0 confirmed (none) (!)" in checks["alarm topic"].found
+
+
+def test_missing_health_check_events_and_retention(clients: Clients, stack: Stack) -> None:
+    raw = stack()
+    prefix = raw["dashboard_url"].rsplit("/", 1)[1]
+    clients.client("route53").delete_health_check(HealthCheckId=raw["health_check_id"])
+    clients.rds.delete_event_subscription(SubscriptionName=f"{prefix}-db-events")
+    clients.client("logs").delete_retention_policy(logGroupName=f"/{prefix}/web/app")
+    checks = aws_checks(clients, raw)
+    assert failing(checks) == {"health check", "db events", "log groups"}
+    assert checks["health check"].found.endswith(": not found")
+    assert checks["db events"].found == f"{prefix}-db-events: not found"
+    assert checks["log groups"].found == f"/{prefix}/web/app keeps events forever (!)"
+
+
+def test_a_stack_without_monitoring_fails_every_monitoring_line(
+    clients: Clients, stack: Stack
+) -> None:
+    checks = aws_checks(clients, stack(monitoring=False))
+    assert failing(checks) == set(MONITORING_CHECKS)
+    assert checks["alarm lb-no-healthy-nodes"].found == "not found"
+    assert checks["alarm states"].found == "no alarms"
+
+
+def test_monitoring_outputs_are_required_and_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = raw_outputs_for("http://x")
+    del raw["alarm_topic_arn"]
+    raw["dashboard_url"] = "https://example.com/"
+    assert verify.main(["--outputs", write(tmp_path, raw), "--skip-aws"]) == 2
+    err = capsys.readouterr().err
+    assert "lack key(s): alarm_topic_arn" in err
+    raw = raw_outputs_for("http://x")
+    raw["dashboard_url"] = "https://example.com/"
+    raw["health_check_alarm_topic_arn"] = "topic"
+    assert verify.main(["--outputs", write(tmp_path, raw), "--skip-aws"]) == 2
+    err = capsys.readouterr().err
+    assert "dashboard_url: expected a CloudWatch console URL" in err
+    assert "health_check_alarm_topic_arn: expected an SNS topic ARN, got 'topic'" in err
 
 
 # --- HTTP ------------------------------------------------------------------------------------
@@ -342,7 +507,9 @@ def test_missing_keys_exit_2_and_are_named(
     err = capsys.readouterr().err
     assert "load_balancer_public_ip" in err
     assert "security_group_ids" in err
-    assert "url," not in err  # present keys are not named
+    assert "lack key(s): load_balancer_public_ip," in err, "present keys are not named"
+    assert " url," not in err
+    assert "vpc_id" not in err
 
 
 @pytest.mark.parametrize(
@@ -401,9 +568,10 @@ def test_end_to_end_table(
         lines = out.splitlines()
         assert lines[0].split() == ["check", "expected", "found", "ok"]
         rows = lines[2:-1]
-        assert len(rows) == len(AWS_CHECKS) + len(HTTP_CHECKS)
+        total = len(AWS_CHECKS) + len(MONITORING_CHECKS) + len(HTTP_CHECKS)
+        assert len(rows) == total
         assert all(row.endswith("  yes") for row in rows)
-        assert lines[-1] == "16 checks, all passed"
+        assert lines[-1] == f"{total} checks, all passed"
 
         clients.ec2.stop_instances(
             InstanceIds=[instance_id(clients, raw, raw["web_private_ips"][0])]
@@ -412,4 +580,4 @@ def test_end_to_end_table(
     out = capsys.readouterr().out
     (row,) = [line for line in out.splitlines() if line.startswith("web-1 instance")]
     assert row.endswith("  NO")
-    assert out.splitlines()[-1] == "16 checks, 1 failed: web-1 instance"
+    assert out.splitlines()[-1] == f"{total} checks, 1 failed: web-1 instance"

@@ -126,6 +126,11 @@ def test_https_outputs_are_read_and_optional() -> None:
         "public_subnet_ids": ["subnet-1"],
         "private_subnet_ids": ["subnet-2"],
         "security_group_ids": {"load_balancer": "sg-1", "web": "sg-2", "database": "sg-3"},
+        "alarm_topic_arn": "arn:aws:sns:eu-west-1:123456789012:web-infra-dev-alarms",
+        "health_check_alarm_topic_arn": "arn:aws:sns:us-east-1:123456789012:web-infra-alarms",
+        "dashboard_url": "https://eu-west-1.console.aws.amazon.com/cloudwatch/home"
+        "?region=eu-west-1#dashboards:name=web-infra-dev",
+        "health_check_id": "00000000-0000-0000-0000-000000000000",
     }
     assert verify.parse_outputs(json.dumps(base)).https_enabled is False
     outputs = verify.parse_outputs(

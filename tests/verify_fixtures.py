@@ -6,13 +6,28 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import boto3
+
+from components.metric_catalog import (
+    DB_EVENT_CATEGORIES,
+    HEALTH_CHECK,
+    LOAD_BALANCER,
+    LOG_SOURCES,
+    AlarmSpec,
+    Metric,
+    Ref,
+    StackShape,
+    catalogue,
+    dashboard_url,
+    db_event_subscription_name,
+    instance_ref,
+)
 
 REGION = "us-east-1"
 PREFIX = "web-infra-dev"
@@ -28,14 +43,19 @@ def _tags(resource_type: str, name: str, role: str | None = None) -> list[dict[s
 
 
 class Clients:
-    """boto3 clients made once (making one costs ~0.15 s), handed to tools.verify as a session."""
+    """boto3 clients made once each (making one costs ~0.15 s), handed to tools.verify as a
+    session: `client(service, region_name=...)` answers for any service and region."""
 
     def __init__(self) -> None:
-        self.ec2: Any = boto3.client("ec2", region_name=REGION)
-        self.rds: Any = boto3.client("rds", region_name=REGION)
+        self._made: dict[tuple[str, str], Any] = {}
+        self.ec2: Any = self.client("ec2")
+        self.rds: Any = self.client("rds")
 
-    def client(self, service: str, **_options: Any) -> Any:
-        return {"ec2": self.ec2, "rds": self.rds}[service]
+    def client(self, service: str, region_name: str = REGION, **_options: Any) -> Any:
+        key = (service, region_name)
+        if key not in self._made:
+            self._made[key] = boto3.client(service, region_name=region_name)
+        return self._made[key]
 
 
 def build_stack(
@@ -44,12 +64,14 @@ def build_stack(
     *,
     web_azs: tuple[str, ...] = ("us-east-1a", "us-east-1b"),
     replica: bool = True,
+    monitoring: bool = True,
 ) -> dict[str, Any]:
     """Create the design with boto3 and return what `pulumi stack output --json` would print.
 
     Stacks with different prefixes live side by side in one (moto) account, each in its own VPC.
     One web node per entry of `web_azs`, each in the private subnet of that AZ; `replica=False`
-    leaves the read replica out (the outputs still name it)."""
+    leaves the read replica out (the outputs still name it); `monitoring=False` leaves out what
+    the monitoring component creates (the outputs still name it)."""
     ec2, rds = clients.ec2, clients.rds
     vpc_id = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     igw_id = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
@@ -118,6 +140,7 @@ def build_stack(
     lb = ec2.describe_instances(InstanceIds=[lb["InstanceId"]])["Reservations"][0]["Instances"][0]
 
     web_ips = []
+    web_ids = {}
     for n, zone in enumerate(web_azs, start=1):
         node = ec2.run_instances(
             ImageId=AMI,
@@ -129,6 +152,7 @@ def build_stack(
             TagSpecifications=_tags("instance", f"{prefix}-web-{n}", "web"),
         )["Instances"][0]
         web_ips.append(node["PrivateIpAddress"])
+        web_ids[f"web-{n}"] = node["InstanceId"]
 
     rds.create_db_subnet_group(
         DBSubnetGroupName=f"{prefix}-db",
@@ -160,7 +184,21 @@ def build_stack(
             VpcSecurityGroupIds=[db_sg],
         )["DBInstance"]["Endpoint"]["Address"]
 
+    shape = StackShape(
+        prefix,
+        REGION,
+        tuple(web_ids),
+        f"{prefix}-primary",
+        f"{prefix}-replica",
+        "db.t4g.micro",
+        20,
+    )
+    instance_ids = {LOAD_BALANCER: lb["InstanceId"], **web_ids}
+    monitoring_outputs = build_monitoring(
+        clients, shape, instance_ids, lb["PublicDnsName"], create=monitoring
+    )
     return {
+        **monitoring_outputs,
         "url": f"http://{lb['PublicDnsName']}",
         "load_balancer_public_ip": eip["PublicIp"],
         "load_balancer_public_dns": lb["PublicDnsName"],
@@ -171,6 +209,134 @@ def build_stack(
         "public_subnet_ids": list(public.values()),
         "private_subnet_ids": list(private.values()),
         "security_group_ids": {"load_balancer": lb_sg, "web": web_sg, "database": db_sg},
+    }
+
+
+def put_alarm(
+    cloudwatch: Any, spec: AlarmSpec, prefix: str, refs: Mapping[Ref, str], topic: str
+) -> None:
+    """The alarm as the program declares it, through the CloudWatch API."""
+    actions = [topic]
+    if spec.recover_instance:
+        actions.append(f"arn:aws:automate:{REGION}:ec2:recover")
+    common: dict[str, Any] = {
+        "AlarmName": spec.name(prefix),
+        "AlarmDescription": spec.description(),
+        "ComparisonOperator": spec.comparison,
+        "Threshold": spec.threshold,
+        "EvaluationPeriods": spec.evaluation_periods,
+        "DatapointsToAlarm": spec.datapoints_to_alarm,
+        "TreatMissingData": spec.treat_missing_data,
+        "AlarmActions": actions,
+        "OKActions": [topic],
+    }
+    if isinstance(spec.signal, Metric):
+        statistic = (
+            {"ExtendedStatistic": spec.statistic}
+            if spec.statistic.startswith("p")
+            else {"Statistic": spec.statistic}
+        )
+        cloudwatch.put_metric_alarm(
+            **common,
+            **statistic,
+            Namespace=spec.signal.namespace,
+            MetricName=spec.signal.name,
+            Dimensions=[
+                {"Name": k, "Value": v} for k, v in spec.signal.resolved_dimensions(refs).items()
+            ],
+            Period=spec.period,
+        )
+        return
+    cloudwatch.put_metric_alarm(
+        **common,
+        Metrics=[
+            {"Id": "signal", "Expression": spec.signal.expression, "ReturnData": True},
+            *(
+                {
+                    "Id": source.id,
+                    "ReturnData": False,
+                    "MetricStat": {
+                        "Metric": {
+                            "Namespace": source.metric.namespace,
+                            "MetricName": source.metric.name,
+                            "Dimensions": [
+                                {"Name": k, "Value": v}
+                                for k, v in source.metric.resolved_dimensions(refs).items()
+                            ],
+                        },
+                        "Period": spec.period,
+                        "Stat": source.statistic,
+                    },
+                }
+                for source in spec.signal.inputs
+            ),
+        ],
+    )
+
+
+def build_monitoring(
+    clients: Clients,
+    shape: StackShape,
+    instance_ids: Mapping[str, str],
+    public_dns: str,
+    *,
+    create: bool = True,
+) -> dict[str, Any]:
+    """What the monitoring component creates, through the APIs, and its outputs. The stack's
+    region is us-east-1 here, so one topic serves every alarm (as the component does there)."""
+    prefix = shape.name_prefix
+    plan = catalogue(shape)
+    sns = clients.client("sns")
+    route53 = clients.client("route53")
+    topic = f"arn:aws:sns:{REGION}:123456789012:{prefix}-alarms"
+    outputs = {
+        "alarm_topic_arn": topic,
+        "health_check_alarm_topic_arn": topic,
+        "dashboard_url": dashboard_url(REGION, prefix),
+        "health_check_id": "00000000-0000-0000-0000-000000000000",
+    }
+    if not create:
+        return outputs
+    topic = sns.create_topic(Name=f"{prefix}-alarms")["TopicArn"]
+    sns.subscribe(TopicArn=topic, Protocol="email", Endpoint="ops@example.com")
+    health_check = route53.create_health_check(
+        CallerReference=prefix,
+        HealthCheckConfig={
+            "Type": "HTTP",
+            "FullyQualifiedDomainName": public_dns,
+            "Port": 80,
+            "ResourcePath": "/health",
+            "RequestInterval": 30,
+            "FailureThreshold": 3,
+        },
+    )["HealthCheck"]["Id"]
+    refs: dict[Ref, str] = {HEALTH_CHECK: health_check}
+    refs |= {instance_ref(host): i for host, i in instance_ids.items()}
+    cloudwatch = clients.client("cloudwatch")
+    for spec in plan.alarms:
+        put_alarm(cloudwatch, spec, prefix, refs, topic)
+    cloudwatch.put_dashboard(
+        DashboardName=prefix, DashboardBody=json.dumps(plan.dashboard_body(refs))
+    )
+    clients.rds.create_event_subscription(
+        SubscriptionName=db_event_subscription_name(prefix),
+        SnsTopicArn=topic,
+        SourceType="db-instance",
+        SourceIds=[shape.db_primary, shape.db_replica],
+        EventCategories=list(DB_EVENT_CATEGORIES),
+        Enabled=True,
+    )
+    logs = clients.client("logs")
+    for source in LOG_SOURCES:
+        logs.create_log_group(logGroupName=source.group_name(prefix))
+        logs.put_retention_policy(
+            logGroupName=source.group_name(prefix), retentionInDays=source.retention_days(30)
+        )
+    return {
+        **outputs,
+        "alarm_topic_arn": topic,
+        "health_check_alarm_topic_arn": topic,
+        "health_check_id": health_check,
     }
 
 

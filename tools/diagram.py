@@ -230,7 +230,8 @@ class _Stack:
 
 
 def _stack(run: ProgramRun) -> _Stack:
-    provider = _one(run, PROVIDER)
+    # The stack's own provider (another, for us-east-1, only carries the outside-in alarm).
+    (provider,) = [p for p in run.of_type(PROVIDER) if p.name == "aws"]
     default_tags = provider.inputs.get("defaultTags") or {}
     if isinstance(default_tags, str):
         default_tags = json.loads(default_tags)

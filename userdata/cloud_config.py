@@ -24,13 +24,17 @@ from typing import Any
 
 import yaml
 
-from settings import MAX_WEB_NODES, web_node_names
+from settings import (
+    APP_MAX_CONCURRENT_QUERIES,
+    GUNICORN_WORKERS,
+    MAX_WEB_NODES,
+    web_node_names,
+)
 
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
 APP_SOURCE = HERE / "app" / "web_app.py"
 REPORT_READY_SOURCE = HERE / "scripts" / "report_ready.py"
-FETCH_ARTIFACT_SOURCE = HERE / "scripts" / "fetch_artifact.py"
 SITE_CERTIFICATE_SOURCE = HERE / "scripts" / "site_certificate.py"
 
 HTTP_PORT = 80  # the load balancer's public ports
@@ -45,7 +49,6 @@ RDS_CA_BUNDLE = f"{APP_CONFIG_DIR}/rds-ca.pem"
 RDS_CA_URL = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
 RDS_CA_ATTEMPT_SECONDS = 90  # the longest first boot waits for the bundle (then it retries)
 REPORT_READY = "/usr/local/lib/web-infra/report_ready.py"
-FETCH_ARTIFACT = "/usr/local/lib/web-infra/fetch_artifact.py"
 # How long a host's first boot waits for its own service before it gives up reporting ready.
 # Fixed here rather than a setting: it is part of every host's userdata.
 REPORT_READY_TIMEOUT_SECONDS = 1200
@@ -89,6 +92,7 @@ class AppDatabase:
     database_name: str
     region: str
     primary_identifier: str
+    max_replica_lag_seconds: int = 3
 
     def app_config(self, node_name: str) -> dict[str, Any]:
         return {
@@ -101,10 +105,11 @@ class AppDatabase:
                 # Short socket timeouts: a hung database fails a request in about a second.
                 "connect_timeout_seconds": 1,
                 "query_timeout_seconds": 1,
-                "max_replica_lag_seconds": 3,
+                "max_replica_lag_seconds": self.max_replica_lag_seconds,
                 # Per server and worker; twice this stays below gunicorn's threads (12), so
-                # some are always free for /health.
-                "max_concurrent_queries": 5,
+                # some are always free for /health. The settings check the connections this
+                # allows against the database class (settings.database_connections_needed).
+                "max_concurrent_queries": APP_MAX_CONCURRENT_QUERIES,
                 "tls_ca_file": RDS_CA_BUNDLE,
             },
             # No password here: the app asks RDS for the managed secret's ARN and reads it
@@ -130,7 +135,7 @@ class ReadinessReport:
 
     def steps(self, host: str, check_url: str) -> tuple[dict[str, Any], list[str]]:
         """The script to ship and the runcmd step that runs it, last, on `host`."""
-        script = _compressed_file(REPORT_READY, REPORT_READY_SOURCE.read_bytes(), "0755")
+        script = _file(REPORT_READY, REPORT_READY_SOURCE.read_text(), permissions="0755")
         command = [
             "python3",
             REPORT_READY,
@@ -146,36 +151,7 @@ class ReadinessReport:
         return script, command
 
 
-@dataclass(frozen=True)
-class AppArtifact:
-    """Where a web node fetches the app's code: an S3 object named by its digest."""
-
-    bucket: str
-    key: str
-    sha256: str
-    region: str
-
-    def steps(self) -> tuple[dict[str, Any], list[str]]:
-        """The fetch script to ship and the runcmd step that installs the app with it."""
-        script = _compressed_file(FETCH_ARTIFACT, FETCH_ARTIFACT_SOURCE.read_bytes(), "0755")
-        command = [
-            "python3",
-            FETCH_ARTIFACT,
-            "--bucket",
-            self.bucket,
-            "--key",
-            self.key,
-            "--sha256",
-            self.sha256,
-            "--region",
-            self.region,
-            "--destination",
-            f"{APP_DIR}/web_app.py",
-        ]
-        return script, command
-
-
-def _compressed_file(path: str, data: bytes, permissions: str = "0644") -> dict[str, Any]:
+def compressed_file(path: str, data: bytes, permissions: str = "0644") -> dict[str, Any]:
     """A shipped source file, gzip-compressed to stay under EC2's 16 KiB."""
     return {
         "path": path,
@@ -275,6 +251,23 @@ def haproxy_config(zone: str, tls: SiteTls | None = None) -> str:
     )
 
 
+def report_ready_last(document: dict[str, Any]) -> dict[str, Any]:
+    """`document` with its readiness report moved to the end of runcmd, after whatever was
+    merged in: a host reports that it serves once everything of its first boot is done."""
+    steps = document.get("runcmd", [])
+    report = [s for s in steps if s[:2] == ["python3", REPORT_READY]]
+    rest = [s for s in steps if s[:2] != ["python3", REPORT_READY]]
+    return {**document, "runcmd": rest + report}
+
+
+def gunicorn_config() -> str:
+    text = render_template("gunicorn.conf.py")
+    # The database's connection budget (settings.database_connections_needed) counts these.
+    if f"\nworkers = {GUNICORN_WORKERS}  " not in text:
+        raise ValueError("gunicorn.conf.py must run settings.GUNICORN_WORKERS workers")
+    return text
+
+
 def _certbot_files(tls: SiteTls) -> list[dict[str, Any]]:
     """certbot's settings (read by every run, the timer's renewals too) and the unit that
     obtains the first certificate."""
@@ -282,7 +275,7 @@ def _certbot_files(tls: SiteTls) -> list[dict[str, Any]]:
         f"/usr/bin/python3 {SITE_CERTIFICATE} deploy --certificate {HAPROXY_CERTIFICATE} "
         f"--socket {HAPROXY_ADMIN_SOCKET} --issued-acl {ISSUED_ACL}"
     )
-    files = [
+    return [
         _file(
             CERTBOT_CONFIG,
             render_template(
@@ -305,9 +298,6 @@ def _certbot_files(tls: SiteTls) -> list[dict[str, Any]]:
         ),
         _file(ISSUED_ACL, "# issued: see site_certificate.py\n", defer=True),
     ]
-    for entry in files:  # cloud-init's defaults, left out to save userdata bytes
-        del entry["owner"], entry["permissions"]
-    return files
 
 
 def load_balancer_cloud_config(
@@ -327,8 +317,8 @@ def load_balancer_cloud_config(
     report_ready[report_ready.index("--check-url") : report_ready.index("--check-url")] = [
         "--tls-unverified"
     ]
-    certificate_script = _compressed_file(
-        SITE_CERTIFICATE, SITE_CERTIFICATE_SOURCE.read_bytes(), "0755"
+    certificate_script = _file(
+        SITE_CERTIFICATE, SITE_CERTIFICATE_SOURCE.read_text(), permissions="0755"
     )
     document["write_files"] = [
         _file("/etc/haproxy/haproxy.cfg", haproxy_config(zone, tls), defer=True),
@@ -367,12 +357,12 @@ def web_node_cloud_config(
     node_name: str,
     database: AppDatabase,
     readiness: ReadinessReport,
-    app: AppArtifact,
     *,
     load_balancer_cidr: str = "127.0.0.1/32",
+    app_source: bytes | None = None,
 ) -> dict[str, Any]:
-    """Nginx in front of gunicorn running the app (fetched from `app`), for the web node
-    `node_name`.
+    """Nginx in front of gunicorn running the app (`app_source`, default: the repository's),
+    for the web node `node_name`.
 
     Nginx believes X-Forwarded-For only from `load_balancer_cidr` (the VPC's range, where
     HAProxy lives); the default trusts no other host.
@@ -383,14 +373,14 @@ def web_node_cloud_config(
     document = _base(node_name, database.zone, WEB_NODE_PACKAGES)
     # Ready once the app answers its health check through Nginx, as HAProxy will ask it.
     report_script, report_ready = readiness.steps(node_name, f"http://127.0.0.1:{WEB_PORT}/health")
-    fetch_script, fetch_app = app.steps()
+    source = APP_SOURCE.read_bytes() if app_source is None else app_source
     document["write_files"] = [
-        fetch_script,
+        _file(f"{APP_DIR}/web_app.py", source.decode()),
         _file(
             f"{APP_CONFIG_DIR}/config.json",
             json.dumps(database.app_config(node_name), indent=2) + "\n",
         ),
-        _file(f"{APP_CONFIG_DIR}/gunicorn.conf.py", render_template("gunicorn.conf.py")),
+        _file(f"{APP_CONFIG_DIR}/gunicorn.conf.py", gunicorn_config()),
         _file("/etc/systemd/system/web-app.service", render_template("web-app.service")),
         _file(
             "/etc/systemd/system/rds-ca-bundle.service",
@@ -405,9 +395,6 @@ def web_node_cloud_config(
         report_script,
     ]
     document["runcmd"] = [
-        # The code named by its digest in this userdata; without it the app never starts and
-        # the node never reports ready.
-        fetch_app,
         ["systemctl", "daemon-reload"],
         # Bounded (RDS_CA_ATTEMPT_SECONDS); on failure systemd keeps retrying in the background.
         ["systemctl", "start", "rds-ca-bundle.service"],

@@ -1,0 +1,84 @@
+"""The metric catalogue on its own: RDS sizing, the published connection limits it estimates,
+and the shape checks that stop a bad stack description early."""
+
+from __future__ import annotations
+
+import pytest
+from monitoring_harness import shape
+
+from components.metric_catalog import (
+    LOG_SOURCES,
+    StackShape,
+    catalogue,
+    estimated_max_connections,
+    log_sources,
+    rds_class_memory_gib,
+)
+
+
+@pytest.mark.parametrize(
+    ("instance_class", "gib"),
+    [
+        ("db.t4g.micro", 1),
+        ("db.t3.small", 2),
+        ("db.t4g.2xlarge", 32),
+        ("db.m7g.large", 8),
+        ("db.m5.24xlarge", 384),
+        ("db.r6g.2xlarge", 64),
+        ("db.r7i.xlarge", 32),
+        ("db.x2g.xlarge", 64),
+    ],
+)
+def test_rds_class_memory(instance_class: str, gib: float) -> None:
+    assert rds_class_memory_gib(instance_class) == gib
+
+
+@pytest.mark.parametrize("instance_class", ["db.x2iedn.xlarge", "db.m5.metal", "t3.micro", ""])
+def test_unknown_classes_ask_for_the_memory(instance_class: str) -> None:
+    with pytest.raises(ValueError, match="set db_memory_gib"):
+        rds_class_memory_gib(instance_class)
+
+
+@pytest.mark.parametrize(
+    ("gib", "published"),
+    # MySQL on RDS with the default max_connections, as observed on 1, 2, 4 and 8 GiB classes.
+    [(1, 66), (2, 150), (4, 312), (8, 648)],
+)
+def test_connection_estimate_is_close_and_never_above_the_published_limit(
+    gib: float, published: int
+) -> None:
+    estimate = estimated_max_connections(gib)
+    assert estimate <= published
+    assert estimate >= 0.9 * published
+
+
+def test_an_explicit_memory_sizes_an_unknown_class() -> None:
+    stack = StackShape("p", "eu-west-1", ("web-1",), "a", "b", "db.x2iedn.xlarge", 20, 128)
+    alarm = catalogue(stack).alarm("db-primary-freeable-memory")
+    assert alarm.threshold == int(128 * 1024**3 * 0.05)
+
+
+@pytest.mark.parametrize(
+    ("web_nodes", "storage", "message"),
+    [((), 20, "web_nodes is empty"), (("web-1", "web-1"), 20, "repeats"), (("web-1",), 0, "GiB")],
+)
+def test_a_bad_shape_is_refused(web_nodes: tuple[str, ...], storage: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        StackShape("p", "eu-west-1", web_nodes, "a", "b", "db.t4g.micro", storage)
+
+
+def test_every_alarm_explains_itself() -> None:
+    for alarm in catalogue(shape(3)).alarms:
+        description = alarm.description()
+        assert description.startswith(f"[{alarm.severity}] ")
+        assert " Fires at: " in description
+        assert len(alarm.why) > 40, alarm.key
+        assert alarm.datapoints_to_alarm <= alarm.evaluation_periods, alarm.key
+
+
+def test_unknown_role_and_host_are_named() -> None:
+    with pytest.raises(ValueError, match="roles are load-balancer, web"):
+        log_sources("database")
+    with pytest.raises(KeyError, match="no alarm 'lb-nothing'"):
+        catalogue(shape(2)).alarm("lb-nothing")
+    assert {s.role for s in LOG_SOURCES} == {"load-balancer", "web"}
