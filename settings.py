@@ -43,6 +43,15 @@ _CONNECTIONS_PER_NODE = GUNICORN_WORKERS * (APP_MAX_CONCURRENT_QUERIES + 1)
 
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 _DB_INSTANCE_CLASS = re.compile(r"^db\.[a-z][a-z0-9-]*\.[a-z0-9]+$")
+# A public DNS name: two or more labels of letters, digits and inner hyphens, no wildcard.
+_DOMAIN = re.compile(
+    r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]$"
+)
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$", re.IGNORECASE)
+_HOSTED_ZONE_ID = re.compile(r"^Z[A-Z0-9]{4,31}$")
+LETS_ENCRYPT_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
+LETS_ENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
+HSTS_MAX_AGE_LIMIT = 63072000  # two years, Mozilla's recommendation
 _AMI_ID = re.compile(r"^ami-[0-9a-f]{8}([0-9a-f]{9})?$")
 # Graviton families carry a "g" after the generation digit: t4g, m7g, c7gn, x2gd, is4gen.
 _ARM64_INSTANCE_TYPE = re.compile(r"^[a-z]+\d+[a-z-]*g[a-z-]*\.")
@@ -91,6 +100,20 @@ class Settings:
     """`dbMaxAllocatedStorageGb`: storage autoscaling limit of the primary and the replica."""
     db_apply_immediately: bool
     """`dbApplyImmediately`: apply database changes now instead of in the maintenance window."""
+    domain: str | None
+    """`domain`: the site's DNS name; with it the load balancer gets a certificate by ACME and
+    redirects HTTP to HTTPS. None: HTTPS with a self-signed certificate, no redirect."""
+    acme_email: str | None
+    """`acmeEmail`: the ACME account's contact (expiry warnings); required with a domain."""
+    acme_directory_url: str
+    """`acmeDirectoryUrl`: the ACME server; Let's Encrypt's production one by default."""
+    public_zone_id: str | None
+    """`publicZoneId`: a public Route 53 zone in which the program points `domain` at the
+    Elastic IP; None: the domain's DNS is managed elsewhere."""
+    hsts: bool
+    """`hsts`: send Strict-Transport-Security once the CA-issued certificate serves."""
+    hsts_max_age_seconds: int
+    """`hstsMaxAgeSeconds`: how long browsers insist on HTTPS, 300 s to 2 years."""
     db_max_replica_lag_seconds: int
     """`dbMaxReplicaLagSeconds`: staler than this, the replica is not read (the primary is)."""
     alarm_email: str | None
@@ -237,6 +260,29 @@ def _ami_ids(raw: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in sorted(raw.items())}
 
 
+def _domain(raw: Any) -> str:
+    allowed = (
+        "a DNS name you control, such as www.example.com (letters, digits, hyphens and dots; "
+        "no scheme, path, port or wildcard)"
+    )
+    if not isinstance(raw, str):
+        raise ValueError(allowed)
+    name = raw.strip().lower().removesuffix(".")
+    if not _DOMAIN.match(name):
+        raise ValueError(allowed)
+    return name
+
+
+def _acme_directory_url(raw: Any) -> str:
+    allowed = (
+        f"an https:// ACME directory URL: {LETS_ENCRYPT_PRODUCTION} (the default) or, "
+        f"for trials, Let's Encrypt's staging server {LETS_ENCRYPT_STAGING}"
+    )
+    if not isinstance(raw, str) or not re.match(r"^https://[^\s/]+/\S*$", raw):
+        raise ValueError(allowed)
+    return raw
+
+
 def _one_of_numbers(allowed: tuple[int, ...]) -> Callable[[Any], int]:
     def parse(raw: Any) -> int:
         message = "one of " + ", ".join(map(str, allowed))
@@ -293,6 +339,27 @@ _KEYS = (
     _Key("readinessTimeoutMinutes", "readiness_timeout_minutes", 15, _integer(3, 120)),
     _Key("dbMaxAllocatedStorageGb", "db_max_allocated_storage_gb", 100, _integer(20, 65536)),
     _Key("dbApplyImmediately", "db_apply_immediately", False, _boolean),
+    _Key("domain", "domain", None, _domain),
+    _Key(
+        "acmeEmail",
+        "acme_email",
+        None,
+        _matching(_EMAIL, "an e-mail address for the ACME account, e.g. ops@example.com"),
+    ),
+    _Key("acmeDirectoryUrl", "acme_directory_url", LETS_ENCRYPT_PRODUCTION, _acme_directory_url),
+    _Key(
+        "publicZoneId",
+        "public_zone_id",
+        None,
+        _matching(_HOSTED_ZONE_ID, "a Route 53 hosted zone id such as Z0123456789ABCDEFGHIJ"),
+    ),
+    _Key("hsts", "hsts", True, _boolean),
+    _Key(
+        "hstsMaxAgeSeconds",
+        "hsts_max_age_seconds",
+        HSTS_MAX_AGE_LIMIT,
+        _integer(300, HSTS_MAX_AGE_LIMIT),
+    ),
     _Key("dbMaxReplicaLagSeconds", "db_max_replica_lag_seconds", 3, _integer(1, 300)),
     _Key(
         "alarmEmail",
@@ -402,6 +469,18 @@ def _cross_key_problems(fields: dict[str, Any]) -> list[str]:
             f"{NAMESPACE}:dbMaxAllocatedStorageGb = {ceiling} must be larger than "
             f"dbAllocatedStorageGb = {storage}, or storage could never grow; raise it"
         )
+    domain = fields.get("domain")
+    if domain and not fields.get("acme_email"):
+        problems.append(
+            f"{NAMESPACE}:domain = {domain!r} needs an ACME account e-mail (the CA writes to it "
+            f"before a certificate expires); set {NAMESPACE}:acmeEmail"
+        )
+    for key, field_name in (("acmeEmail", "acme_email"), ("publicZoneId", "public_zone_id")):
+        if fields.get(field_name) and not domain:
+            problems.append(
+                f"{NAMESPACE}:{key} has no effect without a domain; set {NAMESPACE}:domain "
+                f"(the site's DNS name) or remove it with `pulumi config rm {NAMESPACE}:{key}`"
+            )
     return problems
 
 

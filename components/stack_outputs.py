@@ -6,6 +6,8 @@ Kept apart from the components (and free of Pulumi imports) so that light consum
 
 STACK_OUTPUTS = (
     "url",
+    "https_enabled",
+    "https_url",
     "load_balancer_public_ip",
     "load_balancer_public_dns",
     "web_private_ips",
@@ -20,5 +22,8 @@ STACK_OUTPUTS = (
     "health_check_id",
     "dashboard_url",
 )
+# `url` is the site's address: https://<domain> when the stack has a domain (its certificate is
+# a CA's), else http://<the Elastic IP's DNS name>. `https_enabled` is true with a domain;
+# `https_url` always answers over HTTPS, with a self-signed certificate when it is false.
 SECURITY_GROUP_KEYS = ("load_balancer", "web", "database")
 """The keys of the `security_group_ids` map."""

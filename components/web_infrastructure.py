@@ -28,6 +28,7 @@ from components.metric_catalog import StackShape, catalogue, log_sources
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
 from components.readiness_gate import GateSettings
+from components.site_record import SiteRecord, SiteRecordArgs
 from components.stack_outputs import STACK_OUTPUTS
 from components.web_tier import WebNode, WebTier, WebTierArgs
 from settings import (
@@ -47,6 +48,16 @@ MASTER_USERNAME = "webapp_admin"
 
 def readiness_report(settings: Settings, region: str) -> cloud_config.ReadinessReport:
     return cloud_config.ReadinessReport(settings.readiness_parameter_prefix, region)
+
+
+def site_tls(settings: Settings) -> cloud_config.SiteTls:
+    """HTTPS at the load balancer, as the settings ask for it."""
+    return cloud_config.SiteTls(
+        domain=settings.domain,
+        acme_email=settings.acme_email,
+        acme_directory_url=settings.acme_directory_url,
+        hsts_max_age_seconds=settings.hsts_max_age_seconds if settings.hsts else None,
+    )
 
 
 def stack_shape(settings: Settings, region: str) -> StackShape:
@@ -97,7 +108,11 @@ def render_hosts(
         primary_identifier=settings.db_primary_identifier,
         max_replica_lag_seconds=settings.db_max_replica_lag_seconds,
     )
-    documents = {"load-balancer": cloud_config.load_balancer_cloud_config(zone, readiness)}
+    documents = {
+        "load-balancer": cloud_config.load_balancer_cloud_config(
+            zone, readiness, site_tls(settings)
+        )
+    }
     for node in settings.web_node_names:
         documents[node] = cloud_config.web_node_cloud_config(
             node,
@@ -298,6 +313,21 @@ class WebInfrastructure(pulumi.ComponentResource):
             opts=child,
         )
 
+        if settings.domain and settings.public_zone_id:
+            SiteRecord(
+                f"{prefix}-site-record",
+                SiteRecordArgs(
+                    zone_id=settings.public_zone_id,
+                    domain=settings.domain,
+                    public_ip=load_balancer.public_ip,
+                ),
+                opts=child,
+            )
+        https_url = (
+            pulumi.Output.from_input(f"https://{settings.domain}")
+            if settings.domain
+            else load_balancer.public_dns.apply(lambda dns: f"https://{dns}")
+        )
         monitoring = Monitoring(
             f"{prefix}-monitoring",
             MonitoringArgs(
@@ -323,7 +353,11 @@ class WebInfrastructure(pulumi.ComponentResource):
         self.web = web
         self.load_balancer = load_balancer
         self.outputs = {
-            "url": load_balancer.public_dns.apply(lambda dns: f"http://{dns}"),
+            "url": https_url
+            if settings.domain
+            else load_balancer.public_dns.apply(lambda dns: f"http://{dns}"),
+            "https_enabled": pulumi.Output.from_input(settings.domain is not None),
+            "https_url": https_url,
             "load_balancer_public_ip": load_balancer.public_ip,
             "load_balancer_public_dns": load_balancer.public_dns,
             "web_private_ips": web.private_ips,

@@ -58,6 +58,12 @@ def parser() -> argparse.ArgumentParser:
     commands = main.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start every host, then print the URL and status")
     up.add_argument("--web-nodes", type=int, help="override webNodeCount (2 to 20)")
+    up.add_argument(
+        "--no-https",
+        action="store_true",
+        help="no domain: HTTPS with a self-signed certificate only (default: the lab's domain "
+        "with a certificate from its ACME server, pebble)",
+    )
     status = commands.add_parser("status", help="each host, its address, up/down, details")
     status.add_argument("--json", action="store_true", help="machine-readable status")
     commands.add_parser("down", help="stop everything the lab started and remove its state")
@@ -92,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     lab.ready_timeout = args.ready_timeout
     try:
         if args.command == "up":
+            lab.https = not args.no_https
             topology = lab.up(web_nodes=args.web_nodes)
-            print(f"The lab is up: {topology.url}\n")
+            print(f"The lab is up: {topology.url} and {topology.https_url}\n")
             print(table(lab.status()))
             print(f"\nHAProxy stats: {topology.stats_url}    stop it all: make lab-down")
         elif args.command == "status":

@@ -60,10 +60,11 @@ from typing import Any, Literal
 import pymysql
 
 from components.web_infrastructure import DATABASE_NAME
+from lab import bench_tls
 from lab.lab import Lab
 from lab.localize import LabError
 from lab.processes import find_program
-from lab.topology import Topology
+from lab.topology import LAB_NETWORKS, Topology
 from settings import SettingsError
 
 MARKER = "BENCH_JSON "
@@ -388,10 +389,13 @@ class Wrk:
         self.write_script = folder / "write.lua"
         self.write_script.write_text(POST_REQUEST + DONE_HOOK)
 
-    def command(self, url: str, seconds: float, *, write: bool) -> list[str]:
+    def command(
+        self, url: str, seconds: float, *, write: bool, headers: Sequence[str] = ()
+    ) -> list[str]:
         script = self.write_script if write else self.read_script
         return [
             shutil.which("wrk") or "wrk",
+            *(part for header in headers for part in ("-H", header)),
             f"-t{self.config.threads}",
             f"-c{self.config.connections}",
             f"-d{seconds:g}s",
@@ -403,10 +407,12 @@ class Wrk:
             url,
         ]
 
-    def run(self, url: str, seconds: float, *, write: bool) -> WrkResult:
+    def run(
+        self, url: str, seconds: float, *, write: bool, headers: Sequence[str] = ()
+    ) -> WrkResult:
         before = cpu_times(self.state)
         result = subprocess.run(  # noqa: S603 - wrk against the lab's loopback addresses
-            self.command(url, seconds, write=write),
+            self.command(url, seconds, write=write, headers=headers),
             capture_output=True,
             text=True,
             timeout=seconds + 30,
@@ -775,6 +781,8 @@ class Report:
     failover: Failover
     lag: Lag
     seconds: float = 0.0
+    tls: list[bench_tls.Row] = field(default_factory=list)
+    """HTTPS next to HTTP through HAProxy (lab/bench_tls.py)."""
 
 
 def seed(topology: Topology, count: int = 20) -> None:
@@ -791,10 +799,12 @@ def seed(topology: Topology, count: int = 20) -> None:
                 raise LabError(f"seeding failed: HTTP {response.status}")
 
 
-def run(config: Config, web_nodes: int | None, say: Callable[[str], None]) -> Report:
+def run(
+    config: Config, web_nodes: int | None, say: Callable[[str], None], lab_name: str = "bench"
+) -> Report:
     began = time.monotonic()
     machine = machine_facts()
-    lab = Lab("bench")
+    lab = Lab(lab_name)
     existed = lab.state_file.exists()
     say(f"bringing up the benchmark's lab in {lab.state} ...")
     try:
@@ -814,6 +824,18 @@ def run(config: Config, web_nodes: int | None, say: Callable[[str], None]) -> Re
             wrk.run(lb, 1, write=True)
             say("throughput (a: direct, b: LB with one node, c: LB with all nodes):")
             throughput = measure_throughput(wrk, rotation, topology, config, say)
+            # --- HTTPS next to HTTP (lab/bench_tls.py) ---
+            say("TLS: HTTPS next to HTTP through HAProxy ...")
+            tls = bench_tls.measure(
+                wrk,
+                topology,
+                lab.instance("load-balancer").daemons[0].pid or 0,
+                lab.directory("load-balancer") / "admin.sock",
+                seconds=config.write_seconds,
+                rounds=config.rounds,
+                say=say,
+            )
+            # --- end of HTTPS ---
             say("failover ...")
             failover = measure_failover(lab, topology, wrk, config)
         say(f"replication lag at {config.lag_rate} writes/s for {config.lag_seconds:g} s ...")
@@ -830,6 +852,7 @@ def run(config: Config, web_nodes: int | None, say: Callable[[str], None]) -> Re
         failover,
         lag,
         time.monotonic() - began,
+        tls,
     )
 
 
@@ -899,6 +922,8 @@ def render(report: Report) -> str:
             str(lag.write_errors + lag.written - lag.seen),
         ]
     )
+    tls_rows, tls_lines = bench_tls.render(report.tls)  # HTTPS next to HTTP
+    rows += tls_rows
     out.append(format_table(["scenario", "req/s", "p50 ms", "p99 ms", "errors"], rows))
     others = [
         r.other_cores
@@ -962,6 +987,7 @@ def render(report: Report) -> str:
         f"end {config.failover_seconds}; stop_host(kill=True) returned after "
         f"{failover.stop_call_s:.2f} s"
     )
+    out += tls_lines
     out.append(
         f"lag:      {lag.seen} of {lag.written} rows seen on the replica "
         f"({lag.write_errors} writes failed), {lag.achieved_rate:.1f} writes/s over "
@@ -1025,6 +1051,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="one short round, for iterating")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the raw results here")
     parser.add_argument("--web-nodes", type=int, help="override webNodeCount (2 to 20)")
+    parser.add_argument(
+        "--lab", default="bench", choices=sorted(LAB_NETWORKS), help="which lab network to use"
+    )
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         print("benchmark: wrk is not installed (apt-get install wrk)", file=sys.stderr)
@@ -1036,7 +1065,7 @@ def main(argv: list[str] | None = None) -> int:
         print(text, file=sys.stderr, flush=True)
 
     try:
-        report = run(config, args.web_nodes, say)
+        report = run(config, args.web_nodes, say, args.lab)
     except (LabError, SettingsError, pymysql.MySQLError, OSError) as error:
         print(f"benchmark: {error}", file=sys.stderr)
         return 1

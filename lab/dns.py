@@ -16,7 +16,15 @@ from lab.processes import program
 TTL_SECONDS = 10  # as the program's records
 
 
-def server_command(directory: Path, address: str, port: int, zone: str) -> list[str]:
+def server_command(
+    directory: Path,
+    address: str,
+    port: int,
+    zone: str,
+    public_names: Mapping[str, str] | None = None,
+) -> list[str]:
+    """`public_names`: names outside the zone and their address (the site's domain, which the
+    lab's ACME server resolves here as Let's Encrypt resolves it in public DNS)."""
     return [
         program("dnsmasq"),
         "--keep-in-foreground",
@@ -33,6 +41,7 @@ def server_command(directory: Path, address: str, port: int, zone: str) -> list[
         f"--neg-ttl={TTL_SECONDS}",
         f"--pid-file={directory / 'dnsmasq.pid'}",
         *(["--user=root"] if os.geteuid() == 0 else []),
+        *(f"--host-record={name},{ip}" for name, ip in sorted((public_names or {}).items())),
     ]
 
 

@@ -2,9 +2,11 @@
 # Debian packages the tests and the local lab need, installed only when one is missing.
 # The app's runtime is Debian's, as on the web nodes (Ubuntu's): gunicorn, PyMySQL, boto3.
 # The lab's stand-ins for AWS: dnsmasq (the private zone), nftables (the Elastic IP).
+# HTTPS: certbot (the load balancer's ACME client, as on Ubuntu) and pebble, Let's Encrypt's
+# test CA (with pebble-challtestsrv), which the lab runs as its ACME server.
 set -euo pipefail
 PACKAGES=(haproxy nginx-light mariadb-server mariadb-client cloud-init wrk gunicorn
-          python3-pymysql python3-boto3 graphviz dnsmasq-base nftables)
+          python3-pymysql python3-boto3 graphviz dnsmasq-base nftables certbot pebble)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \

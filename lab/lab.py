@@ -42,7 +42,7 @@ from components.readiness_gate import (
     wait_for_report,
 )
 from components.web_infrastructure import render_hosts
-from lab import aws, dns, mariadb, processes, public_address
+from lab import acme, aws, dns, mariadb, processes, public_address
 from lab.localize import LAB_ACCOUNT, LAB_REGION, LabError, Localizer
 from lab.processes import Daemon
 from lab.tls import write_tls_files
@@ -58,6 +58,7 @@ REQUIRED = (
     "mariadb-install-db",
     "mariadb",
     "dnsmasq",
+    "openssl",
 )
 READY_TIMEOUT_SECONDS = 60.0  # a lab host serves within seconds; this bounds a broken one
 FOLLOW_TIMEOUT_SECONDS = 20.0  # HAProxy re-resolves each second; the TTL does not apply here
@@ -158,6 +159,12 @@ class Lab:
         self.stack = stack
         self.state_file = self.state / "state.json"
         self.ready_timeout = READY_TIMEOUT_SECONDS
+        self.https = False
+        """The site has a domain (the lab's) and gets its certificate from the lab's ACME CA
+        (`python -m lab up` does this by default); False: a self-signed certificate on 443 and
+        HTTP not redirected, as a stack without a domain."""
+        self.acme_at_boot = True
+        """Start the ACME CA with the lab; False: it is down until `start_acme()`."""
         self.events: list[Event] = []
         """What this object's operations did and when: for tests and the benchmark."""
 
@@ -180,6 +187,8 @@ class Lab:
 
     def settings(self, web_nodes: int | None) -> Settings:
         settings = load_stack_file(ROOT / f"Pulumi.{self.stack}.yaml", stack=self.stack)
+        if self.https:
+            settings = acme.lab_settings(settings)
         if web_nodes is not None:
             settings = dataclasses.replace(settings, web_node_count=self._checked(web_nodes))
         return settings
@@ -215,7 +224,8 @@ class Lab:
                     "or stop it with `make lab-down` before starting it again"
                 )
             self._forget(previous)  # left over from a crash: nothing of it runs
-        missing = [t for t in REQUIRED if processes.find_program(t) is None]
+        needed = (*REQUIRED, *(acme.REQUIRED if self.https else ()))
+        missing = [t for t in needed if processes.find_program(t) is None]
         if missing:
             raise LabError(f"missing programs: {', '.join(missing)}; {processes.INSTALL}")
         is_root = os.geteuid() == 0
@@ -232,6 +242,7 @@ class Lab:
             (net.load_balancer(1), ports.http, "load-balancer"),
             (net.load_balancer(1), ports.stats, "HAProxy stats"),
         ]
+        wanted += acme.ports_wanted(net, ports, https=settings.domain is not None)
         wanted += [
             (net.web(i), ports.http, name)
             for i, name in enumerate(web_node_names(settings.web_node_count), start=1)
@@ -269,11 +280,19 @@ class Lab:
             resolver,
             Spec(
                 "dns/dnsmasq",
-                dns.server_command(Path(resolver.directory), resolver.address, ports.dns, zone),
+                dns.server_command(
+                    Path(resolver.directory),
+                    resolver.address,
+                    ports.dns,
+                    zone,
+                    {state.settings.domain: self.network.public} if state.settings.domain else {},
+                ),
                 "dnsmasq.log",
             ),
             self._ready_check(state, resolver, "dnsmasq"),
         )
+        if state.settings.domain and self.acme_at_boot:
+            self._start_acme(state)
         for host in ("load-balancer", *web_node_names(20)):
             self._ssm().put_parameter(
                 Name=self._parameter(state, host), Value="{}", Type="String", Overwrite=True
@@ -553,6 +572,7 @@ class Lab:
         directory = Path(instance.directory)
         self._fetch_files(state, localizer.fetch_files(userdata, directory), directory)
         config = localizer.haproxy_config(userdata, directory, instance.address)
+        certificate = self._certificate_steps(instance, userdata)
         self._start(
             state,
             instance,
@@ -563,9 +583,12 @@ class Lab:
             ),
             lambda: processes.port_is_open(instance.address, ports.http),
         )
+        self._obtain_certificate(state, instance, certificate)
         self._gate(state, instance, self._report_ready(state, instance, userdata))
         if state.moves_public_address:
-            public_address.associate(self.name, self.network.public, ports.http, instance.address)
+            public_address.associate(
+                self.name, self.network.public, (ports.http, ports.https), instance.address
+            )
         self._route(state, instance)
         return instance
 
@@ -706,6 +729,8 @@ class Lab:
             return lambda: processes.port_is_open(instance.address, ports.aws)
         if kind == "dnsmasq":
             return lambda: processes.port_is_open(instance.address, ports.dns)
+        if kind == "pebble":
+            return lambda: processes.port_is_open(instance.address, acme.ACME_PORT)
         return lambda: processes.port_is_open(instance.address, ports.http)
 
     def _server(self, state: State, instance: Instance) -> mariadb.Server:
@@ -797,7 +822,81 @@ class Lab:
                 details[host.name] = "takes writes" if up else "down"
             else:
                 details[host.name] = f"stats: {topology.stats_url}"
-        return {"url": topology.url, "hosts": hosts, "details": details}
+        return {
+            "url": topology.url,
+            **self._https_status(state, topology),
+            "hosts": hosts,
+            "details": details,
+        }
+
+    # --- HTTPS: the ACME CA and the load balancer's certificate (see lab/acme.py) -------------
+
+    def _acme_server(self) -> acme.AcmeServer:
+        return acme.AcmeServer(self.network, self.state / "acme")
+
+    def start_acme(self) -> None:
+        """Start the lab's ACME CA (pebble), or start it again after `stop_host("acme")`."""
+        self._start_acme(self._load())
+
+    def _start_acme(self, state: State) -> None:
+        server = self._acme_server()
+        ports = Ports.for_user(state.is_root)
+        known = [i for i in state.instances if i.host == "acme"]
+        instance = (
+            known[0]
+            if known
+            else self._instance(state, "acme", "stand-in", acme.address(self.network))
+        )
+        instance.daemons = [d for d in instance.daemons if d.running()]
+        if instance.daemons:
+            return
+        # A new CA each start, as pebble makes new roots each start.
+        spec = Spec("acme/pebble", server.prepare(ports), "pebble.log", server.environment())
+        self._start(state, instance, spec, server.answers)
+
+    def _certificate_steps(self, instance: Instance, userdata: str) -> acme.CertificateSteps:
+        """The certificate steps of this load balancer; runs the first (self-signed)."""
+        directory = Path(instance.directory)
+        steps = acme.localize(
+            userdata, directory, instance.address, self.network, self._acme_server().listener_ca
+        )
+        acme.run_step(steps.self_signed, directory / "site-certificate.log", {}, timeout=60)
+        return steps
+
+    def _obtain_certificate(
+        self, state: State, instance: Instance, steps: acme.CertificateSteps
+    ) -> None:
+        """site-certificate.service: in the background, as on AWS (the site serves meanwhile)."""
+        if not steps.obtain:
+            return
+        client = self._instance(state, "certbot", "stand-in", instance.address)
+        spec = Spec(
+            "certbot/obtain",
+            steps.obtain,
+            str(Path(instance.directory) / "site-certificate.log"),
+            steps.environment,
+        )
+        client.daemons.append(spec)
+        self._run(spec)
+        self._save(state)
+
+    def renew_certificate(self) -> None:
+        """What certbot.timer runs on the load balancer, forced: a new certificate now."""
+        state = self._load()
+        instance = state.current("load-balancer")
+        steps = self._certificate_steps(instance, self._userdata(state.settings)[0])
+        log = Path(instance.directory) / "site-certificate.log"
+        acme.run_step(steps.renew, log, steps.environment, timeout=120)
+
+    def _https_status(self, state: State, topology: Topology) -> dict[str, str | None]:
+        """`https_url`, and `ca_file`: the root that verifies its certificate (None: none does,
+        it is self-signed)."""
+        ca_file = None
+        if state.settings.domain:
+            server = self._acme_server()
+            if server.answers() or server.issuing_root.exists():
+                ca_file = str(server.issuing_root)
+        return {"https_url": topology.https_url, "ca_file": ca_file}
 
     # --- helpers -----------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,6 +89,7 @@ class Localizer:
             ("    daemon\n", ""),
             ("stats socket /run/haproxy/admin.sock", f"stats socket {directory}/admin.sock"),
             (f"bind *:{cloud_config.HTTP_PORT}\n", f"bind {address}:{self.ports.http}\n"),
+            *self._https_rewrites(text, directory, address),
             ("bind 127.0.0.1:8404", f"bind {address}:{self.ports.stats}"),
             ("    parse-resolv-conf\n", f"    nameserver lab {dns}:{self.ports.dns}\n"),
         ]
@@ -107,6 +109,30 @@ class Localizer:
         path = directory / "haproxy.cfg"
         path.write_text(rewrite(text, replacements, what="the HAProxy config"))
         return path
+
+    def _https_rewrites(self, text: str, directory: Path, address: str) -> list[tuple[str, str]]:
+        """HTTPS in HAProxy's config: its port, and the files site_certificate.py keeps."""
+        rewrites = [
+            (f"bind *:{cloud_config.HTTPS_PORT} ", f"bind {address}:{self.ports.https} "),
+            (cloud_config.HAPROXY_CERTIFICATE, f"{directory}/certs/site.pem"),
+        ]
+        domain = self.topology.settings.domain
+        if domain:
+            rewrites += [
+                (cloud_config.ISSUED_ACL, f"{directory}/certificate-issued.acl"),
+                (
+                    f"server certbot 127.0.0.1:{cloud_config.ACME_CHALLENGE_PORT}",
+                    f"server certbot {address}:{cloud_config.ACME_CHALLENGE_PORT}",
+                ),
+            ]
+            if self.ports.https != cloud_config.HTTPS_PORT:
+                rewrites.append(
+                    (
+                        f"redirect prefix https://{domain} ",
+                        f"redirect prefix https://{domain}:{self.ports.https} ",
+                    )
+                )
+        return rewrites
 
     def web_node(
         self,
@@ -203,9 +229,13 @@ class Localizer:
         (directory / "user-data.txt").write_text(userdata)  # as cloud-init keeps it
         (directory / "instance-id").write_text(instance_id + "\n")
         url = step[step.index("--check-url") + 1]
+        shipped, port = {
+            "http": (cloud_config.HTTP_PORT, self.ports.http),
+            "https": (cloud_config.HTTPS_PORT, self.ports.https),
+        }[urllib.parse.urlsplit(url).scheme]
         local = rewrite(
             url,
-            [("//127.0.0.1:80/", f"//{address}:{self.ports.http}/")],
+            [(f"//127.0.0.1:{shipped}/", f"//{address}:{port}/")],
             what="the readiness check URL",
         )
         command = ["/usr/bin/python3", str(script), *step[2:]]

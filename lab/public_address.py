@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Sequence
 
 from lab.localize import LabError
 from lab.processes import find_program
@@ -36,16 +37,17 @@ def _nft(script: str) -> None:
         raise LabError(f"nft refused the lab's rules: {result.stderr.strip()}")
 
 
-def associate(lab: str, public: str, port: int, target: str) -> None:
-    """Send new connections to `public:port` to `target:port`, in one transaction."""
+def associate(lab: str, public: str, ports: Sequence[int], target: str) -> None:
+    """Send new connections to `public` on `ports` to `target`, same port, in one transaction."""
     table = _table(lab)
+    port_set = ", ".join(str(port) for port in ports)
     _nft(
         f"table ip {table} {{}}\n"
         f"delete table ip {table}\n"
         f"table ip {table} {{\n"
         f"  chain output {{\n"
         f"    type nat hook output priority -100; policy accept;\n"
-        f"    ip daddr {public} tcp dport {port} dnat to {target}:{port}\n"
+        f"    ip daddr {public} tcp dport {{ {port_set} }} dnat to {target}\n"
         f"  }}\n"
         f"}}\n"
     )

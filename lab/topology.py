@@ -24,6 +24,7 @@ LAB_NETWORKS = {
     "test-ops": "127.0.21",
     "test-scale": "127.0.22",
     "test-errors": "127.0.23",
+    "test-https": "127.0.24",
     "test-faults": "127.0.26",
     "bench": "127.0.30",
 }
@@ -47,14 +48,18 @@ class Ports:
     """HAProxy's stats page, on the load balancer's own address."""
     dns: int
     aws: int
+    https: int
+    """The load balancer's HTTPS port."""
     status: int
     """Nginx's stub_status on each web node's own address (loopback-only on AWS)."""
 
     @staticmethod
     def for_user(is_root: bool) -> Ports:
         if is_root:
-            return Ports(http=80, mysql=3306, stats=8404, dns=53, aws=5000, status=8080)
-        return Ports(http=8080, mysql=13306, stats=18404, dns=10053, aws=5000, status=18080)
+            return Ports(http=80, mysql=3306, stats=8404, dns=53, aws=5000, status=8080, https=443)
+        return Ports(
+            http=8080, mysql=13306, stats=18404, dns=10053, aws=5000, status=18080, https=8443
+        )
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,13 @@ class Topology:
     def url(self) -> str:
         suffix = "" if self.ports.http == 80 else f":{self.ports.http}"
         return f"http://{self.public_address}{suffix}/"
+
+    @property
+    def https_url(self) -> str:
+        """The site over HTTPS: its domain when it has one (the lab's DNS server resolves it to
+        the public address), else the public address (a self-signed certificate)."""
+        suffix = "" if self.ports.https == 443 else f":{self.ports.https}"
+        return f"https://{self.settings.domain or self.public_address}{suffix}/"
 
     @property
     def stats_url(self) -> str:

@@ -8,6 +8,8 @@ anywhere shows up as a failure. Bounded in time and count; it stops by itself.
 from __future__ import annotations
 
 import http.client
+import socket
+import ssl
 import threading
 import time
 import urllib.parse
@@ -26,6 +28,8 @@ class Answer:
     release: str
     """The app's `X-App-Release` header, if it sends one (a release under test does)."""
     error: str = ""
+    serial: int = 0
+    """The serial number of the certificate the server showed (HTTPS), 0 otherwise."""
 
     @property
     def ok(self) -> bool:
@@ -42,11 +46,18 @@ class RequestStream:
     write_every: int = 10
     """Every n-th request of a worker is a POST (0: reads only)."""
     max_seconds: float = 180.0
+    ca_file: str | None = None
+    """HTTPS: the root that verifies the site's certificate (and its name, the URL's host)."""
+    address: str | None = None
+    """HTTPS: where to connect instead of resolving the URL's host (the lab's public address)."""
     answers: list[Answer] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         parsed = urllib.parse.urlsplit(self.url)
-        self._host, self._port = parsed.hostname or "", parsed.port or 80
+        self._tls = parsed.scheme == "https"
+        self._host = parsed.hostname or ""
+        self._port = parsed.port or (443 if self._tls else 80)
+        self._context = ssl.create_default_context(cafile=self.ca_file) if self._tls else None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -87,10 +98,25 @@ class RequestStream:
                 self.answers.append(answer)
             self._stopping.wait(max(0.0, period - (time.monotonic() - started)))
 
+    def _connection(self) -> tuple[http.client.HTTPConnection, int]:
+        """A new connection, as a new visitor opens one; over HTTPS, the verified certificate's
+        serial number too."""
+        if self._context is None:
+            return http.client.HTTPConnection(self._host, self._port, timeout=10), 0
+        raw = socket.create_connection((self.address or self._host, self._port), timeout=10)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as http.client does
+        tls = self._context.wrap_socket(raw, server_hostname=self._host)
+        certificate = tls.getpeercert() or {}
+        connection = http.client.HTTPSConnection(self._host, self._port, timeout=10)
+        connection.sock = tls  # already connected, to the address, with the host's name
+        return connection, int(str(certificate.get("serialNumber", "0")), 16)
+
     def _request(self, method: str, worker: int, count: int) -> Answer:
         at = time.monotonic() - self._began
-        connection = http.client.HTTPConnection(self._host, self._port, timeout=10)
+        serial = 0
+        connection: http.client.HTTPConnection | None = None
         try:
+            connection, serial = self._connection()
             if method == "POST":
                 body = f'{{"text": "stream {worker}-{count}"}}'
                 connection.request(
@@ -109,11 +135,13 @@ class RequestStream:
                 response.status,
                 response.getheader("X-Served-By", ""),
                 response.getheader("X-App-Release", ""),
+                serial=serial,
             )
         except (OSError, http.client.HTTPException) as error:
-            return Answer(at, method, 0, "", "", f"{type(error).__name__}: {error}")
+            return Answer(at, method, 0, "", "", f"{type(error).__name__}: {error}", serial)
         finally:
-            connection.close()
+            if connection is not None:
+                connection.close()
 
     def failures(self) -> list[Answer]:
         with self._lock:

@@ -54,6 +54,8 @@ DATABASE_SG = "sg-0d4e5f6a7b8c9d0e1"
 # a key is renamed, dropped or changes shape, so this table cannot drift from it.
 WEB_INFRA_OUTPUTS: dict[str, Any] = {
     "url": f"http://{LB_DNS}",
+    "https_enabled": False,
+    "https_url": f"https://{LB_DNS}",
     "load_balancer_public_ip": LB_IP,
     "load_balancer_public_dns": LB_DNS,
     "web_private_ips": ["10.0.128.10", "10.0.144.10"],
@@ -270,6 +272,12 @@ def test_exports_the_replica_endpoint_for_the_reporting_team(mocks: WebInfraMock
     assert outputs["db_replica_host"] == REPLICA_HOST
     assert outputs["db_replica_port"] == 3306
     assert outputs["reporting_security_group_id"] == "reporting-id"
+
+
+def test_exports_where_the_site_answers_over_https(mocks: WebInfraMocks) -> None:
+    outputs = build()
+    assert outputs["site_https_url"] == f"https://{LB_DNS}"
+    assert outputs["site_https_enabled"] is False, "no domain: a self-signed certificate"
 
 
 def test_builds_nothing_else(mocks: WebInfraMocks) -> None:

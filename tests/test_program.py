@@ -252,6 +252,44 @@ def test_every_output_of_the_contract_is_exported(default_run: ProgramRun) -> No
     assert len(outputs["public_subnet_ids"]) == len(outputs["private_subnet_ids"]) == 2
 
 
+def test_without_a_domain_https_is_self_signed_and_no_public_record_is_made(
+    default_run: ProgramRun,
+) -> None:
+    outputs = default_run.outputs
+    assert outputs["https_enabled"] is False
+    assert outputs["https_url"] == f"https://{outputs['load_balancer_public_dns']}"
+    assert not default_run.of_type("web-infra:site_record:SiteRecord")
+
+
+def test_a_domain_makes_the_site_https_and_its_record_points_at_the_elastic_ip() -> None:
+    """The site's URL becomes https://<domain>; with a public zone the program creates the
+    A record the ACME CA resolves, at the Elastic IP (not at an instance's own address)."""
+    run = run_program(
+        {
+            "domain": "www.example.com",
+            "acmeEmail": "ops@example.com",
+            "publicZoneId": "Z0PUBLIC12345",
+        }
+    )
+    assert run.outputs["https_enabled"] is True
+    assert run.outputs["url"] == run.outputs["https_url"] == "https://www.example.com"
+    (record,) = [
+        r
+        for r in run.of_type("aws:route53/record:Record")
+        if r.inputs.get("zoneId") == "Z0PUBLIC12345"
+    ]
+    assert record.inputs["name"] == "www.example.com"
+    assert record.inputs["type"] == "A"
+    assert record.inputs["records"] == [run.outputs["load_balancer_public_ip"]]
+    assert run.of_type("web-infra:site_record:SiteRecord"), "the component, as without a domain"
+    without_zone = run_program({"domain": "www.example.com", "acmeEmail": "ops@example.com"})
+    assert not [
+        r
+        for r in without_zone.of_type("aws:route53/record:Record")
+        if r.inputs.get("name") == "www.example.com"
+    ], "no publicZoneId: the domain's DNS is managed elsewhere"
+
+
 def test_every_aws_resource_carries_the_stacks_default_tags(default_run: ProgramRun) -> None:
     providers = {p.name: p for p in default_run.of_type("pulumi:providers:aws")}
     assert set(providers) == {"aws", "aws-us-east-1"}, "the stack's, and one for Route 53's alarm"

@@ -6,6 +6,8 @@ import pytest
 
 from settings import (
     KNOWN_KEYS,
+    LETS_ENCRYPT_PRODUCTION,
+    LETS_ENCRYPT_STAGING,
     AwsProviderSettings,
     SettingsError,
     cpu_architecture,
@@ -60,6 +62,24 @@ def test_defaults_are_a_working_stack() -> None:
         ({"instanceType": "m7g.large"}, "instance_type", "m7g.large"),
         ({"dbInstanceClass": "db.r6g.large"}, "db_instance_class", "db.r6g.large"),
         ({"aws:region": "eu-west-1"}, "web_node_count", 2),
+        (
+            {"domain": "WWW.Example.com.", "acmeEmail": "ops@example.com"},
+            "domain",
+            "www.example.com",
+        ),
+        ({"domain": "shop.example.co.uk", "acmeEmail": "a@b.io"}, "acme_email", "a@b.io"),
+        (
+            {"acmeDirectoryUrl": LETS_ENCRYPT_STAGING},
+            "acme_directory_url",
+            LETS_ENCRYPT_STAGING,
+        ),
+        (
+            {"domain": "example.com", "acmeEmail": "a@b.io", "publicZoneId": "Z0123456789ABCDEF"},
+            "public_zone_id",
+            "Z0123456789ABCDEF",
+        ),
+        ({"hsts": "false"}, "hsts", False),
+        ({"hstsMaxAgeSeconds": "86400"}, "hsts_max_age_seconds", 86400),
     ],
 )
 def test_accepts_good_values(raw: dict[str, object], field: str, expected: object) -> None:
@@ -94,6 +114,16 @@ def test_accepts_good_values(raw: dict[str, object], field: str, expected: objec
         ("dbInstanceClass", "t4g.micro", "an RDS instance class"),
         ("dbBackupRetentionDays", "0", "from 1 to 35"),
         ("dbAllocatedStorageGb", "10", "from 20 to 16384"),
+        ("domain", "https://www.example.com", "a DNS name you control"),
+        ("domain", "*.example.com", "no scheme, path, port or wildcard"),
+        ("domain", "localhost", "a DNS name you control"),
+        ("domain", "203.0.113.7", "a DNS name you control"),
+        ("domain", "example.com:443", "a DNS name you control"),
+        ("acmeEmail", "ops at example.com", "an e-mail address"),
+        ("acmeDirectoryUrl", "http://acme.example/dir", "an https:// ACME directory URL"),
+        ("publicZoneId", "example.com", "a Route 53 hosted zone id"),
+        ("hsts", "on", "true or false"),
+        ("hstsMaxAgeSeconds", "63072001", "a whole number from 300 to 63072000"),
     ],
 )
 def test_rejects_bad_values_naming_key_value_and_fix(key: str, value: object, allowed: str) -> None:
@@ -103,6 +133,30 @@ def test_rejects_bad_values_naming_key_value_and_fix(key: str, value: object, al
     assert f"web-infra:{key} = {value!r}" in message
     assert allowed in message
     assert "pulumi config set" in message
+
+
+def test_https_defaults_are_self_signed_without_a_domain_and_lets_encrypt_with_one() -> None:
+    settings = load_settings({}, stack="dev")
+    assert settings.domain is None, "no domain: HTTPS with a self-signed certificate"
+    assert settings.acme_directory_url == LETS_ENCRYPT_PRODUCTION
+    assert settings.hsts is True
+    assert settings.hsts_max_age_seconds == 63072000, "Mozilla's two years"
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ({"domain": "www.example.com"}, "needs an ACME account e-mail"),
+        ({"acmeEmail": "ops@example.com"}, "acmeEmail has no effect without a domain"),
+        ({"publicZoneId": "Z0123456789ABCDEF"}, "publicZoneId has no effect without a domain"),
+    ],
+)
+def test_https_keys_that_belong_together(raw: dict[str, object], problem: str) -> None:
+    """A domain without an ACME contact, or ACME keys without a domain, is a mistake to fix
+    before anything is created, not a silently ignored setting."""
+    with pytest.raises(SettingsError, match=problem) as error:
+        load_settings(raw, stack="dev")
+    assert "web-infra:" in str(error.value)
 
 
 def test_misspelt_key_is_an_error_with_a_suggestion() -> None:

@@ -12,7 +12,16 @@ from system_tools import require
 
 from components.web_infrastructure import render_hosts, userdata_for
 from settings import MAX_WEB_NODES, load_settings
-from userdata.cloud_config import EC2_USERDATA_LIMIT, _gzip_b64, file_content, parse, render
+from userdata.cloud_config import (
+    EC2_USERDATA_LIMIT,
+    HAPROXY_CERTIFICATE,
+    ISSUED_ACL,
+    SITE_CERTIFICATE_SOURCE,
+    _gzip_b64,
+    file_content,
+    parse,
+    render,
+)
 
 REGION = "eu-west-1"
 
@@ -21,7 +30,12 @@ REGION = "eu-west-1"
 def largest() -> tuple[str, dict[str, str]]:
     """The biggest documents the program can make: 20 nodes, a long stack name."""
     settings = load_settings(
-        {"webNodeCount": MAX_WEB_NODES, "dbInstanceClass": "db.r6g.large"},
+        {
+            "webNodeCount": MAX_WEB_NODES,
+            "dbInstanceClass": "db.r6g.large",
+            "domain": "www.a-rather-long-domain-name-for-the-shop.example.com",
+            "acmeEmail": "operations-team@example.com",
+        },
         stack="production-eu-central",
     )
     return userdata_for(settings, "ap-southeast-2", "123456789012")
@@ -66,7 +80,20 @@ def test_haproxy_accepts_the_rendered_config(
 ) -> None:
     haproxy = require("haproxy")
     files = write_files(largest[0], tmp_path)
-    result = run(haproxy, "-c", "-f", str(files["/etc/haproxy/haproxy.cfg"]))
+    # The certificate is made at first boot, before this check runs: here, by the same script.
+    certificate = tmp_path / "certs" / "site.pem"
+    made = run(
+        "python3", str(SITE_CERTIFICATE_SOURCE), "self-signed", "--name", "x.test",
+        "--certificate", str(certificate),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    shipped = files["/etc/haproxy/haproxy.cfg"]
+    shipped.write_text(
+        shipped.read_text()
+        .replace(HAPROXY_CERTIFICATE, str(certificate))
+        .replace(ISSUED_ACL, str(files[ISSUED_ACL]))
+    )
+    result = run(haproxy, "-c", "-f", str(shipped))
     assert result.returncode == 0, result.stdout + result.stderr
     config = files["/etc/haproxy/haproxy.cfg"].read_text()
     assert config.count("    server web-") == MAX_WEB_NODES

@@ -53,6 +53,8 @@ import itertools
 import json
 import math
 import re
+import socket
+import ssl
 import sys
 import time
 import urllib.error
@@ -93,7 +95,11 @@ MONITORING_OUTPUTS = (
     "health_check_id",
 )
 """Outputs of the monitoring component; `metrics_namespace` is read too when present."""
-REQUIRED_KEYS = tuple(dict.fromkeys((*STACK_OUTPUTS, *MONITORING_OUTPUTS)))
+# Stacks deployed before HTTPS existed lack these; their absence means "no domain".
+HTTPS_KEYS = ("https_enabled", "https_url")
+REQUIRED_KEYS = tuple(
+    key for key in dict.fromkeys((*STACK_OUTPUTS, *MONITORING_OUTPUTS)) if key not in HTTPS_KEYS
+)
 GROUP_LABELS = {"load_balancer": "lb sg", "web": "web sg", "database": "db sg"}
 MIN_WEB_NODES = 2
 MIN_WEB_AZS = 2
@@ -165,6 +171,9 @@ class Outputs:
     private_subnet_ids: tuple[str, ...]
     security_group_ids: Mapping[str, str]
     monitoring: MonitoringOutputs
+    https_enabled: bool = False
+    """The site has a domain and a CA's certificate (then `https_url` is https://<domain>)."""
+    https_url: str = ""
 
     @property
     def web_node_names(self) -> tuple[str, ...]:
@@ -277,6 +286,7 @@ def parse_outputs(text: str) -> Outputs:
                 problems.append(f"security_group_ids.{key}: expected a group id, got {value!r}")
             security_group_ids[key] = value if isinstance(value, str) else ""
     monitoring = _monitoring_outputs(raw, string, problems)
+    https_enabled, https_url = _https_outputs(raw, problems)
     outputs = Outputs(
         url=url.rstrip("/"),
         load_balancer_public_ip=string("load_balancer_public_ip"),
@@ -289,10 +299,25 @@ def parse_outputs(text: str) -> Outputs:
         private_subnet_ids=strings("private_subnet_ids"),
         security_group_ids=security_group_ids,
         monitoring=monitoring,
+        https_enabled=https_enabled,
+        https_url=https_url,
     )
     if problems:
         raise OutputsError("malformed outputs:\n  " + "\n  ".join(problems))
     return outputs
+
+
+def _https_outputs(raw: Mapping[str, Any], problems: list[str]) -> tuple[bool, str]:
+    enabled, url = raw.get("https_enabled", False), raw.get("https_url", "")
+    if not isinstance(enabled, bool):
+        problems.append(f"https_enabled: expected true or false, got {enabled!r}")
+        enabled = False
+    if not isinstance(url, str) or (url and urllib.parse.urlsplit(url).scheme != "https"):
+        problems.append(f"https_url: expected an https:// URL, got {url!r}")
+        url = ""
+    if enabled and not url:
+        problems.append("https_url: required when https_enabled is true")
+    return enabled, url.rstrip("/")
 
 
 # --- AWS -------------------------------------------------------------------------------------
@@ -1142,6 +1167,46 @@ def check_write_read(url: str, timeout: float, read_back_seconds: float) -> Chec
     )
 
 
+# --- the site's certificate (with a domain) ---------------------------------------------------
+
+CERTIFICATE_MIN_DAYS = 14  # certbot renews 30 days ahead: 14 left means two weeks of failures
+
+
+def check_certificate(
+    https_url: str,
+    *,
+    timeout: float,
+    ca_file: str | None = None,
+    address: str | None = None,
+    min_days: int = CERTIFICATE_MIN_DAYS,
+) -> Check:
+    """The certificate the site serves: trusted (the system's roots, or `ca_file`), made out to
+    the site's name, with at least `min_days` left. `address`: connect there instead of
+    resolving the name (the name still goes in SNI and is checked)."""
+    parts = urllib.parse.urlsplit(https_url)
+    host, port = parts.hostname or "", parts.port or 443
+    expected = f"trusted, names {host}, >= {min_days} days left"
+    context = ssl.create_default_context(cafile=ca_file)
+    try:
+        with (
+            socket.create_connection((address or host, port), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=host) as tls,
+        ):
+            certificate: dict[str, Any] = dict(tls.getpeercert() or {})
+    except ssl.SSLCertVerificationError as error:
+        return Check("https certificate", expected, f"not trusted: {error.verify_message}", False)
+    except (OSError, ssl.SSLError) as error:
+        return Check("https certificate", expected, f"no TLS answer: {error}", False)
+    facts = _Facts()
+    issuer = dict(item[0] for item in certificate.get("issuer", ()))
+    facts.add(f"issuer {issuer.get('organizationName') or issuer.get('commonName', '?')}")
+    names = [value for kind, value in certificate.get("subjectAltName", ()) if kind == "DNS"]
+    facts.add(f"names {' '.join(names)}", True)  # the handshake checked the name already
+    left = (ssl.cert_time_to_seconds(str(certificate["notAfter"])) - time.time()) / 86400
+    facts.add(f"{left:.0f} days left", left >= min_days)
+    return facts.check("https certificate", expected)
+
+
 # --- report and command line ------------------------------------------------------------------
 
 
@@ -1179,6 +1244,8 @@ def run_checks(
         checks += check_aws(outputs, session if session is not None else aws_session(outputs))
     if not skip_http:
         checks += check_http(outputs, timeout=timeout, read_back_seconds=read_back_seconds)
+        if outputs.https_enabled:
+            checks.append(check_certificate(outputs.https_url, timeout=timeout))
     return checks
 
 

@@ -35,8 +35,10 @@ HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
 APP_SOURCE = HERE / "app" / "web_app.py"
 REPORT_READY_SOURCE = HERE / "scripts" / "report_ready.py"
+SITE_CERTIFICATE_SOURCE = HERE / "scripts" / "site_certificate.py"
 
-HTTP_PORT = 80  # the load balancer's public port
+HTTP_PORT = 80  # the load balancer's public ports
+HTTPS_PORT = 443
 WEB_PORT = 80  # Nginx on every web node; only the load balancer's group may reach it
 MYSQL_PORT = 3306
 EC2_USERDATA_LIMIT = 16 * 1024  # bytes, before base64
@@ -50,6 +52,16 @@ REPORT_READY = "/usr/local/lib/web-infra/report_ready.py"
 # How long a host's first boot waits for its own service before it gives up reporting ready.
 # Fixed here rather than a setting: it is part of every host's userdata.
 REPORT_READY_TIMEOUT_SECONDS = 1200
+
+# HTTPS at the load balancer. The certificate and its key are made on the host and stay there.
+SITE_CERTIFICATE = "/usr/local/lib/web-infra/site_certificate.py"
+HAPROXY_CERTIFICATE = "/etc/haproxy/certs/site.pem"
+HAPROXY_ADMIN_SOCKET = "/run/haproxy/admin.sock"
+ISSUED_ACL = "/etc/haproxy/certificate-issued.acl"
+CERTBOT_CONFIG = "/etc/letsencrypt/cli.ini"
+CERT_NAME = "site"  # certbot's lineage: /etc/letsencrypt/live/site/
+ACME_CHALLENGE_PORT = 8402  # certbot --standalone, on 127.0.0.1, behind HAProxy's port 80
+FIRST_CERTIFICATE_UNIT = "site-certificate.service"
 
 # The report is written with Ubuntu's boto3, so the load balancer needs it too.
 LOAD_BALANCER_PACKAGES = ["haproxy", "python3-boto3"]
@@ -178,14 +190,64 @@ def _base(hostname: str, zone: str, packages: list[str]) -> dict[str, Any]:
     }
 
 
-def haproxy_config(zone: str) -> str:
+@dataclass(frozen=True)
+class SiteTls:
+    """HTTPS at the load balancer: with a domain, a certificate from an ACME CA (certbot);
+    without one, a self-signed certificate made at first boot. All known at preview."""
+
+    domain: str | None = None
+    acme_email: str | None = None
+    acme_directory_url: str = ""
+    hsts_max_age_seconds: int | None = None
+    """None: no Strict-Transport-Security header."""
+
+    def __post_init__(self) -> None:
+        if self.domain and not (self.acme_email and self.acme_directory_url):
+            raise ValueError("a domain needs an ACME e-mail and directory URL")
+
+
+def _https_rules(tls: SiteTls) -> str:
+    """The frontend's rules that depend on the domain: none without one (no redirect)."""
+    if not tls.domain:
+        return ""
+    lines = [
+        "    # Redirect and HSTS once the CA's certificate serves (site_certificate.py deploy).",
+        "    acl acme_challenge path_beg /.well-known/acme-challenge/",
+        f"    acl certificate_issued str(issued) -m str -f {ISSUED_ACL}",
+        f"    http-request redirect prefix https://{tls.domain} code 301 "
+        "if !{ ssl_fc } certificate_issued !acme_challenge",
+    ]
+    if tls.hsts_max_age_seconds is not None:
+        lines.append(
+            "    http-after-response set-header Strict-Transport-Security "
+            f'"max-age={tls.hsts_max_age_seconds}" if {{ ssl_fc }} certificate_issued'
+        )
+    lines.append("    use_backend acme if acme_challenge")
+    return "\n".join(lines)
+
+
+def _acme_backend(tls: SiteTls) -> str:
+    if not tls.domain:
+        return ""
+    return f"\nbackend acme\n    server certbot 127.0.0.1:{ACME_CHALLENGE_PORT}  # while it asks\n"
+
+
+def haproxy_config(zone: str, tls: SiteTls | None = None) -> str:
     """The same file for any node count: a slot for every node the program can make."""
+    tls = tls or SiteTls()
     servers = "\n".join(
         f"    server {node} {host_name(node, zone)}:{WEB_PORT}"
         for node in web_node_names(MAX_WEB_NODES)
     )
     return render_template(
-        "haproxy.cfg", frontend_port=HTTP_PORT, servers=servers, max_nodes=MAX_WEB_NODES
+        "haproxy.cfg",
+        frontend_port=HTTP_PORT,
+        https_port=HTTPS_PORT,
+        certificate=HAPROXY_CERTIFICATE,
+        https_rules=_https_rules(tls),
+        servers=servers,
+        acme_backend=_acme_backend(tls),
+        max_nodes=MAX_WEB_NODES,
     )
 
 
@@ -206,22 +268,86 @@ def gunicorn_config() -> str:
     return text
 
 
-def load_balancer_cloud_config(zone: str, readiness: ReadinessReport) -> dict[str, Any]:
-    """HAProxy, round robin over the web nodes that resolve in `zone`."""
-    document = _base("load-balancer", zone, LOAD_BALANCER_PACKAGES)
+def _certbot_files(tls: SiteTls) -> list[dict[str, Any]]:
+    """certbot's settings (read by every run, the timer's renewals too) and the unit that
+    obtains the first certificate."""
+    deploy_hook = (
+        f"/usr/bin/python3 {SITE_CERTIFICATE} deploy --certificate {HAPROXY_CERTIFICATE} "
+        f"--socket {HAPROXY_ADMIN_SOCKET} --issued-acl {ISSUED_ACL}"
+    )
+    return [
+        _file(
+            CERTBOT_CONFIG,
+            render_template(
+                "certbot-cli.ini",
+                email=tls.acme_email,
+                directory_url=tls.acme_directory_url,
+                challenge_port=ACME_CHALLENGE_PORT,
+                deploy_hook=deploy_hook,
+            ),
+            defer=True,  # after the package, whose own cli.ini this replaces
+        ),
+        _file(
+            f"/etc/systemd/system/{FIRST_CERTIFICATE_UNIT}",
+            render_template(
+                "site-certificate.service",
+                script=SITE_CERTIFICATE,
+                cert_name=CERT_NAME,
+                domain=tls.domain,
+            ),
+        ),
+        _file(ISSUED_ACL, "# issued: see site_certificate.py\n", defer=True),
+    ]
+
+
+def load_balancer_cloud_config(
+    zone: str, readiness: ReadinessReport, tls: SiteTls | None = None
+) -> dict[str, Any]:
+    """HAProxy, round robin over the web nodes that resolve in `zone`, HTTP and HTTPS."""
+    tls = tls or SiteTls()
+    packages = [*LOAD_BALANCER_PACKAGES, *(["certbot"] if tls.domain else [])]
+    document = _base("load-balancer", zone, packages)
     # Ready once a request through HAProxy reaches a web node: moving the public address to a
-    # load balancer that only answers 503 would be an outage.
+    # load balancer that only answers 503 would be an outage. Asked over HTTPS, which serves
+    # from the start (HTTP may already redirect), without verifying the certificate: it is
+    # made out to the domain, not to 127.0.0.1, and self-signed at first.
     report_script, report_ready = readiness.steps(
-        "load-balancer", f"http://127.0.0.1:{HTTP_PORT}/health"
+        "load-balancer", f"https://127.0.0.1:{HTTPS_PORT}/health"
+    )
+    report_ready[report_ready.index("--check-url") : report_ready.index("--check-url")] = [
+        "--tls-unverified"
+    ]
+    certificate_script = _file(
+        SITE_CERTIFICATE, SITE_CERTIFICATE_SOURCE.read_text(), permissions="0755"
     )
     document["write_files"] = [
-        _file("/etc/haproxy/haproxy.cfg", haproxy_config(zone), defer=True),
+        _file("/etc/haproxy/haproxy.cfg", haproxy_config(zone, tls), defer=True),
+        certificate_script,
+        *(_certbot_files(tls) if tls.domain else []),
         report_script,
     ]
+    self_signed_name = tls.domain or host_name("load-balancer", zone)
     document["runcmd"] = [
+        # Port 443 serves from the first minute; with a domain, until the CA's certificate.
+        [
+            "python3",
+            SITE_CERTIFICATE,
+            "self-signed",
+            "--name",
+            self_signed_name,
+            "--certificate",
+            HAPROXY_CERTIFICATE,
+        ],
         ["haproxy", "-c", "-f", "/etc/haproxy/haproxy.cfg"],
         ["systemctl", "enable", "haproxy"],
         ["systemctl", "restart", "haproxy"],
+        # In the background: the site serves while the certificate is obtained (a new stack's
+        # DNS name reaches this host only once it reports ready and the Elastic IP moves).
+        *(
+            [["systemctl", "enable", "--now", "--no-block", FIRST_CERTIFICATE_UNIT]]
+            if tls.domain
+            else []
+        ),
         report_ready,
     ]
     return document

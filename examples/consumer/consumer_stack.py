@@ -6,7 +6,8 @@ It reads a few of web-infra's stack outputs (exactly those in `CONSUMED_OUTPUTS`
   A record to its Elastic IP (`recordType: A`, for a zone apex);
 - a security group, in web-infra's VPC, for a reporting job that reads the MySQL read replica:
   no ingress, and egress only to the database security group on the replica's port;
-- stack outputs that hand the replica's endpoint to the reporting team.
+- stack outputs that hand the replica's endpoint to the reporting team, and say where the site
+  answers over HTTPS and whether its certificate is a CA's (web-infra has a domain).
 
 Importing this module registers nothing; `build()` (and `main()`, which `__main__.py` calls)
 does. The config keys are read and checked in `load_settings()`, before any resource exists.
@@ -32,6 +33,8 @@ CONSUMED_OUTPUTS: tuple[str, ...] = (
     "vpc_id",
     "db_replica_endpoint",
     "security_group_ids",
+    "https_url",
+    "https_enabled",
 )
 
 RECORD_TYPES = ("CNAME", "A")
@@ -170,6 +173,8 @@ class Consumer:
     replica_endpoint: pulumi.Output[str]
     replica_host: pulumi.Output[str]
     replica_port: pulumi.Output[int]
+    https_url: pulumi.Output[str]
+    https_enabled: pulumi.Output[bool]
 
 
 def build(settings: ConsumerSettings, opts: pulumi.ResourceOptions | None = None) -> Consumer:
@@ -224,6 +229,8 @@ def build(settings: ConsumerSettings, opts: pulumi.ResourceOptions | None = None
         replica_endpoint=replica_endpoint,
         replica_host=replica.apply(lambda host_port: host_port[0]),
         replica_port=replica_port,
+        https_url=_require_output(web_infra, "https_url", str),
+        https_enabled=_require_output(web_infra, "https_enabled", bool),
     )
 
 
@@ -235,6 +242,8 @@ def stack_outputs(consumer: Consumer) -> dict[str, pulumi.Output[Any]]:
         "db_replica_endpoint": consumer.replica_endpoint,
         "db_replica_host": consumer.replica_host,
         "db_replica_port": consumer.replica_port,
+        "site_https_url": consumer.https_url,
+        "site_https_enabled": consumer.https_enabled,
     }
 
 

@@ -1,0 +1,121 @@
+"""A small certificate authority for the lab and the tests, made with `cryptography`.
+
+The lab's ACME server (pebble) must serve its directory over HTTPS with a certificate the ACME
+client trusts; the tests need a CA to stand in for Let's Encrypt when they check what HAProxy
+serves or what `tools.verify` reports. Keys are ECDSA P-256, as certbot's.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+@dataclass(frozen=True)
+class Issued:
+    certificate: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+    @property
+    def certificate_pem(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.PEM)
+
+    @property
+    def key_pem(self) -> bytes:
+        return _pem_key(self.key)
+
+
+@dataclass(frozen=True)
+class CertificateAuthority:
+    name: str
+    root: Issued
+
+    @staticmethod
+    def create(name: str) -> CertificateAuthority:
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        now = datetime.datetime.now(datetime.UTC)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(key, hashes.SHA256())
+        )
+        return CertificateAuthority(name, Issued(certificate, key))
+
+    def issue(self, names: list[str], *, days: float = 90) -> Issued:
+        """A server certificate for DNS names and IP addresses."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.UTC)
+        alternative: list[x509.GeneralName] = []
+        for name in names:
+            try:
+                alternative.append(x509.IPAddress(ipaddress.ip_address(name)))
+            except ValueError:
+                alternative.append(x509.DNSName(name))
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+            .issuer_name(self.root.certificate.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=days))
+            .add_extension(x509.SubjectAlternativeName(alternative), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+            )
+            .sign(self.root.key, hashes.SHA256())
+        )
+        return Issued(certificate, key)
+
+    def write_root(self, path: Path) -> Path:
+        path.write_bytes(self.root.certificate_pem)
+        return path
+
+
+def write_lineage(issued: Issued, ca: CertificateAuthority, directory: Path) -> Path:
+    """Files as certbot keeps them in /etc/letsencrypt/live/<name>/ (for the deploy hook)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "cert.pem").write_bytes(issued.certificate_pem)
+    (directory / "chain.pem").write_bytes(ca.root.certificate_pem)
+    (directory / "fullchain.pem").write_bytes(issued.certificate_pem)
+    key = directory / "privkey.pem"
+    key.write_bytes(issued.key_pem)
+    key.chmod(0o600)
+    return directory

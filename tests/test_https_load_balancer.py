@@ -1,0 +1,378 @@
+"""HTTPS at the load balancer: the rendered HAProxy config and the shipped certificate script,
+run for real (HAProxy, openssl), without the lab or an ACME server.
+
+A test CA stands in for Let's Encrypt and a folder laid out like certbot's lineage stands in for
+its output, so these tests pin what the deploy hook does to a running HAProxy: the new certificate
+serves without a restart, and only then do the redirect to HTTPS and HSTS begin.
+Addresses: 127.0.24.201 (this lab network's, unused by the lab's hosts).
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from system_tools import require
+
+from components.web_infrastructure import userdata_for
+from lab import processes
+from lab.certificates import CertificateAuthority, write_lineage
+from lab.localize import rewrite, shipped_files
+from settings import load_settings
+from userdata import cloud_config
+
+DOMAIN = "www.web-infra.test"
+ADDRESS = "127.0.24.201"
+HTTP, HTTPS, STATS, CHALLENGE = 18080, 18443, 18404, 18402
+
+
+def render(**raw: object) -> str:
+    settings = load_settings(raw, stack="dev")
+    return userdata_for(settings, "eu-west-1", "123456789012")[0]
+
+
+def with_domain(**raw: object) -> str:
+    return render(domain=DOMAIN, acmeEmail="ops@web-infra.test", **raw)
+
+
+@dataclass
+class Balancer:
+    folder: Path
+    daemon: processes.Daemon
+    script: Path
+    certificate: Path
+    socket: Path
+    issued_acl: Path
+
+
+def local_haproxy_config(userdata: str, folder: Path) -> tuple[str, Path, Path, Path]:
+    text = shipped_files(userdata)["/etc/haproxy/haproxy.cfg"].decode()
+    certificate, admin, acl = folder / "site.pem", folder / "admin.sock", folder / "issued.acl"
+    replacements = [
+        ("    log /dev/log local0\n", ""),
+        ("    daemon\n", ""),
+        ("    chroot /var/lib/haproxy\n", ""),
+        ("    user haproxy\n    group haproxy\n", ""),
+        (cloud_config.HAPROXY_ADMIN_SOCKET, str(admin)),
+        (f"bind *:{cloud_config.HTTP_PORT}\n", f"bind {ADDRESS}:{HTTP}\n"),
+        (f"bind *:{cloud_config.HTTPS_PORT} ", f"bind {ADDRESS}:{HTTPS} "),
+        ("bind 127.0.0.1:8404", f"bind {ADDRESS}:{STATS}"),
+        (cloud_config.HAPROXY_CERTIFICATE, str(certificate)),
+        # No resolver answers: every web node slot stays empty, HAProxy answers 503 itself.
+        ("    parse-resolv-conf\n", f"    nameserver none {ADDRESS}:9\n"),
+    ]
+    if cloud_config.ISSUED_ACL in text:
+        replacements += [
+            (cloud_config.ISSUED_ACL, str(acl)),
+            (f"127.0.0.1:{cloud_config.ACME_CHALLENGE_PORT}", f"{ADDRESS}:{CHALLENGE}"),
+        ]
+    return rewrite(text, replacements, what="HAProxy's config"), certificate, admin, acl
+
+
+def start_balancer(userdata: str, folder: Path) -> Balancer:
+    haproxy = require("haproxy")
+    require("openssl")
+    files = shipped_files(userdata)
+    # Offloaded to the artifacts bucket (userdata/shipping.py); the host installs these bytes.
+    script = folder / "site_certificate.py"
+    script.write_bytes(cloud_config.SITE_CERTIFICATE_SOURCE.read_bytes())
+    config, certificate, admin, acl = local_haproxy_config(userdata, folder)
+    if cloud_config.ISSUED_ACL in files:
+        acl.write_bytes(files[cloud_config.ISSUED_ACL])
+    (folder / "haproxy.cfg").write_text(config)
+    made = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "self-signed",
+            "--name",
+            DOMAIN,
+            "--certificate",
+            str(certificate),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    checked = subprocess.run(
+        [haproxy, "-c", "-f", str(folder / "haproxy.cfg")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    daemon = processes.start(
+        "haproxy", [haproxy, "-db", "-f", str(folder / "haproxy.cfg")], folder / "haproxy.log"
+    )
+    processes.wait_until(
+        lambda: processes.port_is_open(ADDRESS, HTTPS), daemon, what="HAProxy's HTTPS port"
+    )
+    return Balancer(folder, daemon, script, certificate, admin, acl)
+
+
+@pytest.fixture
+def balancer(tmp_path: Path) -> Iterator[Balancer]:
+    running = start_balancer(with_domain(), tmp_path)
+    try:
+        yield running
+    finally:
+        processes.stop(running.daemon, sig=15)
+
+
+def tls_context(ca: CertificateAuthority | None, folder: Path) -> ssl.SSLContext:
+    if ca is None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context = ssl.create_default_context(cafile=str(ca.write_root(folder / "root.pem")))
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    return context
+
+
+def handshake(context: ssl.SSLContext) -> tuple[dict[str, Any], bytes, str | None]:
+    """What a client sees: the verified certificate (if verifying), the raw one, ALPN."""
+    with (
+        socket.create_connection((ADDRESS, HTTPS), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname=DOMAIN) as tls,
+    ):
+        return (
+            tls.getpeercert() or {},
+            tls.getpeercert(binary_form=True) or b"",
+            tls.selected_alpn_protocol(),
+        )
+
+
+def https_get(path: str, ca: CertificateAuthority | None, folder: Path) -> http.client.HTTPResponse:
+    """GET over HTTPS to the balancer's address, with the site's name in SNI and Host."""
+    context = tls_context(ca, folder)
+    context.set_alpn_protocols(["http/1.1"])
+    with (
+        socket.create_connection((ADDRESS, HTTPS), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname=DOMAIN) as tls,
+    ):
+        tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {DOMAIN}\r\nConnection: close\r\n\r\n".encode())
+        response = http.client.HTTPResponse(tls)
+        response.begin()
+        response.read()
+        return response
+
+
+def http_get(path: str) -> http.client.HTTPResponse:
+    connection = http.client.HTTPConnection(ADDRESS, HTTP, timeout=5)
+    connection.request("GET", path, headers={"Host": DOMAIN})
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    return response
+
+
+def deploy(balancer: Balancer, lineage: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            str(balancer.script),
+            "deploy",
+            "--certificate",
+            str(balancer.certificate),
+            "--socket",
+            str(balancer.socket),
+            "--issued-acl",
+            str(balancer.issued_acl),
+        ],
+        env={**os.environ, "RENEWED_LINEAGE": str(lineage)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_before_the_first_certificate_http_serves_and_https_is_self_signed(
+    balancer: Balancer,
+) -> None:
+    """Until the CA's certificate arrives nothing may push users onto a certificate their
+    browser rejects: no redirect, no HSTS."""
+    _, raw, alpn = handshake(tls_context(None, balancer.folder))
+    assert raw, "HTTPS serves a certificate from the start"
+    assert alpn == "h2"
+    answer = http_get("/api/messages")
+    assert answer.status == 503, "served (no web node here), not redirected"
+    assert https_get("/", None, balancer.folder).getheader("Strict-Transport-Security") is None
+    with pytest.raises(ssl.SSLCertVerificationError):
+        handshake(ssl.create_default_context())
+
+
+def test_the_deploy_hook_swaps_the_certificate_without_a_restart_then_redirects(
+    balancer: Balancer,
+) -> None:
+    ca = CertificateAuthority.create("Test ACME CA")
+    first = ca.issue([DOMAIN])
+    result = deploy(balancer, write_lineage(first, ca, balancer.folder / "live" / "site"))
+    assert result.returncode == 0, result.stderr
+    assert "PRIVATE KEY" not in result.stderr + result.stdout, "the key is never logged"
+    peer, _, alpn = handshake(tls_context(ca, balancer.folder))
+    assert int(str(peer["serialNumber"]), 16) == first.certificate.serial_number
+    assert alpn == "h2", "HTTP/2 by ALPN"
+    assert processes.is_running(balancer.daemon), "the same HAProxy process serves it"
+    assert oct(balancer.certificate.stat().st_mode & 0o777) == "0o600"
+
+    moved = http_get("/api/messages?limit=1")
+    assert moved.status == 301
+    assert moved.getheader("Location") == f"https://{DOMAIN}/api/messages?limit=1"
+    secure = https_get("/health", ca, balancer.folder)
+    assert secure.getheader("Strict-Transport-Security") == "max-age=63072000"
+
+    # A renewal: the next certificate replaces this one, still without a restart.
+    second = ca.issue([DOMAIN])
+    result = deploy(balancer, write_lineage(second, ca, balancer.folder / "live" / "site"))
+    assert result.returncode == 0, result.stderr
+    peer, _, _ = handshake(tls_context(ca, balancer.folder))
+    assert int(str(peer["serialNumber"]), 16) == second.certificate.serial_number
+    assert balancer.issued_acl.read_text().split().count("issued") == 1
+
+
+def test_the_acme_challenge_path_reaches_the_acme_client_over_http(balancer: Balancer) -> None:
+    """HTTP-01 is answered through HAProxy, and never redirected (the CA asks over HTTP)."""
+    ca = CertificateAuthority.create("Test ACME CA")
+    lineage = write_lineage(ca.issue([DOMAIN]), ca, balancer.folder / "live" / "site")
+    assert deploy(balancer, lineage).returncode == 0
+
+    class Challenge(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"token." + self.path.rsplit("/", 1)[-1].encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            return
+
+    server = http.server.HTTPServer((ADDRESS, CHALLENGE), Challenge)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        connection = http.client.HTTPConnection(ADDRESS, HTTP, timeout=5)
+        connection.request("GET", "/.well-known/acme-challenge/abc", headers={"Host": DOMAIN})
+        answer = connection.getresponse()
+        assert (answer.status, answer.read()) == (200, b"token.abc")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_deploy_hook_fails_loudly_when_haproxy_refuses(balancer: Balancer) -> None:
+    """A key that does not match its certificate is refused by HAProxy; the hook says so
+    (certbot logs it) and the old certificate keeps serving."""
+    ca = CertificateAuthority.create("Test ACME CA")
+    lineage = write_lineage(ca.issue([DOMAIN]), ca, balancer.folder / "live" / "site")
+    (lineage / "privkey.pem").write_bytes(ca.issue([DOMAIN]).key_pem)
+    _, before, _ = handshake(tls_context(None, balancer.folder))
+    on_disk = balancer.certificate.read_bytes()
+    result = deploy(balancer, lineage)
+    assert result.returncode == 1
+    assert "HAProxy refused the new certificate" in result.stderr
+    assert "inconsistencies between private key and certificate" in result.stderr
+    _, after, _ = handshake(tls_context(None, balancer.folder))
+    assert after == before
+    assert balancer.certificate.read_bytes() == on_disk, "HAProxy's next start still works"
+    assert http_get("/").status == 503, "still no redirect"
+
+
+def test_old_tls_versions_are_refused_by_the_server(balancer: Balancer) -> None:
+    """TLS 1.0 and 1.1 are refused by HAProxy (the client allows them here, at security
+    level 0, so a refusal is the server's protocol-version alert)."""
+    openssl = require("openssl")
+    for version in ("-tls1", "-tls1_1"):
+        result = subprocess.run(
+            [
+                openssl,
+                "s_client",
+                version,
+                "-cipher",
+                "DEFAULT@SECLEVEL=0",
+                "-connect",
+                f"{ADDRESS}:{HTTPS}",
+            ],
+            input="",
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        assert "alert protocol version" in result.stdout + result.stderr, version
+    result = subprocess.run(
+        [openssl, "s_client", "-tls1_2", "-connect", f"{ADDRESS}:{HTTPS}"],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    assert "Protocol  : TLSv1.2" in result.stdout, result.stdout[-800:]
+    assert "ECDHE" in result.stdout, "forward secrecy"
+
+
+def test_without_a_domain_443_serves_a_self_signed_certificate_and_http_is_not_redirected(
+    tmp_path: Path,
+) -> None:
+    userdata = render()
+    assert "certbot" not in cloud_config.parse(userdata)["packages"]
+    running = start_balancer(userdata, tmp_path)
+    try:
+        _, raw, alpn = handshake(tls_context(None, tmp_path))
+        assert raw
+        assert alpn == "h2"
+        assert http_get("/").status == 503, "answered over HTTP, not redirected"
+    finally:
+        processes.stop(running.daemon, sig=15)
+
+
+def test_the_load_balancer_userdata_carries_no_key_and_reports_ready_over_https() -> None:
+    for userdata in (render(), with_domain()):
+        assert "PRIVATE KEY" not in userdata
+        step = [str(part) for part in cloud_config.parse(userdata)["runcmd"][-1]]
+        assert step[:2] == ["python3", cloud_config.REPORT_READY], "the report stays last"
+        assert step[step.index("--check-url") + 1] == "https://127.0.0.1:443/health"
+        assert "--tls-unverified" in step
+
+
+def test_certbot_is_configured_from_the_settings() -> None:
+    userdata = with_domain(
+        acmeDirectoryUrl="https://acme-staging-v02.api.letsencrypt.org/directory"
+    )
+    document = cloud_config.parse(userdata)
+    assert "certbot" in document["packages"]
+    ini = shipped_files(userdata)[cloud_config.CERTBOT_CONFIG].decode()
+    assert "server = https://acme-staging-v02.api.letsencrypt.org/directory\n" in ini
+    assert "email = ops@web-infra.test\n" in ini
+    assert f"http-01-port = {cloud_config.ACME_CHALLENGE_PORT}\n" in ini
+    assert (
+        "deploy-hook = /usr/bin/python3 /usr/local/lib/web-infra/site_certificate.py deploy" in ini
+    )
+    unit = shipped_files(userdata)[f"/etc/systemd/system/{cloud_config.FIRST_CERTIFICATE_UNIT}"]
+    assert f"--domains {DOMAIN}\n" in unit.decode()
+    runcmd = document["runcmd"]
+    start = ["systemctl", "enable", "--now", "--no-block", cloud_config.FIRST_CERTIFICATE_UNIT]
+    assert runcmd.index(start) > runcmd.index(["systemctl", "restart", "haproxy"])
+
+
+def test_hsts_follows_its_setting() -> None:
+    config = shipped_files(with_domain(hstsMaxAgeSeconds=86400))["/etc/haproxy/haproxy.cfg"]
+    assert b'Strict-Transport-Security "max-age=86400"' in config
+    config = shipped_files(with_domain(hsts=False))["/etc/haproxy/haproxy.cfg"]
+    assert b"Strict-Transport-Security" not in config
