@@ -3,7 +3,7 @@
 UV ?= uv
 export UV_PYTHON_DOWNLOADS = never
 
-.PHONY: setup lab lab-down lab-status test lint bench diagram
+.PHONY: setup lab lab-down lab-status boot boot-status boot-down test lint bench diagram
 
 setup:
 	bash lab/install-packages.sh
@@ -17,6 +17,17 @@ lab-status:
 
 lab-down:
 	$(UV) run python -m lab down
+
+# Every host's real cloud-config booted in containers (root; IMAGE=bookworm for Debian 12).
+IMAGE ?= trixie
+boot: setup
+	$(UV) run python -m lab.boot up --image $(IMAGE)
+
+boot-status:
+	$(UV) run python -m lab.boot status
+
+boot-down:
+	$(UV) run python -m lab.boot down
 
 lint:
 	$(UV) run ruff check .

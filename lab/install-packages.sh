@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Debian packages the tests and the local lab need, installed only when one is missing.
 # The app's runtime is Debian's, as on the web nodes (Ubuntu's): gunicorn, PyMySQL, boto3.
+# The boot lab (lab/boot): systemd-nspawn, mmdebstrap for its images, apt-cacher-ng and dnsmasq
+# as the stand-ins for the apt mirror and the private zone's DNS.
 set -euo pipefail
 PACKAGES=(haproxy nginx-light mariadb-server mariadb-client cloud-init wrk gunicorn
-          python3-pymysql python3-boto3 graphviz)
+          python3-pymysql python3-boto3 graphviz
+          systemd-container mmdebstrap apt-cacher-ng dnsmasq-base)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \

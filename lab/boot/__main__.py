@@ -91,7 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="boot every host, then print status and timings")
     up.add_argument("--web-nodes", type=int, help="override webNodeCount (2 to 20)")
-    up.add_argument("--image", choices=images.SUITES, default="bookworm", help="Debian release")
+    up.add_argument(
+        "--image",
+        choices=images.SUITES,
+        default="trixie",
+        help="Debian 13 (default; the newer bracket of Ubuntu 24.04) or 12 (the older)",
+    )
     status = commands.add_parser("status", help="each host, cloud-init's result, services")
     status.add_argument("--json", action="store_true", help="machine-readable status")
     reboot = commands.add_parser("reboot", help="reboot one host and wait until it is back")

@@ -77,6 +77,8 @@ class HostRecord:
     port: int
     nspawn_pid: int | None = None
     leader_pid: int | None = None
+    started_at: float | None = None
+    """When the container was last started (seconds since the epoch)."""
     booted_seconds: float | None = None
     """From starting the container to cloud-init's end and systemd's settling, first boot."""
     boots: int = 0
@@ -151,9 +153,11 @@ class BootLab:
         image: str = "bookworm",
         *,
         withhold: tuple[str, ...] = (),
-        wait_for_serving: bool = True,
+        wait: bool = True,
     ) -> State:
-        """Boot every host; `withhold` takes stand-ins off the bridge first (failure tests)."""
+        """Boot every host and wait until each has booted and the load balancer rotates over
+        every web node. `withhold` takes stand-ins off the bridge before the hosts boot, and
+        `wait=False` returns once every container has started (failure-injection tests)."""
         recipe = images.recipe_for(image)
         unknown = sorted(set(withhold) - set(WITHHOLDABLE))
         if unknown:
@@ -171,10 +175,11 @@ class BootLab:
         if self.folder.exists():
             shutil.rmtree(self.folder)  # no state file: nothing of it runs
         self.folder.mkdir(parents=True)
+        _ensure_others_can_enter(self.folder)
         state = State(image, "", self.stack, region, dataclasses.asdict(settings))
         self._save(state)
         try:
-            self._bring_up(state, settings, recipe, withhold, wait_for_serving)
+            self._bring_up(state, settings, recipe, withhold, wait)
         except BaseException:
             self.down()
             raise
@@ -190,7 +195,7 @@ class BootLab:
         settings: Settings,
         recipe: images.Recipe,
         withhold: tuple[str, ...],
-        wait_for_serving: bool,
+        wait: bool,
     ) -> None:
         self.bridge.create()
         standing_in = self.folder / "standins"
@@ -233,7 +238,6 @@ class BootLab:
             HostRecord(node, "web", network.web_node_address(i), 80)
             for i, node in enumerate(settings.web_node_names, start=1)
         ]
-        started: dict[str, float] = {}
         for host in state.hosts:
             container = self.container(host)
             container.create_layer()
@@ -247,16 +251,16 @@ class BootLab:
             )
             container.mount(image.root)
             self._save(state)
-            started[host.name] = time.monotonic()
             container.start()
             host.nspawn_pid, host.leader_pid, host.boots = (
                 container.nspawn_pid,
                 container.leader_pid,
                 1,
             )
+            host.started_at = time.time()
             self._save(state)
-        self.wait_booted(state, started, FIRST_BOOT_TIMEOUT)
-        if wait_for_serving and not withhold:
+        if wait:
+            self.wait_booted(state, FIRST_BOOT_TIMEOUT)
             self.wait_serving(state)
 
     def _start_databases(
@@ -291,9 +295,9 @@ class BootLab:
             what="replication from db-primary to db-replica over TLS",
         )
 
-    def wait_booted(self, state: State, started: dict[str, float], timeout: float) -> None:
-        """Until every host has finished cloud-init and systemd has settled."""
-        waiting = {h.name for h in state.hosts if h.name in started}
+    def wait_booted(self, state: State, timeout: float, only: str | None = None) -> None:
+        """Until every host (or `only` that one) has finished cloud-init and systemd settled."""
+        waiting = {h.name for h in state.hosts if only in (None, h.name)}
         deadline = time.monotonic() + timeout
         while waiting:
             for host in [h for h in state.hosts if h.name in waiting]:
@@ -308,8 +312,8 @@ class BootLab:
                     "error",
                 ) and inspect.system_state(container) not in ("initializing", "starting"):
                     waiting.discard(host.name)
-                    if host.booted_seconds is None:
-                        host.booted_seconds = round(time.monotonic() - started[host.name], 1)
+                    if host.booted_seconds is None and host.started_at is not None:
+                        host.booted_seconds = round(time.time() - host.started_at, 1)
                         self._save(state)
             if waiting and time.monotonic() > deadline:
                 raise LabError(
@@ -360,8 +364,9 @@ class BootLab:
         container.start()
         host.nspawn_pid, host.leader_pid = container.nspawn_pid, container.leader_pid
         host.boots += 1
+        host.started_at = time.time()
         self._save(state)
-        self.wait_booted(state, {name: started}, timeout)
+        self.wait_booted(state, timeout, only=name)
         return time.monotonic() - started
 
     # --- status ---------------------------------------------------------------------------
@@ -465,6 +470,18 @@ class BootLab:
         if self.folder.exists():
             shutil.rmtree(self.folder)
         return removed
+
+
+def _ensure_others_can_enter(folder: Path) -> None:
+    """MariaDB runs as Debian's mysql user and Nginx's workers inside the containers as
+    www-data: both must be able to walk down to the state folder."""
+    for directory in [folder.resolve(), *folder.resolve().parents]:
+        if not directory.stat().st_mode & 0o001:
+            raise LabError(
+                f"{directory} is closed to other users, so MariaDB (user mysql) cannot reach "
+                f"{folder}; choose a state folder under an open one (e.g. {DEFAULT_STATE}) with "
+                f"{STATE_VARIABLE}"
+            )
 
 
 def _mounts_under(folder: Path) -> list[str]:

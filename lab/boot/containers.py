@@ -167,7 +167,7 @@ class Container:
                 "--net",
                 "--pid",
                 "--root",
-                "--wd=/",
+                "--wd",  # the container's PID 1's; a path here would be this machine's
                 "--",
                 "/usr/bin/env",
                 "-i",

@@ -35,7 +35,7 @@ DB_PRIMARY = _address(51)
 DB_REPLICA = _address(52)
 LOAD_BALANCER = _address(10)
 WEB_BASE = 10  # web-i is .(10 + i): web-1 is 169.254.77.11
-APT_PROXY_PORT = 3142
+APT_PROXY_PORT = 13142  # not apt-cacher-ng's usual 3142, which a system service may hold
 
 HOST_SIDE = (GATEWAY, AWS_API, TRUSTSTORE, DB_PRIMARY, DB_REPLICA)
 
