@@ -97,7 +97,11 @@ class State:
     image_timing: dict[str, float | None] = field(default_factory=dict)
 
     def settings_object(self) -> Settings:
-        return Settings(**{**self.settings, "admin_cidrs": tuple(self.settings["admin_cidrs"])})
+        # JSON turned the settings' tuples into lists; nothing in them is a list otherwise.
+        fields: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in self.settings.items()
+        }
+        return Settings(**fields)
 
     def host(self, name: str) -> HostRecord:
         for host in self.hosts:
