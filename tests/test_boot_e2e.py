@@ -10,6 +10,10 @@ systemd units and their sandboxing, enabling services, the boot-time downloads, 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -17,9 +21,9 @@ from boot_support import TEST_STATE, boot_lab, require_boot_capabilities
 
 from components.web_infrastructure import userdata_for
 from lab import checks
-from lab.boot import images, inspect, seed
+from lab.boot import images, inspect, network, seed
 from lab.boot.__main__ import timings_table
-from lab.boot.bootlab import BootLab, State
+from lab.boot.bootlab import STATE_VARIABLE, BootLab, State
 from lab.boot.containers import Container
 
 # Per-instance modules: they must not run again at a reboot (their semaphores keep their time).
@@ -219,6 +223,31 @@ def test_a_rebooted_web_node_serves_again_without_rerunning_cloud_init(
     assert inspect.services_ok(found), found
     back = checks.wait_for(lambda: checks.check_rotation(lab.url(), web_nodes(state)), 30)
     assert back.ok, back.found
+
+
+def test_status_json_has_the_labs_shape_and_every_host_up(booted: tuple[BootLab, State]) -> None:
+    """`python -m lab.boot status --json`: the process lab's keys, plus cloud-init's result."""
+    lab, state = booted
+    shown = subprocess.run(
+        [sys.executable, "-m", "lab.boot", "status", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, STATE_VARIABLE: str(lab.folder)},
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stderr
+    status = json.loads(shown.stdout)
+    assert status["url"] == f"http://{network.LOAD_BALANCER}/"
+    hosts = {host["name"]: host for host in status["hosts"]}
+    expected = {h.name for h in state.hosts} | {"db-primary", "db-replica"}
+    assert set(hosts) == expected
+    for name, host in hosts.items():
+        assert {"name", "role", "address", "port", "state"} <= set(host), name
+        assert host["state"] == "up", f"{name}: {host}"
+        if host["role"] != "database":
+            assert host["cloud_init"]["status"] == "done", f"{name}: {host['cloud_init']}"
+    assert status["replication"].startswith("replicating"), status["replication"]
 
 
 def test_boot_timings_are_reported(

@@ -30,6 +30,22 @@ def test_a_changed_recipe_is_a_new_image_and_the_same_recipe_the_same() -> None:
     assert bookworm.name.startswith("bookworm-")
 
 
+def test_older_recipes_images_are_pruned_and_other_suites_kept(tmp_path: Path) -> None:
+    current = images.recipe_for("bookworm")
+    for name in (current.name, "bookworm-0000000000000000", "trixie-1111111111111111"):
+        (tmp_path / name).mkdir()
+        (tmp_path / f"{name}.tar").write_bytes(b"")
+    images.prune_older_images(tmp_path, current)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [
+            current.name,
+            f"{current.name}.tar",
+            "trixie-1111111111111111",
+            "trixie-1111111111111111.tar",
+        ]
+    )
+
+
 def test_the_image_leaves_what_the_userdata_installs_to_the_userdata() -> None:
     """The web nodes' packages must be installed by cloud-init at boot, not baked in."""
     for package in ("haproxy", "nginx", "gunicorn", "python3-boto3", "python3-pymysql", "curl"):

@@ -31,7 +31,6 @@ from lab.boot.containers import CGROUP_GROUP, Container, cgroup_hierarchies
 from lab.boot.pki import CertificateAuthority
 from lab.localize import LabError
 from lab.processes import Daemon
-from lab.topology import Host
 from settings import Settings, load_settings, load_stack_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -492,7 +491,3 @@ def _mounts_under(folder: Path) -> list[str]:
     prefix = str(folder.resolve()) + "/"
     mounts = Path("/proc/mounts").read_text().splitlines()
     return [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
-
-
-def booted_hosts(state: State) -> list[Host]:
-    return [Host(h.name, h.role, h.address, h.port) for h in state.hosts]

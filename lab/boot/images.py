@@ -128,7 +128,20 @@ def ensure_image(recipe: Recipe, cache: Path | None = None, *, log: Path) -> Ima
         _extract(tarball, root)
         (folder / f"{recipe.name}.extracted").touch()
         extracted = time.monotonic() - started
+    prune_older_images(folder, recipe)
     return Image(recipe, root, built, extracted)
+
+
+def prune_older_images(folder: Path, current: Recipe) -> None:
+    """Remove this suite's images of older recipes: nothing can use them any more (one boot
+    lab runs at a time on a machine, and it uses the current recipe)."""
+    for path in folder.glob(f"{current.suite}-*"):
+        if path.name.split(".", 1)[0] == current.name:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def _build(recipe: Recipe, tarball: Path, log: Path) -> None:

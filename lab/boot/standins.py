@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from lab import processes
 from lab.boot import network
 from lab.boot.pki import CertificateAuthority
-from lab.localize import LabError
 from lab.processes import Daemon, program
 
 # Credentials the hosts use instead of an instance role (moto accepts any).
@@ -207,12 +205,3 @@ def _wait_port(daemon: Daemon, address: str, port: int, what: str) -> None:
         what=f"{what} on {address}:{port}",
         timeout=30,
     )
-
-
-def wait_gone(daemons: list[Daemon], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while any(processes.is_running(d) for d in daemons):
-        if time.monotonic() > deadline:
-            names = ", ".join(d.name for d in daemons if processes.is_running(d))
-            raise LabError(f"still running after {timeout:.0f} s: {names}")
-        time.sleep(0.1)
