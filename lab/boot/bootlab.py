@@ -1,9 +1,10 @@
 """The boot lab's run: stand-ins, database, one container per host, and exact clean-up.
 
-`BootLab.up()` creates the bridge, starts the stand-ins for AWS (apt proxy, DNS, moto, the
-truststore, MariaDB primary and replica), gets the base image (cached, else built), then boots
-the load balancer and every web node from the userdata `pulumi up` would send, byte for byte,
-and waits until each has finished cloud-init and serves. Every PID, mount and container is
+`BootLab.up()` creates the bridge, starts the stand-ins for AWS (apt proxy, moto, the
+truststore, DNS), gets the base image (cached, else built), boots the load balancer and every
+web node from the userdata `pulumi up` would send, byte for byte, brings up MariaDB primary and
+replica while they boot, and waits until each host has finished cloud-init and the load
+balancer rotates over every web node. Every PID, mount and container is
 recorded in `state.json` in the state folder as soon as it exists, so `down()` removes exactly
 what this run made, also after a failed start or Ctrl-C (which call it themselves).
 """
@@ -219,7 +220,6 @@ class BootLab:
             database_name=DATABASE_NAME,
             master_username=MASTER_USERNAME,
         )
-        self._start_databases(state, authority, settings.internal_zone, username, password)
 
         records = {"load-balancer": network.LOAD_BALANCER}
         records |= {
@@ -262,6 +262,9 @@ class BootLab:
             )
             host.started_at = time.time()
             self._save(state)
+        # The database pair comes up while the hosts install their packages, as RDS may still
+        # be creating while the instances boot on AWS; the app answers 503 until it is there.
+        self._start_databases(state, authority, settings.internal_zone, username, password)
         if wait:
             self.wait_booted(state, FIRST_BOOT_TIMEOUT)
             self.wait_serving(state)
