@@ -6,7 +6,7 @@ UV_VERSION := 0.9.30
 UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 export UV_PYTHON_DOWNLOADS = never
 
-.PHONY: setup uv lab lab-down lab-status test lint bench diagram
+.PHONY: setup uv lab lab-down lab-status boot boot-status boot-down test lint bench diagram
 
 uv:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
@@ -24,6 +24,17 @@ lab-status:
 
 lab-down:
 	$(UV) run python -m lab down
+
+# Every host's real cloud-config booted in containers (root; IMAGE=bookworm for Debian 12).
+IMAGE ?= trixie
+boot: setup
+	$(UV) run python -m lab.boot up --image $(IMAGE)
+
+boot-status:
+	$(UV) run python -m lab.boot status
+
+boot-down:
+	$(UV) run python -m lab.boot down
 
 lint: setup
 	$(UV) run ruff check .

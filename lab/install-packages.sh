@@ -4,9 +4,12 @@
 # The lab's stand-ins for AWS: dnsmasq (the private zone), nftables (the Elastic IP).
 # HTTPS: certbot (the load balancer's ACME client, as on Ubuntu) and pebble, Let's Encrypt's
 # test CA (with pebble-challtestsrv), which the lab runs as its ACME server.
+# The boot lab (lab/boot): systemd-nspawn, mmdebstrap for its images, apt-cacher-ng as the
+# stand-in for the apt mirror.
 set -euo pipefail
 PACKAGES=(haproxy nginx-light mariadb-server mariadb-client cloud-init wrk gunicorn
-          python3-pymysql python3-boto3 graphviz dnsmasq-base nftables certbot pebble)
+          python3-pymysql python3-boto3 graphviz dnsmasq-base nftables certbot pebble
+          systemd-container mmdebstrap apt-cacher-ng)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \

@@ -1,0 +1,496 @@
+"""The boot lab's run: stand-ins, database, one container per host, and exact clean-up.
+
+`BootLab.up()` creates the bridge, starts the stand-ins for AWS (apt proxy, moto, the
+truststore, DNS), gets the base image (cached, else built), boots the load balancer and every
+web node from the userdata `pulumi up` would send, byte for byte, brings up MariaDB primary and
+replica while they boot, and waits until each host has finished cloud-init and the load
+balancer rotates over every web node. Every PID, mount and container is
+recorded in `state.json` in the state folder as soon as it exists, so `down()` removes exactly
+what this run made, also after a failed start or Ctrl-C (which call it themselves).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from components.web_infrastructure import DATABASE_NAME, MASTER_USERNAME, userdata_for
+from lab import checks, mariadb, processes
+from lab.boot import database, images, inspect, network, seed, standins
+from lab.boot.containers import CGROUP_GROUP, Container, cgroup_hierarchies
+from lab.boot.pki import CertificateAuthority
+from lab.localize import LabError
+from lab.processes import Daemon
+from settings import Settings, load_settings, load_stack_file
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_STATE = Path("/var/lib/web-infra/boot")
+STATE_VARIABLE = "WEB_INFRA_BOOT_STATE"
+REQUIRED = (
+    "systemd-nspawn",
+    "mmdebstrap",
+    "nsenter",
+    "dnsmasq",
+    "apt-cacher-ng",
+    "mariadbd",
+    "mariadb-install-db",
+    "mariadb",
+    "ip",
+)
+# Stand-ins that failure injection can take off the bridge, by name.
+WITHHOLDABLE = {"truststore": network.TRUSTSTORE, "aws-api": network.AWS_API}
+FIRST_BOOT_TIMEOUT = 600.0  # seconds; a cold apt cache on a slow mirror
+SERVING_TIMEOUT = 60.0
+
+
+def default_state() -> Path:
+    return Path(os.environ.get(STATE_VARIABLE) or DEFAULT_STATE)
+
+
+def stack_region(stack: str) -> str:
+    """The stack's `aws:region`: the app's config names it, so the userdata depends on it."""
+    config = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text()).get("config", {})
+    region = config.get("aws:region")
+    if not isinstance(region, str):
+        raise LabError(f"Pulumi.{stack}.yaml sets no aws:region; the userdata needs one")
+    return region
+
+
+@dataclass
+class HostRecord:
+    """One booted host as the state file keeps it."""
+
+    name: str
+    role: str
+    address: str
+    port: int
+    nspawn_pid: int | None = None
+    leader_pid: int | None = None
+    started_at: float | None = None
+    """When the container was last started (seconds since the epoch)."""
+    booted_seconds: float | None = None
+    """From starting the container to cloud-init's end and systemd's settling, first boot."""
+    boots: int = 0
+
+
+@dataclass
+class State:
+    image: str
+    image_root: str
+    stack: str
+    region: str
+    settings: dict[str, Any]
+    helpers: list[dict[str, Any]] = field(default_factory=list)
+    hosts: list[HostRecord] = field(default_factory=list)
+    withheld: list[str] = field(default_factory=list)
+    image_timing: dict[str, float | None] = field(default_factory=dict)
+
+    def settings_object(self) -> Settings:
+        # JSON turned the settings' tuples into lists; nothing in them is a list otherwise.
+        fields: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in self.settings.items()
+        }
+        return Settings(**fields)
+
+    def host(self, name: str) -> HostRecord:
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        names = ", ".join(h.name for h in self.hosts)
+        raise LabError(f"no booted host {name!r}; hosts are: {names}")
+
+
+class BootLab:
+    def __init__(
+        self, state: Path | None = None, stack: str = "dev", cache: Path | None = None
+    ) -> None:
+        self.folder = state or default_state()
+        self.stack = stack
+        self.cache = cache or images.cache_folder()
+        self.state_file = self.folder / "state.json"
+        self.bridge = network.Bridge()
+
+    # --- state ---------------------------------------------------------------------------
+
+    def load(self) -> State:
+        if not self.state_file.exists():
+            raise LabError("the boot lab is not running; start it with `make boot`")
+        data = json.loads(self.state_file.read_text())
+        data["hosts"] = [HostRecord(**h) for h in data["hosts"]]
+        return State(**data)
+
+    def _save(self, state: State) -> None:
+        self.state_file.write_text(json.dumps(dataclasses.asdict(state), indent=2))
+
+    def container(self, host: HostRecord) -> Container:
+        return Container(
+            host.name, self.folder / "hosts" / host.name, host.nspawn_pid, host.leader_pid
+        )
+
+    @property
+    def authority(self) -> CertificateAuthority:
+        return CertificateAuthority(self.folder / "pki")
+
+    def settings(self, web_nodes: int | None) -> Settings:
+        settings = load_stack_file(ROOT / f"Pulumi.{self.stack}.yaml", stack=self.stack)
+        if web_nodes is not None:
+            checked = load_settings({"webNodeCount": web_nodes}, stack=self.stack)
+            settings = dataclasses.replace(settings, web_node_count=checked.web_node_count)
+        return settings
+
+    # --- up ------------------------------------------------------------------------------
+
+    def up(
+        self,
+        web_nodes: int | None = None,
+        image: str = "bookworm",
+        *,
+        withhold: tuple[str, ...] = (),
+        wait: bool = True,
+    ) -> State:
+        """Boot every host and wait until each has booted and the load balancer rotates over
+        every web node. `withhold` takes stand-ins off the bridge before the hosts boot, and
+        `wait=False` returns once every container has started (failure-injection tests)."""
+        recipe = images.recipe_for(image)
+        unknown = sorted(set(withhold) - set(WITHHOLDABLE))
+        if unknown:
+            raise LabError(f"cannot withhold {unknown}; choose from {sorted(WITHHOLDABLE)}")
+        if self.state_file.exists() or self.bridge.exists():
+            raise LabError(
+                "a boot lab is already running (or a crashed one left its bridge or state); "
+                "see `python -m lab.boot status`, or run `python -m lab.boot down` first"
+            )
+        missing = [tool for tool in REQUIRED if processes.find_program(tool) is None]
+        if missing:
+            raise LabError(f"missing programs: {', '.join(missing)}; {processes.INSTALL}")
+        settings = self.settings(web_nodes)
+        region = stack_region(self.stack)
+        if self.folder.exists():
+            shutil.rmtree(self.folder)  # no state file: nothing of it runs
+        self.folder.mkdir(parents=True)
+        _ensure_others_can_enter(self.folder)
+        state = State(image, "", self.stack, region, dataclasses.asdict(settings))
+        self._save(state)
+        try:
+            self._bring_up(state, settings, recipe, withhold, wait)
+        except BaseException:
+            self.down()
+            raise
+        return state
+
+    def _helper(self, state: State, daemon: Daemon) -> None:
+        state.helpers.append(dataclasses.asdict(daemon))
+        self._save(state)
+
+    def _bring_up(
+        self,
+        state: State,
+        settings: Settings,
+        recipe: images.Recipe,
+        withhold: tuple[str, ...],
+        wait: bool,
+    ) -> None:
+        self.bridge.create()
+        standing_in = self.folder / "standins"
+        self._helper(state, standins.start_apt_proxy(standing_in, self.cache / "apt"))
+        image = images.ensure_image(recipe, self.cache, log=self.folder / "image-build.log")
+        state.image_root = str(image.root)
+        state.image_timing = {"built": image.built_seconds, "extracted": image.extracted_seconds}
+        self._save(state)
+
+        authority = self.authority
+        authority.create()
+        self._helper(state, standins.start_truststore(standing_in, authority))
+        self._helper(state, standins.start_aws_api(standing_in, authority, state.region))
+        username, password = standins.create_rds_primary(
+            state.region,
+            authority,
+            identifier=settings.db_primary_identifier,
+            database_name=DATABASE_NAME,
+            master_username=MASTER_USERNAME,
+        )
+
+        records = {"load-balancer": network.LOAD_BALANCER}
+        records |= {
+            node: network.web_node_address(i)
+            for i, node in enumerate(settings.web_node_names, start=1)
+        }
+        records |= {"db-primary": network.DB_PRIMARY, "db-replica": network.DB_REPLICA}
+        self._helper(state, standins.start_dns(standing_in, settings.internal_zone, records))
+
+        for name in withhold:
+            self.bridge.remove_address(WITHHOLDABLE[name])
+            state.withheld.append(name)
+        self._save(state)
+
+        load_balancer_userdata, web_userdata = userdata_for(settings, state.region)
+        userdata = {"load-balancer": load_balancer_userdata, **web_userdata}
+        state.hosts = [HostRecord("load-balancer", "load-balancer", network.LOAD_BALANCER, 80)]
+        state.hosts += [
+            HostRecord(node, "web", network.web_node_address(i), 80)
+            for i, node in enumerate(settings.web_node_names, start=1)
+        ]
+        for host in state.hosts:
+            container = self.container(host)
+            container.create_layer()
+            seed.write(
+                container.layer,
+                host=host.name,
+                address=host.address,
+                userdata=userdata[host.name].encode(),
+                ca_pem=authority.pem,
+                base=image.root,
+            )
+            container.mount(image.root)
+            self._save(state)
+            container.start()
+            host.nspawn_pid, host.leader_pid, host.boots = (
+                container.nspawn_pid,
+                container.leader_pid,
+                1,
+            )
+            host.started_at = time.time()
+            self._save(state)
+        # The database pair comes up while the hosts install their packages, as RDS may still
+        # be creating while the instances boot on AWS; the app answers 503 until it is there.
+        self._start_databases(state, authority, settings.internal_zone, username, password)
+        if wait:
+            self.wait_booted(state, FIRST_BOOT_TIMEOUT)
+            self.wait_serving(state)
+
+    def _start_databases(
+        self,
+        state: State,
+        authority: CertificateAuthority,
+        zone: str,
+        username: str,
+        password: str,
+    ) -> None:
+        primary, replica = database.servers(self.folder / "databases")
+        for server in (primary, replica):
+            mariadb.initialise(server)
+        for server, is_replica in ((primary, False), (replica, True)):
+            daemon = processes.start(
+                f"{server.host.name}/mariadbd",
+                database.server_command(server, authority, zone, replica=is_replica),
+                server.log,
+            )
+            self._helper(state, daemon)
+            processes.wait_until(
+                lambda s=server: mariadb.sql(s, "SELECT 1", check=False).returncode == 0,  # type: ignore[misc]
+                daemon,
+                what=f"{server.host.name} ({server.host.address})",
+                timeout=60,
+            )
+        replication_password = database.set_up_primary(primary, DATABASE_NAME, username, password)
+        database.start_replication(replica, primary, authority, replication_password)
+        processes.wait_until(
+            lambda: mariadb.replication_summary(replica).startswith("replicating"),
+            Daemon(**state.helpers[-1]),
+            what="replication from db-primary to db-replica over TLS",
+        )
+
+    def wait_booted(self, state: State, timeout: float, only: str | None = None) -> None:
+        """Until every host (or `only` that one) has finished cloud-init and systemd settled."""
+        waiting = {h.name for h in state.hosts if only in (None, h.name)}
+        deadline = time.monotonic() + timeout
+        while waiting:
+            for host in [h for h in state.hosts if h.name in waiting]:
+                container = self.container(host)
+                if not container.running():
+                    raise LabError(
+                        f"{host.name} stopped while booting; its console ends:\n"
+                        + processes.log_tail(str(container.console))
+                    )
+                if inspect.cloud_init_status(container) in (
+                    "done",
+                    "error",
+                ) and inspect.system_state(container) not in ("initializing", "starting"):
+                    waiting.discard(host.name)
+                    if host.booted_seconds is None and host.started_at is not None:
+                        host.booted_seconds = round(time.time() - host.started_at, 1)
+                        self._save(state)
+            if waiting and time.monotonic() > deadline:
+                raise LabError(
+                    f"still booting after {timeout:.0f} s: {', '.join(sorted(waiting))}; "
+                    f"see {self.folder}/hosts/<host>/console.log"
+                )
+            time.sleep(1)
+
+    def url(self) -> str:
+        return f"http://{network.LOAD_BALANCER}/"
+
+    def wait_serving(self, state: State, timeout: float = SERVING_TIMEOUT) -> checks.Check:
+        nodes = [h.name for h in state.hosts if h.role == "web"]
+        result = checks.wait_for(lambda: checks.check_rotation(self.url(), nodes), timeout)
+        if not result.ok:
+            raise LabError(f"the load balancer does not rotate over every node: {result.found}")
+        return result
+
+    # --- failure injection ----------------------------------------------------------------
+
+    def withhold(self, name: str) -> None:
+        state = self.load()
+        if name not in state.withheld:
+            self.bridge.remove_address(WITHHOLDABLE[name])
+            state.withheld.append(name)
+            self._save(state)
+
+    def restore(self, name: str) -> None:
+        state = self.load()
+        if name in state.withheld:
+            self.bridge.add_address(WITHHOLDABLE[name])
+            state.withheld.remove(name)
+            self._save(state)
+
+    # --- one host -------------------------------------------------------------------------
+
+    def reboot(self, name: str, timeout: float = 180) -> float:
+        """Reboot a host (the container powers off, the lab starts it again on the same disk);
+        returns the seconds until it is booted again."""
+        state = self.load()
+        host = state.host(name)
+        container = self.container(host)
+        started = time.monotonic()
+        container.execute("systemctl", "reboot")
+        if not container.wait_for_exit(60):
+            raise LabError(f"{name} did not go down within 60 s of `systemctl reboot`")
+        container.kill_cgroup_members()
+        container.start()
+        host.nspawn_pid, host.leader_pid = container.nspawn_pid, container.leader_pid
+        host.boots += 1
+        host.started_at = time.time()
+        self._save(state)
+        self.wait_booted(state, timeout, only=name)
+        return time.monotonic() - started
+
+    # --- status ---------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        state = self.load()
+        hosts: list[dict[str, Any]] = []
+        for record in state.hosts:
+            container = self.container(record)
+            entry: dict[str, Any] = {
+                "name": record.name,
+                "role": record.role,
+                "address": record.address,
+                "port": record.port,
+            }
+            if not container.running():
+                entry |= {"state": "down", "cloud_init": None}
+            else:
+                result = inspect.cloud_init_result(container)
+                system = inspect.system_state(container)
+                entry |= {
+                    "state": "up" if system == "running" and result.status == "done" else system,
+                    "system": system,
+                    "cloud_init": result.as_dict(),
+                    "services": inspect.services(container, record.role),
+                    "booted_seconds": record.booted_seconds,
+                    "boots": record.boots,
+                }
+            hosts.append(entry)
+        for helper in state.helpers:
+            if helper["name"].startswith("db-"):
+                name = helper["name"].split("/")[0]
+                address = network.DB_PRIMARY if name == "db-primary" else network.DB_REPLICA
+                up = processes.is_running(Daemon(**helper)) and processes.port_is_open(
+                    address, database.MYSQL_PORT
+                )
+                hosts.append(
+                    {
+                        "name": name,
+                        "role": "database",
+                        "address": address,
+                        "port": database.MYSQL_PORT,
+                        "state": "up" if up else "down",
+                        "cloud_init": None,
+                    }
+                )
+        _, replica = database.servers(self.folder / "databases")
+        return {
+            "url": self.url(),
+            "image": state.image,
+            "hosts": hosts,
+            "replication": mariadb.replication_summary(replica),
+            "stand_ins": {
+                h["name"].split("/")[0]: "up" if processes.is_running(Daemon(**h)) else "down"
+                for h in state.helpers
+                if not h["name"].startswith("db-")
+            },
+            "withheld": state.withheld,
+        }
+
+    # --- down -----------------------------------------------------------------------------
+
+    def down(self) -> list[str]:
+        """Remove everything this lab made: containers, mounts, cgroups, helpers, the bridge."""
+        removed: list[str] = []
+        state = None
+        with contextlib.suppress(LabError, ValueError, TypeError, KeyError):
+            state = self.load()
+        hosts_folder = self.folder / "hosts"
+        names = {h.name for h in state.hosts} if state else set()
+        if hosts_folder.exists():
+            names |= {p.name for p in hosts_folder.iterdir() if p.is_dir()}
+        for hierarchy in cgroup_hierarchies():
+            if (hierarchy / CGROUP_GROUP).exists():
+                names |= {p.name for p in (hierarchy / CGROUP_GROUP).iterdir() if p.is_dir()}
+        records = {h.name: h for h in state.hosts} if state else {}
+        containers = [
+            self.container(records[n]) if n in records else Container(n, hosts_folder / n)
+            for n in sorted(names)
+        ]
+        # Power every container off at once, then wait: a clean shutdown takes seconds each.
+        for container in containers:
+            if container.running() and container.nspawn_pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(container.nspawn_pid, signal.SIGTERM)
+        for container in containers:
+            container.stop()
+            container.unmount()
+            container.remove_cgroups()
+            removed.append(f"container {container.name}")
+        for mount in _mounts_under(self.folder):  # a mount whose container was never recorded
+            subprocess.run([processes.program("umount"), mount], check=False)  # noqa: S603
+        if state:
+            for helper in reversed(state.helpers):
+                daemon = Daemon(**helper)
+                if processes.is_running(daemon):
+                    processes.stop(daemon)
+                    removed.append(helper["name"])
+        if self.bridge.delete():
+            removed.append(f"bridge {self.bridge.name}")
+        if self.folder.exists():
+            shutil.rmtree(self.folder)
+        return removed
+
+
+def _ensure_others_can_enter(folder: Path) -> None:
+    """MariaDB runs as Debian's mysql user and Nginx's workers inside the containers as
+    www-data: both must be able to walk down to the state folder."""
+    for directory in [folder.resolve(), *folder.resolve().parents]:
+        if not directory.stat().st_mode & 0o001:
+            raise LabError(
+                f"{directory} is closed to other users, so MariaDB (user mysql) cannot reach "
+                f"{folder}; choose a state folder under an open one (e.g. {DEFAULT_STATE}) with "
+                f"{STATE_VARIABLE}"
+            )
+
+
+def _mounts_under(folder: Path) -> list[str]:
+    prefix = str(folder.resolve()) + "/"
+    mounts = Path("/proc/mounts").read_text().splitlines()
+    return [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]

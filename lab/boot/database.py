@@ -1,0 +1,86 @@
+"""The RDS pair's stand-in: two MariaDB servers on the bridge, GTID replication, TLS required.
+
+The same servers as the process lab (`lab.mariadb`), bound to the bridge addresses that
+`db-primary.<zone>` and `db-replica.<zone>` resolve to, with what the stack's parameter group
+asks of RDS: `require_secure_transport`, certificates from the CA that the truststore stand-in
+serves as the RDS bundle (so the app's chain check is real), and the replica fed over TLS. The
+master user's password is the one in the RDS-managed secret's stand-in, so the app's
+DescribeDBInstances + GetSecretValue path is what logs it in.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+from lab import mariadb
+from lab.boot import network
+from lab.boot.pki import CertificateAuthority
+from lab.topology import Host
+
+MYSQL_PORT = 3306
+REPLICATION_USER = "replication"
+CLIENTS = f"{network.SUBNET.network_address.exploded.rsplit('.', 1)[0]}.%"  # 169.254.77.%
+
+
+def servers(folder: Path) -> tuple[mariadb.Server, mariadb.Server]:
+    primary = Host("db-primary", "database", network.DB_PRIMARY, MYSQL_PORT)
+    replica = Host("db-replica", "database", network.DB_REPLICA, MYSQL_PORT)
+    return (
+        mariadb.Server(primary, folder / "db-primary", 1),
+        mariadb.Server(replica, folder / "db-replica", 2),
+    )
+
+
+def server_command(
+    server: mariadb.Server, authority: CertificateAuthority, zone: str, *, replica: bool
+) -> list[str]:
+    pair = authority.issue(server.host.name, [f"{server.host.name}.{zone}"], [server.host.address])
+    if os.geteuid() == 0:  # mariadbd runs as Debian's mysql user and reads its key as such
+        shutil.chown(pair.key, "mysql", "mysql")
+    return [
+        *mariadb.server_command(server, replica=replica),
+        f"--ssl-ca={authority.certificate_path}",
+        f"--ssl-cert={pair.certificate}",
+        f"--ssl-key={pair.key}",
+        "--require-secure-transport=ON",
+    ]
+
+
+def set_up_primary(
+    primary: mariadb.Server, database_name: str, username: str, password: str
+) -> str:
+    """The database and master user as RDS creates them; returns the replication password."""
+    replication_password = secrets.token_urlsafe(24)
+    mariadb.sql(
+        primary,
+        f"""
+        CREATE DATABASE IF NOT EXISTS {database_name} CHARACTER SET utf8mb4;
+        CREATE USER '{username}'@'{CLIENTS}' IDENTIFIED BY '{password}';
+        GRANT ALL PRIVILEGES ON {database_name}.* TO '{username}'@'{CLIENTS}';
+        CREATE USER '{REPLICATION_USER}'@'{CLIENTS}' IDENTIFIED BY '{replication_password}';
+        GRANT REPLICATION SLAVE ON *.* TO '{REPLICATION_USER}'@'{CLIENTS}';
+        """,
+    )
+    return replication_password
+
+
+def start_replication(
+    replica: mariadb.Server,
+    primary: mariadb.Server,
+    authority: CertificateAuthority,
+    replication_password: str,
+) -> None:
+    mariadb.sql(
+        replica,
+        f"""
+        CHANGE MASTER TO MASTER_HOST='{primary.host.address}', MASTER_PORT={primary.host.port},
+          MASTER_USER='{REPLICATION_USER}', MASTER_PASSWORD='{replication_password}',
+          MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1,
+          MASTER_SSL=1, MASTER_SSL_CA='{authority.certificate_path}',
+          MASTER_SSL_VERIFY_SERVER_CERT=1;
+        START SLAVE;
+        """,
+    )

@@ -1,0 +1,89 @@
+"""The boot lab's own bridge and the address of every host and stand-in on it.
+
+The containers and the stand-ins for AWS meet on one Linux bridge with link-local addresses
+(169.254.77.0/24), so nothing leaves this machine: the bridge has no uplink, the containers get
+no default route, and the only ways out are the stand-ins on the host side. Each stand-in gets
+an address of its own, like an AWS endpoint, so it can be made unreachable on its own (its
+address removed) for the failure-injection tests.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+from dataclasses import dataclass
+
+from lab.localize import LabError
+from lab.processes import program
+
+BRIDGE = "webinfra-boot"
+SUBNET = ipaddress.ip_network("169.254.77.0/24")
+PREFIX = SUBNET.prefixlen
+
+
+def _address(host_number: int) -> str:
+    return str(SUBNET.network_address + host_number)
+
+
+GATEWAY = _address(1)
+"""The host side: DNS (dnsmasq) and the apt mirror's caching proxy."""
+AWS_API = _address(2)
+"""RDS's and Secrets Manager's API (moto), answering for `*.amazonaws.com`."""
+TRUSTSTORE = _address(3)
+"""The RDS CA bundle URL, truststore.pki.rds.amazonaws.com."""
+DB_PRIMARY = _address(51)
+DB_REPLICA = _address(52)
+LOAD_BALANCER = _address(10)
+WEB_BASE = 10  # web-i is .(10 + i): web-1 is 169.254.77.11
+APT_PROXY_PORT = 13142  # not apt-cacher-ng's usual 3142, which a system service may hold
+
+HOST_SIDE = (GATEWAY, AWS_API, TRUSTSTORE, DB_PRIMARY, DB_REPLICA)
+
+
+def web_node_address(index: int) -> str:
+    return _address(WEB_BASE + index)
+
+
+@dataclass(frozen=True)
+class Bridge:
+    name: str = BRIDGE
+
+    def _ip(self, *arguments: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(  # noqa: S603 - fixed arguments
+            [program("ip"), *arguments], capture_output=True, text=True, check=False
+        )
+        if check and result.returncode != 0:
+            raise LabError(f"ip {' '.join(arguments)} failed: {result.stderr.strip()}")
+        return result
+
+    def exists(self) -> bool:
+        return self._ip("link", "show", "dev", self.name, check=False).returncode == 0
+
+    def create(self) -> None:
+        if self.exists():
+            raise LabError(
+                f"the bridge {self.name} already exists: a boot lab is running (see "
+                "`python -m lab.boot status`) or a crashed one left it; `python -m lab.boot "
+                "down` removes it"
+            )
+        self._ip("link", "add", self.name, "type", "bridge")
+        for address in HOST_SIDE:
+            self.add_address(address)
+        self._ip("link", "set", self.name, "up")
+
+    def add_address(self, address: str) -> None:
+        self._ip("address", "add", f"{address}/{PREFIX}", "dev", self.name)
+
+    def remove_address(self, address: str) -> None:
+        """Makes the stand-in at `address` unreachable: the containers' ARP finds no one."""
+        self._ip("address", "del", f"{address}/{PREFIX}", "dev", self.name)
+
+    def has_address(self, address: str) -> bool:
+        shown = self._ip("-o", "address", "show", "dev", self.name, check=False).stdout
+        return f" {address}/" in shown
+
+    def delete(self) -> bool:
+        if not self.exists():
+            return False
+        self._ip("link", "delete", self.name, "type", "bridge")
+        return True

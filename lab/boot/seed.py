@@ -1,0 +1,67 @@
+"""What each container gets instead of EC2's metadata: everything that differs from AWS.
+
+The userdata goes into the NoCloud seed byte for byte; nothing in it is rewritten. What AWS
+provides around it is given here, as files in the container's own layer:
+
+- `meta-data`: the instance id (stable across reboots, so cloud-init's per-instance modules
+  run once, as on EC2) and the host name;
+- a systemd-networkd file with the host's address on the bridge and the lab's DNS (on AWS:
+  DHCP and the VPC resolver), and `/etc/resolv.conf` naming that DNS;
+- the lab's test CA as a system CA (on AWS: Amazon's public CAs), so the AWS API and the
+  truststore stand-ins are verified like the real endpoints;
+- AWS credentials in systemd's default environment (on AWS: the instance role through IMDS;
+  the lab has no metadata service), read by boto3 in every unit, the app's included.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lab.boot import network, standins
+
+SEED = Path("var/lib/cloud/seed/nocloud")
+CA_NAME = "web-infra-boot-lab-ca.crt"
+SYSTEM_BUNDLE = Path("etc/ssl/certs/ca-certificates.crt")
+
+
+def instance_id(host: str) -> str:
+    return f"i-bootlab-{host}"
+
+
+def write(
+    layer: Path, *, host: str, address: str, userdata: bytes, ca_pem: bytes, base: Path
+) -> None:
+    """Write the seed and the host's /etc files into `layer`, the container's upper layer."""
+    seed = layer / SEED
+    seed.mkdir(parents=True, exist_ok=True)
+    (seed / "user-data").write_bytes(userdata)
+    (seed / "meta-data").write_text(f"instance-id: {instance_id(host)}\nlocal-hostname: {host}\n")
+
+    networkd = layer / "etc/systemd/network"
+    networkd.mkdir(parents=True, exist_ok=True)
+    (networkd / "10-bridge.network").write_text(
+        "# The host's address on the boot lab's bridge (EC2's DHCP on AWS); no default route.\n"
+        "[Match]\nName=host0\n\n"
+        f"[Network]\nAddress={address}/{network.PREFIX}\nDNS={network.GATEWAY}\n"
+        "LinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+    )
+    (layer / "etc").mkdir(exist_ok=True)
+    (layer / "etc/resolv.conf").write_text(f"nameserver {network.GATEWAY}\n")
+
+    local_cas = layer / "usr/local/share/ca-certificates"
+    local_cas.mkdir(parents=True, exist_ok=True)
+    (local_cas / CA_NAME).write_bytes(ca_pem)
+    # What update-ca-certificates would add; a later run inside (a package's trigger) keeps it,
+    # because the certificate is in /usr/local/share/ca-certificates too.
+    bundle = layer / SYSTEM_BUNDLE
+    bundle.parent.mkdir(parents=True, exist_ok=True)
+    bundle.write_bytes((base / SYSTEM_BUNDLE).read_bytes() + ca_pem)
+
+    manager = layer / "etc/systemd/system.conf.d"
+    manager.mkdir(parents=True, exist_ok=True)
+    (manager / "50-boot-lab-aws-credentials.conf").write_text(
+        "# The instance role's stand-in: the boot lab has no metadata service.\n"
+        "[Manager]\n"
+        f'DefaultEnvironment="AWS_ACCESS_KEY_ID={standins.ACCESS_KEY_ID}" '
+        f'"AWS_SECRET_ACCESS_KEY={standins.SECRET_ACCESS_KEY}"\n'
+    )
