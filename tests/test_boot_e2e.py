@@ -25,6 +25,7 @@ from lab.boot import images, inspect, network, seed
 from lab.boot.__main__ import timings_table
 from lab.boot.bootlab import STATE_VARIABLE, BootLab, State
 from lab.boot.containers import Container
+from lab.boot.standins import MOTO_ACCOUNT
 
 # Per-instance modules: they must not run again at a reboot (their semaphores keep their time).
 PER_INSTANCE = (
@@ -87,7 +88,7 @@ def test_each_seed_is_the_userdata_pulumi_sends_byte_for_byte(
     booted: tuple[BootLab, State],
 ) -> None:
     lab, state = booted
-    load_balancer, web = userdata_for(state.settings_object(), state.region)
+    load_balancer, web = userdata_for(state.settings_object(), state.region, MOTO_ACCOUNT)
     expected = {"load-balancer": load_balancer, **web}
     for host in state.hosts:
         seeded = (lab.container(host).layer / seed.SEED / "user-data").read_bytes()

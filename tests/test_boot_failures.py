@@ -26,6 +26,7 @@ from components.web_infrastructure import userdata_for
 from lab import checks
 from lab.boot import inspect
 from lab.boot.bootlab import BootLab
+from lab.boot.standins import MOTO_ACCOUNT
 from userdata.cloud_config import RDS_CA_URL, parse
 
 BOUND_SECONDS = 120.0
@@ -114,7 +115,7 @@ def test_stand_ins_away_past_the_bound_boot_ends_defined_and_recovers(
     require_boot_capabilities()
     with boot_lab(TEST_STATE / "failures-away", image=IMAGE, withhold=STAND_INS, wait=False) as lab:
         state = lab.load()
-        _, web_userdata = userdata_for(state.settings_object(), state.region)
+        _, web_userdata = userdata_for(state.settings_object(), state.region, MOTO_ACCOUNT)
         if not ca_download_is_bounded(next(iter(web_userdata.values()))):
             request.applymarker(
                 pytest.mark.xfail(

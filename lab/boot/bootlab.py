@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from components.web_infrastructure import DATABASE_NAME, MASTER_USERNAME, userdata_for
+from components.web_infrastructure import DATABASE_NAME, MASTER_USERNAME, render_hosts
 from lab import checks, mariadb, processes
 from lab.boot import database, images, inspect, network, seed, standins
 from lab.boot.containers import CGROUP_GROUP, Container, cgroup_hierarchies
@@ -234,8 +234,14 @@ class BootLab:
             state.withheld.append(name)
         self._save(state)
 
-        load_balancer_userdata, web_userdata = userdata_for(settings, state.region)
-        userdata = {"load-balancer": load_balancer_userdata, **web_userdata}
+        rendered = render_hosts(settings, state.region, standins.MOTO_ACCOUNT)
+        standins.publish_artifacts(
+            state.region,
+            authority,
+            rendered.store.bucket,
+            {published.file.key: published.file.content for published in rendered.files},
+        )
+        userdata = {"load-balancer": rendered.load_balancer, **rendered.web}
         state.hosts = [HostRecord("load-balancer", "load-balancer", network.LOAD_BALANCER, 80)]
         state.hosts += [
             HostRecord(node, "web", network.web_node_address(i), 80)

@@ -4,8 +4,9 @@
   sends `*.amazonaws.com` to the stand-ins below and resolves nothing else;
 - the Ubuntu mirror: apt-cacher-ng on .1:3142, which forwards only to Debian's mirror and keeps
   its cache across runs;
-- RDS's and Secrets Manager's APIs: moto's server over TLS on .2:443, seeded with the primary
-  and its RDS-managed master secret;
+- RDS's, Secrets Manager's, SSM's and S3's APIs: moto's server over TLS on .2:443, seeded with
+  the primary, its RDS-managed master secret, and the artifacts bucket with the files the hosts
+  fetch at boot;
 - the RDS CA bundle URL: `lab.boot.truststore` on .3:443, serving the lab's test CA;
 - the RDS primary and replica: MariaDB on .51 and .52 (see `lab.boot.database`).
 
@@ -131,7 +132,8 @@ def start_truststore(folder: Path, authority: CertificateAuthority) -> Daemon:
 def start_aws_api(folder: Path, authority: CertificateAuthority, region: str) -> Daemon:
     pair = authority.issue(
         "aws-api",
-        [f"*.{region}.amazonaws.com", "*.amazonaws.com"],
+        # S3 names its buckets as hosts: <bucket>.s3.<region>.amazonaws.com
+        [f"*.{region}.amazonaws.com", "*.amazonaws.com", f"*.s3.{region}.amazonaws.com"],
         [network.AWS_API],
     )
     daemon = processes.start(
@@ -166,6 +168,17 @@ def aws_client(service: str, region: str, authority: CertificateAuthority) -> An
         aws_access_key_id=ACCESS_KEY_ID,
         aws_secret_access_key=SECRET_ACCESS_KEY,
     )
+
+
+def publish_artifacts(
+    region: str, authority: CertificateAuthority, bucket: str, files: dict[str, bytes]
+) -> None:
+    """The artifacts bucket and its objects (key -> content), as the program's Artifacts
+    component creates them before any instance boots."""
+    s3 = aws_client("s3", region, authority)
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+    for key, content in files.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=content)
 
 
 def create_rds_primary(

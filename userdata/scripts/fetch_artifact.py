@@ -5,8 +5,9 @@ metrics agent's config) are S3 objects named by their digest. This runs first in
 runcmd, with the system Python, Ubuntu's python3-boto3 and the instance's role, and installs
 each `--file KEY SHA256 DESTINATION MODE`. A host installs exactly the bytes its userdata names,
 or nothing: a download that does not match is refused. Retries are bounded (the role may need a
-moment after launch), so a missing object fails the boot within about two minutes instead of
-hanging it; the host then never reports ready.
+moment after launch), so an unreachable S3 fails the boot within about a minute instead of
+hanging it; the host then never reports ready, its readiness gate fails the update and says
+where to look, and the host it was to replace keeps serving.
 
 Exit status: 0 every file installed, 1 not (the reason is printed).
 """
@@ -18,7 +19,7 @@ import sys
 import tempfile
 import time
 
-ATTEMPTS = 8
+ATTEMPTS = 6  # with the backoff and 5 s connect timeouts: at most about 70 s per file
 
 
 def log(message: str) -> None:
@@ -32,7 +33,8 @@ def download(client: object, bucket: str, key: str, attempts: int = ATTEMPTS) ->
             return body
         except Exception as error:  # retried, then reported
             log(f"s3://{bucket}/{key} (attempt {attempt}/{attempts}): {error}")
-            time.sleep(min(2**attempt, 20))
+            if attempt < attempts:
+                time.sleep(min(2**attempt, 10))
     return None
 
 
