@@ -42,7 +42,7 @@ from components.readiness_gate import (
     wait_for_report,
 )
 from components.web_infrastructure import render_hosts
-from lab import acme, aws, dns, mariadb, processes, public_address
+from lab import acme, aws, dns, mariadb, metrics, processes, public_address
 from lab.localize import LAB_ACCOUNT, LAB_REGION, LabError, Localizer
 from lab.processes import Daemon
 from lab.tls import write_tls_files
@@ -798,10 +798,28 @@ class Lab:
             if node.name in servers
         }
 
+    def metrics_endpoints(self, topology: Topology | None = None) -> dict[str, str]:
+        """Name -> URL of what each host's metrics agent scrapes (HAProxy's exporter, each
+        node's Nginx stub_status), served by the shipped configs."""
+        topology = topology or self.topology()
+        load_balancer = topology.host("load-balancer").address
+        endpoints = {
+            "load-balancer/haproxy": f"http://{load_balancer}:{topology.ports.stats}/metrics"
+        }
+        for node in topology.web_nodes:
+            endpoints[f"{node.name}/nginx"] = (
+                f"http://{node.address}:{topology.ports.status}/stub_status"
+            )
+        return endpoints
+
     def status(self) -> dict[str, Any]:
         state = self._load()
         topology = self.topology(state)
         servers = self.servers(topology)
+        endpoints = self.metrics_endpoints(topology)
+        live = metrics.rates(
+            endpoints["load-balancer/haproxy"], [n.name for n in topology.web_nodes], 0.5
+        )
         hosts, details = [], {}
         for host in topology.hosts:
             instance = state.current(host.name)
@@ -813,7 +831,10 @@ class Lab:
             hosts.append({**host.as_dict(), "state": "up" if up else "down"})
             if host.role == "web":
                 server = servers.get(host.name, {})
-                details[host.name] = f"HAProxy: {server.get('status', 'unknown')}"
+                rate = live.get(host.name)
+                details[host.name] = f"HAProxy: {server.get('status', 'unknown')}" + (
+                    f", {rate.requests_per_second:.1f} req/s" if rate else ""
+                )
             elif host.name == "db-replica":
                 details[host.name] = (
                     mariadb.replication_summary(self._server(state, instance)) if up else "down"
@@ -827,6 +848,7 @@ class Lab:
             **self._https_status(state, topology),
             "hosts": hosts,
             "details": details,
+            "metrics": endpoints,
         }
 
     # --- HTTPS: the ACME CA and the load balancer's certificate (see lab/acme.py) -------------

