@@ -71,6 +71,8 @@ class MonitoringArgs:
     """RDS class of both: sets the memory and connection thresholds."""
     db_allocated_storage_gb: int
     """The primary's storage: sets the free-storage threshold (20 % of it)."""
+    https: bool = False
+    """Check over HTTPS on port 443 (with a domain: plain HTTP only answers its redirect)."""
     health_path: str = "/health"
     """Path the outside-in check requests; must answer 2xx/3xx when the site works."""
     alarm_email: str | None = None
@@ -178,9 +180,9 @@ class Monitoring(pulumi.ComponentResource):
 
         health_check = aws.route53.HealthCheck(
             f"{name}-site",
-            type="HTTP",
+            type="HTTPS" if args.https else "HTTP",
             fqdn=args.public_host,
-            port=HEALTH_CHECK_PORT,
+            port=443 if args.https else HEALTH_CHECK_PORT,
             resource_path=args.health_path,
             request_interval=HEALTH_CHECK_INTERVAL_SECONDS,
             failure_threshold=HEALTH_CHECK_FAILURE_THRESHOLD,

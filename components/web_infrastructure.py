@@ -333,7 +333,9 @@ class WebInfrastructure(pulumi.ComponentResource):
             MonitoringArgs(
                 name_prefix=prefix,
                 region=region,
-                public_host=load_balancer.public_dns,
+                # With a domain, HTTP answers a redirect: check what users get, HTTPS on it.
+                public_host=settings.domain or load_balancer.public_dns,
+                https=settings.domain is not None,
                 web_instance_ids={node: gate.instance_id for node, gate in web.gates.items()},
                 load_balancer_instance_id=load_balancer.instance_id,
                 db_primary_identifier=settings.db_primary_identifier,

@@ -312,3 +312,16 @@ def test_alarm_descriptions_fit_cloudwatch(five: MonitoringRun) -> None:
         assert len(alarm.inputs["alarmDescription"]) <= 1024
         assert len(alarm.inputs["name"]) <= 255
     assert json.dumps(body_of(five)).count('"type": "metric"') == len(body_of(five)["widgets"])
+
+
+def test_with_a_domain_the_outside_in_check_follows_https_on_the_domain() -> None:
+    """With a domain, plain HTTP only answers its 301, which Route 53 counts as healthy: the
+    check must ask for the site itself."""
+    from tools.mocked_program import run_program  # noqa: PLC0415
+
+    run = run_program({"domain": "www.example.com", "acmeEmail": "ops@example.com"})
+    check = run.one("aws:route53/healthCheck:HealthCheck")
+    assert (check.inputs["type"], check.inputs["port"]) == ("HTTPS", 443)
+    assert check.inputs["fqdn"] == "www.example.com"
+    plain = run_program().one("aws:route53/healthCheck:HealthCheck")
+    assert (plain.inputs["type"], plain.inputs["port"]) == ("HTTP", 80)
