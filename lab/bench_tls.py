@@ -262,6 +262,8 @@ def render(rows: Sequence[Row]) -> tuple[list[list[str]], list[str]]:
         ("py-resumed", "py-http", "new connections, resumed sessions (Python client)"),
         ("py-full", "py-http", "new connections, full handshakes (Python client)"),
     ):
+        if top not in by_key or bottom not in by_key:
+            continue  # that pair was not measured (a --quick run, or no HTTPS in this lab)
         a, b = by_key[top], by_key[bottom]
         rps_a, rps_b = a.median(a.rps), b.median(b.rps)
         cpu_a, cpu_b = a.median(a.haproxy_us), b.median(b.haproxy_us)

@@ -320,9 +320,7 @@ def test_the_shipped_configs_serve_what_the_agent_scrapes() -> None:
         nginx_status_server,
     )
 
-    haproxy = cloud_config.render_template(
-        "haproxy.cfg", frontend_port=80, servers="", max_nodes=20
-    )
+    haproxy = cloud_config.haproxy_config("dev.web-infra.internal")
     stats = haproxy[haproxy.index("frontend stats") :]
     assert f"bind {HAPROXY_METRICS.address}\n" in stats
     assert f"    {haproxy_exporter_directive()}\n" in stats
