@@ -2,7 +2,9 @@
 
 The lab's ACME server (pebble) must serve its directory over HTTPS with a certificate the ACME
 client trusts; the tests need a CA to stand in for Let's Encrypt when they check what HAProxy
-serves or what `tools.verify` reports. Keys are ECDSA P-256, as certbot's.
+serves or what `tools.verify` reports; and the lab's MariaDB servers serve TLS with a certificate
+from it, standing in for the RDS CA (the app verifies the chain, not the name, as it does behind
+the private zone's aliases on AWS). Keys are ECDSA P-256, as certbot's.
 """
 
 from __future__ import annotations
@@ -119,3 +121,26 @@ def write_lineage(issued: Issued, ca: CertificateAuthority, directory: Path) -> 
     key.write_bytes(issued.key_pem)
     key.chmod(0o600)
     return directory
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: Path
+    certificate: Path
+    key: Path
+
+
+def write_tls_files(directory: Path, name: str = "lab", *, days: float = 30) -> TlsFiles:
+    """A CA, and a certificate it signed for a server named db.<name>.internal (a name the app
+    never uses: it verifies the chain, not the name, as with RDS behind an alias)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = CertificateAuthority.create(f"{name} test CA")
+    server = ca.issue([f"db.{name}.internal"], days=days)
+    files = TlsFiles(
+        directory / f"{name}-ca.pem", directory / "server.pem", directory / "server.key"
+    )
+    ca.write_root(files.ca)
+    files.certificate.write_bytes(server.certificate_pem)
+    files.key.write_bytes(server.key_pem)
+    files.key.chmod(0o600)
+    return files

@@ -43,9 +43,9 @@ from components.readiness_gate import (
 )
 from components.web_infrastructure import render_hosts
 from lab import acme, aws, dns, mariadb, metrics, processes, public_address
+from lab.certificates import write_tls_files
 from lab.localize import LAB_ACCOUNT, LAB_REGION, LabError, Localizer
 from lab.processes import Daemon
-from lab.tls import write_tls_files
 from lab.topology import Host, Network, Ports, Topology, network_of
 from settings import Settings, load_settings, load_stack_file, rollout_batches, web_node_names
 

@@ -5,7 +5,7 @@ replication; here the lab does the same by hand: the database and user the progr
 (`DATABASE_NAME`, `MASTER_USERNAME`), a random password in a 0600 file in the state folder
 (the lab's stand-in for the secret), and asynchronous GTID replication like RDS MySQL's, over
 TLS. Like RDS with web-infra's parameter group, the servers refuse TCP without TLS; their
-certificate comes from the lab's own CA (lab/tls.py), which the app verifies as it does the RDS
+certificate comes from the lab's own CA (lab/certificates.py), which the app verifies as it does the RDS
 CA bundle.
 Administration goes through the `mariadb` client on each server's Unix socket as the OS user
 that owns the lab, so no admin password exists at all.
@@ -24,9 +24,9 @@ from pathlib import Path
 
 from components.database import MAX_CONNECT_ERRORS
 from components.web_infrastructure import DATABASE_NAME, MASTER_USERNAME
+from lab.certificates import TlsFiles
 from lab.localize import LabError
 from lab.processes import program
-from lab.tls import TlsFiles
 from lab.topology import Host
 
 REPLICATION_USER = "replication"

@@ -31,7 +31,7 @@ from fake_mysql import (
 )
 from moto import mock_aws
 
-from lab.tls import write_tls_files
+from lab.certificates import write_tls_files
 from userdata.cloud_config import TEMPLATES, AppDatabase
 
 

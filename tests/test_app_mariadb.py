@@ -33,7 +33,7 @@ from fake_mysql import web_app
 from system_tools import require
 
 from lab import mariadb, processes
-from lab.tls import TlsFiles, write_tls_files
+from lab.certificates import TlsFiles, write_tls_files
 from lab.topology import Host
 from userdata import cloud_config
 
