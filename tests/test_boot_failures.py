@@ -48,8 +48,9 @@ NORMAL_BOOT_SECONDS = 120.0
 """A web node's first boot with everything reachable: about 90 s here (warm apt cache)."""
 CA_STEP_BOUND_SECONDS = float(RDS_CA_ATTEMPT_SECONDS)
 """rds-ca-bundle.service's TimeoutStartSec: the longest `systemctl start` of it blocks runcmd."""
-FETCH_BOUND_SECONDS = 70.0
-"""fetch_artifact.py: 6 attempts of at most 5 s to connect, 34 s of back-off between them."""
+FETCH_BOUND_SECONDS = 75.0
+"""fetch_artifact.py: 6 attempts of at most 5 s to connect and 34 s of back-off (64 s), and
+Python and boto3 starting on a busy machine."""
 RUNCMD_NORMAL_SECONDS = 30.0
 """runcmd (cloud-init's scripts-user module) on a web node with everything reachable: ~21 s."""
 RECOVERY_SECONDS = 60.0
