@@ -41,11 +41,14 @@ from lab.boot.__main__ import timings_table
 from lab.boot.bootlab import BootLab, previous_report
 from lab.boot.containers import Container
 from lab.boot.standins import MOTO_ACCOUNT
+from lab.localize import LabError
 from tools.verify import http_request
 from userdata.cloud_config import RDS_CA_ATTEMPT_SECONDS
 
-NORMAL_BOOT_SECONDS = 120.0
-"""A web node's first boot with everything reachable: about 90 s here (warm apt cache)."""
+NORMAL_BOOT_SECONDS = 180.0
+"""A web node's first boot with everything reachable, from its start to cloud-init's end: about
+65 s here on an idle machine (warm apt cache), about 120 s with a benchmark on the same cores.
+The steps' own bounds below are the tight ones; this one catches a step nobody measured."""
 CA_STEP_BOUND_SECONDS = float(RDS_CA_ATTEMPT_SECONDS)
 """rds-ca-bundle.service's TimeoutStartSec: the longest `systemctl start` of it blocks runcmd."""
 FETCH_BOUND_SECONDS = 75.0
@@ -57,22 +60,6 @@ RECOVERY_SECONDS = 60.0
 """The CA unit retries every 30 s; the app reads the secret again at most once a second."""
 IMAGE = "trixie"
 CUT_OFF = {"web-1": ["truststore", "secret-store"], "web-2": ["aws-api"]}
-
-
-def wait_until_web_nodes_finish_cloud_init(lab: BootLab, deadline_after: float) -> list[str]:
-    """Web nodes whose cloud-init is still running `deadline_after` s after their start."""
-    state = lab.load()
-    web = [host for host in state.hosts if host.role == "web"]
-    while True:
-        running = [
-            host.name
-            for host in web
-            if inspect.cloud_init_status(lab.container(host)) not in ("done", "error")
-        ]
-        started = min(host.started_at or 0 for host in web)
-        if not running or time.time() - started > deadline_after:
-            return running
-        time.sleep(2)
 
 
 def blocked_step(lab: BootLab, name: str) -> str:
@@ -170,12 +157,15 @@ def failing() -> Iterator[BootLab]:
     require_boot_capabilities()
     with boot_lab(TEST_STATE / "failures", image=IMAGE, cut_off=CUT_OFF, wait=False) as lab:
         longest = NORMAL_BOOT_SECONDS + max(CA_STEP_BOUND_SECONDS, FETCH_BOUND_SECONDS)
-        still = wait_until_web_nodes_finish_cloud_init(lab, longest)
-        assert not still, (
-            f"cloud-init still running {longest:.0f} s after boot on {', '.join(still)}; "
-            f"blocked in: {blocked_step(lab, still[0])}"
-        )
-        lab.wait_booted(lab.load(), NORMAL_BOOT_SECONDS)  # the load balancer, and timings
+        try:
+            lab.wait_booted(lab.load(), longest)
+        except LabError as error:
+            blocked = {
+                host.name: blocked_step(lab, host.name)
+                for host in lab.load().hosts
+                if inspect.cloud_init_status(lab.container(host)) not in ("done", "error")
+            }
+            pytest.fail(f"{error}; blocked in: {blocked}")
         yield lab
 
 
@@ -263,7 +253,10 @@ def test_without_s3_a_node_ends_its_boot_in_error_unready_and_out_of_rotation(
     assert [(r.status, r.served_by) for r in served_by] == [(200, "web-1")] * 6
 
 
-def test_when_the_ca_and_the_secret_store_come_back_the_node_serves(failing: BootLab) -> None:
+def test_when_the_ca_and_the_secret_store_come_back_the_node_serves(
+    failing: BootLab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without a reboot: the CA unit's retry fetches the bundle, the app reads the secret."""
     lab = failing
     for stand_in in CUT_OFF["web-1"]:
         lab.restore("web-1", stand_in)
@@ -272,5 +265,9 @@ def test_when_the_ca_and_the_secret_store_come_back_the_node_serves(failing: Boo
         lambda: checks.check_read_back_from_replica(lab.url()), RECOVERY_SECONDS
     )
     assert written.ok, f"not serving {RECOVERY_SECONDS:.0f} s after recovery: {written.found}"
-    print(f"web-1 served a write read back {time.monotonic() - started:.1f} s after recovery")
-    assert "web-1" in written.found
+    assert "by web-1" in written.found, written.found
+    with capsys.disabled():
+        print(
+            f"web-1 serves again {time.monotonic() - started:.1f} s after the truststore and "
+            f"the secret store came back (bound {RECOVERY_SECONDS:.0f}): {written.found}\n"
+        )
