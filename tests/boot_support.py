@@ -2,11 +2,17 @@
 
 The boot lab needs root (containers, a bridge, overlay mounts) and its programs. Under CI
 (CI=true) a missing one fails the test; elsewhere it is skipped with what to do.
+
+A machine runs one boot lab at a time (one bridge, one cgroup group), so test runs from
+several checkouts take turns: each lab is brought up under an exclusive lock on `LOCK`.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +20,7 @@ from pathlib import Path
 import pytest
 from system_tools import require
 
-from lab.boot import network
+from lab.boot import faults, network
 from lab.boot.bootlab import REQUIRED, BootLab
 from lab.boot.containers import CGROUP_GROUP, cgroup_hierarchies
 
@@ -35,6 +41,29 @@ def require_boot_capabilities() -> None:
 
 # Not pytest's tmp_path: MariaDB runs as the mysql user, who cannot enter /tmp/pytest-of-root.
 TEST_STATE = Path("/var/lib/web-infra/boot-tests")
+LOCK = Path("/var/lib/web-infra/boot-tests.lock")
+LOCK_WAIT_SECONDS = 1800.0
+"""How long a test waits for another run's boot lab: a whole boot test run, and a margin."""
+
+
+@contextmanager
+def machine_lock(path: Path = LOCK, wait: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
+    """Hold the machine's boot-lab lock, waiting up to `wait` seconds for another run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"another boot lab held {path} for {wait:.0f} s")
+                time.sleep(2)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def pids_of(lab: BootLab) -> set[int]:
@@ -68,6 +97,11 @@ def leftovers(folder: Path, pids: set[int]) -> list[str]:
             found.append(f"process {pid} ({Path(f'/proc/{pid}/comm').read_text().strip()})")
     if folder.exists():
         found.append(f"state folder {folder}")
+    listed = subprocess.run(
+        [require("nft"), "list", "table", "inet", faults.TABLE], capture_output=True, check=False
+    )
+    if listed.returncode == 0:
+        found.append(f"nftables table {faults.TABLE}")
     return found
 
 
@@ -76,12 +110,14 @@ def boot_lab(folder: Path, **up: object) -> Iterator[BootLab]:
     """A boot lab in `folder`, brought up with `up`'s arguments, removed after; checks that
     its `down` left nothing behind."""
     lab = BootLab(state=folder)
-    pids: set[int] = set()
-    try:
+    with machine_lock():
+        # A failed `up` removes what it made itself; a refused one (another lab runs) made
+        # nothing, and a `down` here would remove the other lab.
         lab.up(**up)  # type: ignore[arg-type]
         pids = pids_of(lab)
-        yield lab
-    finally:
-        lab.down()
-    left = leftovers(folder, pids)
-    assert not left, f"down left: {left}"
+        try:
+            yield lab
+        finally:
+            lab.down()
+        left = leftovers(folder, pids)
+        assert not left, f"down left: {left}"

@@ -16,9 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from components.web_infrastructure import userdata_for
 from lab import checks
-from lab.boot import images, network, seed, standins
+from lab.boot import faults, images, network, seed, standins
+from lab.boot.bootlab import ROOT
 from lab.localize import LabError
+from settings import load_stack_file
+from userdata.cloud_config import parse
 
 
 def test_a_changed_recipe_is_a_new_image_and_the_same_recipe_the_same() -> None:
@@ -47,8 +51,12 @@ def test_older_recipes_images_are_pruned_and_other_suites_kept(tmp_path: Path) -
 
 
 def test_the_image_leaves_what_the_userdata_installs_to_the_userdata() -> None:
-    """The web nodes' packages must be installed by cloud-init at boot, not baked in."""
-    for package in ("haproxy", "nginx", "gunicorn", "python3-boto3", "python3-pymysql", "curl"):
+    """The hosts' packages must be installed by cloud-init at boot, not baked in (curl is in
+    Ubuntu's cloud image too, so the image has it)."""
+    _, web = userdata_for(load_stack_file(ROOT / "Pulumi.dev.yaml", stack="dev"), "eu-west-1", "1")
+    packages = set(parse(next(iter(web.values())))["packages"]) - {"curl"}
+    assert {"nginx", "gunicorn", "python3-boto3", "prometheus-nginx-exporter"} <= packages
+    for package in ("haproxy", *packages):
         assert package not in images.PACKAGES, package
 
 
@@ -78,7 +86,7 @@ def test_the_seed_is_the_userdata_and_the_differences_are_outside_it(tmp_path: P
 
 def test_dns_answers_the_zone_and_aws_names_and_forwards_nothing(tmp_path: Path) -> None:
     config = standins.dns_config(
-        "dev.web-infra.internal", {"web-1": "169.254.77.11"}, tmp_path / "q.log"
+        "dev.web-infra.internal", {"web-1": "169.254.77.11"}, tmp_path / "q.log", "eu-west-1"
     )
     lines = config.splitlines()
     assert "no-resolv" in lines
@@ -87,6 +95,20 @@ def test_dns_answers_the_zone_and_aws_names_and_forwards_nothing(tmp_path: Path)
     assert "host-record=web-1.dev.web-infra.internal,169.254.77.11" in lines
     assert f"address=/amazonaws.com/{network.AWS_API}" in lines
     assert f"address=/truststore.pki.rds.amazonaws.com/{network.TRUSTSTORE}" in lines
+    # The secret store has an address of its own, so it can fail while S3 and SSM do not.
+    for service in ("secretsmanager", "rds"):
+        assert f"address=/{service}.eu-west-1.amazonaws.com/{network.SECRET_STORE}" in lines
+    assert standins.endpoint("s3") == standins.endpoint("ssm") == network.AWS_API
+    assert standins.endpoint("rds") == standins.endpoint("secretsmanager") == network.SECRET_STORE
+
+
+def test_a_cut_off_drops_only_that_hosts_packets_to_that_stand_in() -> None:
+    rules = faults.ruleset({"169.254.77.12": [network.AWS_API]}).splitlines()
+    assert f"    ip saddr 169.254.77.12 ip daddr {network.AWS_API} drop" in rules
+    assert len([line for line in rules if line.strip().endswith("drop")]) == 1
+    # The table is replaced whole, in one transaction; nothing cut off leaves an empty chain.
+    assert rules[:2] == [f"table inet {faults.TABLE} {{}}", f"delete table inet {faults.TABLE}"]
+    assert not [line for line in faults.ruleset({}).splitlines() if "drop" in line]
 
 
 def test_the_mirror_proxy_forwards_only_to_debian(tmp_path: Path) -> None:

@@ -79,7 +79,15 @@ def timings_table(lab: BootLab) -> str:
     web = [h for h in state.hosts if h.role == "web"]
     if web:
         versions |= images.package_versions(
-            lab.container(web[0]).root, ("nginx", "python3", "python3-boto3", "gunicorn")
+            lab.container(web[0]).root,
+            (
+                "nginx",
+                "python3",
+                "python3-boto3",
+                "python3-botocore",
+                "gunicorn",
+                "prometheus-nginx-exporter",
+            ),
         )
     listed = ", ".join(f"{name} {version}" for name, version in versions.items())
     return f"{_table(rows)}\nimage: {state.image}, {how}; booted: {listed}"

@@ -1,12 +1,13 @@
 """The boot lab's run: stand-ins, database, one container per host, and exact clean-up.
 
-`BootLab.up()` creates the bridge, starts the stand-ins for AWS (apt proxy, moto, the
-truststore, DNS), gets the base image (cached, else built), boots the load balancer and every
-web node from the userdata `pulumi up` would send, byte for byte, brings up MariaDB primary and
-replica while they boot, and waits until each host has finished cloud-init and the load
-balancer rotates over every web node. Every PID, mount and container is
-recorded in `state.json` in the state folder as soon as it exists, so `down()` removes exactly
-what this run made, also after a failed start or Ctrl-C (which call it themselves).
+`BootLab.up()` creates the bridge, starts the stand-ins for AWS (apt proxy, the truststore, a
+moto for S3 and SSM, a moto for the secret store, DNS), gets the base image (cached, else
+built), boots the load balancer and every web node from the userdata `pulumi up` would send,
+byte for byte, brings up MariaDB primary and replica while they boot, and waits until each host
+has finished cloud-init and the load balancer rotates over every web node. Every PID, mount and
+container is recorded in `state.json` in the state folder as soon as it exists, so `down()`
+removes exactly what this run made, also after a failed start or Ctrl-C (which call it
+themselves). Failure injection cuts single hosts off single stand-ins (`lab.boot.faults`).
 """
 
 from __future__ import annotations
@@ -19,15 +20,21 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from components.web_infrastructure import DATABASE_NAME, MASTER_USERNAME, render_hosts
+from components.web_infrastructure import (
+    DATABASE_NAME,
+    MASTER_USERNAME,
+    readiness_report,
+    render_hosts,
+)
 from lab import checks, mariadb, processes
-from lab.boot import database, images, inspect, network, seed, standins
+from lab.boot import database, faults, images, inspect, network, seed, standins
 from lab.boot.containers import CGROUP_GROUP, Container, cgroup_hierarchies
 from lab.boot.pki import CertificateAuthority
 from lab.localize import LabError
@@ -47,9 +54,16 @@ REQUIRED = (
     "mariadb-install-db",
     "mariadb",
     "ip",
+    "nft",
 )
-# Stand-ins that failure injection can take off the bridge, by name.
-WITHHOLDABLE = {"truststore": network.TRUSTSTORE, "aws-api": network.AWS_API}
+# The stand-ins failure injection can cut a host off from, by name.
+STAND_INS = {
+    "truststore": network.TRUSTSTORE,
+    "secret-store": network.SECRET_STORE,
+    "aws-api": network.AWS_API,
+}
+PREVIOUS_INSTANCE = "i-bootlab-previous"
+"""Whose readiness report each host's parameter holds before the host boots (see `up`)."""
 FIRST_BOOT_TIMEOUT = 600.0  # seconds; a cold apt cache on a slow mirror
 SERVING_TIMEOUT = 60.0
 
@@ -93,7 +107,8 @@ class State:
     settings: dict[str, Any]
     helpers: list[dict[str, Any]] = field(default_factory=list)
     hosts: list[HostRecord] = field(default_factory=list)
-    withheld: list[str] = field(default_factory=list)
+    cut_off: dict[str, list[str]] = field(default_factory=dict)
+    """Host name -> the stand-ins it cannot reach (failure injection)."""
     image_timing: dict[str, float | None] = field(default_factory=dict)
 
     def settings_object(self) -> Settings:
@@ -156,16 +171,24 @@ class BootLab:
         web_nodes: int | None = None,
         image: str = "bookworm",
         *,
-        withhold: tuple[str, ...] = (),
+        cut_off: Mapping[str, Sequence[str]] | None = None,
         wait: bool = True,
     ) -> State:
         """Boot every host and wait until each has booted and the load balancer rotates over
-        every web node. `withhold` takes stand-ins off the bridge before the hosts boot, and
-        `wait=False` returns once every container has started (failure-injection tests)."""
+        every web node. `cut_off` (host -> stand-in names) makes stand-ins unreachable from
+        hosts before they boot, and `wait=False` returns once every container has started
+        (failure-injection tests)."""
         recipe = images.recipe_for(image)
-        unknown = sorted(set(withhold) - set(WITHHOLDABLE))
-        if unknown:
-            raise LabError(f"cannot withhold {unknown}; choose from {sorted(WITHHOLDABLE)}")
+        settings = self.settings(web_nodes)
+        cuts = {host: list(names) for host, names in (cut_off or {}).items()}
+        hosts = ["load-balancer", *settings.web_node_names]
+        for host, names in cuts.items():
+            unknown = sorted(set(names) - set(STAND_INS))
+            if host not in hosts or unknown:
+                raise LabError(
+                    f"cannot cut {host} off {names}: hosts are {', '.join(hosts)}; "
+                    f"stand-ins are {', '.join(STAND_INS)}"
+                )
         if self.state_file.exists() or self.bridge.exists():
             raise LabError(
                 "a boot lab is already running (or a crashed one left its bridge or state); "
@@ -174,16 +197,16 @@ class BootLab:
         missing = [tool for tool in REQUIRED if processes.find_program(tool) is None]
         if missing:
             raise LabError(f"missing programs: {', '.join(missing)}; {processes.INSTALL}")
-        settings = self.settings(web_nodes)
         region = stack_region(self.stack)
         if self.folder.exists():
             shutil.rmtree(self.folder)  # no state file: nothing of it runs
         self.folder.mkdir(parents=True)
         _ensure_others_can_enter(self.folder)
         state = State(image, "", self.stack, region, dataclasses.asdict(settings))
+        state.cut_off = cuts
         self._save(state)
         try:
-            self._bring_up(state, settings, recipe, withhold, wait)
+            self._bring_up(state, settings, recipe, wait)
         except BaseException:
             self.down()
             raise
@@ -198,7 +221,6 @@ class BootLab:
         state: State,
         settings: Settings,
         recipe: images.Recipe,
-        withhold: tuple[str, ...],
         wait: bool,
     ) -> None:
         self.bridge.create()
@@ -213,6 +235,7 @@ class BootLab:
         authority.create()
         self._helper(state, standins.start_truststore(standing_in, authority))
         self._helper(state, standins.start_aws_api(standing_in, authority, state.region))
+        self._helper(state, standins.start_secret_store(standing_in, authority, state.region))
         username, password = standins.create_rds_primary(
             state.region,
             authority,
@@ -227,12 +250,9 @@ class BootLab:
             for i, node in enumerate(settings.web_node_names, start=1)
         }
         records |= {"db-primary": network.DB_PRIMARY, "db-replica": network.DB_REPLICA}
-        self._helper(state, standins.start_dns(standing_in, settings.internal_zone, records))
-
-        for name in withhold:
-            self.bridge.remove_address(WITHHOLDABLE[name])
-            state.withheld.append(name)
-        self._save(state)
+        self._helper(
+            state, standins.start_dns(standing_in, settings.internal_zone, records, state.region)
+        )
 
         rendered = render_hosts(settings, state.region, standins.MOTO_ACCOUNT)
         standins.publish_artifacts(
@@ -247,6 +267,15 @@ class BootLab:
             HostRecord(node, "web", network.web_node_address(i), 80)
             for i, node in enumerate(settings.web_node_names, start=1)
         ]
+        # Each host replaces one that reported before it, as in a rolling update: its gate
+        # passes only once the parameter names this instance and this userdata.
+        readiness = readiness_report(settings, state.region)
+        standins.put_parameters(
+            state.region,
+            authority,
+            {readiness.parameter(host.name): previous_report(host.name) for host in state.hosts},
+        )
+        self._apply_faults(state)
         for host in state.hosts:
             container = self.container(host)
             container.create_layer()
@@ -346,19 +375,34 @@ class BootLab:
 
     # --- failure injection ----------------------------------------------------------------
 
-    def withhold(self, name: str) -> None:
-        state = self.load()
-        if name not in state.withheld:
-            self.bridge.remove_address(WITHHOLDABLE[name])
-            state.withheld.append(name)
-            self._save(state)
+    def _apply_faults(self, state: State) -> None:
+        addresses = {h.name: h.address for h in state.hosts}
+        faults.apply(
+            {
+                addresses[host]: [STAND_INS[name] for name in names]
+                for host, names in state.cut_off.items()
+                if names
+            }
+        )
+        self._save(state)
 
-    def restore(self, name: str) -> None:
+    def cut_off(self, host: str, stand_in: str) -> None:
+        """Make `stand_in` unreachable from `host` (its packets dropped, unanswered)."""
         state = self.load()
-        if name in state.withheld:
-            self.bridge.add_address(WITHHOLDABLE[name])
-            state.withheld.remove(name)
-            self._save(state)
+        state.host(host)
+        if stand_in not in STAND_INS:
+            raise LabError(f"no stand-in {stand_in!r}; they are: {', '.join(STAND_INS)}")
+        names = state.cut_off.setdefault(host, [])
+        if stand_in not in names:
+            names.append(stand_in)
+        self._apply_faults(state)
+
+    def restore(self, host: str, stand_in: str) -> None:
+        """`stand_in` reachable from `host` again."""
+        state = self.load()
+        if stand_in in state.cut_off.get(host, []):
+            state.cut_off[host].remove(stand_in)
+        self._apply_faults(state)
 
     # --- one host -------------------------------------------------------------------------
 
@@ -436,17 +480,34 @@ class BootLab:
                 for h in state.helpers
                 if not h["name"].startswith("db-")
             },
-            "withheld": state.withheld,
+            "cut_off": {host: names for host, names in state.cut_off.items() if names},
         }
 
     # --- down -----------------------------------------------------------------------------
 
     def down(self) -> list[str]:
         """Remove everything this lab made: containers, mounts, cgroups, helpers, the bridge."""
-        removed: list[str] = []
         state = None
         with contextlib.suppress(LabError, ValueError, TypeError, KeyError):
             state = self.load()
+        removed = self._remove_containers(state)
+        if processes.find_program("nft") is not None:
+            faults.clear()
+        if state:
+            for helper in reversed(state.helpers):
+                daemon = Daemon(**helper)
+                if processes.is_running(daemon):
+                    processes.stop(daemon)
+                    removed.append(helper["name"])
+        if self.bridge.delete():
+            removed.append(f"bridge {self.bridge.name}")
+        if self.folder.exists():
+            shutil.rmtree(self.folder)
+        return removed
+
+    def _remove_containers(self, state: State | None) -> list[str]:
+        """Every container of this lab, recorded or not (found by folder or cgroup)."""
+        removed: list[str] = []
         hosts_folder = self.folder / "hosts"
         names = {h.name for h in state.hosts} if state else set()
         if hosts_folder.exists():
@@ -471,17 +532,18 @@ class BootLab:
             removed.append(f"container {container.name}")
         for mount in _mounts_under(self.folder):  # a mount whose container was never recorded
             subprocess.run([processes.program("umount"), mount], check=False)  # noqa: S603
-        if state:
-            for helper in reversed(state.helpers):
-                daemon = Daemon(**helper)
-                if processes.is_running(daemon):
-                    processes.stop(daemon)
-                    removed.append(helper["name"])
-        if self.bridge.delete():
-            removed.append(f"bridge {self.bridge.name}")
-        if self.folder.exists():
-            shutil.rmtree(self.folder)
         return removed
+
+
+def previous_report(host: str) -> str:
+    """The readiness report the instance that `host` replaces left in its parameter."""
+    return json.dumps(
+        {
+            "instance_id": f"{PREVIOUS_INSTANCE}-{host}",
+            "userdata_sha256": "0" * 64,
+            "ready_at": "2026-01-01T00:00:00Z",
+        }
+    )
 
 
 def _ensure_others_can_enter(folder: Path) -> None:

@@ -37,13 +37,16 @@ DEFAULT_CACHE = Path("/var/cache/web-infra/boot")
 CACHE_VARIABLE = "WEB_INFRA_BOOT_CACHE"
 MIRROR = "http://deb.debian.org/debian"
 SUITES = ("bookworm", "trixie")
-# What an Ubuntu cloud image has before cloud-init runs; the userdata installs the rest.
+# What an Ubuntu cloud image has before cloud-init runs; the userdata installs the rest. curl
+# is there on Ubuntu's image, and the CloudWatch agent's install script uses it on every host
+# (the web nodes also list it in their packages; the load balancer relies on the image's).
 PACKAGES = (
     "systemd",
     "systemd-sysv",
     "dbus",
     "cloud-init",
     "ca-certificates",
+    "curl",
     "iproute2",
     "netbase",
     "sudo",

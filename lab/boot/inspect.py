@@ -17,7 +17,7 @@ from lab.localize import LabError
 
 SERVICES = {
     "load-balancer": ("haproxy.service",),
-    "web": ("nginx.service", "web-app.service"),
+    "web": ("nginx.service", "web-app.service", "prometheus-nginx-exporter.service"),
 }
 # cloud-init's own final stage: every host must have run it, at every boot.
 COMMON_SERVICES = ("cloud-final.service",)

@@ -3,8 +3,8 @@
 The containers and the stand-ins for AWS meet on one Linux bridge with link-local addresses
 (169.254.77.0/24), so nothing leaves this machine: the bridge has no uplink, the containers get
 no default route, and the only ways out are the stand-ins on the host side. Each stand-in gets
-an address of its own, like an AWS endpoint, so it can be made unreachable on its own (its
-address removed) for the failure-injection tests.
+an address of its own, like an AWS endpoint, so it can be made unreachable on its own, from one
+host (`lab.boot.faults`), for the failure-injection tests.
 """
 
 from __future__ import annotations
@@ -28,16 +28,18 @@ def _address(host_number: int) -> str:
 GATEWAY = _address(1)
 """The host side: DNS (dnsmasq) and the apt mirror's caching proxy."""
 AWS_API = _address(2)
-"""RDS's and Secrets Manager's API (moto), answering for `*.amazonaws.com`."""
+"""S3, SSM and any other AWS API (moto), answering for `*.amazonaws.com`."""
 TRUSTSTORE = _address(3)
 """The RDS CA bundle URL, truststore.pki.rds.amazonaws.com."""
+SECRET_STORE = _address(4)
+"""Secrets Manager's and RDS's APIs (a moto of their own), so they can fail on their own."""
 DB_PRIMARY = _address(51)
 DB_REPLICA = _address(52)
 LOAD_BALANCER = _address(10)
 WEB_BASE = 10  # web-i is .(10 + i): web-1 is 169.254.77.11
 APT_PROXY_PORT = 13142  # not apt-cacher-ng's usual 3142, which a system service may hold
 
-HOST_SIDE = (GATEWAY, AWS_API, TRUSTSTORE, DB_PRIMARY, DB_REPLICA)
+HOST_SIDE = (GATEWAY, AWS_API, TRUSTSTORE, SECRET_STORE, DB_PRIMARY, DB_REPLICA)
 
 
 def web_node_address(index: int) -> str:
@@ -73,14 +75,6 @@ class Bridge:
 
     def add_address(self, address: str) -> None:
         self._ip("address", "add", f"{address}/{PREFIX}", "dev", self.name)
-
-    def remove_address(self, address: str) -> None:
-        """Makes the stand-in at `address` unreachable: the containers' ARP finds no one."""
-        self._ip("address", "del", f"{address}/{PREFIX}", "dev", self.name)
-
-    def has_address(self, address: str) -> bool:
-        shown = self._ip("-o", "address", "show", "dev", self.name, check=False).stdout
-        return f" {address}/" in shown
 
     def delete(self) -> bool:
         if not self.exists():

@@ -4,16 +4,20 @@
   sends `*.amazonaws.com` to the stand-ins below and resolves nothing else;
 - the Ubuntu mirror: apt-cacher-ng on .1:3142, which forwards only to Debian's mirror and keeps
   its cache across runs;
-- RDS's, Secrets Manager's, SSM's and S3's APIs: moto's server over TLS on .2:443, seeded with
-  the primary, its RDS-managed master secret, and the artifacts bucket with the files the hosts
-  fetch at boot;
+- S3's and SSM's APIs (and any other AWS API a host asks for): moto's server over TLS on .2:443,
+  with the artifacts bucket and the files the hosts fetch at boot, and the hosts' readiness
+  parameters;
+- the secret store, Secrets Manager's and RDS's APIs: a second moto server on .4:443, seeded with
+  the primary and its RDS-managed master secret. It has an address of its own so that it can be
+  unreachable while S3 and SSM are not (and the other way round), as separate endpoints on AWS;
 - the RDS CA bundle URL: `lab.boot.truststore` on .3:443, serving the lab's test CA;
 - the RDS primary and replica: MariaDB on .51 and .52 (see `lab.boot.database`).
 
-The containers reach the AWS endpoints by their real names (`rds.<region>.amazonaws.com`,
-`secretsmanager.<region>.amazonaws.com`, `truststore.pki.rds.amazonaws.com`), resolved by the
-lab's DNS and verified against the lab's CA, so no endpoint override is needed inside a host:
-Debian 12's boto3 (1.26) does not read `AWS_ENDPOINT_URL`, and the userdata stays unchanged.
+The containers reach the AWS endpoints by their real names (`<bucket>.s3.<region>.amazonaws.com`,
+`ssm.<region>.amazonaws.com`, `rds.<region>.amazonaws.com`, `secretsmanager.<region>...`,
+`truststore.pki.rds.amazonaws.com`), resolved by the lab's DNS and verified against the lab's
+CA, so no endpoint override is needed inside a host: Debian 12's boto3 (1.26) does not read
+`AWS_ENDPOINT_URL`, and the userdata stays unchanged.
 """
 
 from __future__ import annotations
@@ -32,9 +36,15 @@ from lab.processes import Daemon, program
 ACCESS_KEY_ID = "AKIABOOTLABINSTANCE0"
 SECRET_ACCESS_KEY = "boot-lab-instance-role-stand-in"  # noqa: S105 - moto's dummy key
 MOTO_ACCOUNT = "123456789012"
+# The APIs the secret store's moto answers; every other service is the main moto's.
+SECRET_STORE_SERVICES = ("rds", "secretsmanager")
 
 
-def dns_config(zone: str, records: dict[str, str], log: Path) -> str:
+def secret_store_names(region: str) -> list[str]:
+    return [f"{service}.{region}.amazonaws.com" for service in SECRET_STORE_SERVICES]
+
+
+def dns_config(zone: str, records: dict[str, str], log: Path, region: str) -> str:
     """dnsmasq: authoritative for the zone, AWS names to the stand-ins, nothing else resolved."""
     lines = [
         f"listen-address={network.GATEWAY}",
@@ -49,16 +59,18 @@ def dns_config(zone: str, records: dict[str, str], log: Path) -> str:
         f"log-facility={log}",
         f"local=/{zone}/",
         *(f"host-record={name}.{zone},{address}" for name, address in records.items()),
+        # dnsmasq answers from the longest matching domain: these before *.amazonaws.com.
         f"address=/amazonaws.com/{network.AWS_API}",
         f"address=/truststore.pki.rds.amazonaws.com/{network.TRUSTSTORE}",
+        *(f"address=/{name}/{network.SECRET_STORE}" for name in secret_store_names(region)),
     ]
     return "\n".join(lines) + "\n"
 
 
-def start_dns(folder: Path, zone: str, records: dict[str, str]) -> Daemon:
+def start_dns(folder: Path, zone: str, records: dict[str, str], region: str) -> Daemon:
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "dnsmasq.conf"
-    config.write_text(dns_config(zone, records, folder / "queries.log"))
+    config.write_text(dns_config(zone, records, folder / "queries.log", region))
     daemon = processes.start(
         "dns/dnsmasq",
         [program("dnsmasq"), "--keep-in-foreground", f"--conf-file={config}"],
@@ -130,20 +142,36 @@ def start_truststore(folder: Path, authority: CertificateAuthority) -> Daemon:
 
 
 def start_aws_api(folder: Path, authority: CertificateAuthority, region: str) -> Daemon:
-    pair = authority.issue(
+    """S3 and SSM, and whatever else a host asks of AWS (the agent's bucket, say)."""
+    return _start_moto(
+        folder,
+        authority,
         "aws-api",
+        network.AWS_API,
         # S3 names its buckets as hosts: <bucket>.s3.<region>.amazonaws.com
         [f"*.{region}.amazonaws.com", "*.amazonaws.com", f"*.s3.{region}.amazonaws.com"],
-        [network.AWS_API],
     )
+
+
+def start_secret_store(folder: Path, authority: CertificateAuthority, region: str) -> Daemon:
+    """Secrets Manager and RDS, in one moto: RDS keeps the managed master secret there."""
+    return _start_moto(
+        folder, authority, "secret-store", network.SECRET_STORE, secret_store_names(region)
+    )
+
+
+def _start_moto(
+    folder: Path, authority: CertificateAuthority, name: str, address: str, names: list[str]
+) -> Daemon:
+    pair = authority.issue(name, names, [address])
     daemon = processes.start(
-        "aws-api/moto",
+        f"{name}/moto",
         [
             sys.executable,
             "-m",
             "moto.server",
             "--host",
-            network.AWS_API,
+            address,
             "--port",
             "443",
             "--ssl-cert",
@@ -151,10 +179,15 @@ def start_aws_api(folder: Path, authority: CertificateAuthority, region: str) ->
             "--ssl-key",
             str(pair.key),
         ],
-        folder / "moto.log",
+        folder / f"moto-{name}.log",
     )
-    _wait_port(daemon, network.AWS_API, 443, "moto")
+    _wait_port(daemon, address, 443, f"moto ({name})")
     return daemon
+
+
+def endpoint(service: str) -> str:
+    """The address of the moto that answers `service`."""
+    return network.SECRET_STORE if service in SECRET_STORE_SERVICES else network.AWS_API
 
 
 def aws_client(service: str, region: str, authority: CertificateAuthority) -> Any:
@@ -163,7 +196,7 @@ def aws_client(service: str, region: str, authority: CertificateAuthority) -> An
     return boto3.client(
         service,
         region_name=region,
-        endpoint_url=f"https://{network.AWS_API}",
+        endpoint_url=f"https://{endpoint(service)}",
         verify=str(authority.certificate_path),
         aws_access_key_id=ACCESS_KEY_ID,
         aws_secret_access_key=SECRET_ACCESS_KEY,
@@ -179,6 +212,13 @@ def publish_artifacts(
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
     for key, content in files.items():
         s3.put_object(Bucket=bucket, Key=key, Body=content)
+
+
+def put_parameters(region: str, authority: CertificateAuthority, values: dict[str, str]) -> None:
+    """SSM parameters (name -> value), as strings."""
+    ssm = aws_client("ssm", region, authority)
+    for name, value in values.items():
+        ssm.put_parameter(Name=name, Value=value, Type="String", Overwrite=True)
 
 
 def create_rds_primary(

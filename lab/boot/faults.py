@@ -1,0 +1,59 @@
+"""Failure injection: a stand-in for AWS made unreachable from one host, on the host side.
+
+An nftables table of the boot lab's own drops, without an answer, what one container sends to
+one stand-in's address: the name still resolves and the connection times out, as when a
+security group, a missing route or an outage of the endpoint stands in the way on AWS. Nothing
+changes inside the container (the rule lives on this machine, where the stand-ins are), so the
+userdata meets the failure exactly as it would on an instance. Each change replaces the whole
+table in one nft transaction; `clear` removes it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Mapping, Sequence
+
+from lab.localize import LabError
+from lab.processes import INSTALL, find_program
+
+TABLE = "web_infra_boot_faults"
+
+
+def ruleset(cut_off: Mapping[str, Sequence[str]]) -> str:
+    """The table for `cut_off` (a host's address -> the stand-in addresses it cannot reach)."""
+    rules = [
+        f"    ip saddr {host} ip daddr {stand_in} drop"
+        for host, stand_ins in sorted(cut_off.items())
+        for stand_in in sorted(stand_ins)
+    ]
+    return (
+        f"table inet {TABLE} {{}}\n"
+        f"delete table inet {TABLE}\n"
+        f"table inet {TABLE} {{\n"
+        "  chain input {\n"
+        "    type filter hook input priority filter; policy accept;\n"
+        + "".join(rule + "\n" for rule in rules)
+        + "  }\n"
+        "}\n"
+    )
+
+
+def apply(cut_off: Mapping[str, Sequence[str]]) -> None:
+    """Make exactly these stand-ins unreachable from exactly these hosts."""
+    _nft(ruleset(cut_off))
+
+
+def clear() -> None:
+    """Remove the table (nothing is cut off); harmless when there is none."""
+    _nft(f"table inet {TABLE} {{}}\ndelete table inet {TABLE}\n")
+
+
+def _nft(script: str) -> None:
+    nft = find_program("nft")
+    if nft is None:
+        raise LabError(f"nft is not installed; {INSTALL}")
+    result = subprocess.run(  # noqa: S603 - the boot lab's own fixed rules
+        [nft, "-f", "-"], input=script, capture_output=True, text=True, timeout=10, check=False
+    )
+    if result.returncode != 0:
+        raise LabError(f"nft refused the boot lab's fault rules: {result.stderr.strip()}")
