@@ -9,6 +9,8 @@ docstring says what it measures and how to read it:
    with one node, and with all nodes; what the load balancer costs.
 2. failover.py: a web node killed under load and started again.
 3. lag.py: replication lag under a steady stream of writes.
+4. changes.py: scale out and in, replace nodes, release new code, replace the load balancer,
+   each under a steady stream of requests: failed requests, how long HAProxy took to follow.
 
 The numbers are this machine's, to compare one change with another, not AWS capacity: every
 process shares the same cores. The "noise" line says how much CPU other processes on the
@@ -34,7 +36,7 @@ from types import FrameType
 
 import pymysql
 
-from lab.bench import failover, lag, throughput
+from lab.bench import changes, failover, lag, throughput
 from lab.bench.config import Config
 from lab.bench.machine import machine_facts
 from lab.bench.measurement import Context, Measurement, Result
@@ -50,8 +52,10 @@ MEASUREMENTS = [
     Measurement("throughput", throughput.measure),
     Measurement("failover", failover.measure),
     Measurement("lag", lag.measure),
+    Measurement("changes", changes.measure),
 ]
-"""In the order they run."""
+"""In the order they run. The changes replace hosts: measurements after them read the lab's
+topology anew (Context.topology)."""
 
 
 def seed(topology: Topology, count: int = 20) -> None:
