@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from typing import Any
 from lab.bench.cpu import other_cores
 from lab.bench.measurement import Context, Row
 from lab.bench.stats import median_of, verdict
-from lab.bench.table import format_table
+from lab.bench.table import HEADING_WIDTH, format_table
 from lab.lab import Event, Lab
 from lab.localize import LabError
 from lab.traffic import Answer, RequestStream
@@ -163,14 +164,17 @@ class Changes:
         done = [c for c in self.changes if not c.skipped]
         requests = sum(c.requests for c in done)
         failed = sum(c.failed for c in done)
-        out = [
-            "",
+        heading = (
             f"changes to the running lab, each under a steady stream through the load balancer "
             f"({self.stream_rate:g} req/s, each request on a new connection, 1 in 10 a write; "
             f"from {LEAD_IN_S:g} s before the operation until {TAIL_S:g} s after it). "
             "followed: from a host's DNS switch until HAProxy uses it (UP at its new address; a "
             "removed node: its slot in maintenance), median and max over the hosts switched (a "
-            "new load balancer has no record to follow: the public address moves to it)",
+            "new load balancer has no record to follow: the public address moves to it)"
+        )
+        out = [
+            "",
+            *textwrap.wrap(heading, width=HEADING_WIDTH),
             format_table(
                 ["change", "took s", "requests", "failed", "followed s", "max s"],
                 [c.row() for c in self.changes],

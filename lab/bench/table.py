@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+HEADING_WIDTH = 100
+"""Where a section's heading wraps: the report reads in a terminal and in the README."""
+
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """First column left-aligned, the others right-aligned."""
