@@ -135,7 +135,7 @@ def test_json_holds_every_result_under_its_measurements_name() -> None:
 
 def test_the_runner_runs_each_measurement_once_under_its_own_name() -> None:
     names = [m.name for m in runner.MEASUREMENTS]
-    assert names == ["throughput", "failover", "lag", "changes"]
+    assert names == ["throughput", "failover", "lag", "changes", "connection_reuse"]
     assert all(callable(m.measure) for m in runner.MEASUREMENTS)
 
 

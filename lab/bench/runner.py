@@ -11,6 +11,8 @@ docstring says what it measures and how to read it:
 3. lag.py: replication lag under a steady stream of writes.
 4. changes.py: scale out and in, replace nodes, release new code, replace the load balancer,
    each under a steady stream of requests: failed requests, how long HAProxy took to follow.
+5. reuse.py: the app's database connection pool on and off: req/s, p99, new connections,
+   TLS handshakes, TIME_WAIT sockets.
 
 The numbers are this machine's, to compare one change with another, not AWS capacity: every
 process shares the same cores. The "noise" line says how much CPU other processes on the
@@ -36,7 +38,7 @@ from types import FrameType
 
 import pymysql
 
-from lab.bench import changes, failover, lag, throughput
+from lab.bench import changes, failover, lag, reuse, throughput
 from lab.bench.config import Config
 from lab.bench.machine import machine_facts
 from lab.bench.measurement import Context, Measurement, Result
@@ -53,6 +55,7 @@ MEASUREMENTS = [
     Measurement("failover", failover.measure),
     Measurement("lag", lag.measure),
     Measurement("changes", changes.measure),
+    Measurement("connection_reuse", reuse.measure),
 ]
 """In the order they run. The changes replace hosts: measurements after them read the lab's
 topology anew (Context.topology)."""

@@ -1,0 +1,162 @@
+"""The connection reuse measurement: the one line that turns the pool off, reading the
+databases' counters and the kernel's TIME_WAIT sockets, and its table."""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+from benchmark_fixtures import line_with, wrk_result
+
+from lab.bench.reuse import (
+    NO_REUSE,
+    VARIANTS,
+    Reuse,
+    ReuseRun,
+    new_since,
+    no_reuse_release,
+    parse_status,
+    time_waits,
+)
+from lab.localize import LabError
+
+APP = Path("userdata/app/web_app.py").read_text()
+
+
+def load_app(source: str) -> Any:
+    module = types.ModuleType("web_app_under_test")
+    exec(compile(source, "web_app.py", "exec"), module.__dict__)
+    return module
+
+
+class Connection:
+    def __init__(self) -> None:
+        self.closed = False
+        self.open = True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_shipped_app_keeps_a_given_back_connection_for_the_next_call() -> None:
+    app = load_app(APP)
+    host = app.Host("db-primary", 2, lambda: 1.0)
+    connection = Connection()
+    host.give_back(connection)
+    assert host.take() == (connection, 1.0)
+    assert not connection.closed
+
+
+def test_without_reuse_a_given_back_connection_is_closed() -> None:
+    app = load_app(no_reuse_release(APP))
+    host = app.Host("db-primary", 2, lambda: 1.0)
+    connection = Connection()
+    host.give_back(connection)
+    assert connection.closed
+    assert host.take() == (None, 0.0), "nothing kept: the next call opens a new connection"
+
+
+def test_the_line_is_refused_when_the_app_no_longer_fits_it() -> None:
+    with pytest.raises(LabError, match=r"def give_back\(self, connection\).*lab/bench/reuse.py"):
+        no_reuse_release(APP.replace("def give_back(self, connection):", "def put(self, c):"))
+    assert no_reuse_release(APP) == APP + NO_REUSE
+
+
+def test_status_rows_from_the_mariadb_client() -> None:
+    assert parse_status("Connections\t1234\nSsl_accepts\t0\n") == {
+        "Connections": 1234,
+        "Ssl_accepts": 0,
+    }
+    assert parse_status("") == {}
+    assert parse_status("Ssl_cipher\t\n") == {}
+
+
+def test_new_connections_leave_out_the_status_querys_own() -> None:
+    before = {
+        "db-primary": {"Connections": 100, "Ssl_accepts": 5},
+        "db-replica": {"Connections": 7},
+    }
+    after = {
+        "db-primary": {"Connections": 151, "Ssl_accepts": 55},
+        "db-replica": {"Connections": 8},
+    }
+    assert new_since(before, after, "Connections") == {"db-primary": 50, "db-replica": 0}
+    assert new_since(before, after, "Ssl_accepts") == {"db-primary": 50, "db-replica": 0}
+
+
+# 127.0.30.51:3306 is 331E007F:0CEA; 127.0.30.101 is 651E007F; ticks are 100 per second.
+PROC_NET_TCP = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 331E007F:0CEA 00000000:0000 0A 00000000:00000000 00:00000000 00000000   102        0 1 1
+   1: 651E007F:9C40 331E007F:0CEA 06 00000000:00000000 03:00001700 00000000     0        0 0 3
+   2: 651E007F:9C41 331E007F:0CEA 06 00000000:00000000 03:00000BB8 00000000     0        0 0 3
+   3: 331E007F:0CEA 651E007F:9C42 06 00000000:00000000 03:00001702 00000000     0        0 0 3
+   4: 651E007F:9C43 341E007F:0CEA 06 00000000:00000000 03:00001720 00000000     0        0 0 3
+   5: 651E007F:9C44 331E007F:0CEA 01 00000000:00000000 00:00000000 00000000     0        0 9 1
+   6: 651E007F:9C45 0A1E007F:0050 06 00000000:00000000 03:00001760 00000000     0        0 0 3
+"""
+
+
+def test_time_waits_of_a_run_by_their_timers() -> None:
+    databases = [("127.0.30.51", 3306), ("127.0.30.52", 3306)]
+    # Row 1: 58.88 s left (entered 1.12 s ago); row 2: 30 s left (30 s ago, an earlier run);
+    # row 3: the database's side, 1.1 s ago; row 4: 59.2 s left, towards .52; row 5: established;
+    # row 6: towards the load balancer's port 80, not a database.
+    assert time_waits(PROC_NET_TCP, databases, 5.0, 100) == (2, 1)
+    assert time_waits(PROC_NET_TCP, databases, 31.0, 100) == (3, 1)
+    assert time_waits(PROC_NET_TCP, databases, 1.0, 100) == (1, 0)
+    assert time_waits(PROC_NET_TCP, [("127.0.30.53", 3306)], 60.0, 100) == (0, 0)
+
+
+def run(variant: str, endpoint: str, rps: float, connections: int, tls: int = 0) -> ReuseRun:
+    return ReuseRun(
+        variant,
+        endpoint,
+        wrk_result(rps, p99=1000 / rps, other_cores=0.1),
+        {"db-primary": connections // 4, "db-replica": connections - connections // 4},
+        {"db-primary": tls, "db-replica": 0},
+        time_wait=connections,
+        time_wait_on_databases=3,
+    )
+
+
+def test_the_table_compares_the_pool_with_no_reuse() -> None:
+    pooled, without = VARIANTS
+    result = Reuse(
+        2,
+        [
+            run(without, "read", 500, 4000),
+            run(without, "write", 400, 3200),
+            run(pooled, "read", 1000, 4),
+            run(pooled, "write", 800, 8),
+        ],
+    )
+    text = "\n".join(result.notes())
+    words = " ".join(text.split())
+    assert "no TLS to the databases (0 handshakes): the numbers exclude TLS" in words
+    assert "closes each database connection when a call gives it back" in words
+    rows = [line for line in text.splitlines() if line.startswith(("read ", "write"))]
+    expected = [f"read  {pooled}", f"read  {without}", f"write {pooled}", f"write {without}"]
+    assert len(rows) == 4
+    assert all(row.startswith(start) for row, start in zip(rows, expected, strict=True)), rows
+    # req/s, p50, p99, errors, new connections on the primary and the replica, TLS, TIME_WAIT
+    assert rows[1].split()[-8:] == ["500", "5.00", "2.00", "0", "1000", "3000", "0", "4000"]
+    assert line_with(text, "reuse:    read  pooled/without: req/s x 2.000").endswith(
+        "new connections per 1000 requests: 0 vs 1000"
+    )
+    assert "p99 1.00 vs 2.00 ms" in line_with(text, "reuse:    read")
+    assert (
+        line_with(text, f"reuse:    {without}")
+        == f"reuse:    {without}: 7200 sockets towards the databases entered TIME_WAIT during "
+        "its 16 s of runs on the app's side, 6 on the databases' side"
+    )
+    assert result.noise() == [0.1] * 4
+    assert result.rows() == []
+
+
+def test_tls_handshakes_say_the_numbers_include_tls() -> None:
+    result = Reuse(2, [run(VARIANTS[1], "read", 500, 4000, tls=4000)])
+    words = " ".join(" ".join(result.notes()).split())
+    assert "the databases accepted 4000 TLS handshakes: the numbers include TLS" in words
