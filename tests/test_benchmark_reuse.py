@@ -11,7 +11,9 @@ import pytest
 from benchmark_fixtures import line_with, wrk_result
 
 from lab.bench.reuse import (
+    APP_CONNECTIONS,
     NO_REUSE,
+    STATUS_QUERY,
     VARIANTS,
     Reuse,
     ReuseRun,
@@ -73,6 +75,15 @@ def test_status_rows_from_the_mariadb_client() -> None:
     assert parse_status("Ssl_cipher\t\n") == {}
 
 
+def test_the_status_query_reads_the_app_users_connections() -> None:
+    assert "USER_STATISTICS WHERE USER = 'webapp_admin'" in STATUS_QUERY
+    assert parse_status("Connections\t9\nSsl_accepts\t0\nApp_connections\t4\n") == {
+        "Connections": 9,
+        "Ssl_accepts": 0,
+        APP_CONNECTIONS: 4,
+    }
+
+
 def test_new_connections_leave_out_the_status_querys_own() -> None:
     before = {
         "db-primary": {"Connections": 100, "Ssl_accepts": 5},
@@ -119,6 +130,7 @@ def run(variant: str, endpoint: str, rps: float, connections: int, tls: int = 0)
         {"db-primary": tls, "db-replica": 0},
         time_wait=connections,
         time_wait_on_databases=3,
+        status_connections={"db-primary": connections // 4, "db-replica": connections + 20},
     )
 
 
@@ -151,6 +163,10 @@ def test_the_table_compares_the_pool_with_no_reuse() -> None:
         line_with(text, f"reuse:    {without}")
         == f"reuse:    {without}: 7200 sockets towards the databases entered TIME_WAIT during "
         "its 16 s of runs on the app's side, 6 on the databases' side"
+    )
+    assert line_with(text, "reuse:    'Connections' status").startswith(
+        "reuse:    'Connections' status, primary/replica: read pooled 1/24, read without reuse "
+        "1000/4020, write pooled 2/28, write without reuse 800/3220;"
     )
     assert result.noise() == [0.1] * 4
     assert result.rows() == []

@@ -11,13 +11,15 @@ runs' settings), one read run and one write run each:
   handshake too, when the databases speak TLS), as the app did before it had a pool;
 - pooled: the repository's app as shipped, released second, so the lab ends as it began.
 
-Per run: wrk's req/s, p50, p99 and errors; the new connections the primary and the replica
-accepted (the change of `SHOW GLOBAL STATUS` 'Connections', less the status query's own); the
-TLS handshakes they accepted ('Ssl_accepts': zero while the app does not use TLS); and the
-sockets towards the databases' address and port that entered TIME_WAIT during the run (the
-app's side), from /proc/net/tcp right after it. A socket stays in TIME_WAIT for 60 s, longer than
-a run, and /proc/net/tcp shows how much of that each one has left, so a count of the run's own
-is exact even with the previous runs' sockets still there.
+Per run: wrk's req/s, p50, p99 and errors; the new connections the app's database user opened
+on the primary and on the replica (MariaDB's user statistics, `userstat`, on for the
+measurement: `SHOW GLOBAL STATUS` 'Connections' counts more than clients on a replica, which
+starts threads of its own while it applies replicated writes; its change is kept in `--json`);
+the TLS handshakes the servers accepted ('Ssl_accepts': zero while the app does not use TLS);
+and the sockets towards the databases' address and port that entered TIME_WAIT during the run
+(the app's side), from /proc/net/tcp right after it. A socket stays in TIME_WAIT for 60 s,
+longer than a run, and /proc/net/tcp shows how much of that each one has left, so a count of the
+run's own is exact even with the previous runs' sockets still there.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from components.web_infrastructure import MASTER_USERNAME
 from lab import mariadb
 from lab.bench.measurement import Context, Row
 from lab.bench.stats import ratio
@@ -109,12 +112,15 @@ class ReuseRun:
     endpoint: str
     wrk: WrkResult
     connections: dict[str, int]
-    """Database host -> new connections it accepted during the run."""
+    """Database host -> new connections the app's user opened on it during the run."""
     tls_handshakes: dict[str, int]
     time_wait: int
     """Sockets towards the databases that entered TIME_WAIT during the run (the app's side)."""
     time_wait_on_databases: int
     """The same on the databases' side (connections the server closed first)."""
+    status_connections: dict[str, int] = field(default_factory=dict)
+    """Database host -> the change of its 'Connections' status during the run, less the status
+    query's own: on the replica, it also counts the threads it starts to apply writes."""
 
     def row(self) -> Row:
         return [
@@ -158,7 +164,8 @@ class Reuse:
                 if tls
                 else "no TLS to the databases (0 handshakes): the numbers exclude TLS"
             )
-            + ". TIME_WAIT: sockets towards the databases that entered it during the run"
+            + ". new conns: opened by the app's database user (MariaDB's user statistics); "
+            "TIME_WAIT: sockets towards the databases that entered it during the run"
         )
         out = [
             "",
@@ -188,6 +195,16 @@ class Reuse:
                 f"{ms(pooled.wrk.p99_ms)} vs {ms(without.wrk.p99_ms)} ms; new connections "
                 f"per 1000 requests: {per_thousand(pooled)} vs {per_thousand(without)}"
             )
+        if any(r.status_connections for r in ordered):
+            grown = ", ".join(
+                f"{r.endpoint} {r.variant.split(' (')[0]} "
+                + "/".join(str(r.status_connections.get(db, 0)) for db in DATABASES)
+                for r in ordered
+            )
+            out.append(
+                f"reuse:    'Connections' status, primary/replica: {grown}; the replica's also "
+                "counts the threads it starts to apply replicated writes"
+            )
         for variant in VARIANTS:
             runs = [r for r in self.runs if r.variant == variant]
             if runs:
@@ -211,6 +228,14 @@ def per_thousand(run: ReuseRun) -> str:
     return "-" if not run.wrk.requests else f"{new / run.wrk.requests * 1000:.0f}"
 
 
+APP_CONNECTIONS = "App_connections"
+STATUS_QUERY = f"""
+SHOW GLOBAL STATUS WHERE Variable_name IN ('Connections', 'Ssl_accepts');
+SELECT '{APP_CONNECTIONS}', COALESCE(SUM(TOTAL_CONNECTIONS), 0)
+  FROM information_schema.USER_STATISTICS WHERE USER = '{MASTER_USERNAME}';
+"""  # noqa: S608 - built from the program's own constants, no input
+
+
 class Counters:
     """The databases' connection counters and this machine's TIME_WAIT sockets towards them."""
 
@@ -219,10 +244,14 @@ class Counters:
         self.servers = {name: context.lab.database(name) for name in DATABASES}
         self.endpoints = [(topology.host(n).address, topology.host(n).port) for n in DATABASES]
 
+    def count_per_user(self, on: bool) -> None:
+        """MariaDB's user statistics: counted only while on (a little work per connection)."""
+        for server in self.servers.values():
+            mariadb.sql(server, f"SET GLOBAL userstat = {int(on)}")
+
     def status(self) -> dict[str, dict[str, int]]:
-        query = "SHOW GLOBAL STATUS WHERE Variable_name IN ('Connections', 'Ssl_accepts')"
         return {
-            name: parse_status(mariadb.sql(server, query).stdout)
+            name: parse_status(mariadb.sql(server, STATUS_QUERY).stdout)
             for name, server in self.servers.items()
         }
 
@@ -240,6 +269,15 @@ def new_since(
 
 
 def measure(context: Context) -> Reuse:
+    counters = Counters(context)
+    counters.count_per_user(on=True)
+    try:
+        return measure_variants(context)
+    finally:
+        counters.count_per_user(on=False)
+
+
+def measure_variants(context: Context) -> Reuse:
     config = context.config
     lab = context.lab
     shipped = APP.read_text()
@@ -263,10 +301,11 @@ def measure(context: Context) -> Reuse:
                 variant,
                 endpoint,
                 run,
-                new_since(status, status_after, "Connections"),
+                new_since(status, status_after, APP_CONNECTIONS),
                 new_since(status, status_after, "Ssl_accepts"),
                 app_side,
                 database_side,
+                new_since(status, status_after, "Connections"),
             )
             result.runs.append(reuse_run)
             context.say(
