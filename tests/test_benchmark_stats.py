@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab.bench.stats import median_of, percentile, ratio, verdict
+from lab.bench.stats import median_of, percentile, ratio, rotated, verdict
 
 
 @pytest.mark.parametrize(
@@ -50,3 +50,13 @@ def test_ratio_and_a_zero_denominator() -> None:
 )
 def test_verdict(value: float | None, rule: str, target: float, expected: str) -> None:
     assert verdict(value, rule, target) == expected  # type: ignore[arg-type]
+
+
+def test_rounds_rotate_the_order_of_the_variants() -> None:
+    assert [rotated("abc", i) for i in range(4)] == [
+        ["a", "b", "c"],
+        ["b", "c", "a"],
+        ["c", "a", "b"],
+        ["a", "b", "c"],
+    ]
+    assert rotated([], 2) == []

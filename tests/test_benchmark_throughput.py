@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from benchmark_fixtures import line_with, wrk_result
 
-from lab.bench.throughput import Throughput, cpu_line, rotated
+from lab.bench.throughput import Throughput, cpu_line
 from lab.bench.wrk import WrkResult
 
 LABELS = {"a": "(a) direct to web-1", "b": "(b) LB, only web-1 in rotation", "c": "(c) LB, all 2"}
@@ -17,16 +17,6 @@ def throughput(b_read: float, *, a_read: float = 2000) -> Throughput:
     return Throughput(
         LABELS, 2, {"read": runs(a_read, b_read, 2100), "write": runs(1000, 950, 1000)}
     )
-
-
-def test_rounds_rotate_the_order_of_the_scenarios() -> None:
-    assert [rotated("abc", i) for i in range(4)] == [
-        ["a", "b", "c"],
-        ["b", "c", "a"],
-        ["c", "a", "b"],
-        ["a", "b", "c"],
-    ]
-    assert rotated([], 2) == []
 
 
 def test_rows_are_medians_per_endpoint_and_scenario_reads_first() -> None:

@@ -1,36 +1,38 @@
 """Connection reuse between the app and its databases: with the app's pool, and without it.
 
 The app keeps idle database connections per worker process and server, and leases one per call
-(userdata/app/web_app.py: `Host.take` and `Host.give_back`). Two variants of the app are
-released to every web node through the lab (so both run on freshly started nodes), warmed up
-for WARM_UP_S, then measured with wrk through the load balancer to every node (the throughput
-runs' settings), one read run and one write run each:
-
-- without reuse: the repository's app plus NO_REUSE, one line that makes `give_back` close the
-  connection instead of keeping it, so every database call opens a new connection (a new TLS
-  handshake too, when the databases speak TLS), as the app did before it had a pool;
-- pooled: the repository's app as shipped, released second, so the lab ends as it began.
+(userdata/app/web_app.py: `Host.take` and `Host.give_back`). To compare the pool with no pool
+on the same processes, the repository's app is released once to every web node with a small
+wrapper (`switchable_release`): while a switch file exists in the lab's folder, `give_back`
+closes the connection instead of keeping it, so every database call opens a new connection (a
+new TLS handshake too, when the databases speak TLS), as the app did before it had a pool; while
+it does not, the shipped pool runs, plus one file check per database call. The runs alternate:
+`rounds` rounds, the two variants' order rotating per round, each variant warmed up for
+WARM_UP_S after the switch, then one read and one write run with wrk through the load balancer
+to every node (the throughput runs' settings). The lab ends with the switch off.
 
 Per run: wrk's req/s, p50, p99 and errors; the new connections the app's database user opened
 on the primary and on the replica (MariaDB's user statistics, `userstat`, on for the
 measurement: `SHOW GLOBAL STATUS` 'Connections' counts more than clients on a replica, which
-starts threads of its own while it applies replicated writes; its change is kept in `--json`);
-the TLS handshakes the servers accepted ('Ssl_accepts': zero while the app does not use TLS);
-and the sockets towards the databases' address and port that entered TIME_WAIT during the run
-(the app's side), from /proc/net/tcp right after it. A socket stays in TIME_WAIT for 60 s,
-longer than a run, and /proc/net/tcp shows how much of that each one has left, so a count of the
-run's own is exact even with the previous runs' sockets still there.
+starts threads of its own while it applies replicated writes; its change is kept too); the TLS
+handshakes the servers accepted ('Ssl_accepts': zero while the app does not use TLS); and the
+sockets towards the databases' address and port that entered TIME_WAIT during the run (the
+app's side), from /proc/net/tcp right after it. A socket stays in TIME_WAIT for 60 s, longer
+than a run, and /proc/net/tcp shows how much of that each one has left, so a count of the run's
+own is exact even with the previous runs' sockets still there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import socket
+import statistics
 import struct
 import textwrap
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,33 +40,52 @@ from typing import Any
 from components.web_infrastructure import MASTER_USERNAME
 from lab import mariadb
 from lab.bench.measurement import Context, Row
-from lab.bench.stats import ratio
+from lab.bench.stats import ratio, rotated
 from lab.bench.table import HEADING_WIDTH, format_table, ms, ratio_text
 from lab.bench.wrk import READ_PATH, WrkResult
 from lab.localize import LabError
 
 APP = Path(__file__).resolve().parents[2] / "userdata" / "app" / "web_app.py"
-NO_REUSE = "\n\nHost.give_back = lambda self, connection: close(connection)  # no reuse\n"
-"""Appended to the app: a connection given back is closed instead of kept for the next call."""
+SWITCH_FILE = "no-connection-reuse"
+"""In the lab's state folder: while it exists, the released app closes every connection."""
 NO_REUSE_NEEDS = ("class Host:", "def give_back(self, connection):", "def close(connection):")
 WARM_UP_S = 1.0
 DATABASES = ("db-primary", "db-replica")
 TIME_WAIT = "06"  # the state's number in /proc/net/tcp (include/net/tcp_states.h)
 TIME_WAIT_TIMER = "03"  # /proc/net/tcp's `tr` of a socket in TIME_WAIT
 TIME_WAIT_SECONDS = 60.0  # TCP_TIMEWAIT_LEN, fixed in Linux
-VARIANTS = ("pooled (as shipped)", "without reuse")
+POOLED, WITHOUT = "pooled", "without reuse"
+VARIANTS = (WITHOUT, POOLED)
+"""Round 1's order; it rotates per round."""
 ENDPOINTS = ("read", "write")
 
 
-def no_reuse_release(source: str) -> str:
-    """The app with its pool disabled by one line; refuses an app that no longer fits it."""
+def switchable_release(source: str, switch: Path) -> str:
+    """The app, whose connection pool is off while `switch` exists; refuses an app that no
+    longer has what the wrapper replaces."""
     missing = [needed for needed in NO_REUSE_NEEDS if needed not in source]
     if missing:
         raise LabError(
-            f"the app no longer has {', '.join(missing)}: update NO_REUSE in "
+            f"the app no longer has {', '.join(missing)}: update switchable_release in "
             "lab/bench/reuse.py to turn its connection pool off"
         )
-    return source + NO_REUSE
+    return (
+        source
+        + f"""
+
+_pooled_give_back = Host.give_back
+
+
+def _give_back_unless_switched(self, connection):
+    if os.path.exists({str(switch)!r}):  # the benchmark's switch: no reuse
+        close(connection)
+    else:
+        _pooled_give_back(self, connection)
+
+
+Host.give_back = _give_back_unless_switched
+"""
+    )
 
 
 def parse_status(text: str) -> dict[str, int]:
@@ -110,6 +131,7 @@ def time_waits(
 class ReuseRun:
     variant: str
     endpoint: str
+    round: int
     wrk: WrkResult
     connections: dict[str, int]
     """Database host -> new connections the app's user opened on it during the run."""
@@ -122,110 +144,154 @@ class ReuseRun:
     """Database host -> the change of its 'Connections' status during the run, less the status
     query's own: on the replica, it also counts the threads it starts to apply writes."""
 
-    def row(self) -> Row:
-        return [
-            f"{self.endpoint:5} {self.variant}",
-            f"{self.wrk.rps:.0f}",
-            ms(self.wrk.p50_ms),
-            ms(self.wrk.p99_ms),
-            str(self.wrk.errors),
-            *(str(self.connections.get(db, 0)) for db in DATABASES),
-            str(sum(self.tls_handshakes.values())),
-            str(self.time_wait),
-        ]
+
+@dataclass(frozen=True)
+class ReuseSummary:
+    """One variant and endpoint over the rounds: medians of wrk's figures, the rest summed."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+    connections: dict[str, int]
+    tls_handshakes: int
+    time_wait: int
+    time_wait_on_databases: int
+    status_connections: dict[str, int]
+
+    @property
+    def per_thousand(self) -> str:
+        """New connections per 1000 requests."""
+        new = sum(self.connections.values())
+        return "-" if not self.requests else f"{new / self.requests * 1000:.0f}"
+
+
+def summarize(runs: Sequence[ReuseRun]) -> ReuseSummary:
+    def summed(attribute: str) -> dict[str, int]:
+        return {db: sum(getattr(r, attribute).get(db, 0) for r in runs) for db in DATABASES}
+
+    return ReuseSummary(
+        rps=statistics.median(r.wrk.rps for r in runs),
+        p50_ms=statistics.median(r.wrk.p50_ms for r in runs),
+        p99_ms=statistics.median(r.wrk.p99_ms for r in runs),
+        errors=sum(r.wrk.errors for r in runs),
+        requests=sum(r.wrk.requests for r in runs),
+        connections=summed("connections"),
+        tls_handshakes=sum(sum(r.tls_handshakes.values()) for r in runs),
+        time_wait=sum(r.time_wait for r in runs),
+        time_wait_on_databases=sum(r.time_wait_on_databases for r in runs),
+        status_connections=summed("status_connections"),
+    )
 
 
 @dataclass
 class Reuse:
     web_nodes: int
+    rounds: int
     runs: list[ReuseRun] = field(default_factory=list)
 
-    def run(self, variant: str, endpoint: str) -> ReuseRun | None:
-        return next((r for r in self.runs if r.variant == variant and r.endpoint == endpoint), None)
+    def summaries(self) -> dict[tuple[str, str], ReuseSummary]:
+        """(endpoint, variant) -> its summary, reads first, pooled before without."""
+        found = {}
+        for endpoint in ENDPOINTS:
+            for variant in (POOLED, WITHOUT):
+                runs = [r for r in self.runs if (r.endpoint, r.variant) == (endpoint, variant)]
+                if runs:
+                    found[endpoint, variant] = summarize(runs)
+        return found
 
     def rows(self) -> list[Row]:
         return []  # a table of its own: its columns are not the main table's
 
     def notes(self) -> list[str]:
-        ordered = [
-            run
-            for endpoint in ENDPOINTS
-            for variant in VARIANTS
-            if (run := self.run(variant, endpoint)) is not None
-        ]
-        tls = sum(sum(r.tls_handshakes.values()) for r in self.runs)
+        summaries = self.summaries()
+        tls = sum(s.tls_handshakes for s in summaries.values())
         heading = (
-            f"connection reuse: through the LB to all {self.web_nodes} nodes, wrk as above, one "
-            "run each, each variant just released to every node; without reuse = the same app "
-            "with one added line that closes each database connection when a call gives it "
-            "back (a new connection per database call); "
+            f"connection reuse: through the LB to all {self.web_nodes} nodes, wrk as above; "
+            f"{self.rounds} round(s), the order of the variants rotated per round; medians "
+            "(errors, connections, handshakes and TIME_WAIT: summed). Both variants run the "
+            "same release on the same processes: without reuse, its give_back closes each "
+            "database connection (a new connection per database call), switched by a file; "
+            "pooled, the shipped pool (plus one file check per database call); "
             + (
                 f"the databases accepted {tls} TLS handshakes: the numbers include TLS"
                 if tls
                 else "no TLS to the databases (0 handshakes): the numbers exclude TLS"
             )
             + ". new conns: opened by the app's database user (MariaDB's user statistics); "
-            "TIME_WAIT: sockets towards the databases that entered it during the run"
+            "TIME_WAIT: sockets towards the databases that entered it during the runs"
         )
+        header = ["run", "req/s", "p50 ms", "p99 ms", "errors", "new conns primary", "replica"]
+        rows = [
+            [
+                f"{endpoint:5} {variant}",
+                f"{s.rps:.0f}",
+                ms(s.p50_ms),
+                ms(s.p99_ms),
+                str(s.errors),
+                *(str(s.connections[db]) for db in DATABASES),
+                str(s.tls_handshakes),
+                str(s.time_wait),
+            ]
+            for (endpoint, variant), s in summaries.items()
+        ]
         out = [
             "",
             *textwrap.wrap(heading, width=HEADING_WIDTH),
-            format_table(
-                [
-                    "run",
-                    "req/s",
-                    "p50 ms",
-                    "p99 ms",
-                    "errors",
-                    "new conns primary",
-                    "replica",
-                    "TLS handshakes",
-                    "TIME_WAIT",
-                ],
-                [run.row() for run in ordered],
-            ),
+            format_table([*header, "TLS handshakes", "TIME_WAIT"], rows),
         ]
         for endpoint in ENDPOINTS:
-            pooled, without = self.run(VARIANTS[0], endpoint), self.run(VARIANTS[1], endpoint)
+            pooled, without = summaries.get((endpoint, POOLED)), summaries.get((endpoint, WITHOUT))
             if pooled is None or without is None:
                 continue
+            per_round = " ".join(
+                ratio_text(ratio(p.wrk.rps, w.wrk.rps)) for p, w in self.pairs(endpoint)
+            )
             out.append(
                 f"reuse:    {endpoint:5} pooled/without: req/s x "
-                f"{ratio_text(ratio(pooled.wrk.rps, without.wrk.rps))}, p99 "
-                f"{ms(pooled.wrk.p99_ms)} vs {ms(without.wrk.p99_ms)} ms; new connections "
-                f"per 1000 requests: {per_thousand(pooled)} vs {per_thousand(without)}"
+                f"{ratio_text(ratio(pooled.rps, without.rps))} of the medians (per round: "
+                f"{per_round}), p99 {ms(pooled.p99_ms)} vs {ms(without.p99_ms)} ms; new "
+                f"connections per 1000 requests: {pooled.per_thousand} vs {without.per_thousand}"
             )
-        if any(r.status_connections for r in ordered):
+        if summaries:
             grown = ", ".join(
-                f"{r.endpoint} {r.variant.split(' (')[0]} "
-                + "/".join(str(r.status_connections.get(db, 0)) for db in DATABASES)
-                for r in ordered
+                f"{endpoint} {variant} "
+                + "/".join(str(s.status_connections[db]) for db in DATABASES)
+                for (endpoint, variant), s in summaries.items()
             )
             out.append(
                 f"reuse:    'Connections' status, primary/replica: {grown}; the replica's also "
                 "counts the threads it starts to apply replicated writes"
             )
-        for variant in VARIANTS:
+        for variant in (POOLED, WITHOUT):
             runs = [r for r in self.runs if r.variant == variant]
             if runs:
-                seconds = sum(r.wrk.seconds for r in runs)
                 out.append(
                     f"reuse:    {variant}: {sum(r.time_wait for r in runs)} sockets towards the "
-                    f"databases entered TIME_WAIT during its {seconds:.0f} s of runs on the app's "
-                    f"side, {sum(r.time_wait_on_databases for r in runs)} on the databases' side"
+                    f"databases entered TIME_WAIT during its {sum(r.wrk.seconds for r in runs):.0f}"
+                    f" s of runs on the app's side, "
+                    f"{sum(r.time_wait_on_databases for r in runs)} on the databases' side"
                 )
         return out
+
+    def pairs(self, endpoint: str) -> list[tuple[ReuseRun, ReuseRun]]:
+        """(pooled, without) of each round that ran both."""
+        by_round: dict[int, dict[str, ReuseRun]] = {}
+        for run in self.runs:
+            if run.endpoint == endpoint:
+                by_round.setdefault(run.round, {})[run.variant] = run
+        return [
+            (runs[POOLED], runs[WITHOUT])
+            for _, runs in sorted(by_round.items())
+            if POOLED in runs and WITHOUT in runs
+        ]
 
     def noise(self) -> list[float]:
         return [r.wrk.other_cores for r in self.runs if r.wrk.other_cores is not None]
 
     def as_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def per_thousand(run: ReuseRun) -> str:
-    new = sum(run.connections.values())
-    return "-" if not run.wrk.requests else f"{new / run.wrk.requests * 1000:.0f}"
 
 
 APP_CONNECTIONS = "App_connections"
@@ -269,47 +335,53 @@ def new_since(
 
 
 def measure(context: Context) -> Reuse:
+    switch = context.lab.state / SWITCH_FILE
+    context.say("connection reuse: releasing the app with its pool switchable ...")
+    context.lab.release(switchable_release(APP.read_text(), switch).encode())
     counters = Counters(context)
     counters.count_per_user(on=True)
     try:
-        return measure_variants(context)
+        return measure_rounds(context, counters, switch)
     finally:
-        counters.count_per_user(on=False)
+        switch.unlink(missing_ok=True)
+        with contextlib.suppress(LabError):
+            counters.count_per_user(on=False)
 
 
-def measure_variants(context: Context) -> Reuse:
+def measure_rounds(context: Context, counters: Counters, switch: Path) -> Reuse:
     config = context.config
-    lab = context.lab
-    shipped = APP.read_text()
-    sources = {VARIANTS[1]: no_reuse_release(shipped), VARIANTS[0]: shipped}
-    result = Reuse(len(context.topology().web_nodes))
-    for variant in (VARIANTS[1], VARIANTS[0]):
-        context.say(f"connection reuse: releasing the app, {variant} ...")
-        lab.release(sources[variant].encode())
-        url = context.topology().url.rstrip("/") + READ_PATH
-        context.wrk.run(url, WARM_UP_S, write=False)
-        context.wrk.run(url, WARM_UP_S, write=True)
-        counters = Counters(context)
-        for endpoint in ENDPOINTS:
-            status = counters.status()
-            began = time.monotonic()
-            seconds = config.read_seconds if endpoint == "read" else config.write_seconds
-            run = context.wrk.run(url, seconds, write=endpoint == "write")
-            status_after = counters.status()
-            app_side, database_side = counters.time_waits(time.monotonic() - began)
-            reuse_run = ReuseRun(
-                variant,
-                endpoint,
-                run,
-                new_since(status, status_after, APP_CONNECTIONS),
-                new_since(status, status_after, "Ssl_accepts"),
-                app_side,
-                database_side,
-                new_since(status, status_after, "Connections"),
-            )
-            result.runs.append(reuse_run)
-            context.say(
-                f"  {endpoint:5} {variant}: {run.rps:.0f} req/s, p99 {run.p99_ms:.1f} ms, "
-                f"{run.errors} errors, {sum(reuse_run.connections.values())} new connections"
-            )
+    result = Reuse(len(context.topology().web_nodes), config.rounds)
+    url = context.topology().url.rstrip("/") + READ_PATH
+    for round_index in range(config.rounds):
+        for variant in rotated(VARIANTS, round_index):
+            if variant == WITHOUT:
+                switch.touch()
+            else:
+                switch.unlink(missing_ok=True)
+            context.wrk.run(url, WARM_UP_S, write=False)
+            context.wrk.run(url, WARM_UP_S, write=True)
+            for endpoint in ENDPOINTS:
+                seconds = config.read_seconds if endpoint == "read" else config.write_seconds
+                status = counters.status()
+                began = time.monotonic()
+                run = context.wrk.run(url, seconds, write=endpoint == "write")
+                status_after = counters.status()
+                app_side, database_side = counters.time_waits(time.monotonic() - began)
+                reuse_run = ReuseRun(
+                    variant,
+                    endpoint,
+                    round_index + 1,
+                    run,
+                    new_since(status, status_after, APP_CONNECTIONS),
+                    new_since(status, status_after, "Ssl_accepts"),
+                    app_side,
+                    database_side,
+                    new_since(status, status_after, "Connections"),
+                )
+                result.runs.append(reuse_run)
+                context.say(
+                    f"  round {round_index + 1}/{config.rounds} {endpoint:5} {variant}: "
+                    f"{run.rps:.0f} req/s, p99 {run.p99_ms:.1f} ms, {run.errors} errors, "
+                    f"{sum(reuse_run.connections.values())} new connections"
+                )
     return result

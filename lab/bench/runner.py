@@ -58,7 +58,8 @@ MEASUREMENTS = [
     Measurement("connection_reuse", reuse.measure),
 ]
 """In the order they run. The changes replace hosts: measurements after them read the lab's
-topology anew (Context.topology)."""
+topology anew (Context.topology). The reuse measurement releases the app with a switch of its
+own (off when it ends)."""
 
 
 def seed(topology: Topology, count: int = 20) -> None:

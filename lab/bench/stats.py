@@ -1,4 +1,5 @@
-"""Arithmetic the measurements share: percentiles, medians, ratios, and PASS/MISS verdicts."""
+"""Arithmetic the measurements share: percentiles, medians, ratios, PASS/MISS verdicts, and the
+order of interleaved runs."""
 
 from __future__ import annotations
 
@@ -39,3 +40,9 @@ def verdict(value: float | None, rule: Rule, target: float) -> str:
         return "MISS"
     met = {">=": value >= target, "<=": value <= target, "<": value < target}[rule]
     return "PASS" if met else "MISS"
+
+
+def rotated(items: Sequence[str], by: int) -> list[str]:
+    """abc, bca, cab, ...: the order of round `by`, so that no variant always runs first."""
+    shift = by % len(items) if items else 0
+    return [*items[shift:], *items[:shift]]

@@ -19,12 +19,11 @@ from __future__ import annotations
 import dataclasses
 import socket
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from lab.bench.measurement import Context, Row, wait_for
-from lab.bench.stats import median_of, ratio, verdict
+from lab.bench.stats import median_of, ratio, rotated, verdict
 from lab.bench.table import ms, ratio_text
 from lab.bench.wrk import READ_PATH, Summary, WrkResult, summarize
 from lab.lab import Lab
@@ -33,12 +32,6 @@ from lab.topology import Topology
 
 LB_COST_TARGET = 0.9
 ENDPOINTS = (("read", f"GET {READ_PATH}"), ("write", f"POST {READ_PATH}"))
-
-
-def rotated(items: Sequence[str], by: int) -> list[str]:
-    """abc, bca, cab, ...: the order of round `by`, so no scenario always runs first."""
-    shift = by % len(items) if items else 0
-    return [*items[shift:], *items[:shift]]
 
 
 class Rotation:
