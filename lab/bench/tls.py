@@ -1,6 +1,6 @@
 """What TLS costs at the load balancer: HTTPS next to HTTP through HAProxy, in one run.
 
-Called by `python -m lab.benchmark` (`measure`, then `render`). Every row reads
+A measurement of `python -m lab.benchmark` (lab/bench/runner.py). Every row reads
 `GET /api/messages` through HAProxy to all web nodes (the lab's self-signed certificate: the
 benchmark's lab has no domain, so HTTP is not redirected and both schemes serve the same site):
 
@@ -13,11 +13,13 @@ benchmark's lab has no domain, so HTTP is not redirected and both schemes serve 
   but the same client in all three rows, so their ratios are the handshake's cost.
 
 Each row also gives HAProxy's own CPU per request (from /proc), the steadier figure on a
-machine whose cores every process shares. Medians of the rounds; errors summed.
+machine whose cores every process shares. Medians of the rounds; errors summed. The lines
+under the table give the ratios HTTPS/HTTP of each pair: what TLS costs, measured in one run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import ssl
@@ -27,35 +29,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any
 
+from lab.bench.measurement import Context
+from lab.bench.measurement import Row as TableRow
+from lab.bench.wrk import READ_PATH, Wrk
 from lab.topology import Topology
 
-READ_PATH = "/api/messages"
 CLIENT_THREADS = 4
-
-
-class WrkResultLike(Protocol):
-    @property
-    def requests(self) -> int: ...
-
-    @property
-    def errors(self) -> int: ...
-
-    @property
-    def rps(self) -> float: ...
-
-    @property
-    def p50_ms(self) -> float: ...
-
-    @property
-    def p99_ms(self) -> float: ...
-
-
-class WrkRunner(Protocol):
-    def run(
-        self, url: str, seconds: float, *, write: bool, headers: Sequence[str] = ()
-    ) -> WrkResultLike: ...
 
 
 @dataclass
@@ -70,6 +51,8 @@ class Row:
     """HAProxy's CPU per request, in microseconds."""
     resumed: list[float] = field(default_factory=list)
     """Share of TLS handshakes that resumed a session (HTTPS rows)."""
+    other_cores: list[float] = field(default_factory=list)
+    """Cores other processes used during each wrk run (the report's "noise" line)."""
 
     def median(self, values: list[float]) -> float | None:
         return statistics.median(values) if values else None
@@ -173,8 +156,23 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))] if ordered else 0.0
 
 
-def measure(
-    wrk: WrkRunner,
+def measure(context: Context) -> Tls:
+    lab = context.lab
+    return Tls(
+        measure_rows(
+            context.wrk,
+            context.topology(),
+            lab.instance("load-balancer").daemons[0].pid or 0,
+            lab.directory("load-balancer") / "admin.sock",
+            seconds=context.config.write_seconds,
+            rounds=context.config.rounds,
+            say=context.say,
+        )
+    )
+
+
+def measure_rows(
+    wrk: Wrk,
     topology: Topology,
     haproxy_pid: int,
     admin_socket: Path,
@@ -221,6 +219,8 @@ def measure(
                 row.rps.append(run.rps)
                 row.p50_ms.append(run.p50_ms)
                 row.p99_ms.append(run.p99_ms)
+                if run.other_cores is not None:
+                    row.other_cores.append(run.other_cores)
                 if row.key == "https-new":
                     after_lookups, after_misses = session_cache(admin_socket)
                     looked = after_lookups - lookups
@@ -237,10 +237,27 @@ def measure(
     return rows
 
 
-def render(rows: Sequence[Row]) -> tuple[list[list[str]], list[str]]:
-    """Table rows (label, req/s, p50, p99, errors) and the lines that give the ratios."""
+@dataclass
+class Tls:
+    rows_measured: list[Row]
+
+    def rows(self) -> list[TableRow]:
+        return table_rows(self.rows_measured)
+
+    def notes(self) -> list[str]:
+        return ratio_lines(self.rows_measured)
+
+    def noise(self) -> list[float]:
+        return [value for row in self.rows_measured for value in row.other_cores]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"rows": [dataclasses.asdict(row) for row in self.rows_measured]}
+
+
+def table_rows(rows: Sequence[Row]) -> list[TableRow]:
+    """Rows of the main table: label (with HAProxy's CPU and the share resumed), req/s, p50,
+    p99, errors."""
     table = []
-    by_key = {row.key: row for row in rows}
     for row in rows:
         resumed = row.median(row.resumed)
         note = f"; {resumed:.0%} resumed" if resumed is not None else ""
@@ -255,6 +272,12 @@ def render(rows: Sequence[Row]) -> tuple[list[list[str]], list[str]]:
                 str(row.errors),
             ]
         )
+    return table
+
+
+def ratio_lines(rows: Sequence[Row]) -> list[str]:
+    """HTTPS/HTTP for each pair measured: req/s and HAProxy's CPU per request."""
+    by_key = {row.key: row for row in rows}
     lines = []
     for top, bottom, meaning in (
         ("https", "http", "keep-alive: what encrypting the requests costs"),
@@ -273,4 +296,4 @@ def render(rows: Sequence[Row]) -> tuple[list[list[str]], list[str]]:
             f"tls   {top}/{bottom} = {rps_a / rps_b:.3f} of the req/s medians, {meaning}; "
             f"HAProxy {cpu_a:.0f} vs {cpu_b:.0f} us of CPU per request"
         )
-    return table, lines
+    return lines
