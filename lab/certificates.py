@@ -4,7 +4,10 @@ The lab's ACME server (pebble) must serve its directory over HTTPS with a certif
 client trusts; the tests need a CA to stand in for Let's Encrypt when they check what HAProxy
 serves or what `tools.verify` reports; and the lab's MariaDB servers serve TLS with a certificate
 from it, standing in for the RDS CA (the app verifies the chain, not the name, as it does behind
-the private zone's aliases on AWS). Keys are ECDSA P-256, as certbot's.
+the private zone's aliases on AWS). The boot lab's stand-ins get theirs from it too
+(lab/boot/pki.py keeps that CA on disk for the run). Keys are ECDSA P-256, as certbot's. The
+root has a subject key identifier and every certificate it signs an authority key identifier,
+which strict verifiers (Python 3.13's default context, OpenSSL's X509_STRICT) require.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ class CertificateAuthority:
     root: Issued
 
     @staticmethod
-    def create(name: str) -> CertificateAuthority:
+    def create(name: str, *, days: float = 30) -> CertificateAuthority:
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         now = datetime.datetime.now(datetime.UTC)
@@ -59,8 +62,8 @@ class CertificateAuthority:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .not_valid_after(now + datetime.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
                 x509.KeyUsage(
                     digital_signature=True,
@@ -75,9 +78,29 @@ class CertificateAuthority:
                 ),
                 critical=True,
             )
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
             .sign(key, hashes.SHA256())
         )
         return CertificateAuthority(name, Issued(certificate, key))
+
+    @staticmethod
+    def load(certificate: Path, key: Path) -> CertificateAuthority:
+        """A CA that `save` wrote, for a process other than the one that created it."""
+        root = x509.load_pem_x509_certificate(certificate.read_bytes())
+        private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+        if not isinstance(private, ec.EllipticCurvePrivateKey):
+            raise TypeError(f"{key}: not an EC private key")
+        name = root.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        return CertificateAuthority(str(name), Issued(root, private))
+
+    def save(self, certificate: Path, key: Path) -> None:
+        """The root certificate, and its key readable by its owner only."""
+        certificate.write_bytes(self.root.certificate_pem)
+        key.touch(mode=0o600)
+        key.chmod(0o600)
+        key.write_bytes(self.root.key_pem)
 
     def issue(self, names: list[str], *, days: float = 90) -> Issued:
         """A server certificate for DNS names and IP addresses."""
@@ -101,6 +124,10 @@ class CertificateAuthority:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.root.key.public_key()),
+                critical=False,
             )
             .sign(self.root.key, hashes.SHA256())
         )

@@ -5,8 +5,9 @@ replication; here the lab does the same by hand: the database and user the progr
 (`DATABASE_NAME`, `MASTER_USERNAME`), a random password in a 0600 file in the state folder
 (the lab's stand-in for the secret), and asynchronous GTID replication like RDS MySQL's, over
 TLS. Like RDS with web-infra's parameter group, the servers refuse TCP without TLS; their
-certificate comes from the lab's own CA (lab/certificates.py), which the app verifies as it does the RDS
-CA bundle.
+certificate comes from the lab's own CA (lab/certificates.py), which the app verifies as it
+does the RDS CA bundle.
+
 Administration goes through the `mariadb` client on each server's Unix socket as the OS user
 that owns the lab, so no admin password exists at all.
 """

@@ -9,6 +9,6 @@ address plan), `images` (base image build and cache), `seed` (what each containe
 of EC2's metadata), `containers` (running one container), `standins`, `truststore`, `database`
 and `pki` (the stand-ins for AWS and the test CA they share), `faults` (a host cut off from a
 stand-in), `bootlab` (one run: bring up, state, reboot, status, clean-up), `inspect` (what a
-booted host says about itself), `__main__` (the command line). The HTTP checks through the load balancer are `lab.checks`, shared with the
-process lab.
+booted host says about itself), `__main__` (the command line). The HTTP checks through the
+load balancer are `lab.checks`, shared with the process lab.
 """
