@@ -13,29 +13,13 @@ from typing import Any
 
 from lab.lab import Lab
 from lab.localize import LabError
+from lab.tables import host_table
 from lab.topology import LAB_NETWORKS
 from settings import SettingsError
 
 
 def table(status: dict[str, Any]) -> str:
-    rows = [("HOST", "ROLE", "ADDRESS", "STATE", "DETAIL")]
-    for host in status["hosts"]:
-        rows.append(
-            (
-                host["name"],
-                host["role"],
-                f"{host['address']}:{host['port']}",
-                host["state"],
-                status["details"].get(host["name"], ""),
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True))
-        + "  "
-        + row[-1]
-        for row in rows
-    )
+    return host_table(status["hosts"], lambda host: status["details"].get(host["name"], ""))
 
 
 def parser() -> argparse.ArgumentParser:

@@ -10,47 +10,27 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from lab.boot import images, inspect
 from lab.boot.bootlab import BootLab
 from lab.localize import LabError
+from lab.tables import columns, host_table
 from settings import SettingsError
 
 
-def _table(rows: Sequence[tuple[str, ...]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True))
-        + "  "
-        + row[-1]
-        for row in rows
-    )
-
-
 def status_table(status: dict[str, Any]) -> str:
-    rows: list[tuple[str, ...]] = [("HOST", "ROLE", "ADDRESS", "STATE", "DETAIL")]
-    for host in status["hosts"]:
+    def detail(host: dict[str, Any]) -> str:
         result = host.get("cloud_init")
         if result is None:
-            detail = status["replication"] if host["name"] == "db-replica" else ""
-        else:
-            problems = len(result["errors"]) + len(result["log_problems"])
-            detail = f"cloud-init {result['status']}, {problems} errors/warnings; " + ", ".join(
-                f"{service.removesuffix('.service')} {state}"
-                for service, state in host["services"].items()
-            )
-        rows.append(
-            (
-                host["name"],
-                host["role"],
-                f"{host['address']}:{host['port']}",
-                host["state"],
-                detail,
-            )
+            return str(status["replication"]) if host["name"] == "db-replica" else ""
+        problems = len(result["errors"]) + len(result["log_problems"])
+        return f"cloud-init {result['status']}, {problems} errors/warnings; " + ", ".join(
+            f"{service.removesuffix('.service')} {state}"
+            for service, state in host["services"].items()
         )
-    return _table(rows)
+
+    return host_table(status["hosts"], detail)
 
 
 def timings_table(lab: BootLab) -> str:
@@ -90,7 +70,7 @@ def timings_table(lab: BootLab) -> str:
             ),
         )
     listed = ", ".join(f"{name} {version}" for name, version in versions.items())
-    return f"{_table(rows)}\nimage: {state.image}, {how}; booted: {listed}"
+    return f"{columns(rows)}\nimage: {state.image}, {how}; booted: {listed}"
 
 
 def main(argv: list[str] | None = None) -> int:
