@@ -146,19 +146,35 @@ def sql(
     return result
 
 
-def set_up_primary(primary: Server, credentials: Path) -> str:
-    """Database, app user and replication user, as RDS creates them; returns the repl password."""
-    app_password = secrets.token_urlsafe(24)
+def create_database_and_users(
+    primary: Server, *, database: str, username: str, password: str, clients: str
+) -> str:
+    """The database, the master user and a replication user, as RDS creates them, for clients
+    from the host pattern `clients`; returns the replication user's (new, random) password."""
     replication_password = secrets.token_urlsafe(24)
     sql(
         primary,
         f"""
-        CREATE DATABASE IF NOT EXISTS {DATABASE_NAME} CHARACTER SET utf8mb4;
-        CREATE USER '{MASTER_USERNAME}'@'127.%' IDENTIFIED BY '{app_password}';
-        GRANT ALL PRIVILEGES ON {DATABASE_NAME}.* TO '{MASTER_USERNAME}'@'127.%';
-        CREATE USER '{REPLICATION_USER}'@'127.%' IDENTIFIED BY '{replication_password}';
-        GRANT REPLICATION SLAVE ON *.* TO '{REPLICATION_USER}'@'127.%';
+        CREATE DATABASE IF NOT EXISTS {database} CHARACTER SET utf8mb4;
+        CREATE USER '{username}'@'{clients}' IDENTIFIED BY '{password}';
+        GRANT ALL PRIVILEGES ON {database}.* TO '{username}'@'{clients}';
+        CREATE USER '{REPLICATION_USER}'@'{clients}' IDENTIFIED BY '{replication_password}';
+        GRANT REPLICATION SLAVE ON *.* TO '{REPLICATION_USER}'@'{clients}';
         """,
+    )
+    return replication_password
+
+
+def set_up_primary(primary: Server, credentials: Path) -> str:
+    """Database, app user and replication user, as RDS creates them; returns the repl password.
+    The app user's password goes to `credentials` (0600), the lab's stand-in for the secret."""
+    app_password = secrets.token_urlsafe(24)
+    replication_password = create_database_and_users(
+        primary,
+        database=DATABASE_NAME,
+        username=MASTER_USERNAME,
+        password=app_password,
+        clients="127.%",
     )
     credentials.touch(mode=0o600)
     credentials.write_text(json.dumps({"username": MASTER_USERNAME, "password": app_password}))

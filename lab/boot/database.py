@@ -11,7 +11,6 @@ DescribeDBInstances + GetSecretValue path is what logs it in.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from lab.boot.pki import CertificateAuthority
 from lab.topology import Host
 
 MYSQL_PORT = 3306
-REPLICATION_USER = "replication"
+
 CLIENTS = f"{network.SUBNET.network_address.exploded.rsplit('.', 1)[0]}.%"  # 169.254.77.%
 
 
@@ -53,18 +52,9 @@ def set_up_primary(
     primary: mariadb.Server, database_name: str, username: str, password: str
 ) -> str:
     """The database and master user as RDS creates them; returns the replication password."""
-    replication_password = secrets.token_urlsafe(24)
-    mariadb.sql(
-        primary,
-        f"""
-        CREATE DATABASE IF NOT EXISTS {database_name} CHARACTER SET utf8mb4;
-        CREATE USER '{username}'@'{CLIENTS}' IDENTIFIED BY '{password}';
-        GRANT ALL PRIVILEGES ON {database_name}.* TO '{username}'@'{CLIENTS}';
-        CREATE USER '{REPLICATION_USER}'@'{CLIENTS}' IDENTIFIED BY '{replication_password}';
-        GRANT REPLICATION SLAVE ON *.* TO '{REPLICATION_USER}'@'{CLIENTS}';
-        """,
+    return mariadb.create_database_and_users(
+        primary, database=database_name, username=username, password=password, clients=CLIENTS
     )
-    return replication_password
 
 
 def start_replication(
@@ -77,7 +67,7 @@ def start_replication(
         replica,
         f"""
         CHANGE MASTER TO MASTER_HOST='{primary.host.address}', MASTER_PORT={primary.host.port},
-          MASTER_USER='{REPLICATION_USER}', MASTER_PASSWORD='{replication_password}',
+          MASTER_USER='{mariadb.REPLICATION_USER}', MASTER_PASSWORD='{replication_password}',
           MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1,
           MASTER_SSL=1, MASTER_SSL_CA='{authority.certificate_path}',
           MASTER_SSL_VERIFY_SERVER_CERT=1;
