@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tls_peer
 from system_tools import require
 
 from components.web_infrastructure import userdata_for
@@ -145,15 +146,7 @@ def tls_context(ca: CertificateAuthority | None, folder: Path) -> ssl.SSLContext
 
 def handshake(context: ssl.SSLContext) -> tuple[dict[str, Any], bytes, str | None]:
     """What a client sees: the verified certificate (if verifying), the raw one, ALPN."""
-    with (
-        socket.create_connection((ADDRESS, HTTPS), timeout=5) as raw,
-        context.wrap_socket(raw, server_hostname=DOMAIN) as tls,
-    ):
-        return (
-            tls.getpeercert() or {},
-            tls.getpeercert(binary_form=True) or b"",
-            tls.selected_alpn_protocol(),
-        )
+    return tls_peer.handshake(ADDRESS, HTTPS, DOMAIN, context)[:3]
 
 
 def https_get(path: str, ca: CertificateAuthority | None, folder: Path) -> http.client.HTTPResponse:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import tls_peer
 from system_tools import require
 
 from lab.lab import Lab
@@ -46,19 +47,9 @@ def public_address(lab: Lab) -> tuple[str, int, int]:
 
 
 def peer(lab: Lab, context: ssl.SSLContext) -> tuple[dict[str, Any], bytes, str | None, str]:
-    """A TLS handshake with the public address, SNI the site's name: the certificate (decoded
-    when verified), its bytes, the ALPN protocol and the TLS version."""
+    """A TLS handshake with the public address, SNI the site's name (tls_peer.handshake)."""
     address, _, https = public_address(lab)
-    with (
-        socket.create_connection((address, https), timeout=5) as raw,
-        context.wrap_socket(raw, server_hostname=DOMAIN) as tls,
-    ):
-        return (
-            tls.getpeercert() or {},
-            tls.getpeercert(binary_form=True) or b"",
-            tls.selected_alpn_protocol(),
-            tls.version() or "",
-        )
+    return tls_peer.handshake(address, https, DOMAIN, context)
 
 
 def verifying(ca_file: str) -> ssl.SSLContext:
