@@ -152,18 +152,7 @@ class TestSiteWithACertificateFromTheAcmeServer:
         openssl = require("openssl")
         address, _, https = public_address(lab)
         for old in ("-tls1", "-tls1_1"):
-            result = subprocess.run(
-                [
-                    *(openssl, "s_client", old, "-cipher", "DEFAULT@SECLEVEL=0"),
-                    *("-servername", DOMAIN, "-connect", f"{address}:{https}"),
-                ],
-                input="",
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=False,
-            )
-            assert "alert protocol version" in result.stdout + result.stderr, old
+            assert tls_peer.refuses_protocol(openssl, address, https, DOMAIN, old), old
         answer = https_get(lab, "/api/messages?limit=1", ca_file)
         assert answer.status == 200
         assert answer.getheader("Strict-Transport-Security") == "max-age=63072000"

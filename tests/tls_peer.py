@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import subprocess
 from typing import Any
 
 
@@ -22,3 +23,34 @@ def handshake(
             tls.selected_alpn_protocol(),
             tls.version() or "",
         )
+
+
+def openssl_client(
+    openssl: str, address: str, port: int, server_name: str, *options: str
+) -> subprocess.CompletedProcess[str]:
+    """`openssl s_client` with `options` (e.g. "-tls1"), SNI `server_name`; its output."""
+    return subprocess.run(
+        [
+            openssl,
+            "s_client",
+            *options,
+            "-servername",
+            server_name,
+            "-connect",
+            f"{address}:{port}",
+        ],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+
+
+def refuses_protocol(openssl: str, address: str, port: int, server_name: str, flag: str) -> bool:
+    """Whether the server refuses a handshake in protocol `flag` ("-tls1", "-tls1_1") that the
+    client allows (security level 0): the server's protocol-version alert."""
+    result = openssl_client(
+        openssl, address, port, server_name, flag, "-cipher", "DEFAULT@SECLEVEL=0"
+    )
+    return "alert protocol version" in result.stdout + result.stderr
