@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from system_tools import require
+from system_tools import require, unavailable
 
 from lab.lab import REQUIRED, Event, Lab
 from lab.localize import LabError
@@ -188,7 +188,7 @@ def test_the_load_balancer_is_replaced_without_a_failed_request(
     the_lab, topology = lab
     require("nft")
     if os.geteuid() != 0:  # CI runs as root
-        pytest.skip("moving the public address (nftables) needs root")
+        unavailable("moving the public address (nftables) needs root")
     old = the_lab.topology().host("load-balancer").address
     stream = under_load(topology, lambda: the_lab.replace("load-balancer"))
     assert_no_request_failed(stream, "replacing the load balancer")
