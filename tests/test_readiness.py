@@ -104,9 +104,10 @@ def boot_files(tmp_path: Path, instance_id: str) -> list[str]:
 
 
 def report_ready(
-    check_url: str, extra: list[str], timeout: float = 5
+    check_url: str, extra: list[str], timeout: float = 5, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """The shipped script, run by the machine's own Python 3 as cloud-init runs it."""
+    """The shipped script, run by the machine's own Python 3 as cloud-init runs it (`env`:
+    its environment, else this process's)."""
     command = [
         "/usr/bin/python3",
         str(SCRIPT),
@@ -120,7 +121,7 @@ def report_ready(
         str(timeout),
         *extra,
     ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
 def spec(instance_id: str, timeout: float = 3) -> ReadinessSpec:
@@ -155,25 +156,10 @@ def test_an_unreachable_aws_does_not_hold_up_the_end_of_boot(
     """Measured in the boot lab: with SSM unreachable, boto's own retries made the report block
     cloud-init for 394 s. The report is bounded by its own deadline."""
     started = time.monotonic()
-    result = subprocess.run(
-        [
-            "/usr/bin/python3",
-            str(SCRIPT),
-            "--parameter",
-            PARAMETER,
-            "--region",
-            REGION,
-            "--check-url",
-            healthy_service,
-            "--write-deadline",
-            "3",
-            *boot_files(tmp_path, "i-0lonely"),
-        ],
+    result = report_ready(
+        healthy_service,
+        ["--write-deadline", "3", *boot_files(tmp_path, "i-0lonely")],
         env={**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"},  # nothing listens there
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
     )
     assert result.returncode == 2, result.stderr
     assert "writing /web-infra-test/ready/web-1 failed" in result.stderr
