@@ -772,21 +772,18 @@ class Lab:
             if r["pxname"] == "web" and r["svname"] not in ("FRONTEND", "BACKEND")
         }
 
+    def haproxy_socket(self) -> Path:
+        """The serving load balancer's admin socket (localize.py moves it into its folder)."""
+        return self.directory("load-balancer") / "admin.sock"
+
     def server_addresses(self) -> dict[str, str]:
         """The address HAProxy uses for each web node slot ("-" for none), from its admin
         socket (the stats page does not show it)."""
-        path = self.directory("load-balancer") / "admin.sock"
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-                client.settimeout(2)
-                client.connect(str(path))
-                client.sendall(b"show servers state web\n")
-                reply = b""
-                while chunk := client.recv(65536):
-                    reply += chunk
+            reply = haproxy_command(self.haproxy_socket(), "show servers state web", timeout=2)
         except OSError:
             return {}
-        rows = [line.split() for line in reply.decode().splitlines()[2:]]
+        rows = [line.split() for line in reply.splitlines()[2:]]
         return {row[3]: row[4] for row in rows if len(row) > 4}
 
     def rotation(self, topology: Topology) -> dict[str, str]:
@@ -968,6 +965,19 @@ def _daemon(spec: Spec) -> Daemon:
     if daemon is None:
         raise LabError(f"{spec.name} was never started")
     return daemon
+
+
+def haproxy_command(socket_path: Path, command: str, timeout: float = 5.0) -> str:
+    """One command on HAProxy's admin socket (its runtime API) and its whole answer; OSError
+    when the socket does not answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(timeout)
+        client.connect(str(socket_path))
+        client.sendall(command.encode() + b"\n")
+        reply = b""
+        while chunk := client.recv(65536):
+            reply += chunk
+    return reply.decode(errors="replace")
 
 
 def _unix_socket_answers(path: Path) -> bool:

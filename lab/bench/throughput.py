@@ -17,7 +17,6 @@ the CPU is the limit and hardly moves between runs, unlike req/s.
 from __future__ import annotations
 
 import dataclasses
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +25,7 @@ from lab.bench.measurement import Context, Row, wait_for
 from lab.bench.stats import median_of, ratio, rotated, verdict
 from lab.bench.table import ms, ratio_text
 from lab.bench.wrk import READ_PATH, Summary, WrkResult, summarize
-from lab.lab import Lab
+from lab.lab import Lab, haproxy_command
 from lab.localize import LabError
 from lab.topology import Topology
 
@@ -40,19 +39,12 @@ class Rotation:
     def __init__(self, lab: Lab, topology: Topology) -> None:
         self.lab = lab
         self.topology = topology
-        self.socket = lab.directory("load-balancer") / "admin.sock"
+        self.socket = lab.haproxy_socket()
         self.nodes = [h.name for h in topology.web_nodes]
         self.only: str | None = None
 
     def admin(self, command: str) -> str:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-            client.settimeout(5)
-            client.connect(str(self.socket))
-            client.sendall(command.encode() + b"\n")
-            reply = b""
-            while chunk := client.recv(4096):
-                reply += chunk
-        return reply.decode(errors="replace").strip()
+        return haproxy_command(self.socket, command).strip()
 
     def set(self, only: str | None, timeout: float = 15.0) -> float:
         """Only `only` in rotation (None: every node); seconds until HAProxy's stats agree."""

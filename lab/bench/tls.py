@@ -34,6 +34,7 @@ from typing import Any
 from lab.bench.measurement import Context
 from lab.bench.measurement import Row as TableRow
 from lab.bench.wrk import READ_PATH, Wrk
+from lab.lab import haproxy_command
 from lab.topology import Topology
 
 CLIENT_THREADS = 4
@@ -63,21 +64,12 @@ def haproxy_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def admin(socket_path: Path, command: str) -> str:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-        client.settimeout(5)
-        client.connect(str(socket_path))
-        client.sendall(command.encode() + b"\n")
-        reply = b""
-        while chunk := client.recv(65536):
-            reply += chunk
-    return reply.decode(errors="replace")
-
-
 def session_cache(socket_path: Path) -> tuple[int, int]:
     """HAProxy's TLS session cache lookups and misses so far (`show info`)."""
     info = dict(
-        line.split(": ", 1) for line in admin(socket_path, "show info").splitlines() if ": " in line
+        line.split(": ", 1)
+        for line in haproxy_command(socket_path, "show info").splitlines()
+        if ": " in line
     )
     return int(info.get("SslCacheLookups", 0)), int(info.get("SslCacheMisses", 0))
 
@@ -163,7 +155,7 @@ def measure(context: Context) -> Tls:
             context.wrk,
             context.topology(),
             lab.instance("load-balancer").daemons[0].pid or 0,
-            lab.directory("load-balancer") / "admin.sock",
+            lab.haproxy_socket(),
             seconds=context.config.write_seconds,
             rounds=context.config.rounds,
             say=context.say,
