@@ -179,6 +179,17 @@ def log_tail(log: str, lines: int = 15) -> str:
     return "\n".join("    " + line for line in text[-lines:])
 
 
+def poll(condition: Callable[[], bool], timeout: float, step: float = 0.05) -> float | None:
+    """Seconds until `condition()` held (asked every `step` s), or None if it did not within
+    `timeout`."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(step)
+    return None
+
+
 def wait_until(
     ready: Callable[[], bool], daemon: Daemon, *, what: str, timeout: float = 30.0
 ) -> None:

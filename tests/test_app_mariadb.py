@@ -90,12 +90,8 @@ def request(
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    if processes.poll(condition, timeout, step=0.1) is None:
+        raise AssertionError(f"timed out waiting for {what}")
 
 
 def start_database(server: mariadb.Server, tls: TlsFiles, *, replica: bool) -> processes.Daemon:

@@ -26,6 +26,7 @@ from system_tools import require
 
 from lab import mariadb, metrics
 from lab.lab import REQUIRED, Lab
+from lab.processes import poll
 from lab.topology import LAB_NETWORKS, Topology
 
 LAB = "test"  # its own loopback network: runs beside a user's `make lab`
@@ -68,16 +69,6 @@ def url(lab: tuple[Lab, Topology]) -> str:
     return lab[1].url.rstrip("/")
 
 
-def wait_for(condition: Any, timeout: float, step: float = 0.05) -> float | None:
-    """Seconds until `condition()` held, or None if it did not within `timeout`."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if condition():
-            return time.monotonic() - started
-        time.sleep(step)
-    return None
-
-
 def test_round_robin_alternates_over_every_web_node(lab: tuple[Lab, Topology], url: str) -> None:
     nodes = [h.name for h in lab[1].web_nodes]
     served = [request(f"{url}/api/messages").served_by for _ in range(2 * len(nodes))]
@@ -101,7 +92,7 @@ def test_a_write_is_read_back_from_the_replica_within_2_seconds(url: str) -> Non
             return True
         return False
 
-    assert wait_for(visible, timeout=2.0) is not None, "not readable within 2 s"
+    assert poll(visible, timeout=2.0) is not None, "not readable within 2 s"
     assert found[0].body["read_from"] == "replica"
 
 
@@ -130,13 +121,13 @@ def test_failover_loses_no_request_and_detects_within_3_seconds(
         time.sleep(2.5)
         killed = time.monotonic()
         the_lab.stop_host(victim, kill=True)
-        gone = wait_for(lambda: the_lab.rotation(topology).get(victim) == "DOWN", timeout=5)
+        gone = poll(lambda: the_lab.rotation(topology).get(victim) == "DOWN", timeout=5)
         # Measured from the kill, so the time the lab takes to stop the node counts too.
         left = None if gone is None else time.monotonic() - killed
         time.sleep(1.0)
         the_lab.start_host(victim)
         started = time.monotonic()
-        returned = wait_for(lambda: the_lab.rotation(topology).get(victim) == "UP", timeout=5)
+        returned = poll(lambda: the_lab.rotation(topology).get(victim) == "UP", timeout=5)
         # Measured from when the node answers again: HAProxy's part (2 checks 1 s apart).
         back = None if returned is None else time.monotonic() - started
     finally:
@@ -166,10 +157,10 @@ def test_reads_survive_the_replica_and_it_catches_up(lab: tuple[Lab, Topology], 
         the_lab.start_host("db-replica")
     primary, replica = the_lab.database("db-primary"), the_lab.database("db-replica")
     target = mariadb.gtid_position(primary, "gtid_binlog_pos")
-    caught_up = wait_for(lambda: mariadb.has_applied(replica, target), 10)
+    caught_up = poll(lambda: mariadb.has_applied(replica, target), 10)
     assert caught_up is not None, "the replica did not catch up"
     # Back in use once the app's back-off has passed.
-    assert wait_for(lambda: request(f"{url}/api/messages").body["read_from"] == "replica", 8)
+    assert poll(lambda: request(f"{url}/api/messages").body["read_from"] == "replica", 8)
 
 
 def test_primary_down_fails_writes_fast_and_keeps_reads(
@@ -178,7 +169,7 @@ def test_primary_down_fails_writes_fast_and_keeps_reads(
     the_lab, _ = lab
     text = f"before the outage {uuid.uuid4()}"
     assert request(f"{url}/api/messages", "POST", {"text": text}).status == 201
-    assert wait_for(
+    assert poll(
         lambda: any(m["text"] == text for m in request(f"{url}/api/messages").body["messages"]), 2
     )
     the_lab.stop_host("db-primary")
@@ -205,8 +196,8 @@ def test_status_reports_every_host_for_scripts(lab: tuple[Lab, Topology]) -> Non
     for host in status["hosts"]:
         assert set(host) == {"name", "role", "address", "port", "state"}
         assert host["address"].startswith(LAB_NETWORKS[LAB] + "."), "the test lab's network"
-    assert wait_for(lambda: all(h["state"] == "up" for h in lab[0].status()["hosts"]), 5)
-    replicating = wait_for(
+    assert poll(lambda: all(h["state"] == "up" for h in lab[0].status()["hosts"]), 5)
+    replicating = poll(
         lambda: lab[0].status()["details"]["db-replica"].startswith("replicating"), 10, 0.2
     )
     assert replicating is not None, lab[0].status()["details"]
@@ -310,13 +301,13 @@ def test_the_healthy_node_metric_follows_a_killed_node_within_3_seconds(
     killed = time.monotonic()
     the_lab.stop_host("web-2", kill=True)
     try:
-        down = wait_for(lambda: healthy() == 1, timeout=6, step=0.1)
+        down = poll(lambda: healthy() == 1, timeout=6, step=0.1)
         assert down is not None, "the metric never showed the node gone"
         assert time.monotonic() - killed <= 3.5 or down <= 3.0, f"after {down:.2f} s"
     finally:
         the_lab.start_host("web-2")
     started = time.monotonic()
-    back = wait_for(lambda: healthy() == 2, timeout=6, step=0.1)
+    back = poll(lambda: healthy() == 2, timeout=6, step=0.1)
     assert back is not None, "the metric never showed the node back"
     assert time.monotonic() - started <= 3.5, f"back after {time.monotonic() - started:.2f} s"
 

@@ -22,6 +22,7 @@ import tls_peer
 from system_tools import require
 
 from lab.lab import Lab
+from lab.processes import poll
 from lab.traffic import RequestStream
 
 LAB = "test-https"
@@ -89,12 +90,8 @@ def https_get(lab: Lab, path: str, ca_file: str) -> http.client.HTTPResponse:
 
 
 def wait_for(condition: Any, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{what} did not happen within {timeout:g} s")
+    if poll(condition, timeout, step=0.2) is None:
+        raise AssertionError(f"{what} did not happen within {timeout:g} s")
 
 
 def ca_issued(lab: Lab) -> bool:

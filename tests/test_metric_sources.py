@@ -13,7 +13,6 @@ import shlex
 import socket
 import subprocess
 import threading
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from system_tools import require
 
 from components.metric_catalog import LOAD_BALANCER, Catalogue, catalogue
+from lab.processes import poll
 from userdata.cloudwatch_agent import (
     Endpoint,
     haproxy_exporter_directive,
@@ -45,13 +45,15 @@ def free_port() -> int:
 
 
 def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < seconds:
+    def holds() -> bool:  # a server still starting refuses the connection
         with contextlib.suppress(OSError):
-            if condition():
-                return time.monotonic() - started
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not within {seconds} s")
+            return condition()
+        return False
+
+    waited = poll(holds, seconds, step=0.1)
+    if waited is None:
+        raise AssertionError(f"{what} not within {seconds} s")
+    return waited
 
 
 @contextlib.contextmanager

@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lab.bench.cpu import other_cores
-from lab.bench.measurement import Context, Row, wait_for
+from lab.bench.measurement import Context, Row
 from lab.bench.stats import verdict
 from lab.bench.table import ms, seconds
 from lab.bench.wrk import READ_PATH, WrkResult, parse_wrk
 from lab.lab import Lab
 from lab.localize import LabError
+from lab.processes import poll
 from lab.topology import Topology
 
 STATS_POLL_SECONDS = 0.05
@@ -127,9 +128,7 @@ class StatsWatcher(threading.Thread):
             self.finish.wait(STATS_POLL_SECONDS)
 
     def wait_for(self, state: str, since: float, timeout: float) -> float | None:
-        found = wait_for(
-            lambda: first_change_to(list(self.states), state, since) is not None, timeout
-        )
+        found = poll(lambda: first_change_to(list(self.states), state, since) is not None, timeout)
         return None if found is None else first_change_to(list(self.states), state, since)
 
 

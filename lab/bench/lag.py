@@ -19,11 +19,12 @@ import pymysql
 
 from components.web_infrastructure import DATABASE_NAME
 from lab.bench.config import Config
-from lab.bench.measurement import Context, Row, wait_for
+from lab.bench.measurement import Context, Row
 from lab.bench.stats import percentile, verdict
 from lab.bench.table import ms
 from lab.lab import Lab
 from lab.localize import LabError
+from lab.processes import poll
 from lab.topology import Topology
 
 LAG_P99_TARGET_MS = 1000.0
@@ -123,7 +124,7 @@ class LagProbe:
                 cursor.execute(
                     "CREATE TABLE bench_lag (id BIGINT PRIMARY KEY, written_at DOUBLE NOT NULL)"
                 )
-            if wait_for(lambda: self.replica_has_table(replica), 10.0) is None:
+            if poll(lambda: self.replica_has_table(replica), 10.0) is None:
                 raise LabError("bench_lag did not reach the replica within 10 s")
             poller = threading.Thread(target=self.poll, args=(replica,), daemon=True)
             poller.start()

@@ -9,7 +9,6 @@ else in the benchmark needs to know about it.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,14 +70,3 @@ class Measurement:
     name: str
     """Its key in `--json`'s output."""
     measure: Callable[[Context], Result]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, step: float = 0.05) -> float | None:
-    """Seconds until `condition()` held (polled every `step`), or None after `timeout`."""
-    started = time.monotonic()
-    while True:
-        if condition():
-            return time.monotonic() - started
-        if time.monotonic() - started >= timeout:
-            return None
-        time.sleep(step)

@@ -21,12 +21,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from lab.bench.measurement import Context, Row, wait_for
+from lab.bench.measurement import Context, Row
 from lab.bench.stats import median_of, ratio, rotated, verdict
 from lab.bench.table import ms, ratio_text
 from lab.bench.wrk import READ_PATH, Summary, WrkResult, summarize
 from lab.lab import Lab, haproxy_command
 from lab.localize import LabError
+from lab.processes import poll
 from lab.topology import Topology
 
 LB_COST_TARGET = 0.9
@@ -55,7 +56,7 @@ class Rotation:
             if reply:
                 raise LabError(f"HAProxy refused `{action} server web/{node}`: {reply}")
         want = {n: "UP" if only in (None, n) else "MAINT" for n in self.nodes}
-        if not wait_for(lambda: self.lab.rotation(self.topology) == want, timeout):
+        if not poll(lambda: self.lab.rotation(self.topology) == want, timeout):
             raise LabError(f"HAProxy did not reach {want}: {self.lab.rotation(self.topology)}")
         self.only = only
         return time.monotonic() - started
