@@ -2,6 +2,7 @@
 # Debian packages the tests and the local lab need, installed only when one is missing.
 # The app's runtime is Debian's, as on the web nodes (Ubuntu's): gunicorn, PyMySQL, boto3.
 # The lab's stand-ins for AWS: dnsmasq (the private zone), nftables (the Elastic IP).
+# Monitoring: prometheus-nginx-exporter (the web nodes' Nginx metrics, as on Ubuntu).
 # HTTPS: certbot (the load balancer's ACME client, as on Ubuntu) and pebble, Let's Encrypt's
 # test CA (with pebble-challtestsrv), which the lab runs as its ACME server.
 # The boot lab (lab/boot): systemd-nspawn, mmdebstrap for its images, apt-cacher-ng as the
@@ -9,7 +10,7 @@
 set -euo pipefail
 PACKAGES=(haproxy nginx-light mariadb-server mariadb-client cloud-init wrk gunicorn
           python3-pymysql python3-boto3 graphviz dnsmasq-base nftables certbot pebble
-          systemd-container mmdebstrap apt-cacher-ng)
+          systemd-container mmdebstrap apt-cacher-ng prometheus-nginx-exporter)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
