@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-from google.protobuf import json_format
+from google.protobuf import json_format  # type: ignore[import-untyped]
 from pulumi.runtime.mocks import MockMonitor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -197,9 +197,10 @@ class AwsMocks(pulumi.runtime.Mocks):
                 "nameServers": [],
             }
         if typ in ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile"):
-            return name, {
-                "arn": f"arn:aws:iam::{ACCOUNT}:{typ.rsplit(':', 1)[1].lower()}/{name}",
-                "name": name,
+            physical = inputs.get("name") or name
+            return physical, {
+                "arn": f"arn:aws:iam::{ACCOUNT}:{typ.rsplit(':', 1)[1].lower()}/{physical}",
+                "name": physical,
             }
         if typ in ("aws:rds/subnetGroup:SubnetGroup", "aws:rds/parameterGroup:ParameterGroup"):
             return name, {"arn": arn, "name": name}
