@@ -70,9 +70,11 @@ TOLERATED_REFERENCES: dict[str, str] = {
     # Route 53 checks any name; until the site's record exists the check reports failure,
     # which its alarm takes like a missing metric.
     "aws:route53/healthCheck:HealthCheck": "fqdn",
-    # The hosts' files name their log groups. The metrics agent may not create a group
-    # (its policy grants no logs:CreateLogGroup) and retries until Pulumi has created it;
-    # the groups depend on nothing, so they exist within seconds of the start of a run.
+    # The hosts' files name their log groups, which the hosts do not wait for (the groups
+    # belong to the monitoring, built after the hosts). They depend on nothing, so the
+    # engine creates them in the first seconds of a run, while a host first waits for its
+    # NAT route (about 2 minutes); the metrics agent may not create a group itself (no
+    # logs:CreateLogGroup), so it can never race Pulumi into an "already exists".
     "aws:s3/bucketObjectv2:BucketObjectv2": "content",
 }
 
