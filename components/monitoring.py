@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +89,10 @@ class MonitoringArgs:
     """An `aws.Provider` for us-east-1, where Route 53's health-check metrics are: the
     outside-in alarm and its topic are created with it. Required unless `region` is us-east-1;
     give it the same default tags as the stack's provider."""
+    databases: Sequence[pulumi.Resource] = ()
+    """What creates the two DB instances: the event subscription waits for it, because RDS
+    refuses a subscription to an instance that does not exist yet (SourceNotFound). Empty
+    only when the instances exist already (another stack's, or in tests)."""
 
     def shape(self) -> StackShape:
         return StackShape(
@@ -241,7 +245,9 @@ class Monitoring(pulumi.ComponentResource):
             source_ids=[args.db_primary_identifier, args.db_replica_identifier],
             event_categories=list(DB_EVENT_CATEGORIES),
             enabled=True,
-            opts=child,
+            # The identifiers above are plain strings (the alarms need them at preview), so
+            # they carry no dependency of their own.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.databases)),
         )
 
         self.alarm_topic_arn = topic.arn

@@ -340,6 +340,7 @@ class WebInfrastructure(pulumi.ComponentResource):
                 load_balancer_instance_id=load_balancer.instance_id,
                 db_primary_identifier=settings.db_primary_identifier,
                 db_replica_identifier=settings.db_replica_identifier,
+                databases=[database],
                 db_instance_class=settings.db_instance_class,
                 db_allocated_storage_gb=settings.db_allocated_storage_gb,
                 alarm_email=settings.alarm_email,
