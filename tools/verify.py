@@ -25,7 +25,7 @@ falls back to the one in the RDS endpoint):
     MySQL instance with backups (retention > 0 days), encrypted storage, not publicly
     accessible, in the database group, at the endpoint the outputs give; the replica likewise
     (without the backup rule); the replica's source is the primary and the primary lists it;
-  * monitoring (the metric catalogue, `components/metric_catalog.py`, says what to expect for
+  * monitoring (the metric catalogue, `userdata/metric_catalog/`, says what to expect for
     this stack's node count, DB class and storage): the alarm topic and the health-check
     alarms' topic exist and someone confirmed a subscription; the Route 53 health check
     requests the load balancer's health path; every expected alarm exists, one line each, with
@@ -66,7 +66,8 @@ from dataclasses import asdict, dataclass, field
 from http.client import HTTPException
 from typing import Any
 
-from components.metric_catalog import (
+from components.stack_outputs import SECURITY_GROUP_KEYS, STACK_OUTPUTS
+from userdata.metric_catalog import (
     COMPARISON_SIGNS,
     DB_EVENT_CATEGORIES,
     HEALTH_CHECK,
@@ -82,7 +83,6 @@ from components.metric_catalog import (
     db_event_subscription_name,
     instance_ref,
 )
-from components.stack_outputs import SECURITY_GROUP_KEYS, STACK_OUTPUTS
 
 EXIT_OK = 0
 EXIT_FAILED = 1
