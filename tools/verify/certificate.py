@@ -11,7 +11,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from tools.verify.report import Check, Facts
+from tools.verify.report import Check, Facts, cut
 
 CERTIFICATE_MIN_DAYS = 14  # certbot renews 30 days ahead: 14 left means two weeks of failures
 
@@ -27,8 +27,11 @@ def check_certificate(
     """The certificate the site serves: trusted (the system's roots, or `ca_file`), made out to
     the site's name, with at least `min_days` left. `address`: connect there instead of
     resolving the name (the name still goes in SNI and is checked)."""
-    parts = urllib.parse.urlsplit(https_url)
-    host, port = parts.hostname or "", parts.port or 443
+    try:
+        parts = urllib.parse.urlsplit(https_url)
+        host, port = parts.hostname or "", parts.port or 443
+    except ValueError as error:  # a port out of range or not a number
+        return Check("https certificate", "an https:// URL", f"not a URL: {cut(str(error))}", False)
     expected = f"trusted, names {host}, >= {min_days} days left"
     context = ssl.create_default_context(cafile=ca_file)
     try:

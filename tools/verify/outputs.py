@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from components.stack_outputs import SECURITY_GROUP_KEYS, STACK_OUTPUTS
+from tools.verify.report import cut, shorten
+
+MAX_PORT = 65535
 
 MONITORING_OUTPUTS = (
     "alarm_topic_arn",
@@ -61,13 +64,19 @@ class MonitoringOutputs:
     @property
     def region(self) -> str:
         """The stack's region, from the dashboard's console URL (`?region=...`)."""
-        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.dashboard_url).query)
+        try:
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.dashboard_url).query)
+        except ValueError:  # not a URL at all (`[` without `]`): parse_outputs names it
+            return ""
         return query.get("region", [""])[0]
 
     @property
     def dashboard_name(self) -> str:
         """The dashboard's name; the catalogue names it like the stack's name prefix."""
-        fragment = urllib.parse.urlsplit(self.dashboard_url).fragment
+        try:
+            fragment = urllib.parse.urlsplit(self.dashboard_url).fragment
+        except ValueError:
+            return ""
         match = re.fullmatch(r"dashboards(?:/dashboard/|:name=)([^/&]+)", fragment)
         return urllib.parse.unquote(match.group(1)) if match else ""
 
@@ -110,13 +119,28 @@ def _monitoring_outputs(
     for key in ("alarm_topic_arn", "health_check_alarm_topic_arn"):
         value = getattr(monitoring, key)
         if value and not re.fullmatch(r"arn:aws[\w-]*:sns:[a-z0-9-]+:\d{12}:[\w-]+", value):
-            problems.append(f"{key}: expected an SNS topic ARN, got {value!r}")
+            problems.append(f"{key}: expected an SNS topic ARN, got {shorten(value)}")
     if monitoring.dashboard_url and not (monitoring.region and monitoring.dashboard_name):
         problems.append(
             "dashboard_url: expected a CloudWatch console URL with ?region=... and "
-            f"#dashboards/dashboard/<name>, got {monitoring.dashboard_url!r}"
+            f"#dashboards/dashboard/<name>, got {shorten(monitoring.dashboard_url)}"
         )
     return monitoring
+
+
+def url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
+    """Why `url` cannot be requested (None when it can): the checks would otherwise fail on
+    it one by one, or with a traceback, and blame the site."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError as error:
+        return cut(str(error))
+    if parts.scheme not in schemes:
+        return f"scheme {shorten(parts.scheme)}"
+    if not parts.hostname:
+        return "no host name"
+    return None
 
 
 def parse_outputs(text: str) -> Outputs:
@@ -126,6 +150,8 @@ def parse_outputs(text: str) -> Outputs:
         raw = json.loads(text)
     except json.JSONDecodeError as error:
         raise OutputsError(f"the outputs are not JSON: {error}") from None
+    except RecursionError:
+        raise OutputsError("the outputs are nested too deeply to be stack outputs") from None
     if not isinstance(raw, dict):
         raise OutputsError(f"the outputs must be a JSON object, not {type(raw).__name__}")
     missing = [key for key in REQUIRED_KEYS if key not in raw]
@@ -137,30 +163,35 @@ def parse_outputs(text: str) -> Outputs:
         value = raw[key]
         if isinstance(value, str) and value:
             return value
-        problems.append(f"{key}: expected a non-empty string, got {value!r}")
+        problems.append(f"{key}: expected a non-empty string, got {shorten(value)}")
         return ""
 
     def strings(key: str) -> tuple[str, ...]:
         value = raw[key]
         if isinstance(value, list) and all(isinstance(v, str) and v for v in value):
             return tuple(value)
-        problems.append(f"{key}: expected a list of non-empty strings, got {value!r}")
+        problems.append(f"{key}: expected a list of non-empty strings, got {shorten(value)}")
         return ()
 
     def endpoint(key: str) -> Endpoint:
         value = string(key)
         host, sep, port = value.rpartition(":")
-        if value and (not sep or not host or not port.isdigit()):
-            problems.append(f"{key}: expected 'host:port', got {value!r}")
-        return Endpoint(host, int(port) if port.isdigit() else 0)
+        number = int(port) if re.fullmatch(r"[0-9]{1,5}", port) else 0
+        if value and (not sep or not host or not 1 <= number <= MAX_PORT):
+            problems.append(
+                f"{key}: expected 'host:port' with a port from 1 to {MAX_PORT}, "
+                f"got {shorten(value)}"
+            )
+        return Endpoint(host, number)
 
     url = string("url")
-    if url and urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        problems.append(f"url: expected an http:// or https:// URL, got {url!r}")
+    why = url_problem(url, ("http", "https")) if url else None
+    if why:
+        problems.append(f"url: expected an http:// or https:// URL, got {shorten(url)} ({why})")
     groups = raw["security_group_ids"]
     security_group_ids: dict[str, str] = {}
     if not isinstance(groups, dict):
-        problems.append(f"security_group_ids: expected an object, got {groups!r}")
+        problems.append(f"security_group_ids: expected an object, got {shorten(groups)}")
     else:
         absent = [key for key in SECURITY_GROUP_KEYS if key not in groups]
         if absent:
@@ -168,7 +199,9 @@ def parse_outputs(text: str) -> Outputs:
         for key in SECURITY_GROUP_KEYS:
             value = groups.get(key)
             if key in groups and not (isinstance(value, str) and value):
-                problems.append(f"security_group_ids.{key}: expected a group id, got {value!r}")
+                problems.append(
+                    f"security_group_ids.{key}: expected a group id, got {shorten(value)}"
+                )
             security_group_ids[key] = value if isinstance(value, str) else ""
     monitoring = _monitoring_outputs(raw, string, problems)
     https_enabled, https_url = _https_outputs(raw, problems)
@@ -195,10 +228,12 @@ def parse_outputs(text: str) -> Outputs:
 def _https_outputs(raw: Mapping[str, Any], problems: list[str]) -> tuple[bool, str]:
     enabled, url = raw.get("https_enabled", False), raw.get("https_url", "")
     if not isinstance(enabled, bool):
-        problems.append(f"https_enabled: expected true or false, got {enabled!r}")
+        problems.append(f"https_enabled: expected true or false, got {shorten(enabled)}")
         enabled = False
-    if not isinstance(url, str) or (url and urllib.parse.urlsplit(url).scheme != "https"):
-        problems.append(f"https_url: expected an https:// URL, got {url!r}")
+    why = url_problem(url, ("https",)) if isinstance(url, str) and url else None
+    if not isinstance(url, str) or why:
+        because = f" ({why})" if why else ""
+        problems.append(f"https_url: expected an https:// URL, got {shorten(url)}{because}")
         url = ""
     if enabled and not url:
         problems.append("https_url: required when https_enabled is true")

@@ -13,10 +13,14 @@ MAX_VALUE_CHARS = 60
 argument can be any size (a 100 KB value would bury the message that names it)."""
 
 
-def shorten(value: object, limit: int = MAX_VALUE_CHARS) -> str:
-    """`repr(value)`, cut to `limit` characters with an ellipsis when longer."""
-    text = repr(value)
+def cut(text: str, limit: int = MAX_VALUE_CHARS) -> str:
+    """`text`, cut to `limit` characters with an ellipsis when longer."""
     return text if len(text) <= limit else text[: limit - 1] + ELLIPSIS
+
+
+def shorten(value: object, limit: int = MAX_VALUE_CHARS) -> str:
+    """`repr(value)` (strings quoted), cut to `limit` characters with an ellipsis."""
+    return cut(repr(value), limit)
 
 
 @dataclass(frozen=True)
