@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from userdata.metric_catalog.model import (
     GIB,
     ROLES,
+    TIERS,
     AlarmSpec,
     DimensionValue,
     Expression,
@@ -28,6 +29,7 @@ from userdata.metric_catalog.model import (
     Ref,
     Source,
     StackShape,
+    Tier,
     estimated_max_connections,
     role_of,
 )
@@ -93,6 +95,12 @@ def _each(shape: StackShape, per: Per) -> list[dict[str, str]]:
             {"role": "replica", "db": shape.db_replica},
         ]
     return [{}]
+
+
+def _tier(text: str) -> Tier:
+    if text not in TIERS:  # pragma: no cover - a table bug, not user input
+        raise AssertionError(f"unknown tier {text!r}; tiers are {', '.join(TIERS)}")
+    return text
 
 
 def _dimension(template: str, values: Mapping[str, Any]) -> DimensionValue:
@@ -211,7 +219,7 @@ class Catalogue:
                         threshold = self._quantities[threshold]
                     yield AlarmSpec(
                         key=record.key.format(**values),
-                        tier=cast(Any, record.tier.format(**values)),
+                        tier=_tier(record.tier.format(**values)),
                         severity=severity,
                         summary=record.summary.format(**values),
                         why=record.why.format(**values),

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Literal
+from typing import Literal, get_args
 
 HEALTH_CHECK_REGION = "us-east-1"
 """Route 53 publishes health-check metrics only here, so the outside-in alarm lives here."""
@@ -131,6 +131,8 @@ Comparison = Literal[
 ]
 MissingData = Literal["missing", "notBreaching", "breaching", "ignore"]
 Severity = Literal["warning", "critical"]
+Tier = Literal["outside-in", "load-balancer", "web", "database"]
+TIERS: tuple[Tier, ...] = get_args(Tier)
 COMPARISON_SIGNS: dict[str, str] = {
     "GreaterThanThreshold": ">",
     "GreaterThanOrEqualToThreshold": ">=",
@@ -145,7 +147,7 @@ class AlarmSpec:
 
     key: str
     """Unique in the stack; the alarm is named `<name prefix>-<key>`."""
-    tier: Literal["outside-in", "load-balancer", "web", "database"]
+    tier: Tier
     severity: Severity
     summary: str
     """What is wrong when it fires, in one line."""
