@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from components.metric_catalog import (
+from userdata.metric_catalog import (
     LOG_RETENTION_DAYS_ALLOWED,
     estimated_max_connections,
     rds_class_memory_gib,

@@ -2,7 +2,7 @@
 every tier, log groups with a retention, and a one-screen dashboard.
 
 Every alarm and every dashboard line comes from the metric catalogue
-(`components/metric_catalog.py`), so a threshold is written once and the dashboard shows the
+(`userdata/metric_catalog/`), so a threshold is written once and the dashboard shows the
 line the alarm watches. Alarms notify one SNS topic per stack (its ARN is an output, for other
 stacks' subscribers: chat, paging); an optional e-mail address subscribes to it.
 
@@ -23,7 +23,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.metric_catalog import (
+from userdata.metric_catalog import (
     DB_EVENT_CATEGORIES,
     HEALTH_CHECK,
     HEALTH_CHECK_REGION,
