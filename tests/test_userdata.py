@@ -158,7 +158,7 @@ def test_big_files_come_from_s3_exactly_as_the_repository_has_them(
             assert not any(f["path"] == destination for f in document["write_files"]), host
         assert document["runcmd"][-1][1] == "/usr/local/lib/web-infra/report_ready.py", host
     # The name is known at preview; the stack part is cut to fit S3's 63 characters, with a
-    # hash of what was cut off, so that two stacks sharing a start do not share a bucket.
+    # hash of the whole prefix, so that two stacks sharing a start do not share a bucket.
     assert hosts.store.bucket == "web-infra-producti-0e9dbc-123456789012-ap-southeast-2-artifacts"
 
 
