@@ -67,8 +67,9 @@ TOLERATED_REFERENCES: dict[str, str] = {
     # IAM does not check that a policy's resources exist; the policy applies once they do.
     "aws:iam/rolePolicy:RolePolicy": "policy",
     "aws:s3/bucketPolicy:BucketPolicy": "policy",
-    # Route 53 checks any name; until the site's record exists the check reports failure,
-    # which its alarm takes like a missing metric.
+    # Route 53 creates a health check for any name. Until the site's record exists the check
+    # sees the site down, as it does until the load balancer serves anyway (its alarm may
+    # notify once during a first run); nothing is refused.
     "aws:route53/healthCheck:HealthCheck": "fqdn",
     # The hosts' files name their log groups, which the hosts do not wait for (the groups
     # belong to the monitoring, built after the hosts). They depend on nothing, so the
