@@ -267,6 +267,13 @@ def test_stop_start_changes_replace_hosts_behind_their_gates(default_run: Progra
             replaced |= {"userData", "userDataBase64"}
         in_place = [a for a in STOP_START_ARGUMENTS if a not in replaced and "*" not in replaced]
         assert not in_place, f"{instance.name} is stopped and started in place on {in_place}"
+        # ... and a replacement is gated: a readiness gate waits for this very instance.
+        gates = [
+            g
+            for g in default_run.of_type("pulumi-python:dynamic/readiness:ReadinessGate")
+            if g.inputs["instance_id"] == instance.id and default_run.depends_on(g, instance)
+        ]
+        assert len(gates) == 1, f"{instance.name} has {len(gates)} readiness gates"
 
 
 # --- names ---------------------------------------------------------------------------------
