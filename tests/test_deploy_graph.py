@@ -67,8 +67,9 @@ TOLERATED_REFERENCES: dict[str, str] = {
     # IAM does not check that a policy's resources exist; the policy applies once they do.
     "aws:iam/rolePolicy:RolePolicy": "policy",
     "aws:s3/bucketPolicy:BucketPolicy": "policy",
-    # Route 53 checks any name; until the site's record exists the check reports failure,
-    # which its alarm takes like a missing metric.
+    # Route 53 creates a health check for any name. Until the site's record exists the check
+    # sees the site down, as it does until the load balancer serves anyway (its alarm may
+    # notify once during a first run); nothing is refused.
     "aws:route53/healthCheck:HealthCheck": "fqdn",
     # The hosts' files name their log groups, which the hosts do not wait for (the groups
     # belong to the monitoring, built after the hosts). They depend on nothing, so the
@@ -266,6 +267,13 @@ def test_stop_start_changes_replace_hosts_behind_their_gates(default_run: Progra
             replaced |= {"userData", "userDataBase64"}
         in_place = [a for a in STOP_START_ARGUMENTS if a not in replaced and "*" not in replaced]
         assert not in_place, f"{instance.name} is stopped and started in place on {in_place}"
+        # ... and a replacement is gated: a readiness gate waits for this very instance.
+        gates = [
+            g
+            for g in default_run.of_type("pulumi-python:dynamic/readiness:ReadinessGate")
+            if g.inputs["instance_id"] == instance.id and default_run.depends_on(g, instance)
+        ]
+        assert len(gates) == 1, f"{instance.name} has {len(gates)} readiness gates"
 
 
 # --- names ---------------------------------------------------------------------------------

@@ -69,7 +69,10 @@ def test_web_nodes_alternate_between_two_zones_without_public_addresses(
     zone_of = {
         s.id: s.inputs["availabilityZone"] for s in five_nodes.of_type("aws:ec2/subnet:Subnet")
     }
-    nodes = five_nodes.instances("web")
+    # In node order: registrations arrive as their inputs resolve, in no fixed order.
+    nodes = sorted(
+        five_nodes.instances("web"), key=lambda n: int(n.inputs["tags"]["Name"].rsplit("-")[-1])
+    )
     assert [n.inputs["tags"]["Name"] for n in nodes] == [
         f"web-infra-dev-web-{i}" for i in range(1, 6)
     ]
