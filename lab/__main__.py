@@ -1,6 +1,7 @@
 """`python -m lab up|status|down|stop|start|scale|replace|release`: the architecture locally.
 
-See lab/lab.py. Run from the repository root (or through `make lab` / `make lab-down`).
+See lab/lab.py (and the modules it names). Run from the repository root (or through
+`make lab` / `make lab-down`).
 """
 
 from __future__ import annotations

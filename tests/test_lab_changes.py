@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from system_tools import require, unavailable
 
-from lab.lab import REQUIRED, Event, Lab
+from lab.lab import REQUIRED, Lab
 from lab.localize import LabError
+from lab.state import Event
 from lab.topology import Topology
 from lab.traffic import RequestStream
 
