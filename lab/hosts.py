@@ -215,9 +215,13 @@ class Hosts(Routing):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 report.wait(timeout=5)
 
-    def _retire(self, state: State, instance: Instance) -> None:
-        """Stop an instance nothing routes to any more, gracefully, and forget it."""
-        time.sleep(DRAIN_SECONDS)
+    def _retire(self, state: State, instance: Instance, *, drained: bool = False) -> None:
+        """Stop an instance nothing routes to any more, gracefully, and forget it. Unless it
+        was seen `drained`, it first gets DRAIN_SECONDS for what HAProxy still has in flight
+        (a replaced node shares its slot with its successor, so its own sessions cannot be
+        counted)."""
+        if not drained:
+            time.sleep(DRAIN_SECONDS)
         graceful = signal.SIGUSR1 if instance.role == "load-balancer" else signal.SIGTERM
         self._stop_instance(instance, graceful)
         self._event("retired", instance)

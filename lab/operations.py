@@ -15,6 +15,7 @@ import subprocess
 from lab.hosts import Hosts
 from lab.localize import LabError
 from lab.state import Instance, State
+from lab.topology import Topology
 from settings import rollout_batches, web_node_names
 
 
@@ -41,6 +42,14 @@ class Operations(Hosts):
             for instance, _ in launched:
                 self._await_haproxy(topology, instance)
             return
+        self._scale_in(state, topology, wanted)
+
+    def _scale_in(self, state: State, topology: Topology, wanted: int) -> None:
+        """Remove the last nodes as `pulumi up` does (their records are deleted before the
+        instances, which wait for HAProxy to let go): each node's record goes, HAProxy follows
+        (its admin socket shows the slot without an address, in maintenance), what it had in
+        flight on the node finishes, and only then the node's processes stop."""
+        current = state.settings.web_node_count
         removed = [state.current(node) for node in web_node_names(current)[wanted:]]
         for instance in removed:
             instance.serving = False
@@ -52,7 +61,8 @@ class Operations(Hosts):
         for instance in removed:
             self._await_haproxy(topology, instance, gone=True)
         for instance in removed:
-            self._retire(state, instance)
+            self._await_drained(instance)
+            self._retire(state, instance, drained=True)
 
     def replace(self, host: str) -> None:
         """A new instance of `host` on a new address, switched to once it serves."""
