@@ -14,13 +14,32 @@ from typing import Any
 
 from lab.lab import Lab
 from lab.localize import LabError
+from lab.processes import poll
 from lab.tables import host_table
-from lab.topology import LAB_NETWORKS
+from lab.topology import LAB_NETWORKS, Topology
 from settings import SettingsError
+
+CERTIFICATE_TIMEOUT_SECONDS = 60.0  # certbot and pebble take a few seconds in the lab
 
 
 def table(status: dict[str, Any]) -> str:
     return host_table(status["hosts"], lambda host: status["details"].get(host["name"], ""))
+
+
+def up_message(topology: Topology, status: dict[str, Any], *, certified: bool) -> str:
+    """Where the site is, and a command that reaches it when pasted in any folder here (its
+    name resolves only in the lab's DNS, and its certificate needs the lab's CA)."""
+    if topology.settings.domain is None:
+        site = f"The lab is up: {topology.url} (and {topology.https_url}, self-signed)"
+    else:
+        site = f"The lab is up: {topology.https_url} ({topology.url} redirects there)"
+        if not certified:
+            site = (
+                f"The lab is up: {topology.https_url}, but its certificate from the lab's CA "
+                "is not there yet: until it is, a self-signed one serves and HTTP is not "
+                "redirected (see the load balancer's site-certificate.log)"
+            )
+    return f"{site}\nFrom any folder on this machine:\n\n  {status['curl']}\n"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -85,8 +104,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             lab.https = not args.no_https
             topology = lab.up(web_nodes=args.web_nodes)
-            print(f"The lab is up: {topology.url} and {topology.https_url}\n")
-            print(table(lab.status()))
+            # Wait for the CA's certificate, so the line printed below works when pasted.
+            certified = topology.settings.domain is not None and (
+                poll(lab.serves_its_certificate, CERTIFICATE_TIMEOUT_SECONDS, step=0.2) is not None
+            )
+            current = lab.status()
+            print(up_message(topology, current, certified=certified))
+            print(table(current))
             print(f"\nHAProxy stats: {topology.stats_url}    stop it all: make lab-down")
         elif args.command == "status":
             current = lab.status()

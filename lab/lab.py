@@ -25,8 +25,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
+import socket
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -233,14 +236,39 @@ class Lab(Operations):
         }
 
     def _https_status(self, state: State, topology: Topology) -> dict[str, str | None]:
-        """`https_url`, and `ca_file`: the root that verifies its certificate (None: none does,
-        it is self-signed)."""
+        """`https_url`, `ca_file`: the root that verifies its certificate (None: none does, it
+        is self-signed), and `curl`: a command line that fetches the site from any folder."""
         ca_file = None
         if state.settings.domain:
             server = self._acme_server()
             if server.answers() or server.issuing_root.exists():
                 ca_file = str(server.issuing_root)
-        return {"https_url": topology.https_url, "ca_file": ca_file}
+        return {
+            "https_url": topology.https_url,
+            "ca_file": ca_file,
+            "curl": curl_command(topology, ca_file),
+        }
+
+    def serves_its_certificate(self) -> bool:
+        """The public address shows the site's certificate from the lab's CA (the load
+        balancer serves a self-signed one until certbot has it, as on AWS)."""
+        state = self._load()
+        topology = self.topology(state)
+        ca_file = self._https_status(state, topology)["ca_file"]
+        domain = state.settings.domain
+        if not ca_file or not domain:
+            return False
+        context = ssl.create_default_context(cafile=ca_file)
+        try:
+            with (
+                socket.create_connection(
+                    (topology.public_address, topology.ports.https), timeout=2
+                ) as raw,
+                context.wrap_socket(raw, server_hostname=domain),
+            ):
+                return True
+        except (ssl.SSLError, OSError):
+            return False
 
     @contextlib.contextmanager
     def running(self, web_nodes: int | None = None) -> Iterator[Topology]:
@@ -251,3 +279,18 @@ class Lab(Operations):
             yield topology
         finally:
             self.down()
+
+
+def curl_command(topology: Topology, ca_file: str | None, path: str = "/") -> str:
+    """A curl command line that fetches `path` from the site, to paste in any folder here.
+
+    The lab's domain resolves only in the lab's own DNS server, so `--resolve` tells curl the
+    public address, and its certificate comes from the lab's ACME CA, so `--cacert` names that
+    root by its absolute path. Without a domain the site serves plain HTTP (not redirected)."""
+    domain = topology.settings.domain
+    if domain is None:
+        return shlex.join(["curl", topology.url + path.lstrip("/")])
+    # Until the CA answers, the site serves a self-signed certificate that nothing verifies.
+    trust = ["--cacert", ca_file] if ca_file else ["--insecure"]
+    resolve = f"{domain}:{topology.ports.https}:{topology.public_address}"
+    return shlex.join(["curl", "--resolve", resolve, *trust, topology.https_url + path.lstrip("/")])
