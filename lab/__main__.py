@@ -15,6 +15,7 @@ from typing import Any
 from lab.lab import Lab
 from lab.localize import LabError
 from lab.processes import poll
+from lab.state import Event
 from lab.tables import host_table
 from lab.topology import LAB_NETWORKS, Topology
 from settings import SettingsError
@@ -40,6 +41,22 @@ def up_message(topology: Topology, status: dict[str, Any], *, certified: bool) -
                 "redirected (see the load balancer's site-certificate.log)"
             )
     return f"{site}\nFrom any folder on this machine:\n\n  {status['curl']}\n"
+
+
+def drained(events: list[Event]) -> list[str]:
+    """One line per node a scale-in removed: when HAProxy let go of it and when it stopped,
+    counted from the removal of its record."""
+    lines = []
+    for stopped in (e for e in events if e.what == "retired"):
+        mine = {e.what: e.at for e in events if e.instance_id == stopped.instance_id}
+        if "drained" in mine:  # its record was removed before it was stopped
+            removed = mine["switched"]
+            lines.append(
+                f"{stopped.host}: record removed; HAProxy let go after "
+                f"{mine['followed'] - removed:.1f} s, its sessions ended after "
+                f"{mine['drained'] - removed:.1f} s, stopped after {stopped.at - removed:.1f} s"
+            )
+    return lines
 
 
 def parser() -> argparse.ArgumentParser:
@@ -132,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.host} thawed")
         elif args.command == "scale":
             lab.scale(args.web_nodes)
-            print(f"{args.web_nodes} web nodes serve\n")
+            print(f"{args.web_nodes} web nodes serve")
+            for line in drained(lab.events):
+                print(line)
+            print()
             print(table(lab.status()))
         elif args.command == "replace":
             lab.replace(args.host)
