@@ -8,7 +8,8 @@ Nginx) and HAProxy, each on its own loopback address in the lab's own network.
 Hosts are started the way `pulumi up` starts instances: each runs its readiness report, the lab
 waits for it with the program's own gate code, and only then points the host's DNS record (or
 the public address) at it. The operations that mirror a `pulumi up` keep the load balancer
-serving throughout: `scale` (DNS records and web nodes only; HAProxy is not restarted),
+serving throughout: `scale` (DNS records and web nodes only; HAProxy is not restarted, and a
+removed node stops only once HAProxy has let go of it),
 `replace` (a new host on a new address, its readiness, the switch, then the old host stops) and
 `release` (new app code, node by node in batches behind readiness, canary first).
 
@@ -16,7 +17,7 @@ Every PID is recorded in the state folder's `state.json`; `down` stops exactly t
 the folder, the only place the lab writes (plus its own nftables table, when root).
 
 The code is split by what changes for different reasons: `lab.state` (what `state.json` records),
-`lab.routing` (DNS records, the public address, HAProxy's view), `lab.hosts` (instances and
+`lab.routing` (DNS records, HAProxy's view of them), `lab.hosts` (instances and
 their daemons), `lab.operations` (scale, replace, release); this module starts and stops the
 whole lab and reports its status.
 """

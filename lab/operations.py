@@ -22,8 +22,6 @@ from settings import rollout_batches, web_node_names
 class Operations(Hosts):
     """scale, replace and release on a running lab."""
 
-    # --- what `pulumi up` does on a change ---------------------------------------------------
-
     def scale(self, web_nodes: int) -> None:
         """Add or remove web nodes: DNS records and nodes only, HAProxy keeps running."""
         state = self._load()

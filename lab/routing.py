@@ -117,7 +117,7 @@ class Routing(LabRecords):
             time.sleep(0.05)
         raise LabError(f"{node} still had sessions on HAProxy after {DRAIN_TIMEOUT_SECONDS:.0f} s")
 
-    # --- status ------------------------------------------------------------------------------
+    # --- HAProxy's view, from its stats page and its admin socket ----------------------------
 
     def servers(self, topology: Topology) -> dict[str, dict[str, str]]:
         """HAProxy's stats row of each web node slot: status (UP, DOWN, MAINT ...), addr, ..."""

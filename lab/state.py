@@ -138,8 +138,6 @@ class LabRecords:
         self.events: list[Event] = []
         """What this object's operations did and when: for tests and the benchmark."""
 
-    # --- state -------------------------------------------------------------------------
-
     def _load(self) -> State:
         if not self.state_file.exists():
             raise LabError("the lab is not running; start it with `make lab` (python -m lab up)")
