@@ -136,7 +136,11 @@ def test_instances_wait_for_egress_rules_but_roles_do_not_wait_for_nat(
 
 
 def test_readiness_reports_live_in_parameters_the_program_owns(default_run: ProgramRun) -> None:
-    parameters = {p.inputs["name"]: p for p in default_run.of_type("aws:ssm/parameter:Parameter")}
+    parameters = {
+        p.inputs["name"]: p
+        for p in default_run.of_type("aws:ssm/parameter:Parameter")
+        if "/ready/" in p.inputs["name"]
+    }
     assert set(parameters) == {
         "/web-infra-dev/ready/load-balancer",
         "/web-infra-dev/ready/web-1",
@@ -188,3 +192,39 @@ def test_the_provider_honours_the_stacks_aws_settings() -> None:
     assert {g.inputs["profile"] for g in run.of_type(GATE)} == {"prod-deployer"}, (
         "gates talk to AWS with the stack's profile too"
     )
+
+
+def test_a_failed_gate_replaces_its_instance_on_the_next_run() -> None:
+    """After a gate failed, the next `pulumi up` must replace exactly the failed instance (its
+    failure record becomes the instance's replacement trigger); with no failure the trigger
+    stays the same on every run, so nothing is replaced."""
+    first = run_program()
+    for host in ["load-balancer", *web_node_names(2)]:
+        instance, gate = instance_of(first, host), gate_of(first, host)
+        assert instance.replacement_trigger == "none", f"{host}: no failure recorded yet"
+        record = f"/web-infra-dev/gate-failures/{host}"
+        assert gate.inputs["failure_record"] == record, host
+        (parameter,) = [
+            p for p in first.of_type("aws:ssm/parameter:Parameter") if p.inputs["name"] == record
+        ]
+        assert first.depends_on(gate, parameter), f"{host}: the gate writes the record"
+        assert parameter.inputs["insecureValue"] == "none", host
+        assert parameter.ignore_changes == ["insecureValue"], f"{host}: the gate writes it"
+    (lookup,) = [args for token, args in first.mocks.calls if token.endswith("getParametersByPath")]
+    assert lookup["path"] == "/web-infra-dev/gate-failures"
+    for policy in first.of_type("aws:iam/rolePolicy:RolePolicy"):
+        # Only the deployer writes failure records: a host must not be able to cancel or
+        # trigger its own replacement.
+        assert "gate-failures" not in policy.inputs["policy"], policy.name
+
+    # web-2's gate failed on instance i-0failed; another stack's record is not this stack's.
+    second = run_program(
+        ssm_parameters={
+            "/web-infra-dev/gate-failures/web-2": "i-0failed",
+            "/web-infra-prod/gate-failures/web-1": "i-0other",
+            "/web-infra-dev/gate-failures/old/web-1": "i-0nested",
+        }
+    )
+    assert instance_of(second, "web-2").replacement_trigger == "i-0failed"
+    for host in ["load-balancer", "web-1"]:
+        assert instance_of(second, host).replacement_trigger == "none", host

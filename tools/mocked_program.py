@@ -45,6 +45,8 @@ class Registration:
     """URNs this resource waits for: explicit `depends_on` and every input's source."""
     ignore_changes: list[str] = field(default_factory=list)
     delete_before_replace: bool = False
+    replacement_trigger: Any = None
+    """The `replacement_trigger` option as the engine receives it (None when not set)."""
 
 
 @dataclass
@@ -53,6 +55,9 @@ class AwsMocks(pulumi.runtime.Mocks):
     registrations: list[Registration] = field(default_factory=list)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     subnet_hosts: dict[str, Iterator[ipaddress.IPv4Address]] = field(default_factory=dict)
+    ssm_parameters: dict[str, str] = field(default_factory=dict)
+    """Parameters that exist in the account before the run (name -> value), e.g. gates'
+    failure records; none by default, as on a new account."""
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:  # type: ignore[override]
         self.calls.append((args.token, dict(args.args)))
@@ -88,6 +93,22 @@ class AwsMocks(pulumi.runtime.Mocks):
                 "insecureValue": UBUNTU_AMIS[arch],
                 "version": 42,
             }
+        if args.token == "aws:ssm/getParametersByPath:getParametersByPath":
+            folder = args.args["path"].rstrip("/") + "/"
+            found = sorted(
+                (name, value)
+                for name, value in self.ssm_parameters.items()
+                if name.startswith(folder) and "/" not in name[len(folder) :]
+            )
+            return {
+                "id": args.args["path"],
+                "path": args.args["path"],
+                "names": [name for name, _ in found],
+                "values": [value for _, value in found],
+                "types": ["String"] * len(found),
+                "arns": [f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{name}" for name, _ in found],
+                "withDecryption": True,
+            }
         raise AssertionError(f"the program made an unexpected lookup: {args.token}")
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
@@ -116,6 +137,9 @@ class AwsMocks(pulumi.runtime.Mocks):
             registration.dependencies |= set(urns.urns)
         registration.ignore_changes = list(request.ignoreChanges)
         registration.delete_before_replace = bool(request.deleteBeforeReplace)
+        if request.HasField("replacement_trigger"):
+            value = request.replacement_trigger  # a protobuf Value: take whichever kind is set
+            registration.replacement_trigger = getattr(value, value.WhichOneof("kind"))
 
     def _computed(self, typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         computed: dict[str, Any]
@@ -258,10 +282,12 @@ def run_program(
     preview: bool = False,
     stack: str = "dev",
     aws_config: dict[str, str] | None = None,
+    ssm_parameters: dict[str, str] | None = None,
 ) -> ProgramRun:
     """Run `__main__.py` under the mocks with `web-infra:` config values (native types) and
-    `aws:` ones (as the CLI passes them: strings, JSON for lists and maps)."""
-    mocks = AwsMocks(preview=preview)
+    `aws:` ones (as the CLI passes them: strings, JSON for lists and maps); `ssm_parameters`
+    already exist in the account."""
+    mocks = AwsMocks(preview=preview, ssm_parameters=dict(ssm_parameters or {}))
     pulumi.runtime.set_mocks(
         mocks, project="web-infra", stack=stack, preview=preview, monitor=RecordingMonitor(mocks)
     )
