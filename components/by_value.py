@@ -14,15 +14,23 @@ function and constant its code reaches by value, down to modules that stay where
 (the standard library, boto3, botocore, pulumi). The provider code must therefore not use
 anything from this project's other modules at run time (tests/test_provider_serialization.py
 loads a stored provider with `components` hidden).
+
+It also works around a leak in the SDK's `serialize_provider` (pulumi 3.272): each call wraps
+`pickle._Pickler._batch_setitems` in one more sorting wrapper and never restores it, so the
+N-th dynamic resource of a process pickles every dict through N nested wrappers. With
+providers pickled by value (dicts inside dicts) a few hundred resources exceed Python's
+recursion limit (the mocked tests, which run the program many times in one process, did).
+`by_value` is called right before each serialization and unwinds the wrappers first.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import pickle
 import sys
 from types import ModuleType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -47,7 +55,21 @@ def _detached(module_name: str) -> ModuleType:
     return module
 
 
+def unwrap_pickler() -> None:
+    """Undo the sorting wrappers `serialize_provider` left around `_batch_setitems`."""
+    pickler: Any = pickle._Pickler  # the pure-Python pickler, which dill and the SDK use
+    function = pickler._batch_setitems
+    while function.__module__ != "pickle":  # the SDK's wrapper calls the one it wrapped
+        (wrapped,) = function.__closure__
+        function = wrapped.cell_contents
+    pickler._batch_setitems = function
+
+
 def by_value(cls: type[T]) -> type[T]:
-    """The same provider class, from a copy of its module that dill pickles by value."""
+    """The same provider class, from a copy of its module that dill pickles by value.
+
+    Call it where the provider is handed to `pulumi.dynamic.Resource`, which serializes it.
+    """
+    unwrap_pickler()
     copy: type[T] = getattr(_detached(cls.__module__), cls.__qualname__)
     return copy
