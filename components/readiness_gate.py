@@ -32,6 +32,7 @@ import posixpath
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import botocore.exceptions
@@ -133,6 +134,11 @@ class AwsClients:
 
     def renew(self) -> None:
         self._clients.clear()
+
+    @classmethod
+    def single(cls, client: Any) -> AwsClients:
+        """One ready-made client for every service (the lab hands in its SSM client)."""
+        return cls(lambda: SimpleNamespace(client=lambda *_, **__: client), "")
 
 
 def boto3_clients(profile: str, region: str) -> AwsClients:
@@ -255,7 +261,7 @@ class GateError(Exception):
 
 def wait_for_report(
     spec: ReadinessSpec,
-    clients: AwsClients,
+    aws_clients: AwsClients | Any,
     cannot_become_ready: Callable[[str], str | None] | None = None,
     *,
     clock: Callable[[], float] = time.monotonic,
@@ -267,8 +273,10 @@ def wait_for_report(
     terminated, say), or None; it lets the gate stop early instead of waiting out the timeout.
     Throttling, expired credentials and an unreachable AWS back off (up to a minute) and renew
     the session when needed, within the same timeout: a slow or briefly unavailable API is not
-    a broken host. Any other AWS error is a `GateError`.
+    a broken host. Any other AWS error is a `GateError`. `aws_clients`: the gate's clients, or
+    one SSM client.
     """
+    clients = aws_clients if isinstance(aws_clients, AwsClients) else AwsClients.single(aws_clients)
     started = clock()
     next_instance_check = started
     report: dict[str, Any] = {}

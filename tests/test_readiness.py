@@ -144,6 +144,8 @@ def test_a_host_that_serves_opens_exactly_its_own_gate(
     assert report["instance_id"] == "i-0new"
     assert report["userdata_sha256"] == hashlib.sha256(USERDATA.encode()).hexdigest()
     assert wait_for_report(spec("i-0new"), clients())["ready_at"] == report["ready_at"]
+    # The lab hands in one SSM client of its own.
+    assert wait_for_report(spec("i-0new"), ssm)["ready_at"] == report["ready_at"]
     # The same report does not open the gate of another instance with the same userdata
     # (an image bump replaces an instance without changing its userdata).
     with pytest.raises(HostNotReadyError, match=r"web-1 \(instance i-0other\) did not report"):
