@@ -4,7 +4,9 @@ IMDSv2 only (a stolen SSRF cannot read role credentials with a plain GET), an en
 volume, and userdata that replaces the instance when it changes, so cloud-init always runs on the
 configuration the code declares. A new image replaces the instance too: the image is an explicit
 input (`amiIds`, pinned per CPU architecture), and every replacement rolls behind readiness
-gates, so an image bump is as safe as a code change and shows as such in a preview.
+gates, so an image bump is as safe as a code change and shows as such in a preview. So does a
+failed readiness gate, through the instance's replacement trigger: the next run replaces the
+instance that never served.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ class InstanceSpec:
     instance_profile: pulumi.Input[str]
     user_data: str
     public_ip: bool
+    replacement_trigger: str | None = None
+    """Replaces the instance when it changes: its host's readiness-gate failure record
+    (`GateSettings.replacement_trigger`), so a failed boot is retried on the next `pulumi up`."""
 
 
 def hardened_instance(
@@ -88,6 +93,10 @@ def hardened_instance(
         ),
         tags={"Name": spec.name, "Role": spec.role},
         opts=pulumi.ResourceOptions.merge(
-            opts, pulumi.ResourceOptions(replace_on_changes=STOP_START_INPUTS)
+            opts,
+            pulumi.ResourceOptions(
+                replace_on_changes=STOP_START_INPUTS,
+                replacement_trigger=spec.replacement_trigger,
+            ),
         ),
     )

@@ -6,7 +6,8 @@ let one host be replaced without rewriting (and so replacing) the hosts that tal
 
 A host's A record takes its address from the host's readiness gate, so a name points at a new
 host only once it serves. HAProxy follows the web nodes' records; when they change, the update
-waits (`DnsPropagationWait`) until HAProxy has followed them before any old host is deleted.
+waits (`DnsPropagationWait`) until HAProxy has followed them before any old host is deleted,
+and a removed node's record is deleted first and waited for (`DnsDrain`) before the node is.
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components.dns_propagation import DnsPropagationWait, DnsPropagationWaitArgs
+from components.dns_propagation import (
+    DnsDrain,
+    DnsDrainArgs,
+    DnsPropagationWait,
+    DnsPropagationWaitArgs,
+)
 
 RECORD_TTL_SECONDS = 10  # short, so HAProxy and the app follow a replaced host quickly
 # After a web node's record changes: the resolver's cache (TTL), HAProxy's re-resolution (1 s)
@@ -69,7 +75,14 @@ class InternalDns(pulumi.ComponentResource):
             records=[zone.primary_name_server.apply(_soa)],
             opts=child,
         )
-        records = [("A", label, value) for label, value in args.a_records.items()]
+        a_records = dict(args.a_records)
+        for label in args.followed_by_haproxy:
+            a_records[label] = DnsDrain(
+                f"{name}-{label}-drain",
+                DnsDrainArgs(host=label, address=a_records[label], seconds=SWITCH_WAIT_SECONDS),
+                opts=child,
+            ).address
+        records = [("A", label, value) for label, value in a_records.items()]
         records += [("CNAME", label, value) for label, value in args.cname_records.items()]
         created = {}
         for record_type, label, value in records:

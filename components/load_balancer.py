@@ -92,6 +92,7 @@ class LoadBalancer(pulumi.ComponentResource):
                 user_data=args.user_data,
                 # A temporary public address lets cloud-init reach apt before the EIP moves here.
                 public_ip=True,
+                replacement_trigger=args.gates.replacement_trigger(ROLE_TAG),
             ),
             # It boots into its role's permissions: they must exist first.
             pulumi.ResourceOptions(

@@ -10,27 +10,141 @@ the gate, so it is switched only after the host serves; and the host it replaces
 only at the end of the update, after every switch. A host that never becomes ready fails the
 update with an error that names it and says where to look, and nothing was switched to it.
 
-The provider runs in Pulumi's dynamic-provider process, which imports this module from the
-project directory; it talks to AWS with boto3 and the same credentials as the deployment.
+A failed gate heals on the next `pulumi up`: it records the failed instance's id in the host's
+failure record (an SSM parameter the program owns and only the deployer writes), the program
+reads every record of the stack when it starts, and an instance takes its host's record as its
+`replacement_trigger`. So the next run replaces exactly the instance that failed and waits for
+its replacement, with no change and no `--replace`. A record keeps naming the last failed
+instance after its replacement served: clearing it would change the trigger again and replace
+a good host. It goes away with its host (scale down, destroy).
+
+The provider runs in Pulumi's dynamic-provider process and talks to AWS with boto3 and the same
+credentials as the deployment. Throttling, expired credentials and an unreachable endpoint are
+retried until the gate's own deadline; anything else ends the wait at once. The provider is
+serialized by value (`components.by_value`), so the state does not depend on this module's name.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
+import botocore.exceptions
 import pulumi
 import pulumi.dynamic
 import pulumi_aws as aws
 
+from components.by_value import by_value
+
 POLL_SECONDS = 5.0
+MAX_BACKOFF_SECONDS = 60.0  # the longest pause after throttling or an AWS outage
+RECORD_SECONDS = 120.0  # how long a failed gate keeps trying to record the failure
 INSTANCE_CHECK_SECONDS = 30.0  # how often the gate asks EC2 whether the instance still lives
 PENDING_REPORT = "{}"  # the parameter's value before any host reported
+NO_FAILURE = "none"  # a failure record's value before any gate of its host failed
+FAILURES_FOLDER = "gate-failures"
 GONE_STATES = ("shutting-down", "terminated", "stopping", "stopped")
+
+# The error codes botocore's "standard" retry mode treats as throttling
+# (botocore/retries/standard.py, ThrottlingErrorDetector); it gives up after 3 attempts, the
+# gate keeps trying until its deadline. Tuples, not sets: the provider is pickled by value,
+# and a set's order (so the pickle) would change with every process's string hashing.
+THROTTLING_CODES = (
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "TransactionInProgressException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "LimitExceededException",
+    "RequestThrottled",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "EC2ThrottledException",
+)
+# Temporary credentials that ran out while the gate waited (an SSO or assumed-role session is
+# often shorter than a first deploy). A new session reads the credential files again, so
+# credentials the deployer refreshes meanwhile (`aws sso login`) are picked up.
+EXPIRED_CODES = ("ExpiredToken", "ExpiredTokenException", "RequestExpired", "TokenRefreshRequired")
+CREDENTIAL_ERRORS = (
+    botocore.exceptions.TokenRetrievalError,
+    botocore.exceptions.CredentialRetrievalError,
+    botocore.exceptions.RefreshWithMFAUnsupportedError,
+)
+UNREACHABLE_ERRORS = (
+    botocore.exceptions.EndpointConnectionError,
+    botocore.exceptions.ConnectionClosedError,
+    botocore.exceptions.ConnectTimeoutError,
+    botocore.exceptions.ReadTimeoutError,
+)
+SERVER_ERROR_CODES = ("InternalError", "InternalFailure", "ServiceUnavailable")
+
+
+def transient(error: BaseException) -> str | None:
+    """Why `error` is worth retrying ("throttled", "expired", "unreachable"), or None."""
+    if isinstance(error, CREDENTIAL_ERRORS):
+        return "expired"
+    if isinstance(error, UNREACHABLE_ERRORS):
+        return "unreachable"
+    if isinstance(error, botocore.exceptions.ClientError):
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        if code in THROTTLING_CODES:
+            return "throttled"
+        if code in EXPIRED_CODES:
+            return "expired"
+        if code in SERVER_ERROR_CODES:
+            return "unreachable"
+    return None
+
+
+def describe(error: BaseException) -> str:
+    """An AWS error in one line: its code and message, never a request's parameters."""
+    if isinstance(error, botocore.exceptions.ClientError):
+        details = error.response.get("Error", {})
+        return f"{details.get('Code', 'error')}: {details.get('Message', '')}"[:300]
+    return f"{type(error).__name__}: {error}"[:300]
+
+
+class AwsClients:
+    """boto3 clients of one session, made again when the credentials expired."""
+
+    def __init__(self, new_session: Callable[[], Any], region: str) -> None:
+        self._new_session = new_session
+        self._region = region
+        self._clients: dict[str, Any] = {}
+        self.sessions = 0
+        """How many sessions were made: 1, plus one per renewal."""
+
+    def __call__(self, service: str) -> Any:
+        if not self._clients:
+            self._session = self._new_session()
+            self.sessions += 1
+        if service not in self._clients:
+            self._clients[service] = self._session.client(service, region_name=self._region)
+        return self._clients[service]
+
+    def renew(self) -> None:
+        self._clients.clear()
+
+    @classmethod
+    def single(cls, client: Any) -> AwsClients:
+        """One ready-made client for every service (the lab hands in its SSM client)."""
+        return cls(lambda: SimpleNamespace(client=lambda *_, **__: client), "")
+
+
+def boto3_clients(profile: str, region: str) -> AwsClients:
+    import boto3  # noqa: PLC0415 - imported in the provider process, where it runs
+
+    return AwsClients(lambda: boto3.Session(profile_name=profile or None), region)
 
 
 def userdata_sha256(userdata: str) -> str:
@@ -59,7 +173,11 @@ class ReadinessSpec:
             and report.get("userdata_sha256") == self.userdata_sha256
         )
 
-    def failure(self, why: str, report: dict[str, Any] | None) -> HostNotReadyError:
+    def failure(
+        self, why: str, report: dict[str, Any] | None, trouble: str | None = None
+    ) -> HostNotReadyError:
+        if trouble:
+            why = f"{why} (the last look at AWS failed: {trouble})"
         last = "none"
         if report:
             last = (
@@ -76,9 +194,52 @@ class ReadinessSpec:
             f"{self.instance_id} --latest --output text`, or `aws ssm start-session --target "
             f"{self.instance_id}` and `cloud-init status --long`, "
             f"/var/log/cloud-init-output.log.\n"
-            f"  Fix the cause and run `pulumi up` again (the failed instance is replaced), or "
-            f"raise web-infra:readinessTimeoutMinutes if the host is only slow."
+            f"  If the host is only slow, raise web-infra:readinessTimeoutMinutes."
         )
+
+
+def healing_note(failed_instance: str, record: str, error: BaseException | None) -> str:
+    """What the next `pulumi up` does about a failed gate, for its error message."""
+    if error is None:
+        return (
+            f"  The failure is recorded in SSM parameter {record}: the next `pulumi up` replaces "
+            f"instance {failed_instance} with a new one and waits for it; `pulumi up` again is "
+            f"enough (`pulumi preview` shows the replacement)."
+        )
+    return (
+        f"  Recording the failure in SSM parameter {record} failed ({describe(error)}), so the "
+        f"next `pulumi up` will not replace the instance by itself: run `aws ssm put-parameter "
+        f"--name {record} --type String --overwrite --value {failed_instance}` first, or "
+        f"`pulumi up --replace <the instance's URN>` (`pulumi stack --show-urns` lists it)."
+    )
+
+
+def record_failure(
+    clients: AwsClients,
+    record: str,
+    instance_id: str,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> BaseException | None:
+    """Write the failed instance's id to its host's failure record; the error if that failed."""
+    deadline = clock() + RECORD_SECONDS
+    delay = POLL_SECONDS
+    while True:
+        try:
+            clients("ssm").put_parameter(
+                Name=record, Value=instance_id, Type="String", Overwrite=True
+            )
+        except Exception as error:
+            kind = transient(error)
+            if kind is None or clock() >= deadline:
+                return error
+            if kind == "expired":
+                clients.renew()
+            sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+        else:
+            return None
 
 
 def read_report(ssm: Any, parameter_name: str) -> dict[str, Any]:
@@ -94,9 +255,13 @@ def read_report(ssm: Any, parameter_name: str) -> dict[str, Any]:
     return report if isinstance(report, dict) else {}
 
 
+class GateError(Exception):
+    """The gate cannot tell whether the host serves (AWS refused it); nothing was recorded."""
+
+
 def wait_for_report(
     spec: ReadinessSpec,
-    ssm: Any,
+    aws_clients: AwsClients | Any,
     cannot_become_ready: Callable[[str], str | None] | None = None,
     *,
     clock: Callable[[], float] = time.monotonic,
@@ -106,25 +271,50 @@ def wait_for_report(
 
     `cannot_become_ready(instance_id)` says why the host will never report (its instance was
     terminated, say), or None; it lets the gate stop early instead of waiting out the timeout.
+    Throttling, expired credentials and an unreachable AWS back off (up to a minute) and renew
+    the session when needed, within the same timeout: a slow or briefly unavailable API is not
+    a broken host. Any other AWS error is a `GateError`. `aws_clients`: the gate's clients, or
+    one SSM client.
     """
+    clients = aws_clients if isinstance(aws_clients, AwsClients) else AwsClients.single(aws_clients)
     started = clock()
     next_instance_check = started
     report: dict[str, Any] = {}
+    trouble: str | None = None  # the last transient error, until a look succeeds again
+    delay = POLL_SECONDS
     while True:
-        report = read_report(ssm, spec.parameter_name)
-        if spec.matches(report):
-            return report
+        try:
+            report = read_report(clients("ssm"), spec.parameter_name)
+        except Exception as error:
+            kind = transient(error)
+            if kind is None:
+                raise GateError(
+                    f"{spec.host} (instance {spec.instance_id}): reading SSM parameter "
+                    f"{spec.parameter_name} failed ({describe(error)}), so the gate cannot tell "
+                    f"whether it serves. Check the deployer's permissions "
+                    f"(ssm:GetParameter on that parameter) and run `pulumi up` again."
+                ) from None
+            if kind == "expired":
+                clients.renew()
+            trouble = f"{kind}, {describe(error)}"
+            delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+        else:
+            trouble, delay = None, POLL_SECONDS
+            if spec.matches(report):
+                return report
         now = clock()
         if cannot_become_ready is not None and now >= next_instance_check:
             reason = cannot_become_ready(spec.instance_id)
             if reason:
-                raise spec.failure(reason, report)
+                raise spec.failure(reason, report, trouble)
             next_instance_check = now + INSTANCE_CHECK_SECONDS
         if now - started >= spec.timeout_seconds:
             raise spec.failure(
-                f"did not report that it serves within {_duration(spec.timeout_seconds)}", report
+                f"did not report that it serves within {_duration(spec.timeout_seconds)}",
+                report,
+                trouble,
             )
-        sleep(POLL_SECONDS)
+        sleep(delay)
 
 
 def _duration(seconds: float) -> str:
@@ -132,26 +322,35 @@ def _duration(seconds: float) -> str:
 
 
 class ReadinessProvider(pulumi.dynamic.ResourceProvider):
-    """Create waits for the host's report; nothing else touches AWS."""
+    """Create waits for the host's report and records a failure; nothing else touches AWS.
 
-    serialize_as_secret_always = False  # a reference to this module; nothing secret in it
+    Keep this class at this name in this module: stacks deployed before the providers were
+    serialized by value hold a reference to it (tests/test_provider_serialization.py).
+    """
+
+    serialize_as_secret_always = False  # code and constants only; nothing secret in it
 
     # Inputs whose change means a different host or boot: wait again, as a new gate.
     REPLACE_ON = ("instance_id", "userdata_sha256", "parameter_name")
 
-    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
-        import boto3  # noqa: PLC0415 - imported in the provider process, where it runs
+    def __init__(self, clients: Callable[[str, str], AwsClients] | None = None) -> None:
+        super().__init__()
+        # Tests hand in their own clients; the provider process makes boto3's.
+        self._clients = clients
 
-        session = boto3.Session(profile_name=props.get("profile") or None)
-        ssm = session.client("ssm", region_name=props["region"])
-        ec2 = session.client("ec2", region_name=props["region"])
+    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
+        make_clients = getattr(self, "_clients", None) or boto3_clients
+        clients = make_clients(props.get("profile") or "", props["region"])
 
         def instance_gone(instance_id: str) -> str | None:
             try:
-                found = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
-            except Exception:  # a failed look is not a verdict: keep waiting
+                found = clients("ec2").describe_instances(InstanceIds=[instance_id])
+            except Exception as error:
+                if transient(error) == "expired":
+                    clients.renew()
                 return None
-            state = str(found[0]["Instances"][0]["State"]["Name"]) if found else ""
+            reservations = found["Reservations"]
+            state = str(reservations[0]["Instances"][0]["State"]["Name"]) if reservations else ""
             return f"is {state} and cannot become ready" if state in GONE_STATES else None
 
         spec = ReadinessSpec(
@@ -161,7 +360,16 @@ class ReadinessProvider(pulumi.dynamic.ResourceProvider):
             userdata_sha256=props["userdata_sha256"],
             timeout_seconds=float(props["timeout_seconds"]),
         )
-        report = wait_for_report(spec, ssm, instance_gone)
+        try:
+            report = wait_for_report(spec, clients, instance_gone)
+        except HostNotReadyError as failure:
+            record = props.get("failure_record") or ""
+            if not record:  # a gate created before failures were recorded
+                raise
+            error = record_failure(clients, record, spec.instance_id)
+            raise HostNotReadyError(
+                f"{failure}\n{healing_note(spec.instance_id, record, error)}"
+            ) from None
         return pulumi.dynamic.CreateResult(
             id_=f"{spec.host}/{spec.instance_id}",
             outs={**props, "ready_at": str(report.get("ready_at", ""))},
@@ -196,6 +404,8 @@ class ReadinessGateArgs:
     """The rendered userdata the instance was launched with."""
     parameter_name: str
     """The SSM parameter the host writes its report to."""
+    failure_record: pulumi.Input[str]
+    """The SSM parameter the gate writes the instance id to when the host fails."""
     region: pulumi.Input[str]
     profile: str | None
     """The AWS profile of the deployment (`aws:profile`), if any."""
@@ -213,7 +423,7 @@ class ReadinessGate(pulumi.dynamic.Resource, module="readiness", name="Readiness
         self, name: str, args: ReadinessGateArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__(
-            ReadinessProvider(),
+            by_value(ReadinessProvider)(),
             name,
             {
                 "host": args.host,
@@ -221,6 +431,7 @@ class ReadinessGate(pulumi.dynamic.Resource, module="readiness", name="Readiness
                 "private_ip": args.private_ip,
                 "userdata_sha256": userdata_sha256(args.userdata),
                 "parameter_name": args.parameter_name,
+                "failure_record": args.failure_record,
                 "region": args.region,
                 "profile": args.profile or "",
                 "timeout_seconds": args.timeout_seconds,
@@ -230,6 +441,11 @@ class ReadinessGate(pulumi.dynamic.Resource, module="readiness", name="Readiness
         )
 
 
+def failed_instances(names: Sequence[str], values: Sequence[str]) -> dict[str, str]:
+    """Host -> failed instance, from the failure records' parameter names and values."""
+    return {name.rsplit("/", 1)[-1]: value for name, value in zip(names, values, strict=True)}
+
+
 @dataclass(frozen=True)
 class GateSettings:
     """How gates talk to AWS and how long they wait; the same for every host of a stack."""
@@ -237,6 +453,42 @@ class GateSettings:
     region: pulumi.Input[str]
     profile: str | None
     timeout_seconds: int
+    failures_path: str = ""
+    """The SSM path of the stack's failure records: a parameter per host."""
+    failed_instances: Mapping[str, str] = field(default_factory=dict)
+    """Host -> the instance its failure record names, as this run found them."""
+
+    @classmethod
+    def read(
+        cls,
+        *,
+        region: pulumi.Input[str],
+        profile: str | None,
+        timeout_seconds: int,
+        readiness_prefix: str,
+        parent: pulumi.Resource,
+    ) -> GateSettings:
+        """The settings, with the failure records read from AWS as this run starts.
+
+        The records sit beside the readiness reports (`/web-infra-dev/gate-failures` next to
+        `/web-infra-dev/ready`) but outside their folder, so no host's report permission
+        reaches them. A lookup runs at preview too, so the preview shows the replacement.
+        """
+        path = posixpath.join(posixpath.dirname(readiness_prefix), FAILURES_FOLDER)
+        found = aws.ssm.get_parameters_by_path(path=path, opts=pulumi.InvokeOptions(parent=parent))
+        failed = failed_instances(found.names or [], found.values or [])
+        return cls(region, profile, timeout_seconds, path, failed)
+
+    def failure_record(self, host: str) -> str:
+        return f"{self.failures_path}/{host}"
+
+    def replacement_trigger(self, host: str) -> str:
+        """The instance of `host` is replaced whenever this changes: after a failed gate.
+
+        Stable otherwise: "none" until the host's first failure, then the last failed instance
+        (the record is not cleared, or the host would be replaced again).
+        """
+        return self.failed_instances.get(host, NO_FAILURE)
 
 
 def report_parameter(
@@ -261,6 +513,27 @@ def report_parameter(
     )
 
 
+def failure_record(
+    resource_name: str, host: str, settings: GateSettings, opts: pulumi.ResourceOptions
+) -> aws.ssm.Parameter:
+    """The SSM parameter a failed gate writes its instance id to; see the module docstring.
+
+    The program owns it, so it goes with its host (scale down, destroy); the gate owns its
+    value, which is ignored after creation like a readiness report's.
+    """
+    return aws.ssm.Parameter(
+        resource_name,
+        name=settings.failure_record(host),
+        type="String",
+        insecure_value=NO_FAILURE,
+        description="web-infra: the last instance of this host whose readiness gate failed",
+        opts=pulumi.ResourceOptions.merge(
+            opts,
+            pulumi.ResourceOptions(ignore_changes=["insecureValue"], delete_before_replace=True),
+        ),
+    )
+
+
 def gate_for(
     resource_name: str,
     *,
@@ -271,6 +544,7 @@ def gate_for(
     settings: GateSettings,
     opts: pulumi.ResourceOptions,
 ) -> ReadinessGate:
+    record = failure_record(f"{resource_name}-failures", host, settings, opts)
     return ReadinessGate(
         resource_name,
         ReadinessGateArgs(
@@ -279,6 +553,7 @@ def gate_for(
             private_ip=instance.private_ip,
             userdata=userdata,
             parameter_name=parameter_name,
+            failure_record=record.name,
             region=settings.region,
             profile=settings.profile,
             timeout_seconds=settings.timeout_seconds,

@@ -232,10 +232,12 @@ class WebInfrastructure(pulumi.ComponentResource):
             ArtifactsArgs(bucket_name=hosts.store.bucket, files=tuple(hosts.files)),
             opts=child,
         )
-        gates = GateSettings(
+        gates = GateSettings.read(
             region=region,
             profile=aws_settings.profile,
             timeout_seconds=settings.readiness_timeout_minutes * 60,
+            readiness_prefix=settings.readiness_parameter_prefix,
+            parent=self,
         )
         agent_policies = {
             role: agent_policy(

@@ -147,6 +147,7 @@ class WebTier(pulumi.ComponentResource):
                         instance_profile=roles[node.name].profile_name,
                         user_data=node.user_data,
                         public_ip=False,
+                        replacement_trigger=args.gates.replacement_trigger(node.name),
                     ),
                     pulumi.ResourceOptions(
                         parent=self,

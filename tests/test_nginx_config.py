@@ -36,7 +36,7 @@ def test_only_the_vpc_may_set_the_client_address() -> None:
     for vpc_cidr in ("10.20.0.0/16", "172.31.128.0/24"):
         trusted = trusted_senders(vpc_cidr)
         assert trusted, "X-Forwarded-For is believed from nobody: the app sees HAProxy's address"
-        vpc = ipaddress.ip_network(vpc_cidr)
+        vpc = ipaddress.IPv4Network(vpc_cidr)
         for sender in trusted:
-            network = ipaddress.ip_network(sender, strict=False)
+            network = ipaddress.IPv4Network(sender, strict=False)
             assert network.subnet_of(vpc), f"{sender} lies outside the VPC {vpc_cidr}"

@@ -26,7 +26,9 @@ import pytest
 from moto.server import ThreadedMotoServer
 from pulumi.dynamic.dynamic import serialize_provider
 
+from components.by_value import by_value
 from components.readiness_gate import (
+    AwsClients,
     HostNotReadyError,
     ReadinessProvider,
     ReadinessSpec,
@@ -124,6 +126,11 @@ def report_ready(
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
+def clients() -> AwsClients:
+    """The gate's clients, talking to moto."""
+    return AwsClients(boto3.Session, REGION)
+
+
 def spec(instance_id: str, timeout: float = 3) -> ReadinessSpec:
     return ReadinessSpec("web-1", instance_id, PARAMETER, userdata_sha256(USERDATA), timeout)
 
@@ -136,11 +143,13 @@ def test_a_host_that_serves_opens_exactly_its_own_gate(
     report = json.loads(ssm.get_parameter(Name=PARAMETER)["Parameter"]["Value"])
     assert report["instance_id"] == "i-0new"
     assert report["userdata_sha256"] == hashlib.sha256(USERDATA.encode()).hexdigest()
+    assert wait_for_report(spec("i-0new"), clients())["ready_at"] == report["ready_at"]
+    # The lab hands in one SSM client of its own.
     assert wait_for_report(spec("i-0new"), ssm)["ready_at"] == report["ready_at"]
     # The same report does not open the gate of another instance with the same userdata
     # (an image bump replaces an instance without changing its userdata).
     with pytest.raises(HostNotReadyError, match=r"web-1 \(instance i-0other\) did not report"):
-        wait_for_report(spec("i-0other", timeout=0.1), ssm, sleep=lambda _: None)
+        wait_for_report(spec("i-0other", timeout=0.1), clients(), sleep=lambda _: None)
 
 
 def test_a_host_whose_service_never_answers_does_not_report(ssm: Any, tmp_path: Path) -> None:
@@ -170,7 +179,7 @@ def test_a_gate_that_times_out_names_the_host_and_where_to_look(ssm: Any) -> Non
     ticks = iter(range(0, 10_000, 5))
     with pytest.raises(HostNotReadyError) as error:
         wait_for_report(
-            spec("i-0slow", timeout=900), ssm, clock=lambda: next(ticks), sleep=lambda _: None
+            spec("i-0slow", timeout=900), clients(), clock=lambda: next(ticks), sleep=lambda _: None
         )
     message = str(error.value)
     assert "web-1 (instance i-0slow) did not report that it serves within 15 min" in message
@@ -208,7 +217,7 @@ def test_the_provider_works_as_pulumis_dynamic_provider_process_loads_it(
     """The engine deserialises the provider in a separate process started in the project
     directory; the provider must load there and create the gate against AWS."""
     assert report_ready(healthy_service, boot_files(tmp_path, "i-0abc")).returncode == 0
-    serialized = serialize_provider(ReadinessProvider())
+    serialized = serialize_provider(by_value(ReadinessProvider)())
     props = {
         "host": "web-1",
         "instance_id": "i-0abc",
@@ -239,7 +248,8 @@ def test_the_provider_works_as_pulumis_dynamic_provider_process_loads_it(
     assert created["id"] == "web-1/i-0abc"
     assert created["outs"]["private_ip"] == "10.20.128.11"
     assert created["outs"]["ready_at"]
-    assert base64.b64decode(serialized)  # what lands in the state: a reference, not secrets
+    # What lands in the state: code and constants, never the deployer's credentials.
+    assert b"testing" not in base64.b64decode(serialized)
 
 
 def test_only_a_new_host_or_boot_makes_the_gate_wait_again() -> None:

@@ -15,6 +15,7 @@ import json
 import pytest
 from conftest import ProgramRun, Registration, run_program
 
+from components import dns_propagation
 from components.internal_dns import RECORD_TTL_SECONDS, SWITCH_WAIT_SECONDS
 from settings import rollout_batches, web_node_names
 from userdata.cloud_config import parse
@@ -23,6 +24,7 @@ INSTANCE = "aws:ec2/instance:Instance"
 GATE = "pulumi-python:dynamic/readiness:ReadinessGate"
 RECORD = "aws:route53/record:Record"
 RDS = "aws:rds/instance:Instance"
+DRAIN = "pulumi-python:dynamic/dns:Drain"
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +138,11 @@ def test_instances_wait_for_egress_rules_but_roles_do_not_wait_for_nat(
 
 
 def test_readiness_reports_live_in_parameters_the_program_owns(default_run: ProgramRun) -> None:
-    parameters = {p.inputs["name"]: p for p in default_run.of_type("aws:ssm/parameter:Parameter")}
+    parameters = {
+        p.inputs["name"]: p
+        for p in default_run.of_type("aws:ssm/parameter:Parameter")
+        if "/ready/" in p.inputs["name"]
+    }
     assert set(parameters) == {
         "/web-infra-dev/ready/load-balancer",
         "/web-infra-dev/ready/web-1",
@@ -188,3 +194,105 @@ def test_the_provider_honours_the_stacks_aws_settings() -> None:
     assert {g.inputs["profile"] for g in run.of_type(GATE)} == {"prod-deployer"}, (
         "gates talk to AWS with the stack's profile too"
     )
+
+
+def test_a_failed_gate_replaces_its_instance_on_the_next_run() -> None:
+    """After a gate failed, the next `pulumi up` must replace exactly the failed instance (its
+    failure record becomes the instance's replacement trigger); with no failure the trigger
+    stays the same on every run, so nothing is replaced."""
+    first = run_program()
+    for host in ["load-balancer", *web_node_names(2)]:
+        instance, gate = instance_of(first, host), gate_of(first, host)
+        assert instance.replacement_trigger == "none", f"{host}: no failure recorded yet"
+        record = f"/web-infra-dev/gate-failures/{host}"
+        assert gate.inputs["failure_record"] == record, host
+        (parameter,) = [
+            p for p in first.of_type("aws:ssm/parameter:Parameter") if p.inputs["name"] == record
+        ]
+        assert first.depends_on(gate, parameter), f"{host}: the gate writes the record"
+        assert parameter.inputs["insecureValue"] == "none", host
+        assert parameter.ignore_changes == ["insecureValue"], f"{host}: the gate writes it"
+    (lookup,) = [args for token, args in first.mocks.calls if token.endswith("getParametersByPath")]
+    assert lookup["path"] == "/web-infra-dev/gate-failures"
+    for policy in first.of_type("aws:iam/rolePolicy:RolePolicy"):
+        # Only the deployer writes failure records: a host must not be able to cancel or
+        # trigger its own replacement.
+        assert "gate-failures" not in policy.inputs["policy"], policy.name
+
+    # web-2's gate failed on instance i-0failed; another stack's record is not this stack's.
+    second = run_program(
+        ssm_parameters={
+            "/web-infra-dev/gate-failures/web-2": "i-0failed",
+            "/web-infra-prod/gate-failures/web-1": "i-0other",
+            "/web-infra-dev/gate-failures/old/web-1": "i-0nested",
+        }
+    )
+    assert instance_of(second, "web-2").replacement_trigger == "i-0failed"
+    for host in ["load-balancer", "web-1"]:
+        assert instance_of(second, host).replacement_trigger == "none", host
+
+
+def deletion_waves(run: ProgramRun, condemned: set[str]) -> list[set[str]]:
+    """The order the engine deletes `condemned` URNs in: waves, each run in parallel and the
+    next begun when it finished; a resource only after everything that depends on it (pulumi
+    pkg/resource/deploy/step_generator.go, ScheduleDeletes)."""
+    left, waves = set(condemned), []
+    while left:
+        # Those no remaining condemned resource depends on.
+        wave = {u for u in left if not any(u in run.by_urn(o).dependencies for o in left)}
+        assert wave, "a dependency cycle"
+        waves.append(wave)
+        left -= wave
+    return waves
+
+
+def test_a_removed_node_leaves_dns_and_haproxy_follows_before_it_is_terminated() -> None:
+    """Scaling down deletes a node's record, then waits while HAProxy lets go of the name, then
+    terminates the node. Without the drain the instance is terminated as soon as the record's
+    delete returns, while resolvers still hand out the cached address: HAProxy would keep
+    sending requests to a terminated node for up to 20 s."""
+    three, two = run_program({"webNodeCount": 3}), run_program({"webNodeCount": 2})
+    removed = {r.urn for r in three.registrations} - {r.urn for r in two.registrations}
+    waves = deletion_waves(three, removed)
+
+    def wave_of(registration: Registration) -> int:
+        return next(i for i, wave in enumerate(waves) if registration.urn in wave)
+
+    record, gate, instance = (
+        record_of(three, "web-3"),
+        gate_of(three, "web-3"),
+        instance_of(three, "web-3"),
+    )
+    (drain,) = [d for d in three.of_type(DRAIN) if d.inputs["host"] == "web-3"]
+    assert {record.urn, drain.urn, gate.urn, instance.urn} <= removed
+    assert wave_of(record) < wave_of(drain) < wave_of(gate) < wave_of(instance), waves
+    assert drain.inputs["seconds"] == SWITCH_WAIT_SECONDS
+
+    # Every web node has its drain between its gate and its record; the load balancer, which
+    # HAProxy does not resolve, has none.
+    for host in web_node_names(3):
+        (drain,) = [d for d in three.of_type(DRAIN) if d.inputs["host"] == host]
+        record, gate = record_of(three, host), gate_of(three, host)
+        assert three.depends_on(record, drain), host
+        assert three.depends_on(drain, gate), host
+        assert record.inputs["records"] == [gate.outputs["private_ip"]], host
+    assert len(three.of_type(DRAIN)) == 3
+
+
+def test_only_removing_a_node_waits_in_its_drain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A drain waits when deleted (its node was removed), never when created or updated (a
+    replaced node's new address is waited for by the propagation wait)."""
+    slept: list[float] = []
+    monkeypatch.setattr("components.dns_propagation.time.sleep", slept.append)
+    provider = dns_propagation.DrainProvider()
+    props = {"host": "web-3", "address": "10.20.128.12", "seconds": SWITCH_WAIT_SECONDS}
+    assert provider.create(props).outs == props
+    moved = {**props, "address": "10.20.129.40"}
+    diff = provider.diff("drain-web-3", props, moved)
+    assert diff.changes
+    assert not diff.replaces, "a new address must not delete the drain"
+    assert not provider.diff("drain-web-3", props, {**props, "__provider": "new code"}).changes
+    provider.update("drain-web-3", props, moved)
+    assert slept == []
+    provider.delete("drain-web-3", moved)
+    assert slept == [SWITCH_WAIT_SECONDS]

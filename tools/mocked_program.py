@@ -63,6 +63,9 @@ class AwsMocks(pulumi.runtime.Mocks):
     registrations: list[Registration] = field(default_factory=list)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     subnet_hosts: dict[str, Iterator[ipaddress.IPv4Address]] = field(default_factory=dict)
+    ssm_parameters: dict[str, str] = field(default_factory=dict)
+    """Parameters that exist in the account before the run (name -> value), e.g. gates'
+    failure records; none by default, as on a new account."""
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:  # type: ignore[override]
         self.calls.append((args.token, dict(args.args)))
@@ -97,6 +100,22 @@ class AwsMocks(pulumi.runtime.Mocks):
                 "value": UBUNTU_AMIS[arch],
                 "insecureValue": UBUNTU_AMIS[arch],
                 "version": 42,
+            }
+        if args.token == "aws:ssm/getParametersByPath:getParametersByPath":
+            folder = args.args["path"].rstrip("/") + "/"
+            found = sorted(
+                (name, value)
+                for name, value in self.ssm_parameters.items()
+                if name.startswith(folder) and "/" not in name[len(folder) :]
+            )
+            return {
+                "id": args.args["path"],
+                "path": args.args["path"],
+                "names": [name for name, _ in found],
+                "values": [value for _, value in found],
+                "types": ["String"] * len(found),
+                "arns": [f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{name}" for name, _ in found],
+                "withDecryption": True,
             }
         raise AssertionError(f"the program made an unexpected lookup: {args.token}")
 
@@ -278,10 +297,12 @@ def run_program(
     preview: bool = False,
     stack: str = "dev",
     aws_config: dict[str, str] | None = None,
+    ssm_parameters: dict[str, str] | None = None,
 ) -> ProgramRun:
     """Run `__main__.py` under the mocks with `web-infra:` config values (native types) and
-    `aws:` ones (as the CLI passes them: strings, JSON for lists and maps)."""
-    mocks = AwsMocks(preview=preview)
+    `aws:` ones (as the CLI passes them: strings, JSON for lists and maps); `ssm_parameters`
+    already exist in the account."""
+    mocks = AwsMocks(preview=preview, ssm_parameters=dict(ssm_parameters or {}))
     pulumi.runtime.set_mocks(
         mocks, project="web-infra", stack=stack, preview=preview, monitor=RecordingMonitor(mocks)
     )
