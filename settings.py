@@ -94,15 +94,18 @@ def shown(value: Any, limit: int = MAX_SHOWN) -> str:
     A bad value must be recognisable in a message, but must not flood a terminal (a 100 KB
     value), hide what follows (a right-to-left override) or break a log line (a newline)."""
     if not isinstance(value, str):  # a repr: quotes and backslashes are escaped already
-        text = _SHOWN_REPR.repr(value)
-        escaped = "".join(c if c.isprintable() else _escape(c) for c in text[:limit])
-    else:
-        text = value
-        escaped = "'" + "".join(map(_escape, text[:limit])) + "'"
-    return f"{escaped}… ({len(text)} characters)" if len(text) > limit else escaped
+        return escaped(_SHOWN_REPR.repr(value), limit)
+    body = escaped(value.replace("\\", "\\\\").replace("'", "\\'"), limit, count=False)
+    cut = f"… ({len(value)} characters)" if len(value) > limit else ""
+    return f"'{body}'{cut}"
 
 
-_ESCAPES = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+def escaped(text: str, limit: int = MAX_SHOWN, *, count: bool = True) -> str:
+    """`text` with invisible characters escaped, cut to `limit` characters with an ellipsis."""
+    body = "".join(map(_escape, text[:limit]))
+    if len(text) <= limit:
+        return body
+    return f"{body}… ({len(text)} characters)" if count else body
 
 
 def shown_key(key: Any) -> str:
@@ -110,6 +113,9 @@ def shown_key(key: Any) -> str:
     if isinstance(key, str) and re.fullmatch(r"[A-Za-z0-9_.:-]{1,60}", key):
         return key
     return shown(key)
+
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def _escape(char: str) -> str:
@@ -771,7 +777,7 @@ def read_stack_config(path: Path) -> dict[Any, Any]:
         line = f" at line {where.line + 1}" if where is not None else ""
         problem = getattr(error, "problem", None) or type(error).__name__
         raise SettingsError(
-            f"{path.name} is not a valid stack file{line}: {shown(str(problem))}; "
+            f"{path.name} is not a valid stack file{line}: {escaped(str(problem), 120)}; "
             f"{fix} (plain YAML only: no !!python or other tags)"
         ) from None
     except RecursionError:
