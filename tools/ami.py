@@ -116,6 +116,14 @@ class Failure(Exception):
         self.status = status
 
 
+def is_file(path: Path) -> bool:
+    """Path.is_file, also False for a name too long or with a NUL byte (which raise)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def fetch_current(ssm: Any, region: str, architectures: list[str]) -> dict[str, str]:
     """`current_images`, with AWS's failures as one line each instead of a traceback."""
     try:
@@ -157,7 +165,7 @@ def main(argv: list[str] | None = None, ssm: Any = None) -> int:
 
 def run(args: argparse.Namespace, ssm: Any) -> None:
     stack_file = args.file or ROOT / f"Pulumi.{args.stack}.yaml"
-    if not stack_file.is_file():
+    if not is_file(stack_file):
         raise Failure(
             f"{shown(str(stack_file))} does not exist or is not a file; pass --stack or --file",
             arguments.USAGE_ERROR,
