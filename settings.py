@@ -728,11 +728,13 @@ _AWS_PARSERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "maxRetries": ("max_retries", _integer(0, 100)),
 }
 
+AWS_KEYS = tuple(f"aws:{name}" for name in _AWS_PARSERS)
+
 
 def _parse_aws_provider(raw: Mapping[str, Any]) -> tuple[AwsProviderSettings, list[str]]:
     fields: dict[str, Any] = {}
     problems = []
-    for key, value in sorted(raw.items()):
+    for key, value in sorted((k, v) for k, v in raw.items() if isinstance(k, str)):
         if not key.startswith("aws:"):
             continue
         name = key.removeprefix("aws:")
