@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
 import ipaddress
 import json
 import math
@@ -25,7 +26,7 @@ import botocore.session
 import email_validator
 import yaml
 
-from components.metric_catalog import (
+from userdata.metric_catalog import (
     LOG_RETENTION_DAYS_ALLOWED,
     estimated_max_connections,
     rds_class_memory_gib,
@@ -191,13 +192,13 @@ class Settings:
 
     @property
     def name_prefix(self) -> str:
-        """A DNS- and RDS-safe prefix for physical names: `web-infra-dev`."""
-        return _slug(f"{self.project}-{self.stack}")
+        """The start of every physical name, `web-infra-dev`: see `name_label`."""
+        return fit_name(f"{name_label(self.project)}-{name_label(self.stack)}", NAME_PREFIX_MAX)
 
     @property
     def internal_zone(self) -> str:
         """The private Route 53 zone that names every host, known before anything exists."""
-        return f"{_slug(self.stack)}.{_slug(self.project)}.internal"
+        return f"{name_label(self.stack)}.{name_label(self.project)}.internal"
 
     @property
     def web_node_names(self) -> list[str]:
@@ -215,16 +216,64 @@ class Settings:
 
     @property
     def db_primary_identifier(self) -> str:
-        return f"{self.name_prefix}-primary"[:63].rstrip("-")
+        return f"{self.name_prefix}-primary"
 
     @property
     def db_replica_identifier(self) -> str:
-        return f"{self.name_prefix}-replica"[:63].rstrip("-")
+        return f"{self.name_prefix}-replica"
+
+
+# --- physical names: valid for AWS and distinct for every stack name Pulumi accepts ---
+
+# What `pulumi stack init` accepts. The lab also takes stack names from file names, which may
+# hold anything; those are refused here rather than mangled into a name nobody chose.
+_PULUMI_STACK_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+LABEL_MAX = 40
+"""The longest stack (or project) part of a physical name: the private zone's first label
+stays within DNS's 63 characters, and the prefix below within its limit."""
+NAME_PREFIX_MAX = 50
+"""RDS identifiers allow 63 characters: the prefix, then `-primary` or `-replica`."""
+NAME_HASH_LENGTH = 6
 
 
 def _slug(text: str) -> str:
+    """Lowercase letters, digits and single inner hyphens: what RDS identifiers, S3 buckets and
+    DNS labels all accept."""
     slug = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
     return re.sub(r"-{2,}", "-", slug) or "stack"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:NAME_HASH_LENGTH]
+
+
+def fit_name(name: str, limit: int) -> str:
+    """`name` if it fits in `limit` characters; otherwise its start and a short hash of the
+    whole, so that two long names sharing a start stay two names."""
+    if len(name) <= limit:
+        return name
+    return f"{name[: limit - NAME_HASH_LENGTH - 1].rstrip('-')}-{_digest(name)}"
+
+
+def name_label(text: str) -> str:
+    """A stack or project name as it appears in physical names: unchanged when it is already
+    lowercase letters, digits and single inner hyphens of at most LABEL_MAX characters.
+    Otherwise slugged, cut and followed by a hash of the original: `a_b`, `a.b`, `A-B` and
+    `A_B` would all slug to `a-b`, and two stacks of one account must not share names."""
+    slug = _slug(text)
+    if slug == text and len(slug) <= LABEL_MAX:
+        return slug
+    return f"{slug[: LABEL_MAX - NAME_HASH_LENGTH - 1].rstrip('-')}-{_digest(text)}"
+
+
+def stack_name_problems(stack: str) -> list[str]:
+    if _PULUMI_STACK_NAME.fullmatch(stack):
+        return []
+    shown = stack if len(stack) <= 60 else f"{stack[:60]}..."
+    return [
+        f"stack name {shown!r} is not allowed; use 1 to 100 letters, digits, '-', '_' or '.' "
+        "(what `pulumi stack init` accepts)"
+    ]
 
 
 def web_node_names(count: int) -> list[str]:
@@ -550,6 +599,7 @@ def load_settings(raw: Mapping[str, Any], *, project: str = NAMESPACE, stack: st
             )
     problems += _cross_key_problems(fields)
     problems += _parse_aws_provider(raw)[1]
+    problems += stack_name_problems(stack)
     if problems:
         raise SettingsError(
             "invalid stack configuration:\n"

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from settings import fit_name
 from userdata.shipping import KEY_PREFIX, PublishedFile
 
 MAX_BUCKET_NAME = 63
@@ -29,7 +30,8 @@ MAX_BUCKET_NAME = 63
 def bucket_name(name_prefix: str, account_id: str, region: str) -> str:
     """Globally unique and stable: the stack's prefix, then the account and the region."""
     suffix = f"-{account_id}-{region}-artifacts"
-    return f"{name_prefix[: MAX_BUCKET_NAME - len(suffix)].rstrip('-')}{suffix}"
+    # Cut with a hash: two stacks whose prefixes share a start must not share a bucket.
+    return f"{fit_name(name_prefix, MAX_BUCKET_NAME - len(suffix))}{suffix}"
 
 
 @dataclass(frozen=True)

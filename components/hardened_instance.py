@@ -18,6 +18,12 @@ UBUNTU_AMI_PARAMETER = (
     "/aws/service/canonical/ubuntu/server/24.04/stable/current/{arch}/hvm/ebs-gp3/ami-id"
 )
 ROOT_VOLUME_GB = 16
+# What pulumi-aws applies to a running instance by stopping it, modifying it and starting it
+# (terraform-provider-aws, resourceInstanceUpdate): the same id and address, so no readiness
+# gate would wait and the next batch would start at once. Replacing instead sends the change
+# down the rolling path: a new instance, gated, before the old one is deleted. (`userData`
+# already replaces: `user_data_replace_on_change`.)
+STOP_START_INPUTS = ["instanceType", "capacityReservationSpecification"]
 
 
 def ubuntu_ami(architecture: str, parent: pulumi.Resource) -> str:
@@ -81,5 +87,7 @@ def hardened_instance(
             delete_on_termination=True,
         ),
         tags={"Name": spec.name, "Role": spec.role},
-        opts=opts,
+        opts=pulumi.ResourceOptions.merge(
+            opts, pulumi.ResourceOptions(replace_on_changes=STOP_START_INPUTS)
+        ),
     )

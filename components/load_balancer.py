@@ -16,6 +16,7 @@ import pulumi_aws as aws
 
 from components.hardened_instance import InstanceSpec, hardened_instance
 from components.instance_role import (
+    IAM_NAME_MAX,
     InstanceRole,
     InstanceRoleArgs,
     fetch_files_statement,
@@ -23,6 +24,7 @@ from components.instance_role import (
     report_ready_statement,
 )
 from components.readiness_gate import GateSettings, gate_for, report_parameter
+from settings import fit_name
 
 ROLE_TAG = "load-balancer"
 
@@ -64,11 +66,12 @@ class LoadBalancer(pulumi.ComponentResource):
         role = InstanceRole(
             f"{name}-identity",
             InstanceRoleArgs(
+                role_name=fit_name(f"{args.name_prefix}-{ROLE_TAG}", IAM_NAME_MAX),
                 description="HAProxy load balancer: Session Manager, its files, readiness",
-                inline_policies={
+                boot_policies={
                     "boot": pulumi.Output.all(parameter.arn, args.artifacts_arn).apply(
                         lambda arns: policy_document(
-                            fetch_files_statement(arns[1]), report_ready_statement([arns[0]])
+                            fetch_files_statement(arns[1]), report_ready_statement(arns[0])
                         )
                     ),
                     "metrics-agent": args.metrics_agent_policy,
@@ -90,7 +93,10 @@ class LoadBalancer(pulumi.ComponentResource):
                 # A temporary public address lets cloud-init reach apt before the EIP moves here.
                 public_ip=True,
             ),
-            pulumi.ResourceOptions(parent=self, depends_on=list(args.instance_depends_on)),
+            # It boots into its role's permissions: they must exist first.
+            pulumi.ResourceOptions(
+                parent=self, depends_on=[*args.instance_depends_on, *role.boot_policies]
+            ),
         )
         gate = gate_for(
             f"{name}-gate",

@@ -2,7 +2,7 @@
 every tier, log groups with a retention, and a one-screen dashboard.
 
 Every alarm and every dashboard line comes from the metric catalogue
-(`components/metric_catalog.py`), so a threshold is written once and the dashboard shows the
+(`userdata/metric_catalog/`), so a threshold is written once and the dashboard shows the
 line the alarm watches. Alarms notify one SNS topic per stack (its ARN is an output, for other
 stacks' subscribers: chat, paging); an optional e-mail address subscribes to it.
 
@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
-from components.metric_catalog import (
+from userdata.metric_catalog import (
     DB_EVENT_CATEGORIES,
     HEALTH_CHECK,
     HEALTH_CHECK_REGION,
@@ -89,6 +89,10 @@ class MonitoringArgs:
     """An `aws.Provider` for us-east-1, where Route 53's health-check metrics are: the
     outside-in alarm and its topic are created with it. Required unless `region` is us-east-1;
     give it the same default tags as the stack's provider."""
+    databases: Sequence[pulumi.Resource] = ()
+    """What creates the two DB instances: the event subscription waits for it, because RDS
+    refuses a subscription to an instance that does not exist yet (SourceNotFound). Empty
+    only when the instances exist already (another stack's, or in tests)."""
 
     def shape(self) -> StackShape:
         return StackShape(
@@ -241,7 +245,9 @@ class Monitoring(pulumi.ComponentResource):
             source_ids=[args.db_primary_identifier, args.db_replica_identifier],
             event_categories=list(DB_EVENT_CATEGORIES),
             enabled=True,
-            opts=child,
+            # The identifiers above are plain strings (the alarms need them at preview), so
+            # they carry no dependency of their own.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.databases)),
         )
 
         self.alarm_topic_arn = topic.arn

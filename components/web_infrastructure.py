@@ -24,7 +24,6 @@ from components.firewall import Firewall, FirewallArgs
 from components.hardened_instance import ubuntu_ami
 from components.internal_dns import InternalDns, InternalDnsArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs
-from components.metric_catalog import StackShape, catalogue, log_sources
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
 from components.readiness_gate import GateSettings
@@ -40,6 +39,7 @@ from settings import (
 )
 from userdata import cloud_config
 from userdata.cloudwatch_agent import agent_policy, cloud_config_fragment, merge_fragment
+from userdata.metric_catalog import StackShape, catalogue, log_sources
 from userdata.shipping import ArtifactStore, PublishedFile, offload, publish
 
 DATABASE_NAME = "webapp"
@@ -340,6 +340,7 @@ class WebInfrastructure(pulumi.ComponentResource):
                 load_balancer_instance_id=load_balancer.instance_id,
                 db_primary_identifier=settings.db_primary_identifier,
                 db_replica_identifier=settings.db_replica_identifier,
+                databases=[database],
                 db_instance_class=settings.db_instance_class,
                 db_allocated_storage_gb=settings.db_allocated_storage_gb,
                 alarm_email=settings.alarm_email,

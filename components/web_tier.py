@@ -1,9 +1,11 @@
 """The web tier: N active-active instances, each Nginx + gunicorn + the app, spread over AZs.
 
-Nodes sit in private subnets without public addresses; only HAProxy reaches them. Their role may
-read exactly one secret, the primary's RDS-managed master secret (found through
-DescribeDBInstances on the primary), because the app reads its DB password at run time, and
-write the tier's readiness reports.
+Nodes sit in private subnets without public addresses; only HAProxy reaches them. Each node has
+a role of its own (see components/instance_role.py). It boots with what cloud-init needs: the
+app's files from the artifacts bucket and its own readiness report. The database secret is a
+runtime policy: it names the primary's ARNs, which exist only once RDS has created it (6-15
+min), and the app asks for the secret again on each request until it may read it, so the
+nodes boot and install meanwhile instead of waiting for the database.
 
 Every node has a readiness gate: its address leaves this component only through the gate, so
 nothing routes to a node before it serves. Changed nodes are replaced in batches: the nodes of
@@ -21,6 +23,7 @@ import pulumi_aws as aws
 
 from components.hardened_instance import InstanceSpec, hardened_instance
 from components.instance_role import (
+    IAM_NAME_MAX,
     InstanceRole,
     InstanceRoleArgs,
     fetch_files_statement,
@@ -28,6 +31,7 @@ from components.instance_role import (
     report_ready_statement,
 )
 from components.readiness_gate import GateSettings, ReadinessGate, gate_for, report_parameter
+from settings import fit_name
 
 ROLE_TAG = "web"
 
@@ -98,26 +102,32 @@ class WebTier(pulumi.ComponentResource):
             node.name: report_parameter(f"{name}-{node.name}-ready", node.ready_parameter, child)
             for node in args.nodes
         }
-        policy = pulumi.Output.all(
-            args.database_arn,
-            args.database_secret_arn,
-            args.artifacts_arn,
-            *[p.arn for p in parameters.values()],
-        ).apply(
-            lambda arns: policy_document(
-                *secret_read_statements(arns[0], arns[1]),
-                fetch_files_statement(arns[2]),
-                report_ready_statement(arns[3:]),
+        secret_policy = pulumi.Output.all(args.database_arn, args.database_secret_arn).apply(
+            lambda arns: policy_document(*secret_read_statements(arns[0], arns[1]))
+        )
+        roles = {
+            node.name: InstanceRole(
+                f"{name}-{node.name}-identity",
+                InstanceRoleArgs(
+                    role_name=fit_name(f"{args.name_prefix}-{node.name}", IAM_NAME_MAX),
+                    description=f"Web node {node.name}: Session Manager, its files and report, "
+                    "the DB secret",
+                    boot_policies={
+                        "boot": pulumi.Output.all(
+                            args.artifacts_arn, parameters[node.name].arn
+                        ).apply(
+                            lambda arns: policy_document(
+                                fetch_files_statement(arns[0]), report_ready_statement(arns[1])
+                            )
+                        ),
+                        "metrics-agent": args.metrics_agent_policy,
+                    },
+                    runtime_policies={"database-secret": secret_policy},
+                ),
+                opts=child,
             )
-        )
-        role = InstanceRole(
-            f"{name}-identity",
-            InstanceRoleArgs(
-                description="Web nodes: Session Manager, the app's code, the DB secret, readiness",
-                inline_policies={"app": policy, "metrics-agent": args.metrics_agent_policy},
-            ),
-            opts=child,
-        )
+            for node in args.nodes
+        }
 
         self.nodes: dict[str, aws.ec2.Instance] = {}
         self.gates: dict[str, ReadinessGate] = {}
@@ -134,13 +144,17 @@ class WebTier(pulumi.ComponentResource):
                         instance_type=args.instance_type,
                         subnet_id=node.subnet_id,
                         security_group_id=args.security_group_id,
-                        instance_profile=role.profile_name,
+                        instance_profile=roles[node.name].profile_name,
                         user_data=node.user_data,
                         public_ip=False,
                     ),
                     pulumi.ResourceOptions(
                         parent=self,
-                        depends_on=[*args.instance_depends_on, *previous_batch],
+                        depends_on=[
+                            *args.instance_depends_on,
+                            *roles[node.name].boot_policies,
+                            *previous_batch,
+                        ],
                     ),
                 )
                 self.nodes[node.name] = instance

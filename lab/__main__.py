@@ -1,6 +1,7 @@
 """`python -m lab up|status|down|stop|start|scale|replace|release`: the architecture locally.
 
-See lab/lab.py. Run from the repository root (or through `make lab` / `make lab-down`).
+See lab/lab.py (and the modules it names). Run from the repository root (or through
+`make lab` / `make lab-down`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from typing import Any
 
 from lab.lab import Lab
 from lab.localize import LabError
+from lab.processes import poll
+from lab.state import Event
 from lab.tables import host_table
-from lab.topology import LAB_NETWORKS
+from lab.topology import LAB_NETWORKS, Topology
 from settings import MAX_WEB_NODES, MIN_WEB_NODES, SettingsError, shown
 from tools import arguments
 from tools.ami import is_file
@@ -28,9 +31,43 @@ host_name = arguments.matching(
 )
 web_nodes = arguments.whole_number(MIN_WEB_NODES, MAX_WEB_NODES)
 
+CERTIFICATE_TIMEOUT_SECONDS = 60.0  # certbot and pebble take a few seconds in the lab
+
 
 def table(status: dict[str, Any]) -> str:
     return host_table(status["hosts"], lambda host: status["details"].get(host["name"], ""))
+
+
+def up_message(topology: Topology, status: dict[str, Any], *, certified: bool) -> str:
+    """Where the site is, and a command that reaches it when pasted in any folder here (its
+    name resolves only in the lab's DNS, and its certificate needs the lab's CA)."""
+    if topology.settings.domain is None:
+        site = f"The lab is up: {topology.url} (and {topology.https_url}, self-signed)"
+    else:
+        site = f"The lab is up: {topology.https_url} ({topology.url} redirects there)"
+        if not certified:
+            site = (
+                f"The lab is up: {topology.https_url}, but its certificate from the lab's CA "
+                "is not there yet: until it is, a self-signed one serves and HTTP is not "
+                "redirected (see the load balancer's site-certificate.log)"
+            )
+    return f"{site}\nFrom any folder on this machine:\n\n  {status['curl']}\n"
+
+
+def drained(events: list[Event]) -> list[str]:
+    """One line per node a scale-in removed: when HAProxy let go of it and when it stopped,
+    counted from the removal of its record."""
+    lines = []
+    for stopped in (e for e in events if e.what == "retired"):
+        mine = {e.what: e.at for e in events if e.instance_id == stopped.instance_id}
+        if "drained" in mine:  # its record was removed before it was stopped
+            removed = mine["switched"]
+            lines.append(
+                f"{stopped.host}: record removed; HAProxy let go after "
+                f"{mine['followed'] - removed:.1f} s, its sessions ended after "
+                f"{mine['drained'] - removed:.1f} s, stopped after {stopped.at - removed:.1f} s"
+            )
+    return lines
 
 
 def parser() -> argparse.ArgumentParser:
@@ -127,8 +164,13 @@ def run(lab: Lab, args: argparse.Namespace) -> None:
     if args.command == "up":
         lab.https = not args.no_https
         topology = lab.up(web_nodes=args.web_nodes)
-        print(f"The lab is up: {topology.url} and {topology.https_url}\n")
-        print(table(lab.status()))
+        # Wait for the CA's certificate, so the line printed below works when pasted.
+        certified = topology.settings.domain is not None and (
+            poll(lab.serves_its_certificate, CERTIFICATE_TIMEOUT_SECONDS, step=0.2) is not None
+        )
+        current = lab.status()
+        print(up_message(topology, current, certified=certified))
+        print(table(current))
         print(f"\nHAProxy stats: {topology.stats_url}    stop it all: make lab-down")
     elif args.command == "status":
         current = lab.status()
@@ -150,7 +192,10 @@ def run(lab: Lab, args: argparse.Namespace) -> None:
         print(f"{args.host} thawed")
     elif args.command == "scale":
         lab.scale(args.web_nodes)
-        print(f"{args.web_nodes} web nodes serve\n")
+        print(f"{args.web_nodes} web nodes serve")
+        for line in drained(lab.events):
+            print(line)
+        print()
         print(table(lab.status()))
     elif args.command == "replace":
         lab.replace(args.host)

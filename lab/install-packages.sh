@@ -7,10 +7,11 @@
 # test CA (with pebble-challtestsrv), which the lab runs as its ACME server.
 # The boot lab (lab/boot): systemd-nspawn, mmdebstrap for its images, apt-cacher-ng as the
 # stand-in for the apt mirror.
+# curl: the README's lab walk-through (a minimal Debian image has none).
 set -euo pipefail
 PACKAGES=(haproxy nginx-light mariadb-server mariadb-client cloud-init wrk gunicorn
           python3-pymysql python3-boto3 graphviz dnsmasq-base nftables certbot pebble
-          systemd-container mmdebstrap apt-cacher-ng prometheus-nginx-exporter)
+          systemd-container mmdebstrap apt-cacher-ng prometheus-nginx-exporter curl)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \

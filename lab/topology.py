@@ -25,6 +25,7 @@ LAB_NETWORKS = {
     "test-scale": "127.0.22",
     "test-errors": "127.0.23",
     "test-https": "127.0.24",
+    "test-readme": "127.0.25",
     "test-faults": "127.0.26",
     "bench": "127.0.30",
 }

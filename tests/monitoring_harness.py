@@ -12,10 +12,10 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.metric_catalog import LOAD_BALANCER, StackShape, catalogue
 from components.monitoring import Monitoring, MonitoringArgs
 from tools.mocked_program import REGION, AwsMocks, Registration
 from userdata.cloudwatch_agent import agent_config, prometheus_config, prometheus_targets
+from userdata.metric_catalog import LOAD_BALANCER, StackShape, catalogue
 
 PREFIX = "web-infra-dev"
 PRIMARY = f"{PREFIX}-primary"

@@ -26,8 +26,8 @@ from lab.bench.changes import (
     run_one,
 )
 from lab.bench.cpu import CpuTimes
-from lab.lab import Event
 from lab.localize import LabError
+from lab.state import Event
 from lab.traffic import Answer
 
 

@@ -15,7 +15,6 @@ import yaml
 from monitoring_harness import shape
 from system_tools import require
 
-from components.metric_catalog import LOAD_BALANCER, catalogue, log_sources
 from components.web_infrastructure import userdata_for
 from settings import MAX_WEB_NODES, load_settings
 from userdata import cloud_config
@@ -36,6 +35,7 @@ from userdata.cloudwatch_agent import (
     prometheus_config,
     validate_agent_config,
 )
+from userdata.metric_catalog import LOAD_BALANCER, catalogue, log_sources
 
 REGION = "eu-west-1"
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from system_tools import require, unavailable
 
-from lab.lab import REQUIRED, Event, Lab
+from lab.lab import REQUIRED, Lab
 from lab.localize import LabError
+from lab.state import Event
 from lab.topology import Topology
 from lab.traffic import RequestStream
 
@@ -101,12 +102,24 @@ def test_scale_out_and_in_touches_only_nodes_and_records(lab: tuple[Lab, Topolog
     assert_no_request_failed(out, "scale 2 -> 3")
     assert the_lab.rotation(the_lab.topology()) == {"web-1": "UP", "web-2": "UP", "web-3": "UP"}
     assert "web-3" in {a.served_by for a in out.answers}, "the new node takes traffic"
+    the_lab.events.clear()
     back = under_load(topology, lambda: the_lab.scale(2))
     assert_no_request_failed(back, "scale 3 -> 2")
+    before_the_change = [a for a in back.answers if a.at < 1.0]
+    assert "web-3" in {a.served_by for a in before_the_change}, "web-3 took traffic until then"
     assert the_lab.rotation(the_lab.topology()) == {"web-1": "UP", "web-2": "UP"}
     assert "web-3" not in {a.served_by for a in back.since(back.elapsed() - 1.0)}
     assert haproxy_pid(the_lab) == pid, "HAProxy was not restarted"
     assert [h.name for h in the_lab.topology().web_nodes] == ["web-1", "web-2"]
+    # As on AWS: the record goes, HAProxy lets go of the node, then the node is stopped.
+    (removed,) = [e for e in events(the_lab, "switched") if e.host == "web-3"]
+    (followed,) = [e for e in events(the_lab, "followed") if e.host == "web-3"]
+    (drained,) = [e for e in events(the_lab, "drained") if e.host == "web-3"]
+    (retired,) = [e for e in events(the_lab, "retired") if e.host == "web-3"]
+    assert removed.at <= followed.at <= drained.at <= retired.at, (
+        f"web-3: record removed {removed.at:.2f}, HAProxy followed {followed.at:.2f}, "
+        f"drained {drained.at:.2f}, stopped {retired.at:.2f}"
+    )
 
 
 def test_every_web_node_is_replaced_without_a_failed_request(lab: tuple[Lab, Topology]) -> None:

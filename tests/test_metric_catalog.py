@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from monitoring_harness import shape
 
-from components.metric_catalog import (
+from userdata.metric_catalog import (
     LOG_SOURCES,
     StackShape,
     catalogue,
@@ -14,6 +14,7 @@ from components.metric_catalog import (
     log_sources,
     rds_class_memory_gib,
 )
+from userdata.metric_catalog.table import ALARMS, EXPRESSIONS, METRICS, WIDGETS
 
 
 @pytest.mark.parametrize(
@@ -82,3 +83,19 @@ def test_unknown_role_and_host_are_named() -> None:
     with pytest.raises(KeyError, match="no alarm 'lb-nothing'"):
         catalogue(shape(2)).alarm("lb-nothing")
     assert {s.role for s in LOG_SOURCES} == {"load-balancer", "web"}
+
+
+def test_every_metric_of_the_table_is_read_and_every_key_is_known() -> None:
+    """Guards the table against a metric nobody watches (the agent would publish it for
+    nothing) and against a signal, line or threshold naming a record that does not exist."""
+    metric_keys = {m.key for m in METRICS}
+    expression_keys = {e.key for e in EXPRESSIONS}
+    read = {a.signal for group in ALARMS for a in group.alarms}
+    read |= {line.key for widget in WIDGETS for line in widget.lines}
+    read |= {metric for e in EXPRESSIONS for _, metric, _ in e.inputs}
+    assert read - metric_keys - expression_keys == set(), "unknown keys"
+    assert metric_keys - read == set(), "metrics in the table that nothing reads"
+    assert len(metric_keys) == len(METRICS), "a metric key repeats"
+    alarm_keys = {a.key for a in catalogue(shape(2)).alarms}
+    drawn = {key for widget in WIDGETS for key in widget.thresholds}
+    assert drawn <= alarm_keys, f"widgets draw unknown alarms: {sorted(drawn - alarm_keys)}"

@@ -23,7 +23,6 @@ from monitoring_harness import shape
 from prometheus_client.parser import text_string_to_metric_families
 from system_tools import require
 
-from components.metric_catalog import LOAD_BALANCER, Catalogue, catalogue
 from lab.processes import poll
 from userdata.cloudwatch_agent import (
     Endpoint,
@@ -33,6 +32,7 @@ from userdata.cloudwatch_agent import (
     prometheus_config,
     prometheus_targets,
 )
+from userdata.metric_catalog import LOAD_BALANCER, Catalogue, catalogue
 
 ACCEPTED_TYPES = {"counter", "gauge"}  # the agent drops histograms and untyped series
 

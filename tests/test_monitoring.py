@@ -24,8 +24,8 @@ from monitoring_harness import (
     shape,
 )
 
-from components.metric_catalog import GIB, LOAD_BALANCER
 from components.monitoring import MonitoringArgs
+from userdata.metric_catalog import GIB, LOAD_BALANCER
 
 RECOVER = "arn:aws:automate:eu-west-1:ec2:recover"
 

@@ -69,7 +69,10 @@ def test_web_nodes_alternate_between_two_zones_without_public_addresses(
     zone_of = {
         s.id: s.inputs["availabilityZone"] for s in five_nodes.of_type("aws:ec2/subnet:Subnet")
     }
-    nodes = five_nodes.instances("web")
+    # In node order: registrations arrive as their inputs resolve, in no fixed order.
+    nodes = sorted(
+        five_nodes.instances("web"), key=lambda n: int(n.inputs["tags"]["Name"].rsplit("-")[-1])
+    )
     assert [n.inputs["tags"]["Name"] for n in nodes] == [
         f"web-infra-dev-web-{i}" for i in range(1, 6)
     ]
@@ -164,46 +167,60 @@ def test_a_new_image_replaces_instances_instead_of_being_ignored(
         assert instance.ignore_changes == [], instance.name
 
 
-def test_roles_grant_only_what_each_tier_does(default_run: ProgramRun) -> None:
-    """The web role reads the primary's secret and writes the web nodes' readiness reports;
-    the load balancer's writes its own report; nothing else but Session Manager."""
-    policies = {
-        r.name: json.loads(r.inputs["policy"])
-        for r in default_run.of_type("aws:iam/rolePolicy:RolePolicy")
+def test_each_host_has_a_role_granting_only_what_it_does(default_run: ProgramRun) -> None:
+    """Each host writes only its own readiness report (a web node could mark another ready
+    with a shared role); web nodes may read the primary's secret, the load balancer may not;
+    Session Manager without AmazonSSMManagedInstanceCore's ssm:GetParameter(s) on `*`."""
+    roles = {r.name for r in default_run.of_type("aws:iam/role:Role")}
+    assert roles == {
+        "web-infra-dev-web-web-1-identity-role",
+        "web-infra-dev-web-web-2-identity-role",
+        "web-infra-dev-load-balancer-identity-role",
     }
-    (web,) = [p for name, p in policies.items() if name.endswith("-web-identity-app")]
-    (load_balancer,) = [
-        p for name, p in policies.items() if name.endswith("-load-balancer-identity-boot")
-    ]
-    agents = {name: p for name, p in policies.items() if name.endswith("-identity-metrics-agent")}
-    assert len(agents) == 2, "each tier's agent has its own log groups"
-    for name, agent in agents.items():
-        actions = {str(s["Action"]) for s in agent["Statement"]}
-        assert actions == {
-            "cloudwatch:PutMetricData",
-            "['logs:CreateLogStream', 'logs:PutLogEvents']",
-        }, name
+    policies: dict[str, dict[str, dict[str, object]]] = {}
+    for r in default_run.of_type("aws:iam/rolePolicy:RolePolicy"):
+        policies.setdefault(r.inputs["role"], {})[r.inputs["name"]] = json.loads(r.inputs["policy"])
+    assert default_run.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") == []
     primary = default_run.one(RDS, "primary")
     parameter_arns = {
         r.inputs["name"].rsplit("/", 1)[1]: r.outputs["arn"]
         for r in default_run.of_type("aws:ssm/parameter:Parameter")
     }
-    bucket = default_run.one("aws:s3/bucket:Bucket")
-    web_statements = {s["Action"]: s["Resource"] for s in web["Statement"]}
-    assert web_statements == {
-        "rds:DescribeDBInstances": primary.outputs["arn"],
-        "secretsmanager:GetSecretValue": primary.outputs["masterUserSecrets"][0]["secretArn"],
-        "s3:GetObject": f"{bucket.outputs['arn']}/files/*",
-        "ssm:PutParameter": [parameter_arns["web-1"], parameter_arns["web-2"]],
-    }
-    assert {s["Action"]: s["Resource"] for s in load_balancer["Statement"]} == {
-        "s3:GetObject": f"{bucket.outputs['arn']}/files/*",
-        "ssm:PutParameter": parameter_arns["load-balancer"],
-    }
-    attachments = default_run.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
-    assert {a.inputs["policyArn"] for a in attachments} == {
-        "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
-    }
+    files = f"{default_run.one('aws:s3/bucket:Bucket').outputs['arn']}/files/*"
+
+    def statements(policy: dict[str, object]) -> dict[str, object]:
+        return {str(s["Action"]): s["Resource"] for s in policy["Statement"]}  # type: ignore[attr-defined]
+
+    hosts = {"web-infra-dev-web-1": "web-1", "web-infra-dev-web-2": "web-2"}
+    hosts["web-infra-dev-load-balancer"] = "load-balancer"
+    assert set(policies) == set(hosts)
+    for role, host in hosts.items():
+        by_label = policies[role]
+        session = statements(by_label["session-manager"])
+        assert session == {
+            "['ssm:UpdateInstanceInformation', 'ssmmessages:CreateControlChannel', "
+            "'ssmmessages:CreateDataChannel', 'ssmmessages:OpenControlChannel', "
+            "'ssmmessages:OpenDataChannel']": "*"
+        }, role
+        assert statements(by_label["boot"]) == {
+            "s3:GetObject": files,
+            "ssm:PutParameter": parameter_arns[host],
+        }, role
+        assert set(statements(by_label["metrics-agent"])) == {
+            "cloudwatch:PutMetricData",
+            "['logs:CreateLogStream', 'logs:PutLogEvents']",
+        }, role
+        secret = by_label.get("database-secret")
+        if host == "load-balancer":
+            assert secret is None, "the load balancer never reads the database secret"
+        else:
+            assert secret is not None, role
+            assert statements(secret) == {
+                "rds:DescribeDBInstances": primary.outputs["arn"],
+                "secretsmanager:GetSecretValue": (
+                    primary.outputs["masterUserSecrets"][0]["secretArn"]
+                ),
+            }, role
 
 
 def test_private_zone_names_every_host(default_run: ProgramRun) -> None:

@@ -1,5 +1,6 @@
 """The settings loader, table-driven and without Pulumi: every bad value names key and fix."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -171,12 +172,16 @@ def test_every_problem_is_reported_at_once() -> None:
 
 
 def test_names_are_derived_safely_from_odd_stack_names() -> None:
+    """A stack name that is not already a valid, short DNS label is slugged and gets a hash
+    of the original, so that `Team_A.Prod` and `team-a-prod` stay two stacks."""
+    assert load_settings({}, stack="team-a-prod").name_prefix == "web-infra-team-a-prod"
     settings = load_settings({}, stack="Team_A.Prod")
-    assert settings.name_prefix == "web-infra-team-a-prod"
-    assert settings.internal_zone == "team-a-prod.web-infra.internal"
-    assert settings.db_primary_identifier == "web-infra-team-a-prod-primary"
+    assert re.fullmatch(r"web-infra-team-a-prod-[0-9a-f]{6}", settings.name_prefix)
+    assert settings.internal_zone == f"{settings.name_prefix[10:]}.web-infra.internal"
+    assert settings.db_primary_identifier == f"{settings.name_prefix}-primary"
     long = load_settings({}, stack="x" * 80)
     assert len(long.db_replica_identifier) <= 63
+    assert long.db_primary_identifier != long.db_replica_identifier
 
 
 @pytest.mark.parametrize(

@@ -157,8 +157,9 @@ def test_big_files_come_from_s3_exactly_as_the_repository_has_them(
             assert host in object_.hosts, f"{host}: {destination}"
             assert not any(f["path"] == destination for f in document["write_files"]), host
         assert document["runcmd"][-1][1] == "/usr/local/lib/web-infra/report_ready.py", host
-    # The name is known at preview; the stack part is cut to fit S3's 63 characters.
-    assert hosts.store.bucket == "web-infra-production-eu-c-123456789012-ap-southeast-2-artifacts"
+    # The name is known at preview; the stack part is cut to fit S3's 63 characters, with a
+    # hash of the whole prefix, so that two stacks sharing a start do not share a bucket.
+    assert hosts.store.bucket == "web-infra-producti-0e9dbc-123456789012-ap-southeast-2-artifacts"
 
 
 def test_the_app_compresses_the_same_on_every_platform() -> None:

@@ -19,8 +19,8 @@ from monitoring_harness import shape
 from moto import mock_aws
 from verify_fixtures import REGION, Clients, FakeSite, build_stack
 
-from components.metric_catalog import catalogue
 from tools import verify
+from userdata.metric_catalog import catalogue
 
 AWS_CHECKS = [
     "lb instance",

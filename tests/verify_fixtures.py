@@ -14,7 +14,7 @@ from typing import Any
 
 import boto3
 
-from components.metric_catalog import (
+from userdata.metric_catalog import (
     DB_EVENT_CATEGORIES,
     HEALTH_CHECK,
     LOAD_BALANCER,

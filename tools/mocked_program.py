@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+from google.protobuf import json_format  # type: ignore[import-untyped]
 from pulumi.runtime.mocks import MockMonitor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +46,15 @@ class Registration:
     """URNs this resource waits for: explicit `depends_on` and every input's source."""
     ignore_changes: list[str] = field(default_factory=list)
     delete_before_replace: bool = False
+    replace_on_changes: list[str] = field(default_factory=list)
+    """Input names whose change replaces the resource instead of updating it."""
+    replacement_trigger: Any = None
+    """The `replacement_trigger` option's value: a change of it replaces the resource."""
+    explicit_dependencies: set[str] = field(default_factory=set)
+    """URNs from the `depends_on` option alone (the engine sends them with the inputs' sources
+    in `dependencies`; these are the ones no input carries)."""
+    parent: str = ""
+    """The parent's URN (the stack's for top-level resources)."""
 
 
 @dataclass
@@ -112,10 +122,19 @@ class AwsMocks(pulumi.runtime.Mocks):
         ]
         registration.urn = urn
         registration.dependencies = set(request.dependencies)
+        from_inputs: set[str] = set()
         for urns in request.propertyDependencies.values():
-            registration.dependencies |= set(urns.urns)
+            from_inputs |= set(urns.urns)
+        registration.explicit_dependencies = registration.dependencies - from_inputs
+        registration.dependencies |= from_inputs
         registration.ignore_changes = list(request.ignoreChanges)
         registration.delete_before_replace = bool(request.deleteBeforeReplace)
+        registration.replace_on_changes = list(request.replaceOnChanges)
+        registration.parent = request.parent
+        if request.HasField("replacement_trigger"):
+            registration.replacement_trigger = json_format.MessageToDict(
+                request.replacement_trigger
+            )
 
     def _computed(self, typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         computed: dict[str, Any]
@@ -178,9 +197,10 @@ class AwsMocks(pulumi.runtime.Mocks):
                 "nameServers": [],
             }
         if typ in ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile"):
-            return name, {
-                "arn": f"arn:aws:iam::{ACCOUNT}:{typ.rsplit(':', 1)[1].lower()}/{name}",
-                "name": name,
+            physical = inputs.get("name") or name
+            return physical, {
+                "arn": f"arn:aws:iam::{ACCOUNT}:{typ.rsplit(':', 1)[1].lower()}/{physical}",
+                "name": physical,
             }
         if typ in ("aws:rds/subnetGroup:SubnetGroup", "aws:rds/parameterGroup:ParameterGroup"):
             return name, {"arn": arn, "name": name}

@@ -1,19 +1,7 @@
-"""Cloud-init userdata for every host of web-infra, built as data from pure functions."""
+"""Cloud-init userdata for every host of web-infra, built as data from pure functions.
 
-from userdata.cloud_config import (
-    AppDatabase,
-    ReadinessReport,
-    load_balancer_cloud_config,
-    parse,
-    render,
-    web_node_cloud_config,
-)
-
-__all__ = [
-    "AppDatabase",
-    "ReadinessReport",
-    "load_balancer_cloud_config",
-    "parse",
-    "render",
-    "web_node_cloud_config",
-]
+Import the modules themselves (`from userdata import cloud_config`). This package imports
+nothing on its own: `settings.py` reads the metric catalogue (`userdata.metric_catalog`), and
+`userdata.cloud_config` reads `settings.py`, so importing `cloud_config` here would make
+importing the catalogue import settings while settings is still being loaded.
+"""

@@ -1,7 +1,7 @@
 """Pure builders for the Amazon CloudWatch agent on each host: its config, its Prometheus scrape
 config, the install step as a cloud-config fragment, and the IAM policy it needs.
 
-Everything is derived from the metric catalogue (`components/metric_catalog.py`): the agent
+Everything is derived from the metric catalogue (`userdata/metric_catalog/`): the agent
 publishes exactly the metrics the alarms and the dashboard read, under the names and dimensions
 the catalogue gives them, and writes exactly the log groups the catalogue lists for the host's
 role. Nothing here calls AWS or reads a Pulumi output, so the result is known at preview.
@@ -29,7 +29,7 @@ from typing import Any
 
 import jsonschema
 
-from components.metric_catalog import (
+from userdata.metric_catalog import (
     LOAD_BALANCER,
     Catalogue,
     Metric,

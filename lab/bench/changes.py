@@ -31,8 +31,9 @@ from lab.bench.cpu import other_cores
 from lab.bench.measurement import Context, Row
 from lab.bench.stats import median_of, verdict
 from lab.bench.table import HEADING_WIDTH, format_table
-from lab.lab import Event, Lab
+from lab.lab import Lab
 from lab.localize import LabError
+from lab.state import Event
 from lab.traffic import Answer, RequestStream
 from settings import MAX_WEB_NODES
 

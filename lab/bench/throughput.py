@@ -25,9 +25,10 @@ from lab.bench.measurement import Context, Row
 from lab.bench.stats import median_of, ratio, rotated, verdict
 from lab.bench.table import ms, ratio_text
 from lab.bench.wrk import READ_PATH, Summary, WrkResult, summarize
-from lab.lab import Lab, haproxy_command
+from lab.lab import Lab
 from lab.localize import LabError
 from lab.processes import poll
+from lab.routing import haproxy_command
 from lab.topology import Topology
 
 LB_COST_TARGET = 0.9

@@ -34,7 +34,7 @@ from typing import Any
 from lab.bench.measurement import Context
 from lab.bench.measurement import Row as TableRow
 from lab.bench.wrk import READ_PATH, Wrk
-from lab.lab import haproxy_command
+from lab.routing import haproxy_command
 from lab.topology import Topology
 
 CLIENT_THREADS = 4

@@ -1,0 +1,465 @@
+"""The catalogue itself: every metric, alarm, dashboard widget and log this stack watches, one
+record each, with each alarm's threshold and the reason for it.
+
+Read it like a table: a metric says who publishes it; an alarm names its metric, when it fires
+and why that threshold means something; a widget lists its lines and the alarms whose thresholds
+it draws. Records are written once for every stack: `{node}`, `{host}`, `{db}` and the stack's
+own values (`{count}`, `{db_class}`, ...) are filled in by `expand.py` for one stack shape.
+
+Where the numbers come from:
+  * the load balancer: HAProxy's built-in Prometheus exporter, scraped by the CloudWatch agent on
+    the load balancer and sent as embedded-metric-format logs into the stack's namespace;
+  * web nodes: Nginx's stub_status through prometheus-nginx-exporter (requests), HAProxy's
+    per-server counters (5xx answered by each node), the agent's own mem/disk inputs;
+  * AWS: EC2 (CPU, status checks), RDS (CPU, storage, memory, connections, replica lag) and
+    Route 53 (the outside-in health check; its metrics exist only in us-east-1).
+"""
+
+from __future__ import annotations
+
+from userdata.metric_catalog.model import (
+    BACKEND,
+    FRONTEND,
+    HEALTH_CHECK_REGION,
+    LOAD_BALANCER,
+    ROOT_FILESYSTEM_TYPE,
+    WEB,
+    AlarmGroup,
+    AlarmRecord,
+    ExpressionRecord,
+    Line,
+    LogSource,
+    MetricRecord,
+    Source,
+    WidgetRecord,
+)
+
+# --- thresholds, each explained by the alarm that uses it ---------------------------------------
+
+MIN_REQUESTS_FOR_ERROR_RATE = 10
+"""Requests per minute below which the 5xx rate reads as 0: two errors among three requests
+say little, and a site that is down is the outside-in check's job."""
+ERROR_RATE_PERCENT = 1.0
+LATENCY_SECONDS = 0.5
+NODE_5XX_PER_MINUTE = 10
+CPU_PERCENT = 80.0
+MEMORY_USED_PERCENT = 90.0
+DISK_USED_PERCENT = 85.0
+DB_FREE_STORAGE_FRACTION = 0.20
+DB_FREEABLE_MEMORY_FRACTION = 0.05
+DB_CONNECTIONS_FRACTION = 0.80
+REPLICA_LAG_SECONDS = 30.0
+
+# --- metrics ------------------------------------------------------------------------------------
+
+
+def _agent(
+    key: str, source: Source, name: str, dimensions: tuple[tuple[str, str], ...], label: str,
+    *, host: str, unit: str,
+) -> MetricRecord:  # fmt: skip
+    """A metric the CloudWatch agent on `host` publishes into the stack's namespace."""
+    return MetricRecord(key, source, name, dimensions, label, host=host, unit=unit)
+
+
+def _aws(
+    namespace: str, key: str, name: str, dimension: tuple[str, str], label: str
+) -> MetricRecord:
+    """A metric AWS publishes with one dimension."""
+    return MetricRecord(key, Source.AWS, name, (dimension,), label, namespace=namespace)
+
+
+_INSTANCE = ("InstanceId", "@instance:{host}")
+_DB = ("DBInstanceIdentifier", "{db}")
+
+METRICS = (
+    # Requests HAProxy's public frontend received (a counter; the agent sends deltas).
+    _agent("lb-requests", Source.HAPROXY, "haproxy_frontend_http_requests_total",
+           (("proxy", FRONTEND),), "requests (load balancer)",
+           host=LOAD_BALANCER, unit="Count"),
+    # 5xx answers to clients, HAProxy's own 503s (no server left) included.
+    _agent("lb-5xx", Source.HAPROXY, "haproxy_frontend_http_responses_total",
+           (("proxy", FRONTEND), ("code", "5xx")), "5xx to clients",
+           host=LOAD_BALANCER, unit="Count"),
+    # Web nodes HAProxy currently sends traffic to (UP in its health checks).
+    _agent("lb-active-servers", Source.HAPROXY, "haproxy_backend_active_servers",
+           (("proxy", BACKEND),), "healthy web nodes", host=LOAD_BALANCER, unit="Count"),
+    # HAProxy's average total request time over the backend's last 1024 requests.
+    _agent("lb-total-time", Source.HAPROXY, "haproxy_backend_total_time_average_seconds",
+           (("proxy", BACKEND),), "request time (avg of last 1024)",
+           host=LOAD_BALANCER, unit="Seconds"),
+    # 5xx answered by (or on behalf of) one web node, as HAProxy counted them; includes 502s
+    # that HAProxy then retried on another node, which clients never saw.
+    _agent("node-5xx", Source.HAPROXY, "haproxy_server_http_responses_total",
+           (("proxy", BACKEND), ("server", "{node}"), ("code", "5xx")), "{node} 5xx",
+           host=LOAD_BALANCER, unit="Count"),
+    # Requests Nginx accepted on one node, HAProxy's health checks (1/s) included.
+    _agent("node-requests", Source.NGINX, "nginx_http_requests_total",
+           (("Node", "{node}"),), "{node} (Nginx)", host="{node}", unit="Count"),
+    _agent("host-memory", Source.HOST, "mem_used_percent",
+           (("Node", "{host}"),), "{host} memory", host="{host}", unit="Percent"),
+    _agent("host-disk", Source.HOST, "disk_used_percent",
+           (("Node", "{host}"), ("path", "/"), ("fstype", ROOT_FILESYSTEM_TYPE)),
+           "{host} disk /", host="{host}", unit="Percent"),
+    # EC2 publishes these for every instance (free, every 5 minutes; status checks every minute).
+    _aws("AWS/EC2", "ec2-cpu", "CPUUtilization", _INSTANCE, "{host} CPUUtilization"),
+    _aws("AWS/EC2", "ec2-instance-check", "StatusCheckFailed_Instance", _INSTANCE,
+         "{host} StatusCheckFailed_Instance"),
+    _aws("AWS/EC2", "ec2-system-check", "StatusCheckFailed_System", _INSTANCE,
+         "{host} StatusCheckFailed_System"),
+    # RDS publishes these for each DB instance (free, every minute).
+    _aws("AWS/RDS", "rds-cpu", "CPUUtilization", _DB, "{db}"),
+    _aws("AWS/RDS", "rds-free-storage", "FreeStorageSpace", _DB, "{db}"),
+    _aws("AWS/RDS", "rds-freeable-memory", "FreeableMemory", _DB, "{db}"),
+    _aws("AWS/RDS", "rds-connections", "DatabaseConnections", _DB, "{db}"),
+    _aws("AWS/RDS", "rds-replica-lag", "ReplicaLag", ("DBInstanceIdentifier", "{replica}"),
+         "{replica}"),
+    MetricRecord("site-health", Source.AWS, "HealthCheckStatus",
+                 (("HealthCheckId", "@health-check"),), "site healthy (Route 53 checkers)",
+                 namespace="AWS/Route53", region=HEALTH_CHECK_REGION),
+)  # fmt: skip
+
+EXPRESSIONS = (
+    ExpressionRecord(
+        "error-rate",
+        "IF(requests >= {min_requests}, 100 * errors / requests, 0)",
+        "5xx % of requests",
+        (("errors", "lb-5xx", "Sum"), ("requests", "lb-requests", "Sum")),
+    ),
+)
+
+# --- alarms, in the order they are created: outside-in, load balancer, nodes, hosts, database ---
+
+ALARMS = (
+    AlarmGroup("stack", (
+        AlarmRecord(
+            key="site-health-check",
+            tier="outside-in",
+            severity="critical",
+            summary="The site's health path fails from the internet (Route 53 health checkers).",
+            why=(
+                "The one signal that sees what users see: DNS, the Elastic IP, the load "
+                "balancer and a web node answering together. Checkers probe every 30 s and need "
+                "3 failures; 2 unhealthy minutes rule out a checker's network blip. No data "
+                "means the check itself is gone, which is as bad."
+            ),
+            signal="site-health", statistic="Minimum", period=60,
+            evaluation_periods=2, datapoints_to_alarm=2,
+            comparison="LessThanThreshold", threshold=1, treat_missing_data="breaching",
+        ),
+        AlarmRecord(
+            key="lb-healthy-nodes-below-count",
+            tier="load-balancer",
+            severity="warning",
+            summary="HAProxy sends traffic to fewer than all {count} web nodes.",
+            why=(
+                "webNodeCount is {count}. HAProxy takes a node out after 2 failed checks 1 s "
+                "apart and back after 2 good ones, so 3 minutes below the count is longer than a "
+                "restart: a node is broken. The others still serve, hence a warning. No data "
+                "means HAProxy or the agent on the load balancer stopped reporting."
+            ),
+            signal="lb-active-servers", statistic="Minimum", period=60,
+            evaluation_periods=3, datapoints_to_alarm=3,
+            comparison="LessThanThreshold", threshold="web_node_count",
+            treat_missing_data="missing", notify_when_no_data=True,
+        ),
+        AlarmRecord(
+            key="lb-no-healthy-nodes",
+            tier="load-balancer",
+            severity="critical",
+            summary="HAProxy has no healthy web node: every request gets a 503.",
+            why=(
+                "Zero nodes in rotation is a full outage; one minute is enough to page. Missing "
+                "data does not fire it: a dead load balancer is the outside-in check's page."
+            ),
+            signal="lb-active-servers", statistic="Minimum", period=60,
+            evaluation_periods=1, datapoints_to_alarm=1,
+            comparison="LessThanThreshold", threshold=1, treat_missing_data="notBreaching",
+        ),
+        AlarmRecord(
+            key="lb-5xx-rate",
+            tier="load-balancer",
+            severity="critical",
+            summary="More than 1 % of requests get a 5xx from the load balancer.",
+            why=(
+                "Retries and redispatch hide a dying node (0 failed requests in the failover "
+                "benchmark), so a steady 5xx share means the app or the database fails for users."
+                " 3 of 5 minutes above {error_rate_percent:g} % rules out a burst; below "
+                "{min_requests} requests a minute the rate reads 0."
+            ),
+            signal="error-rate", statistic="Sum", period=60,
+            evaluation_periods=5, datapoints_to_alarm=3,
+            comparison="GreaterThanThreshold", threshold=ERROR_RATE_PERCENT,
+            treat_missing_data="notBreaching",
+        ),
+        AlarmRecord(
+            key="lb-latency-p95",
+            tier="load-balancer",
+            severity="warning",
+            summary="Requests are slow: HAProxy's request time stays above 0.5 s.",
+            why=(
+                "A request takes about 10 ms end to end when healthy (benchmark p50 8 ms); "
+                "{latency_seconds:g} s is 50 times that and noticeable to people. HAProxy's "
+                "exporter has no histogram, so this is the 95th percentile, over 5 minutes, of "
+                "its rolling average of the last 1024 requests, sampled every 30 s: sustained "
+                "slowness, not a single slow request. Two 5-minute periods in a row."
+            ),
+            signal="lb-total-time", statistic="p95", period=300,
+            evaluation_periods=2, datapoints_to_alarm=2,
+            comparison="GreaterThanThreshold", threshold=LATENCY_SECONDS,
+            treat_missing_data="notBreaching",
+        ),
+    )),
+    AlarmGroup("node", (
+        AlarmRecord(
+            key="{node}-5xx",
+            tier="web",
+            severity="warning",
+            summary="{node} keeps answering 5xx (Nginx or the app).",
+            why=(
+                "At least {node_5xx_per_minute} 5xx a minute in 3 of 5 minutes from one node is "
+                "a sick node (app down behind Nginx: 502; database unreachable from it: 503), "
+                "even while HAProxy's retries hide the 502s from clients."
+            ),
+            signal="node-5xx", statistic="Sum", period=60,
+            evaluation_periods=5, datapoints_to_alarm=3,
+            comparison="GreaterThanOrEqualToThreshold", threshold=NODE_5XX_PER_MINUTE,
+            treat_missing_data="notBreaching",
+        ),
+    )),
+    AlarmGroup("host", (
+        AlarmRecord(
+            key="{host}-cpu",
+            tier="{host_role}",
+            severity="warning",
+            summary="{host}'s CPU stays above 80 %.",
+            why=(
+                "Three 5-minute averages (EC2's basic monitoring) above 80 %: the host is "
+                "saturated and latency follows; on a t3/t4g it also spends surplus credits."
+            ),
+            signal="ec2-cpu", statistic="Average", period=300,
+            evaluation_periods=3, datapoints_to_alarm=3,
+            comparison="GreaterThanThreshold", threshold=CPU_PERCENT,
+            treat_missing_data="missing",
+        ),
+        AlarmRecord(
+            key="{host}-memory",
+            tier="{host_role}",
+            severity="warning",
+            summary="{host} has used more than 90 % of its memory for 5 minutes.",
+            why=(
+                "Used memory excludes the page cache, so 90 % is real pressure: next comes the "
+                "OOM killer (gunicorn or HAProxy)."
+            ),
+            signal="host-memory", statistic="Average", period=60,
+            evaluation_periods=5, datapoints_to_alarm=5,
+            comparison="GreaterThanThreshold", threshold=MEMORY_USED_PERCENT,
+            treat_missing_data="missing",
+        ),
+        AlarmRecord(
+            key="{host}-disk",
+            tier="{host_role}",
+            severity="warning",
+            summary="{host}'s root file system is more than 85 % full.",
+            why=(
+                "Logs grow on the 16 GiB root volume; 85 % leaves about 2.4 GiB, hours to days "
+                "to act before Nginx, HAProxy and apt fail to write."
+            ),
+            signal="host-disk", statistic="Maximum", period=300,
+            evaluation_periods=1, datapoints_to_alarm=1,
+            comparison="GreaterThanThreshold", threshold=DISK_USED_PERCENT,
+            treat_missing_data="missing",
+        ),
+        AlarmRecord(
+            key="{host}-instance-check",
+            tier="{host_role}",
+            # The load balancer is the one instance the site cannot do without.
+            severity={LOAD_BALANCER: "critical", WEB: "warning"},
+            summary="{host}'s instance status check fails (its OS does not answer).",
+            why=(
+                "3 failing minutes: the guest is hung, out of memory or misconfigured; AWS cannot "
+                "fix that by moving it. A reboot or a replacement is a person's call."
+            ),
+            signal="ec2-instance-check", statistic="Maximum", period=60,
+            evaluation_periods=3, datapoints_to_alarm=3,
+            comparison="GreaterThanOrEqualToThreshold", threshold=1,
+            treat_missing_data="missing",
+        ),
+        AlarmRecord(
+            key="{host}-system-check-recover",
+            tier="{host_role}",
+            severity="warning",
+            summary="{host}'s host hardware failed; EC2 is recovering the instance.",
+            why=(
+                "A failing system status check is AWS's hardware or network; 2 minutes of it "
+                "trigger EC2's recover action, which moves the instance to healthy hardware with "
+                "its id, private IP and Elastic IP. The notification is for the record."
+            ),
+            signal="ec2-system-check", statistic="Maximum", period=60,
+            evaluation_periods=2, datapoints_to_alarm=2,
+            comparison="GreaterThanOrEqualToThreshold", threshold=1,
+            treat_missing_data="missing", recover_instance="{host}",
+        ),
+    )),
+    AlarmGroup("db", (
+        AlarmRecord(
+            key="db-{role}-cpu",
+            tier="database",
+            severity="warning",
+            summary="The database {role}'s CPU stays above 80 %.",
+            why="15 minutes above 80 %: queries queue and every request slows down.",
+            signal="rds-cpu", statistic="Average", period=300,
+            evaluation_periods=3, datapoints_to_alarm=3,
+            comparison="GreaterThanThreshold", threshold=CPU_PERCENT,
+            treat_missing_data="missing",
+        ),
+        AlarmRecord(
+            key="db-{role}-free-storage",
+            tier="database",
+            severity="warning",
+            summary="The database {role} has less than 20 % of its storage free.",
+            why=(
+                "{free_gib:g} GiB of {storage_gb} GiB left: time to grow "
+                "dbAllocatedStorageGb before MySQL stops taking writes (a full replica also "
+                "stops replicating). Storage fills slowly, so one 5-minute minimum is enough."
+            ),
+            signal="rds-free-storage", statistic="Minimum", period=300,
+            evaluation_periods=1, datapoints_to_alarm=1,
+            comparison="LessThanThreshold", threshold="db_free_storage_bytes",
+            treat_missing_data="missing",
+        ),
+        AlarmRecord(
+            key="db-{role}-freeable-memory",
+            tier="database",
+            severity="warning",
+            summary="The database {role} is short of memory (under 5 % freeable).",
+            why=(
+                "{db_class} has {memory_gib:g} GiB; InnoDB takes most "
+                "of it by design, but under 5 % freeable for 15 minutes the instance swaps "
+                "and MySQL risks being restarted."
+            ),
+            signal="rds-freeable-memory", statistic="Average", period=300,
+            evaluation_periods=3, datapoints_to_alarm=3,
+            comparison="LessThanThreshold", threshold="db_freeable_memory_bytes",
+            treat_missing_data="missing",
+        ),
+        AlarmRecord(
+            key="db-{role}-connections",
+            tier="database",
+            severity="warning",
+            summary="The database {role} nears its connection limit.",
+            why=(
+                "{db_class} allows about {max_connections} connections "
+                "(MySQL's default, DBInstanceClassMemory/12582880); past 80 % of it for 5 "
+                "minutes, new connections from the web tier will soon be refused."
+            ),
+            signal="rds-connections", statistic="Maximum", period=60,
+            evaluation_periods=5, datapoints_to_alarm=5,
+            comparison="GreaterThanThreshold", threshold="db_connections_limit",
+            treat_missing_data="missing",
+        ),
+    )),
+    AlarmGroup("stack", (
+        AlarmRecord(
+            key="db-replica-lag",
+            tier="database",
+            severity="warning",
+            summary="The read replica lags the primary by more than 30 s.",
+            why=(
+                "The app reads from the replica, so readers see data 30 s old (the lab's lag is "
+                "a few ms). 5 minutes in a row rules out a burst of writes. A stopped replication "
+                "comes as an RDS event."
+            ),
+            signal="rds-replica-lag", statistic="Maximum", period=60,
+            evaluation_periods=5, datapoints_to_alarm=5,
+            comparison="GreaterThanThreshold", threshold=REPLICA_LAG_SECONDS,
+            treat_missing_data="missing",
+        ),
+    )),
+)  # fmt: skip
+
+# --- the dashboard: one screen, three widgets a row ----------------------------------------------
+
+WIDGETS = (
+    WidgetRecord("Traffic: requests per minute",
+                 (Line("lb-requests"), Line("node-requests", "node")), "Sum", 60),
+    WidgetRecord("Errors: 5xx share to clients, 5xx per node",
+                 (Line("error-rate"), Line("node-5xx", "node")), "Sum", 60,
+                 thresholds=("lb-5xx-rate",)),
+    WidgetRecord("Latency: HAProxy request time (s)", (Line("lb-total-time"),), "p95", 300,
+                 thresholds=("lb-latency-p95",)),
+    WidgetRecord("Healthy web nodes (HAProxy)", (Line("lb-active-servers"),), "Minimum", 60,
+                 thresholds=("lb-healthy-nodes-below-count",), y_min=0),
+    WidgetRecord("Outside-in: site healthy (1) or not (0)", (Line("site-health"),), "Minimum",
+                 60, thresholds=("site-health-check",), y_min=0),
+    WidgetRecord("Hosts: memory and disk used %",
+                 (Line("host-memory", "host"), Line("host-disk", "host")), "Maximum", 300,
+                 thresholds=(f"{LOAD_BALANCER}-memory", f"{LOAD_BALANCER}-disk"), y_min=0),
+    WidgetRecord("Database CPU %", (Line("rds-cpu", "db"),), "Average", 300,
+                 thresholds=("db-primary-cpu",), y_min=0),
+    WidgetRecord("Database connections", (Line("rds-connections", "db"),), "Maximum", 60,
+                 thresholds=("db-primary-connections",), y_min=0),
+    WidgetRecord("Replica lag (s)", (Line("rds-replica-lag"),), "Maximum", 60,
+                 thresholds=("db-replica-lag",), y_min=0),
+    WidgetRecord("Database free storage (bytes)", (Line("rds-free-storage", "db"),), "Minimum",
+                 300, thresholds=("db-primary-free-storage",), y_min=0),
+    WidgetRecord("Database freeable memory (bytes)", (Line("rds-freeable-memory", "db"),),
+                 "Average", 300, thresholds=("db-primary-freeable-memory",), y_min=0),
+)  # fmt: skip
+
+# --- logs: what leaves each kind of host, and where it lands -------------------------------------
+
+LOG_SOURCES = (
+    LogSource(
+        "load-balancer/haproxy",
+        LOAD_BALANCER,
+        "HAProxy's access log (httplog), through rsyslog",
+        file_path="/var/log/haproxy.log",
+    ),
+    LogSource(
+        "load-balancer/cloud-init",
+        LOAD_BALANCER,
+        "cloud-init's output: the first boot, step by step",
+        file_path="/var/log/cloud-init-output.log",
+    ),
+    LogSource(
+        "load-balancer/metrics",
+        LOAD_BALANCER,
+        "HAProxy's Prometheus series, as embedded-metric-format events",
+        metrics_transport=True,
+    ),
+    LogSource(
+        "web/nginx-access",
+        WEB,
+        "Nginx's access log",
+        file_path="/var/log/nginx/access.log",
+    ),
+    LogSource(
+        "web/nginx-error",
+        WEB,
+        "Nginx's error log",
+        file_path="/var/log/nginx/error.log",
+    ),
+    LogSource(
+        "web/app",
+        WEB,
+        "the app's log (gunicorn and the app, from the journal)",
+        journald_unit="web-app.service",
+    ),
+    LogSource(
+        "web/cloud-init",
+        WEB,
+        "cloud-init's output: the first boot, step by step",
+        file_path="/var/log/cloud-init-output.log",
+    ),
+    LogSource(
+        "web/metrics",
+        WEB,
+        "Nginx's Prometheus series, as embedded-metric-format events",
+        metrics_transport=True,
+    ),
+)
+
+
+DB_EVENT_CATEGORIES = ("failover", "failure", "low storage", "read replica")
+"""RDS event categories sent to the topic: a failover happened, the instance failed, storage is
+(nearly) full, replication stopped or failed. Not `availability` (every maintenance restart)."""
