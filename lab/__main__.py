@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,17 @@ from lab.processes import poll
 from lab.state import Event
 from lab.tables import host_table
 from lab.topology import LAB_NETWORKS, Topology
-from settings import SettingsError
+from settings import MAX_WEB_NODES, MIN_WEB_NODES, SettingsError, shown
+from tools import arguments
+from tools.ami import is_file
+
+ROOT = Path(__file__).resolve().parent.parent
+PROG = "python -m lab"
+# A host of the lab: web-N, load-balancer, db-primary, db-replica, ... (checked by the lab).
+host_name = arguments.matching(
+    re.compile(r"[a-z][a-z0-9-]{0,39}"), "a host name such as web-1, load-balancer or db-replica"
+)
+web_nodes = arguments.whole_number(MIN_WEB_NODES, MAX_WEB_NODES)
 
 CERTIFICATE_TIMEOUT_SECONDS = 60.0  # certbot and pebble take a few seconds in the lab
 
@@ -60,10 +71,13 @@ def drained(events: list[Event]) -> list[str]:
 
 
 def parser() -> argparse.ArgumentParser:
-    main = argparse.ArgumentParser(
-        prog="python -m lab", description=(__doc__ or "").splitlines()[0]
+    main = arguments.ArgumentParser(prog=PROG, description=(__doc__ or "").splitlines()[0])
+    main.add_argument(
+        "--stack",
+        default="dev",
+        type=arguments.stack_name,
+        help="read Pulumi.<stack>.yaml (default: dev)",
     )
-    main.add_argument("--stack", default="dev", help="read Pulumi.<stack>.yaml (default: dev)")
     main.add_argument(
         "--lab",
         default="dev",
@@ -72,13 +86,13 @@ def parser() -> argparse.ArgumentParser:
     )
     main.add_argument(
         "--ready-timeout",
-        type=float,
+        type=arguments.seconds(1, 3600),
         default=60.0,
         help="seconds a new host may take to report that it serves (default: 60)",
     )
     commands = main.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start every host, then print the URL and status")
-    up.add_argument("--web-nodes", type=int, help="override webNodeCount (2 to 20)")
+    up.add_argument("--web-nodes", type=web_nodes, help="override webNodeCount (2 to 20)")
     up.add_argument(
         "--no-https",
         action="store_true",
@@ -89,83 +103,108 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable status")
     commands.add_parser("down", help="stop everything the lab started and remove its state")
     stop = commands.add_parser("stop", help="stop one host (e.g. web-1, db-replica)")
-    stop.add_argument("host")
+    stop.add_argument("host", type=host_name)
     stop.add_argument("--kill", action="store_true", help="SIGKILL: a crash, not a shutdown")
     start = commands.add_parser("start", help="start a stopped host again")
-    start.add_argument("host")
+    start.add_argument("host", type=host_name)
     freeze = commands.add_parser("freeze", help="hang a host (SIGSTOP): it keeps its sockets")
-    freeze.add_argument("host")
+    freeze.add_argument("host", type=host_name)
     thaw = commands.add_parser("thaw", help="let a frozen host go on (SIGCONT)")
-    thaw.add_argument("host")
+    thaw.add_argument("host", type=host_name)
     scale = commands.add_parser(
         "scale", help="change the number of web nodes (DNS and nodes only, as pulumi up does)"
     )
-    scale.add_argument("web_nodes", type=int)
+    scale.add_argument("web_nodes", type=web_nodes)
     replace = commands.add_parser(
         "replace", help="a new instance of a host on a new address, switched to once it serves"
     )
-    replace.add_argument("host", help="web-N or load-balancer")
+    replace.add_argument("host", type=host_name, help="web-N or load-balancer")
     release = commands.add_parser(
         "release", help="roll out app code to every web node, canary first, in batches"
     )
     release.add_argument("app", type=Path, help="the app's source file (a web_app.py)")
-    release.add_argument("--batch-size", type=int, help="nodes per batch after the canary")
+    release.add_argument(
+        "--batch-size",
+        type=arguments.whole_number(1, MAX_WEB_NODES),
+        help="nodes per batch after the canary",
+    )
     return main
+
+
+def usage_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with arguments that argparse cannot check alone: files that must exist."""
+    stack_file = ROOT / f"Pulumi.{args.stack}.yaml"
+    if args.command == "up" and not stack_file.is_file():
+        return f"argument --stack: there is no {stack_file.name}; pass the name of a stack file"
+    if args.command == "release" and not is_file(args.app):
+        return f"argument app: {shown(str(args.app))} is not a file; pass a web_app.py"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    problem = usage_problem(args)
+    if problem:
+        return arguments.usage_error(PROG, problem)
     lab = Lab(args.lab, stack=args.stack)
     lab.ready_timeout = args.ready_timeout
     try:
-        if args.command == "up":
-            lab.https = not args.no_https
-            topology = lab.up(web_nodes=args.web_nodes)
-            # Wait for the CA's certificate, so the line printed below works when pasted.
-            certified = topology.settings.domain is not None and (
-                poll(lab.serves_its_certificate, CERTIFICATE_TIMEOUT_SECONDS, step=0.2) is not None
-            )
-            current = lab.status()
-            print(up_message(topology, current, certified=certified))
-            print(table(current))
-            print(f"\nHAProxy stats: {topology.stats_url}    stop it all: make lab-down")
-        elif args.command == "status":
-            current = lab.status()
-            print(json.dumps(current, indent=2) if args.json else table(current))
-        elif args.command == "down":
-            stopped = lab.down()
-            print(f"stopped {len(stopped)} processes; removed {lab.state}")
-        elif args.command == "stop":
-            lab.stop_host(args.host, kill=args.kill)
-            print(f"{args.host} stopped")
-        elif args.command == "start":
-            lab.start_host(args.host)
-            print(f"{args.host} started")
-        elif args.command == "freeze":
-            lab.freeze(args.host)
-            print(f"{args.host} frozen; `python -m lab thaw {args.host}` lets it go on")
-        elif args.command == "thaw":
-            lab.thaw(args.host)
-            print(f"{args.host} thawed")
-        elif args.command == "scale":
-            lab.scale(args.web_nodes)
-            print(f"{args.web_nodes} web nodes serve")
-            for line in drained(lab.events):
-                print(line)
-            print()
-            print(table(lab.status()))
-        elif args.command == "replace":
-            lab.replace(args.host)
-            print(f"{args.host} replaced\n")
-            print(table(lab.status()))
-        else:
-            lab.release(args.app.read_bytes(), batch_size=args.batch_size)
-            print(f"released {args.app} to every web node\n")
-            print(table(lab.status()))
-    except (LabError, SettingsError, KeyError, OSError) as error:
+        run(lab, args)
+    except SettingsError as error:  # the stack file: the user's input
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return arguments.USAGE_ERROR
+    except (LabError, KeyError, OSError) as error:
         print(f"lab: {error.args[0] if isinstance(error, KeyError) else error}", file=sys.stderr)
         return 1
     return 0
+
+
+def run(lab: Lab, args: argparse.Namespace) -> None:
+    """Carry out one command on the lab."""
+    if args.command == "up":
+        lab.https = not args.no_https
+        topology = lab.up(web_nodes=args.web_nodes)
+        # Wait for the CA's certificate, so the line printed below works when pasted.
+        certified = topology.settings.domain is not None and (
+            poll(lab.serves_its_certificate, CERTIFICATE_TIMEOUT_SECONDS, step=0.2) is not None
+        )
+        current = lab.status()
+        print(up_message(topology, current, certified=certified))
+        print(table(current))
+        print(f"\nHAProxy stats: {topology.stats_url}    stop it all: make lab-down")
+    elif args.command == "status":
+        current = lab.status()
+        print(json.dumps(current, indent=2) if args.json else table(current))
+    elif args.command == "down":
+        stopped = lab.down()
+        print(f"stopped {len(stopped)} processes; removed {lab.state}")
+    elif args.command == "stop":
+        lab.stop_host(args.host, kill=args.kill)
+        print(f"{args.host} stopped")
+    elif args.command == "start":
+        lab.start_host(args.host)
+        print(f"{args.host} started")
+    elif args.command == "freeze":
+        lab.freeze(args.host)
+        print(f"{args.host} frozen; `python -m lab thaw {args.host}` lets it go on")
+    elif args.command == "thaw":
+        lab.thaw(args.host)
+        print(f"{args.host} thawed")
+    elif args.command == "scale":
+        lab.scale(args.web_nodes)
+        print(f"{args.web_nodes} web nodes serve")
+        for line in drained(lab.events):
+            print(line)
+        print()
+        print(table(lab.status()))
+    elif args.command == "replace":
+        lab.replace(args.host)
+        print(f"{args.host} replaced\n")
+        print(table(lab.status()))
+    else:
+        lab.release(args.app.read_bytes(), batch_size=args.batch_size)
+        print(f"released {args.app} to every web node\n")
+        print(table(lab.status()))
 
 
 if __name__ == "__main__":

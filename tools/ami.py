@@ -23,11 +23,22 @@ from typing import Any
 
 import boto3
 import yaml
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from components.hardened_instance import UBUNTU_AMI_PARAMETER
-from settings import NAMESPACE, SettingsError, cpu_architecture, load_stack_file
+from settings import (
+    NAMESPACE,
+    SettingsError,
+    cpu_architecture,
+    escaped,
+    load_stack_file,
+    read_stack_config,
+    shown,
+)
+from tools import arguments
 
 ROOT = Path(__file__).resolve().parent.parent
+PROG = "python -m tools.ami"
 KEY = f"{NAMESPACE}:amiIds"
 
 
@@ -75,8 +86,7 @@ def pin(stack_text: str, images: dict[str, str]) -> str:
 
 
 def region_of(stack_file: Path) -> str | None:
-    config = (yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}
-    region = config.get("aws:region")
+    region = read_stack_config(stack_file).get("aws:region")
     return str(region) if region else None
 
 
@@ -98,39 +108,86 @@ def table(pinned: dict[str, str], current: dict[str, str]) -> str:
     )
 
 
+class Failure(Exception):
+    """What stops the command: one line for the user and the exit status."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def is_file(path: Path) -> bool:
+    """Path.is_file, also False for a name too long or with a NUL byte (which raise)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def fetch_current(ssm: Any, region: str, architectures: list[str]) -> dict[str, str]:
+    """`current_images`, with AWS's failures as one line each instead of a traceback."""
+    try:
+        client = ssm or boto3.client("ssm", region_name=region)
+        return current_images(client, architectures)
+    except NoCredentialsError:
+        raise Failure(
+            "no AWS credentials found; set AWS_PROFILE (or run `aws configure` or "
+            "`aws sso login`): reading Canonical's public image parameters needs credentials "
+            "of any account"
+        ) from None
+    except ClientError as error:
+        raise Failure(f"AWS refused: {escaped(str(error), 300)}") from None
+    except BotoCoreError as error:
+        raise Failure(f"cannot reach AWS in {region}: {escaped(str(error), 300)}") from None
+
+
 def main(argv: list[str] | None = None, ssm: Any = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = arguments.ArgumentParser(
         prog="python -m tools.ami", description=(__doc__ or "").splitlines()[0]
     )
-    parser.add_argument("--stack", default="dev", help="reads and writes Pulumi.<stack>.yaml")
-    parser.add_argument("--region", help="default: the stack's aws:region")
+    parser.add_argument(
+        "--stack",
+        default="dev",
+        type=arguments.stack_name,
+        help="reads and writes Pulumi.<stack>.yaml",
+    )
+    parser.add_argument("--region", type=arguments.region, help="default: the stack's aws:region")
     parser.add_argument("--write", action="store_true", help="pin the current images")
     parser.add_argument("--file", type=Path, help="the stack file (default: Pulumi.<stack>.yaml)")
     args = parser.parse_args(argv)
+    try:
+        run(args, ssm)
+    except Failure as failure:
+        print(f"{PROG}: {failure}", file=sys.stderr)
+        return failure.status
+    return 0
 
+
+def run(args: argparse.Namespace, ssm: Any) -> None:
     stack_file = args.file or ROOT / f"Pulumi.{args.stack}.yaml"
-    if not stack_file.exists():
-        print(f"ami: {stack_file} does not exist; pass --stack", file=sys.stderr)
-        return 2
+    if not is_file(stack_file):
+        raise Failure(
+            f"{shown(str(stack_file))} does not exist or is not a file; pass --stack or --file",
+            arguments.USAGE_ERROR,
+        )
     try:
         settings = load_stack_file(stack_file)
         architectures = architectures_in_use(stack_file)
+        region = args.region or region_of(stack_file)
     except SettingsError as error:
-        print(f"ami: {error}", file=sys.stderr)
-        return 2
-    region = args.region or region_of(stack_file)
+        raise Failure(str(error), arguments.USAGE_ERROR) from None
     if not region:
-        print("ami: the stack sets no aws:region; pass --region", file=sys.stderr)
-        return 2
-    client = ssm or boto3.client("ssm", region_name=region)
-    current = current_images(client, architectures)
+        raise Failure("the stack sets no aws:region; pass --region", arguments.USAGE_ERROR)
+    current = fetch_current(ssm, region, architectures)
     print(f"stack {args.stack}, region {region}")
     print(table(settings.ami_ids, current))
     if args.write:
         images = {**settings.ami_ids, **current}
-        stack_file.write_text(pin(stack_file.read_text(), images))
+        try:
+            stack_file.write_text(pin(stack_file.read_text(), images))
+        except (OSError, ValueError) as error:
+            raise Failure(f"{stack_file.name} not written: {error}") from None
         print(f"pinned in {stack_file.name}; review the rolling replacement with `pulumi preview`")
-    return 0
 
 
 if __name__ == "__main__":

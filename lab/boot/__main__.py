@@ -5,18 +5,23 @@ See lab/boot/bootlab.py. Needs root (containers, a bridge, mounts). `make boot` 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
+import re
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from lab.boot import images, inspect
 from lab.boot.bootlab import BootLab
 from lab.localize import LabError
 from lab.tables import columns, host_table
-from settings import SettingsError
+from settings import MAX_WEB_NODES, MIN_WEB_NODES, SettingsError
+from tools import arguments
+
+ROOT = Path(__file__).resolve().parents[2]
+PROG = "python -m lab.boot"
 
 
 def status_table(status: dict[str, Any]) -> str:
@@ -74,11 +79,20 @@ def timings_table(lab: BootLab) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lab.boot", description=__doc__.splitlines()[0])
-    parser.add_argument("--stack", default="dev", help="read Pulumi.<stack>.yaml (default: dev)")
+    parser = arguments.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--stack",
+        default="dev",
+        type=arguments.stack_name,
+        help="read Pulumi.<stack>.yaml (default: dev)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="boot every host, then print status and timings")
-    up.add_argument("--web-nodes", type=int, help="override webNodeCount (2 to 20)")
+    up.add_argument(
+        "--web-nodes",
+        type=arguments.whole_number(MIN_WEB_NODES, MAX_WEB_NODES),
+        help="override webNodeCount (2 to 20)",
+    )
     up.add_argument(
         "--image",
         choices=images.SUITES,
@@ -88,9 +102,22 @@ def main(argv: list[str] | None = None) -> int:
     status = commands.add_parser("status", help="each host, cloud-init's result, services")
     status.add_argument("--json", action="store_true", help="machine-readable status")
     reboot = commands.add_parser("reboot", help="reboot one host and wait until it is back")
-    reboot.add_argument("host")
-    commands.add_parser("down", help="remove every container, mount, process and the bridge")
+    reboot.add_argument(
+        "host",
+        type=arguments.matching(
+            re.compile(r"[a-z][a-z0-9-]{0,39}"), "a host name such as web-1 or load-balancer"
+        ),
+    )
+    commands.add_parser(
+        "down",
+        help="remove this boot lab's containers, mounts and processes (the one of the state "
+        "folder, $WEB_INFRA_BOOT_STATE), and the bridge unless another boot lab still uses it",
+    )
     args = parser.parse_args(argv)
+    if args.command == "up" and not (ROOT / f"Pulumi.{args.stack}.yaml").is_file():
+        return arguments.usage_error(
+            PROG, f"argument --stack: there is no Pulumi.{args.stack}.yaml; pass a stack's name"
+        )
 
     if os.geteuid() != 0:
         print("lab.boot: needs root (containers, a bridge, mounts); try sudo", file=sys.stderr)
@@ -117,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lab.boot: interrupted; everything it started was removed", file=sys.stderr)
         return 130
-    except (LabError, SettingsError) as error:
+    except SettingsError as error:  # the stack file: the user's input
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return arguments.USAGE_ERROR
+    except LabError as error:
         print(f"lab.boot: {error}", file=sys.stderr)
         return 1
     return 0

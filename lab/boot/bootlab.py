@@ -490,8 +490,9 @@ class BootLab:
         state = None
         with contextlib.suppress(LabError, ValueError, TypeError, KeyError):
             state = self.load()
-        removed = self._remove_containers(state)
-        if processes.find_program("nft") is not None:
+        others = other_labs_containers(self.folder, proc_mounts())
+        removed = self._remove_containers(state, others)
+        if processes.find_program("nft") is not None and not others:
             faults.clear()
         if state:
             for helper in reversed(state.helpers):
@@ -499,14 +500,15 @@ class BootLab:
                 if processes.is_running(daemon):
                     processes.stop(daemon)
                     removed.append(helper["name"])
-        if self.bridge.delete():
+        if not others and self.bridge.delete():  # another boot lab's containers still use it
             removed.append(f"bridge {self.bridge.name}")
         if self.folder.exists():
             shutil.rmtree(self.folder)
         return removed
 
-    def _remove_containers(self, state: State | None) -> list[str]:
-        """Every container of this lab, recorded or not (found by folder or cgroup)."""
+    def _remove_containers(self, state: State | None, others: set[str]) -> list[str]:
+        """Every container of this lab, recorded or not (found by folder or cgroup), and none
+        of `others` (another state folder's boot lab) unless this lab recorded it."""
         removed: list[str] = []
         hosts_folder = self.folder / "hosts"
         names = {h.name for h in state.hosts} if state else set()
@@ -514,7 +516,11 @@ class BootLab:
             names |= {p.name for p in hosts_folder.iterdir() if p.is_dir()}
         for hierarchy in cgroup_hierarchies():
             if (hierarchy / CGROUP_GROUP).exists():
-                names |= {p.name for p in (hierarchy / CGROUP_GROUP).iterdir() if p.is_dir()}
+                names |= {
+                    p.name
+                    for p in (hierarchy / CGROUP_GROUP).iterdir()
+                    if p.is_dir() and p.name not in others
+                }
         records = {h.name: h for h in state.hosts} if state else {}
         containers = [
             self.container(records[n]) if n in records else Container(n, hosts_folder / n)
@@ -558,7 +564,34 @@ def _ensure_others_can_enter(folder: Path) -> None:
             )
 
 
+def proc_mounts() -> str:
+    return Path("/proc/mounts").read_text()
+
+
+def other_labs_containers(folder: Path, mounts: str) -> set[str]:
+    """Hosts of a boot lab of another state folder (another checkout's, or the default one
+    while tests use their own), known by their root's mount `<state>/hosts/<host>/root` in
+    `mounts` (/proc/mounts): `down` must leave them, and the bridge and fault rules they use,
+    alone."""
+    mine = folder.resolve()
+    names = set()
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 2:
+            continue
+        root = Path(fields[1])
+        hosts = root.parent.parent
+        if (
+            root.name == "root"
+            and hosts.name == "hosts"
+            and hosts.parent != mine
+            and (hosts.parent / "state.json").exists()
+        ):
+            names.add(root.parent.name)
+    return names
+
+
 def _mounts_under(folder: Path) -> list[str]:
     prefix = str(folder.resolve()) + "/"
-    mounts = Path("/proc/mounts").read_text().splitlines()
+    mounts = proc_mounts().splitlines()
     return [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
