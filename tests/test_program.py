@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 
@@ -404,3 +405,17 @@ def test_bad_config_stops_before_any_resource(config: dict[str, object], named: 
     mocks = pulumi.runtime.settings.SETTINGS.monitor.mocks
     assert [r for r in mocks.registrations if r.type != "pulumi:providers:aws"] == []
     assert mocks.registrations == []
+
+
+@pytest.mark.parametrize("vpc_cidr", ["10.0.0.0/16", "192.168.7.0/24"])
+def test_the_documented_vpc_sizes_split_into_four_subnets(vpc_cidr: str) -> None:
+    """/16 and /24 are the documented edges of `vpcCidr`: both make two public and two private
+    subnets inside the VPC that do not overlap."""
+    run = run_program({"vpcCidr": vpc_cidr})
+    vpc = ipaddress.IPv4Network(vpc_cidr)
+    subnets = [
+        ipaddress.IPv4Network(s.inputs["cidrBlock"]) for s in run.of_type("aws:ec2/subnet:Subnet")
+    ]
+    assert len(subnets) == 4
+    assert all(subnet.subnet_of(vpc) for subnet in subnets)
+    assert not any(a.overlaps(b) for i, a in enumerate(subnets) for b in subnets[i + 1 :])

@@ -175,6 +175,21 @@ def test_an_unreachable_aws_does_not_hold_up_the_end_of_boot(
     assert time.monotonic() - started < 20
 
 
+def test_a_report_from_the_right_instance_with_other_userdata_does_not_open_the_gate(
+    ssm: Any, healthy_service: str, tmp_path: Path
+) -> None:
+    """A host still running the userdata it had before (a change not yet applied, or a report
+    left over from its previous boot) must not pass for one running the new userdata."""
+    result = report_ready(healthy_service, boot_files(tmp_path, "i-0new"))
+    assert result.returncode == 0, result.stderr
+    newer = ReadinessSpec(
+        "web-1", "i-0new", PARAMETER, userdata_sha256(USERDATA + "# changed\n"), 0.1
+    )
+    with pytest.raises(HostNotReadyError, match=r"web-1 \(instance i-0new\) did not report"):
+        wait_for_report(newer, clients(), sleep=lambda _: None)
+    assert wait_for_report(spec("i-0new"), clients())["instance_id"] == "i-0new"
+
+
 def test_a_gate_that_times_out_names_the_host_and_where_to_look(ssm: Any) -> None:
     ticks = iter(range(0, 10_000, 5))
     with pytest.raises(HostNotReadyError) as error:

@@ -60,6 +60,9 @@ def test_defaults_are_a_working_stack() -> None:
         ({"deletionProtection": True}, "deletion_protection", True),
         ({"dbMultiAz": "true"}, "db_multi_az", True),
         ({"vpcCidr": "172.16.0.0/20"}, "vpc_cidr", "172.16.0.0/20"),
+        # The documented edges: /16 and /24 (the smallest that still splits into 4 subnets).
+        ({"vpcCidr": "10.0.0.0/16"}, "vpc_cidr", "10.0.0.0/16"),
+        ({"vpcCidr": "192.168.7.0/24"}, "vpc_cidr", "192.168.7.0/24"),
         ({"instanceType": "m7g.large"}, "instance_type", "m7g.large"),
         ({"dbInstanceClass": "db.r6g.large"}, "db_instance_class", "db.r6g.large"),
         ({"aws:region": "eu-west-1"}, "web_node_count", 2),

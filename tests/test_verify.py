@@ -168,6 +168,17 @@ def test_missing_replica_fails_the_replica_lines(clients: Clients, stack: Stack)
     assert checks["db replication"].found == "no replica (!), primary lists nothing (!)"
 
 
+@pytest.mark.parametrize("role", ["primary", "replica"])
+def test_a_publicly_accessible_database_fails(clients: Clients, stack: Stack, role: str) -> None:
+    """A database with a public address is one security-group slip away from the internet."""
+    raw = stack()
+    identifier = raw[f"db_{role}_endpoint"].split(".")[0]
+    clients.rds.modify_db_instance(DBInstanceIdentifier=identifier, PubliclyAccessible=True)
+    checks = aws_checks(clients, raw)
+    assert failing(checks) == {f"db {role}"}
+    assert "publicly accessible (!)" in checks[f"db {role}"].found
+
+
 def test_database_group_open_to_the_world(clients: Clients, stack: Stack) -> None:
     raw = stack()
     clients.ec2.authorize_security_group_ingress(
