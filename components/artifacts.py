@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from settings import fit_name
+from settings.names import fit_name
 from userdata.shipping import KEY_PREFIX, PublishedFile
 
 MAX_BUCKET_NAME = 63

@@ -101,7 +101,7 @@ def fetch_files_statement(objects_arn: str) -> dict[str, object]:
 class InstanceRoleArgs:
     role_name: str
     """The role's and the instance profile's physical name: at most 64 letters, digits and
-    `+=,.@_-` (see settings.fit_name)."""
+    `+=,.@_-` (see settings.names.fit_name)."""
     description: str
     boot_policies: dict[str, pulumi.Input[str]]
     """Label -> a JSON policy document with what the host uses while it boots; the instance

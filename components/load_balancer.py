@@ -24,7 +24,7 @@ from components.instance_role import (
     report_ready_statement,
 )
 from components.readiness_gate import GateSettings, gate_for, report_parameter
-from settings import fit_name
+from settings.names import fit_name
 
 ROLE_TAG = "load-balancer"
 

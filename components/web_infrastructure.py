@@ -30,13 +30,9 @@ from components.readiness_gate import GateSettings
 from components.site_record import SiteRecord, SiteRecordArgs
 from components.stack_outputs import STACK_OUTPUTS
 from components.web_tier import WebNode, WebTier, WebTierArgs
-from settings import (
-    MAX_WEB_NODES,
-    AwsProviderSettings,
-    Settings,
-    cpu_architecture,
-    web_node_names,
-)
+from settings import AwsProviderSettings, Settings
+from settings.instance_types import cpu_architecture
+from settings.web_tier import MAX_WEB_NODES, web_node_names
 from userdata import cloud_config
 from userdata.cloudwatch_agent import agent_policy, cloud_config_fragment, merge_fragment
 from userdata.metric_catalog import StackShape, catalogue, log_sources

@@ -31,7 +31,7 @@ from components.instance_role import (
     report_ready_statement,
 )
 from components.readiness_gate import GateSettings, ReadinessGate, gate_for, report_parameter
-from settings import fit_name
+from settings.names import fit_name
 
 ROLE_TAG = "web"
 
@@ -53,7 +53,7 @@ class WebTierArgs:
     instance_type: str
     nodes: Sequence[WebNode]
     batches: Sequence[Sequence[str]]
-    """Node names in replacement order (see settings.rollout_batches)."""
+    """Node names in replacement order (see settings.web_tier.rollout_batches)."""
     security_group_id: pulumi.Input[str]
     database_arn: pulumi.Input[str]
     database_secret_arn: pulumi.Input[str]

@@ -19,7 +19,9 @@ from lab.processes import poll
 from lab.state import Event
 from lab.tables import host_table
 from lab.topology import LAB_NETWORKS, Topology
-from settings import MAX_WEB_NODES, MIN_WEB_NODES, SettingsError, shown
+from settings import SettingsError
+from settings.errors import shown
+from settings.web_tier import MAX_WEB_NODES, MIN_WEB_NODES
 from tools import arguments
 from tools.ami import is_file
 

@@ -2,7 +2,7 @@
 
 Hosts report that they serve by writing their SSM parameter, exactly as on AWS: the lab runs the
 shipped `report_ready.py` with `AWS_ENDPOINT_URL` pointing here, and waits for the report with
-the same code as the program's readiness gate (`components.readiness_gate.wait_for_report`).
+the same code as the program's readiness gate (`components.readiness_wait.wait_for_report`).
 Web nodes fetch the app's code from S3 the same way. The lab creates the parameters, the
 bucket and the code's objects, as the program does.
 """

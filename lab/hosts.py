@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from components.readiness_gate import (
+from components.readiness_wait import (
     HostNotReadyError,
     ReadinessSpec,
     userdata_sha256,

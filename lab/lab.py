@@ -40,7 +40,7 @@ from lab.localize import LabError
 from lab.operations import Operations
 from lab.state import Spec, State, daemon_of
 from lab.topology import Ports, Topology
-from settings import web_node_names
+from settings.web_tier import web_node_names
 
 REQUIRED = (
     "haproxy",

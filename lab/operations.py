@@ -16,7 +16,7 @@ from lab.hosts import Hosts
 from lab.localize import LabError
 from lab.state import Instance, State
 from lab.topology import Topology
-from settings import rollout_batches, web_node_names
+from settings.web_tier import rollout_batches, web_node_names
 
 
 class Operations(Hosts):

@@ -19,7 +19,8 @@ from lab import acme, processes
 from lab.localize import LabError
 from lab.processes import Daemon
 from lab.topology import Host, Network, Ports, Topology, network_of
-from settings import Settings, load_settings, load_stack_file, web_node_names
+from settings import Settings, load_settings, load_stack_file
+from settings.web_tier import web_node_names
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_SECONDS = 60.0  # a lab host serves within seconds; this bounds a broken one

@@ -34,19 +34,11 @@ from test_verify import raw_outputs_for
 
 from lab import __main__ as lab_cli
 from lab.boot import __main__ as boot_cli
-from settings import (
-    AWS_KEYS,
-    KNOWN_KEYS,
-    MAX_SHOWN,
-    NAMESPACE,
-    Settings,
-    SettingsError,
-    cpu_architecture,
-    ec2_instance_types,
-    load_settings,
-    load_stack_file,
-    shown,
-)
+from settings import Settings, SettingsError, load_settings, load_stack_file
+from settings.aws_provider import AWS_KEYS
+from settings.errors import MAX_SHOWN, shown
+from settings.instance_types import cpu_architecture, ec2_instance_types
+from settings.keys import KNOWN_KEYS, NAMESPACE
 from tools import ami
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from boot_support import TEST_STATE, boot_lab, require_boot_capabilities
 
-from components.readiness_gate import ReadinessSpec, read_report, userdata_sha256
+from components.readiness_wait import ReadinessSpec, read_report, userdata_sha256
 from components.web_infrastructure import readiness_report, userdata_for
 from lab import checks
 from lab.boot import images, inspect, network, seed, standins

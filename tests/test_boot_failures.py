@@ -33,7 +33,7 @@ from collections.abc import Iterator
 import pytest
 from boot_support import TEST_STATE, boot_lab, require_boot_capabilities
 
-from components.readiness_gate import ReadinessSpec, read_report, userdata_sha256
+from components.readiness_wait import ReadinessSpec, read_report, userdata_sha256
 from components.web_infrastructure import readiness_report, userdata_for
 from lab import checks
 from lab.boot import inspect, seed, standins

@@ -16,7 +16,8 @@ from monitoring_harness import shape
 from system_tools import require
 
 from components.web_infrastructure import userdata_for
-from settings import MAX_WEB_NODES, load_settings
+from settings import load_settings
+from settings.web_tier import MAX_WEB_NODES
 from userdata import cloud_config
 from userdata.cloudwatch_agent import (
     AGENT_CONFIG_PATH,

@@ -10,16 +10,10 @@ import pytest
 from conftest import AwsMocks, ProgramRun, run_program
 from system_tools import require
 
-from tools.diagram import (
-    DB_INSTANCE,
-    INGRESS_RULE,
-    Model,
-    architecture_model,
-    fingerprint_path,
-    main,
-    render,
-    stack_config,
-)
+from tools.diagram.cli import fingerprint_path, main, stack_config
+from tools.diagram.drawing import render
+from tools.diagram.model import Model
+from tools.diagram.registrations import DB_INSTANCE, INGRESS_RULE, architecture_model
 from tools.mocked_program import ROOT
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

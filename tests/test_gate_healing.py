@@ -19,15 +19,13 @@ import pytest
 from botocore.stub import Stubber
 from test_readiness import REGION, USERDATA, aws  # noqa: F401 - `aws` is moto's server fixture
 
-from components.readiness_gate import (
-    NO_FAILURE,
+from components.readiness_gate import NO_FAILURE, GateSettings, failed_instances
+from components.readiness_wait import (
     AwsClients,
     GateError,
-    GateSettings,
     HostNotReadyError,
     ReadinessProvider,
     ReadinessSpec,
-    failed_instances,
     record_failure,
     userdata_sha256,
     wait_for_report,

@@ -15,7 +15,8 @@ import pytest
 
 from components.web_infrastructure import userdata_for
 from lab.localize import shipped_files
-from settings import MAX_WEB_NODES, load_settings
+from settings import load_settings
+from settings.web_tier import MAX_WEB_NODES
 
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 

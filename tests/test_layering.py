@@ -21,7 +21,7 @@ PROJECT_PACKAGES = ("components", "userdata", "tools", "lab", "settings", "tests
 
 # Which modules may not import which top-level packages of this project.
 FORBIDDEN = [
-    ("settings.py", ("components", "tools", "lab")),
+    ("settings", ("components", "tools", "lab")),
     ("userdata", ("components", "tools", "lab")),
     ("components", ("tools", "lab")),
 ]

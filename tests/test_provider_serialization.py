@@ -26,7 +26,7 @@ import pytest
 from pulumi.dynamic.dynamic import serialize_provider
 
 from components.by_value import by_value
-from components.readiness_gate import ReadinessProvider
+from components.readiness_wait import ReadinessProvider
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -114,6 +114,7 @@ def test_a_provider_stored_before_fails_where_its_module_is_gone(tmp_path: Path)
 def test_providers_are_stored_by_value_now() -> None:
     serialized = serialize_provider(by_value(ReadinessProvider)())
     assert b"components.readiness_gate" not in pickle_bytes_of(serialized)
+    assert b"components.readiness_wait" not in pickle_bytes_of(serialized)
     # Deterministic within a version of the code, so a preview shows no change to the gates.
     assert serialized == serialize_provider(by_value(ReadinessProvider)())
 

@@ -1,7 +1,7 @@
 """The readiness handshake, both ends, against moto standing in for AWS.
 
 A host runs `userdata/scripts/report_ready.py` (the shipped file, with the system Python as on
-the instances); the program's gate (`components/readiness_gate.py`) waits for its report. These
+the instances); the program's gate (`components/readiness_wait.py`) waits for its report. These
 tests run both for real against moto's server, and the gate's provider as Pulumi's
 dynamic-provider process loads it: deserialised in a fresh interpreter.
 """
@@ -27,7 +27,7 @@ from moto.server import ThreadedMotoServer
 from pulumi.dynamic.dynamic import serialize_provider
 
 from components.by_value import by_value
-from components.readiness_gate import (
+from components.readiness_wait import (
     AwsClients,
     HostNotReadyError,
     ReadinessProvider,

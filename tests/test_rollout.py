@@ -17,7 +17,7 @@ from conftest import ProgramRun, Registration, run_program
 
 from components import dns_propagation
 from components.internal_dns import RECORD_TTL_SECONDS, SWITCH_WAIT_SECONDS
-from settings import rollout_batches, web_node_names
+from settings.web_tier import rollout_batches, web_node_names
 from userdata.cloud_config import parse
 
 INSTANCE = "aws:ec2/instance:Instance"

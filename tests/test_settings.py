@@ -6,19 +6,16 @@ from pathlib import Path
 import pytest
 
 from settings import (
-    KNOWN_KEYS,
-    LETS_ENCRYPT_PRODUCTION,
-    LETS_ENCRYPT_STAGING,
     AwsProviderSettings,
     SettingsError,
-    cpu_architecture,
-    database_connections_needed,
     load_aws_provider_settings,
     load_settings,
     load_stack_file,
-    rollout_batches,
-    web_node_names,
 )
+from settings.instance_types import cpu_architecture
+from settings.keys import KNOWN_KEYS
+from settings.parsers import LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING
+from settings.web_tier import database_connections_needed, rollout_batches, web_node_names
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,7 +11,8 @@ import pytest
 from system_tools import require
 
 from components.web_infrastructure import render_hosts, userdata_for
-from settings import MAX_WEB_NODES, load_settings
+from settings import load_settings
+from settings.web_tier import MAX_WEB_NODES
 from userdata.cloud_config import (
     EC2_USERDATA_LIMIT,
     HAPROXY_CERTIFICATE,

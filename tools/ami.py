@@ -26,15 +26,10 @@ import yaml
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from components.hardened_instance import UBUNTU_AMI_PARAMETER
-from settings import (
-    NAMESPACE,
-    SettingsError,
-    cpu_architecture,
-    escaped,
-    load_stack_file,
-    read_stack_config,
-    shown,
-)
+from settings import SettingsError, load_stack_file, read_stack_config
+from settings.errors import escaped, shown
+from settings.instance_types import cpu_architecture
+from settings.keys import NAMESPACE
 from tools import arguments
 
 ROOT = Path(__file__).resolve().parent.parent

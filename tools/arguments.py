@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from settings import escaped, shown
+from settings.errors import escaped, shown
 
 USAGE_ERROR = 2
 _MESSAGE_LIMIT = 300  # characters of one usage error; argparse's own ones may quote a value

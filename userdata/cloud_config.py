@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from settings import (
+from settings.web_tier import (
     APP_MAX_CONCURRENT_QUERIES,
     GUNICORN_WORKERS,
     MAX_WEB_NODES,
@@ -108,7 +108,7 @@ class AppDatabase:
                 "max_replica_lag_seconds": self.max_replica_lag_seconds,
                 # Per server and worker; twice this stays below gunicorn's threads (12), so
                 # some are always free for /health. The settings check the connections this
-                # allows against the database class (settings.database_connections_needed).
+                # allows against the database class (settings.web_tier.database_connections_needed).
                 "max_concurrent_queries": APP_MAX_CONCURRENT_QUERIES,
                 "tls_ca_file": RDS_CA_BUNDLE,
             },
@@ -262,9 +262,9 @@ def report_ready_last(document: dict[str, Any]) -> dict[str, Any]:
 
 def gunicorn_config() -> str:
     text = render_template("gunicorn.conf.py")
-    # The database's connection budget (settings.database_connections_needed) counts these.
+    # The database's connection budget (settings.web_tier.database_connections_needed) counts these.
     if f"\nworkers = {GUNICORN_WORKERS}  " not in text:
-        raise ValueError("gunicorn.conf.py must run settings.GUNICORN_WORKERS workers")
+        raise ValueError("gunicorn.conf.py must run settings.web_tier.GUNICORN_WORKERS workers")
     return text
 
 

@@ -35,7 +35,7 @@ from lab.lab import Lab
 from lab.localize import LabError
 from lab.state import Event
 from lab.traffic import Answer, RequestStream
-from settings import MAX_WEB_NODES
+from settings.web_tier import MAX_WEB_NODES
 
 STREAM_RATE = 100.0
 STREAM_WORKERS = 4

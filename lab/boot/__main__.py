@@ -17,7 +17,8 @@ from lab.boot import images, inspect
 from lab.boot.bootlab import BootLab
 from lab.localize import LabError
 from lab.tables import columns, host_table
-from settings import MAX_WEB_NODES, MIN_WEB_NODES, SettingsError
+from settings import SettingsError
+from settings.web_tier import MAX_WEB_NODES, MIN_WEB_NODES
 from tools import arguments
 
 ROOT = Path(__file__).resolve().parents[2]

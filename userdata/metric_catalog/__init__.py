@@ -2,12 +2,12 @@
 as data (`table.py`) and filled in for one stack by `catalogue(shape)` (`expand.py`).
 
 The alarms and the dashboard (`components/monitoring.py`), the CloudWatch agent's config
-(`userdata/cloudwatch_agent.py`), the settings' checks (`settings.py`: log retention, the
+(`userdata/cloudwatch_agent.py`), the settings' checks (`settings/`: log retention, the
 database's connection limit) and the post-deploy check (`tools.verify`) all read it, so no
 metric name, dimension or threshold is written twice.
 
 It lives under `userdata/` because it is at the bottom of the layering: it imports nothing from
-this project, so `settings.py` and the userdata builders import it without importing
+this project, so `settings/` and the userdata builders import it without importing
 `components/` (which imports them). Pure: no Pulumi, no AWS calls. Values AWS assigns while
 the stack is created (instance ids, the health check's id) appear as `Ref`s and are resolved
 late: by the component with Pulumi outputs, by `tools.verify` with what it finds in the account.

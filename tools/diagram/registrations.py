@@ -1,52 +1,23 @@
-"""Draw the architecture diagram (`docs/architecture.png`) from the Pulumi program itself.
+"""Reading the architecture model from the program's registrations.
 
-Why: a hand-drawn diagram drifts the day someone adds a web node or moves a subnet. This one
-is built from what the program registers: `tools.mocked_program.run_program` runs the real
-`__main__.py` under AWS-like mocks, and `architecture_model` reads the recorded registrations
-(subnets and their CIDRs and zones, the instances and the subnet each is launched in, the RDS
-primary and the replica that names it as its source, the security-group rules that admit each
-flow, HAProxy's frontend and backend from the load balancer's userdata) into a small typed
-model. `render` then draws that model with the `diagrams` package (Graphviz `dot`).
-
-What it draws: users on the internet; the VPC with its public and private subnets (CIDR and
-availability zone); HAProxy with its Elastic IP and the NAT gateway in a public subnet; every
-web node (Nginx + gunicorn) in the private subnet it is launched in; the MySQL primary and its
-read replica in the RDS subnet group; the private Route 53 zone. Edges: users -> load
-balancer, load balancer -> each web node, each web node -> primary (writes) and -> replica
-(reads), primary -> replica (asynchronous replication).
-
-The model is also written next to the image as sorted JSON (`docs/architecture.model.json`):
-PNG bytes differ between Graphviz versions, the model does not, so the tests compare it with a
-freshly built model to tell whether the committed drawing is out of date.
-
-    uv run python -m tools.diagram [--web-nodes N] [--output docs/architecture.png]
+`tools.mocked_program.run_program` runs the real `__main__.py` under AWS-like mocks; this reads
+what it recorded (subnets and their CIDRs and zones, the instances and the subnet each is
+launched in, the RDS primary and the replica that names it as its source, the security-group
+rules that admit each flow, HAProxy's frontend and backend from the load balancer's userdata).
+Changes when the program's resources change shape; how the model is drawn is `drawing`'s.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import shutil
-import sys
-import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Literal, TypeVar
+from dataclasses import dataclass
 
-import yaml
-from diagrams import Cluster as DiagramCluster  # type: ignore[import-untyped]
-from diagrams import Diagram
-from diagrams import Edge as DiagramEdge
-from diagrams import Node as DiagramNode
-from diagrams.aws import compute, database, general, network  # type: ignore[import-untyped]
-
-from tools.mocked_program import ROOT, ProgramRun, Registration, run_program
+from tools.diagram.model import Cluster, Edge, EdgeKind, Model, ModelError, Node, NodeKind
+from tools.mocked_program import ProgramRun, Registration
 from userdata import cloud_config
 
-DEFAULT_OUTPUT = ROOT / "docs" / "architecture.png"
-STACK = "dev"
 INTERNET = "0.0.0.0/0"
 
 PROVIDER = "pulumi:providers:aws"
@@ -65,82 +36,6 @@ ZONE = "aws:route53/zone:Zone"
 SOFTWARE = {"load-balancer": "HAProxy", "web": "Nginx + gunicorn"}
 ENGINES = {"mysql": "MySQL", "mariadb": "MariaDB", "postgres": "PostgreSQL"}
 BALANCE = {"roundrobin": "round robin", "leastconn": "least connections", "source": "source hash"}
-
-NodeKind = Literal[
-    "users", "load-balancer", "web", "db-primary", "db-replica", "nat-gateway", "dns-zone"
-]
-ClusterKind = Literal["vpc", "subnet", "db-subnet-group"]
-EdgeKind = Literal["http", "write", "read", "replication"]
-
-
-class ModelError(ValueError):
-    """The registrations do not describe the architecture the diagram expects."""
-
-
-@dataclass(frozen=True)
-class Cluster:
-    id: str
-    kind: ClusterKind
-    label: str
-    parent: str | None
-    cidr: str | None = None
-    availability_zone: str | None = None
-    tier: str | None = None
-    """`public` or `private` for a subnet (its Tier tag)."""
-    subnets: tuple[str, ...] = ()
-    """For the RDS subnet group: the ids of the subnet clusters it spans."""
-
-
-@dataclass(frozen=True)
-class Node:
-    id: str
-    kind: NodeKind
-    label: str
-    cluster: str | None
-    """The innermost cluster the node is drawn in; None for the internet."""
-
-
-@dataclass(frozen=True)
-class Edge:
-    source: str
-    target: str
-    kind: EdgeKind
-    label: str
-
-
-@dataclass(frozen=True)
-class Model:
-    """What the diagram shows, in a fixed order; `render` draws it, the tests read it."""
-
-    title: str
-    clusters: tuple[Cluster, ...]
-    nodes: tuple[Node, ...]
-    edges: tuple[Edge, ...]
-
-    def node(self, node_id: str) -> Node:
-        return next(n for n in self.nodes if n.id == node_id)
-
-    def cluster(self, cluster_id: str) -> Cluster:
-        return next(c for c in self.clusters if c.id == cluster_id)
-
-    def nodes_of(self, kind: NodeKind) -> list[Node]:
-        return [n for n in self.nodes if n.kind == kind]
-
-    def edges_between(self, source: str, target: str) -> list[Edge]:
-        return [e for e in self.edges if e.source == source and e.target == target]
-
-    def children(self, parent: str | None) -> list[Cluster]:
-        return [c for c in self.clusters if c.parent == parent]
-
-    def nodes_in(self, cluster: str | None) -> list[Node]:
-        return [n for n in self.nodes if n.cluster == cluster]
-
-    def to_json(self) -> str:
-        """The model as stable, sorted JSON: the fingerprint committed beside the image."""
-        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
-
-
-# --- Reading the registrations ---------------------------------------------------------------
 
 
 def _natural(text: str) -> list[int | str]:
@@ -427,195 +322,3 @@ def architecture_model(run: ProgramRun) -> Model:
     nodes = [*front_nodes, *web_tier_nodes, *db_nodes, *_support(run, stack)]
     title = f"{stack.project} (stack {stack.stack}, {len(web_nodes)} web nodes)"
     return Model(title, tuple(clusters), tuple(nodes), (*front_edges, *web_edges, *db_edges))
-
-
-# --- Drawing --------------------------------------------------------------------------------
-
-EDGE_STYLE: dict[EdgeKind, dict[str, str]] = {
-    "http": {"color": "#2E7D32", "style": "bold"},
-    "write": {"color": "#C62828", "style": "solid"},
-    "read": {"color": "#1565C0", "style": "solid"},
-    "replication": {"color": "#6A1B9A", "style": "dashed"},
-}
-# Labels of the web nodes' database edges sit by the web node (mid-edge they would pile up at
-# the database), turned away from each other: nodes drawn above the database turn them one
-# way, nodes below the other (the writes edge is the steeper one either way).
-TAIL_LABELS: set[EdgeKind] = {"write", "read"}
-TAIL_LABEL_ANGLE = 16
-CLUSTER_STYLE: dict[str, dict[str, str]] = {
-    "vpc": {"bgcolor": "#F4F6F8", "pencolor": "#546E7A", "fontsize": "15", "margin": "16"},
-    "public": {"bgcolor": "#E8F5E9", "pencolor": "#66BB6A", "fontsize": "13", "margin": "28"},
-    "private": {"bgcolor": "#E3F2FD", "pencolor": "#42A5F5", "fontsize": "13", "margin": "28"},
-    "db-subnet-group": {
-        "bgcolor": "#FFF8E1",
-        "pencolor": "#FFB300",
-        "fontsize": "13",
-        "margin": "28",
-    },
-}
-
-
-NODE_CLASSES: dict[NodeKind, Any] = {
-    "users": general.Users,
-    "load-balancer": network.ElasticLoadBalancing,
-    "web": compute.EC2,
-    "db-primary": database.RDSMysqlInstance,
-    "db-replica": database.RDSMysqlInstance,
-    "nat-gateway": network.NATGateway,
-    "dns-zone": network.Route53HostedZone,
-}
-GRAPH_ATTRS = {
-    "splines": "spline",  # ortho cannot place edge labels
-    "pad": "0.4",
-    "nodesep": "0.6",
-    "ranksep": "1.3",
-    "fontsize": "22",
-    "labelloc": "t",
-}
-NODE_ATTRS = {"fontsize": "12"}
-EDGE_ATTRS = {"fontsize": "11", "penwidth": "1.4"}
-
-
-_Item = TypeVar("_Item", Node, Cluster)
-
-
-def _emission_order(parent: Cluster, items: list[_Item]) -> list[_Item]:
-    """The order to hand `dot` a cluster's contents in: layout only, the model is unchanged.
-
-    `dot` orders a rank to minimise crossings; every web node has the same edges, so the order
-    it reads them in decides. With dot 2.43, private subnets and their nodes read in reverse
-    come out top-down as in the model: zone a above zone b, web-1 above web-3.
-    """
-    if parent.kind == "subnet" and parent.tier == "private":
-        return items[::-1]
-    private = iter([c for c in items if isinstance(c, Cluster) and c.tier == "private"][::-1])
-    return [next(private) if isinstance(c, Cluster) and c.tier == "private" else c for c in items]
-
-
-def render(model: Model, output: Path) -> Path:
-    """Draw `model` as a PNG at `output` (Graphviz `dot` must be installed); returns its path.
-
-    Nodes keep the model's ids as Graphviz ids and are emitted in a fixed order (see
-    `_emission_order`), so the same model gives the same drawing with the same Graphviz. The
-    image is drawn in a scratch directory and copied: `diagrams` writes, then deletes, a DOT
-    file beside its output.
-    """
-    drawn: dict[str, Any] = {}
-    private = [c.id for c in model.clusters if c.tier == "private"]
-    # Nodes in the first half of the private subnets are drawn above the database.
-    upper = {
-        n.id: private.index(n.cluster) < len(private) / 2
-        for n in model.nodes
-        if n.cluster in private
-    }
-
-    def draw_node(node: Node) -> None:
-        drawn[node.id] = NODE_CLASSES[node.kind](node.label, nodeid=node.id)
-
-    def draw_cluster(cluster: Cluster) -> None:
-        with DiagramCluster(cluster.label, graph_attr=CLUSTER_STYLE[cluster.tier or cluster.kind]):
-            for node in _emission_order(cluster, model.nodes_in(cluster.id)):
-                draw_node(node)
-            children = model.children(cluster.id)
-            if not children and not model.nodes_in(cluster.id):
-                # Graphviz drops an empty cluster; keep the subnet on the drawing.
-                DiagramNode(
-                    "(no instances)",
-                    nodeid=f"empty-{cluster.id}",
-                    shape="plaintext",
-                    fixedsize="false",
-                    width="0",
-                    height="0",
-                    fontcolor="#78909C",
-                    fontsize="11",
-                )
-            for child in _emission_order(cluster, children):
-                draw_cluster(child)
-
-    output = output.resolve()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as scratch:
-        target = Path(scratch) / "architecture"
-        with Diagram(
-            model.title,
-            filename=str(target),
-            outformat="png",
-            direction="LR",
-            show=False,
-            graph_attr=GRAPH_ATTRS,
-            node_attr=NODE_ATTRS,
-            edge_attr=EDGE_ATTRS,
-        ):
-            for node in model.nodes_in(None):
-                draw_node(node)
-            for cluster in model.children(None):
-                draw_cluster(cluster)
-            for edge in model.edges:
-                style = EDGE_STYLE[edge.kind]
-                label = {"label": edge.label}
-                if edge.kind in TAIL_LABELS:
-                    turn = -1 if upper.get(edge.source, False) else 1
-                    turn *= 1 if edge.kind == "write" else -1
-                    label = {
-                        "taillabel": edge.label,
-                        "labeldistance": "9",
-                        "labelangle": str(turn * TAIL_LABEL_ANGLE),
-                    }
-                edge_style = DiagramEdge(fontcolor=style["color"], **EDGE_ATTRS, **style, **label)
-                drawn[edge.source] >> edge_style >> drawn[edge.target]
-        shutil.copyfile(target.with_suffix(".png"), output)
-    return output
-
-
-# --- Command line ---------------------------------------------------------------------------
-
-
-def stack_config(stack: str = STACK, web_nodes: int | None = None) -> dict[str, Any]:
-    """The stack's `web-infra:` config from Pulumi.<stack>.yaml, with an optional override."""
-    document = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text()) or {}
-    namespace = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["name"] + ":"
-    config = {
-        key.removeprefix(namespace): value
-        for key, value in (document.get("config") or {}).items()
-        if key.startswith(namespace)
-    }
-    if web_nodes is not None:
-        config["webNodeCount"] = web_nodes
-    return config
-
-
-def fingerprint_path(image: Path) -> Path:
-    """docs/architecture.png -> docs/architecture.model.json"""
-    return image.with_suffix(".model.json")
-
-
-def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.diagram", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument(
-        "--web-nodes", type=int, help="web nodes to draw (default: the dev stack's)"
-    )
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="PNG to write")
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _arguments(argv)
-    if shutil.which("dot") is None:
-        print(
-            "Graphviz `dot` is not installed; run: sudo apt-get install graphviz (or `make setup`)",
-            file=sys.stderr,
-        )
-        return 1
-    model = architecture_model(run_program(stack_config(web_nodes=args.web_nodes), stack=STACK))
-    image = render(model, args.output)
-    fingerprint = fingerprint_path(image)
-    fingerprint.write_text(model.to_json())
-    for path in (image, fingerprint):
-        print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

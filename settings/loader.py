@@ -1,0 +1,147 @@
+"""The loader: raw stack config in, a validated `Settings` or one `SettingsError` out.
+
+Changes when the way a stack's config is checked as a whole changes: unknown or misspelt keys
+and namespaces, and the rules between keys (a web tier too big for the database's connection
+limit, a domain without an ACME e-mail). Each value on its own is checked by its parser.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from typing import Any
+
+from settings.aws_provider import parse_aws_provider
+from settings.errors import SettingsError, shown, shown_key
+from settings.keys import KEYS, KNOWN_KEYS, NAMESPACE, REMOVED_KEYS, Settings
+from settings.names import stack_name_problems
+from settings.web_tier import (
+    CONNECTIONS_PER_NODE,
+    DATABASE_CONNECTION_HEADROOM,
+    database_connections_needed,
+)
+from userdata.metric_catalog import estimated_max_connections, rds_class_memory_gib
+
+
+def load_settings(raw: Mapping[str, Any], *, project: str = NAMESPACE, stack: str) -> Settings:
+    """Validate raw config (keys with or without the `web-infra:` prefix) into `Settings`.
+
+    Values may be native (from YAML) or strings (from `pulumi.Config`). All problems are
+    reported together so a user fixes their stack file in one pass.
+    """
+    problems = _namespace_problems(raw)
+    values = {
+        key.removeprefix(f"{NAMESPACE}:"): value
+        for key, value in raw.items()
+        if isinstance(key, str) and (key.startswith(f"{NAMESPACE}:") or ":" not in key)
+    }
+    for removed in sorted(set(values) & set(REMOVED_KEYS)):
+        problems.append(f"{NAMESPACE}:{removed} is no longer a setting: {REMOVED_KEYS[removed]}")
+    for unknown in sorted(set(values) - set(KNOWN_KEYS) - set(REMOVED_KEYS)):
+        hint = difflib.get_close_matches(unknown, KNOWN_KEYS, n=1)
+        fix = (
+            f"did you mean {NAMESPACE}:{hint[0]}?"
+            if hint
+            else "known keys: " + ", ".join(KNOWN_KEYS)
+        )
+        problems.append(
+            f"{shown_key(f'{NAMESPACE}:{unknown}')} is not a setting of this program; {fix}"
+        )
+
+    fields: dict[str, Any] = {}
+    for key in KEYS:
+        if key.name not in values or values[key.name] is None:
+            fields[key.field] = key.default
+            continue
+        try:
+            fields[key.field] = key.parse(values[key.name])
+        except ValueError as allowed:
+            problems.append(
+                f"{NAMESPACE}:{key.name} = {shown(values[key.name])} is not allowed; use {allowed}"
+            )
+    problems += _cross_key_problems(fields)
+    problems += parse_aws_provider(raw)[1]
+    problems += stack_name_problems(stack)
+    if problems:
+        raise SettingsError(
+            "invalid stack configuration:\n"
+            + "\n".join(f"  - {p}" for p in problems)
+            + f"\nfix it with `pulumi config set {NAMESPACE}:<key> <value>` "
+            "or in Pulumi.<stack>.yaml"
+        )
+    return Settings(project=project, stack=stack, **fields)
+
+
+# Namespaces a stack's config may hold besides the program's own: the AWS provider's, Pulumi's
+# own and the random provider's. Any other is a typo (`web-infa:`) or belongs to no one.
+OTHER_NAMESPACES = ("aws", "pulumi", "random")
+
+
+def _namespace_problems(raw: Mapping[Any, Any]) -> list[str]:
+    """Keys that no part of the program reads: not text, or in a misspelt or foreign namespace.
+    Without this, `web-infa:instanceType` would pass silently and the default be used."""
+    problems = []
+    namespaces = (NAMESPACE, *OTHER_NAMESPACES)
+    for key in raw:
+        if not isinstance(key, str):
+            problems.append(
+                f"the key {shown(key)} is not a config key; keys are text such as "
+                f"{NAMESPACE}:webNodeCount"
+            )
+            continue
+        namespace, colon, name = key.partition(":")
+        if not colon or namespace in namespaces:
+            continue
+        close = difflib.get_close_matches(namespace, namespaces, n=1, cutoff=0.6)
+        if close:
+            hint = f"did you mean {close[0]}:{name}?"
+            if close[0] == NAMESPACE:
+                near = difflib.get_close_matches(name, KNOWN_KEYS, n=1)
+                hint = f"did you mean {NAMESPACE}:{near[0] if near else name}?"
+        else:
+            hint = "this program reads the namespaces " + ", ".join(f"{n}:" for n in namespaces)
+        problems.append(f"{shown_key(key)} is in a namespace no part of this program reads; {hint}")
+    return problems
+
+
+def _cross_key_problems(fields: dict[str, Any]) -> list[str]:
+    """Rules between keys, checked only when each key on its own is valid."""
+    problems = []
+    nodes, db_class = fields.get("web_node_count"), fields.get("db_instance_class")
+    if isinstance(nodes, int) and isinstance(db_class, str):
+        try:
+            limit = estimated_max_connections(rds_class_memory_gib(db_class))
+        except ValueError as error:
+            problems.append(f"{NAMESPACE}:dbInstanceClass = {shown(db_class)}: {error}")
+        else:
+            needed = database_connections_needed(nodes)
+            if needed > limit:
+                fits = max(1, (limit - DATABASE_CONNECTION_HEADROOM) // CONNECTIONS_PER_NODE)
+                problems.append(
+                    f"{NAMESPACE}:webNodeCount = {nodes} may open {needed} connections to each "
+                    f"database, but {db_class} allows about {limit}: use a larger "
+                    f"dbInstanceClass (e.g. db.t4g.medium allows about 311) or at most {fits} "
+                    "web nodes"
+                )
+    storage, ceiling = (
+        fields.get("db_allocated_storage_gb"),
+        fields.get("db_max_allocated_storage_gb"),
+    )
+    if isinstance(storage, int) and isinstance(ceiling, int) and ceiling <= storage:
+        problems.append(
+            f"{NAMESPACE}:dbMaxAllocatedStorageGb = {ceiling} must be larger than "
+            f"dbAllocatedStorageGb = {storage}, or storage could never grow; raise it"
+        )
+    domain = fields.get("domain")
+    if domain and not fields.get("acme_email"):
+        problems.append(
+            f"{NAMESPACE}:domain = {domain!r} needs an ACME account e-mail (the CA writes to it "
+            f"before a certificate expires); set {NAMESPACE}:acmeEmail"
+        )
+    for key, field_name in (("acmeEmail", "acme_email"), ("publicZoneId", "public_zone_id")):
+        if fields.get(field_name) and not domain:
+            problems.append(
+                f"{NAMESPACE}:{key} has no effect without a domain; set {NAMESPACE}:domain "
+                f"(the site's DNS name) or remove it with `pulumi config rm {NAMESPACE}:{key}`"
+            )
+    return problems
