@@ -20,8 +20,10 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -480,3 +482,114 @@ def test_every_call_a_host_made_is_allowed_by_its_roles_rendered_policies(
         assert any(action == "s3:GetObject" for action, _ in made), f"{host.name}: {made}"
         if host.role == "web":
             assert any(action == "rds:DescribeDBInstances" for action, _ in made), made
+
+
+# Calls no host may make, made from the hosts with their own role's credentials: moto answers
+# them (it checks no resources), the recorder names the host, and the same evaluation as above
+# must deny each. Today's policies allow some; those are strict expected failures naming the fix.
+PROBE = """
+import json, sys
+import boto3
+from botocore.config import Config
+client = boto3.client(sys.argv[1], region_name=sys.argv[2],
+                      config=Config(connect_timeout=5, retries={"total_max_attempts": 1}))
+try:
+    getattr(client, sys.argv[3])(**json.loads(sys.argv[4]))
+    print("answered")
+except Exception as error:
+    print(type(error).__name__)
+"""
+NEVER_FROM_A_HOST = [
+    pytest.param(
+        "web-1",
+        "secretsmanager",
+        "get_secret_value",
+        "master-secret",
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="the web role reads the RDS master secret; fixed by the app's own DB user "
+            "and secret (branch `dbuser`)",
+        ),
+        id="web-reads-the-master-secret",
+    ),
+    pytest.param(
+        "web-1",
+        "ssm",
+        "put_parameter",
+        "web-2-report",
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="every web node may write every web node's readiness parameter; fixed by "
+            "the per-host readiness write (branch `graph`)",
+        ),
+        id="web-1-writes-web-2s-report",
+    ),
+    pytest.param(
+        "web-1",
+        "ssm",
+        "get_parameter",
+        "another-stack",
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="AmazonSSMManagedInstanceCore allows ssm:GetParameter on every parameter; "
+            "fixed by the scoped Session Manager policy (branch `graph`)",
+        ),
+        id="web-reads-another-stacks-parameter",
+    ),
+    pytest.param(
+        "load-balancer",
+        "secretsmanager",
+        "get_secret_value",
+        "master-secret",
+        id="load-balancer-reads-the-master-secret",
+    ),
+]
+
+
+def probe_arguments(lab: BootLab, state: State, what: str) -> dict[str, Any]:
+    settings = state.settings_object()
+    if what == "master-secret":
+        rds = standins.aws_client("rds", state.region, lab.authority)
+        (primary,) = rds.describe_db_instances(DBInstanceIdentifier=settings.db_primary_identifier)[
+            "DBInstances"
+        ]
+        return {"SecretId": primary["MasterUserSecret"]["SecretArn"]}
+    if what == "web-2-report":
+        name = readiness_report(settings, state.region).parameter("web-2")
+        ssm = standins.aws_client("ssm", state.region, lab.authority)
+        current = ssm.get_parameter(Name=name)["Parameter"]["Value"]
+        # The same value: the call is what matters, and web-2's report stays intact.
+        return {"Name": name, "Value": current, "Type": "String", "Overwrite": True}
+    return {"Name": "/web-infra-prod/db/password"}
+
+
+@pytest.mark.parametrize(("host", "service", "method", "what"), NEVER_FROM_A_HOST)
+def test_a_call_no_host_may_make_is_recorded_and_denied_by_its_roles_policies(
+    booted: tuple[BootLab, State],
+    lab_host_policies: dict[str, HostPolicies],
+    host: str,
+    service: str,
+    method: str,
+    what: str,
+) -> None:
+    lab, state = booted
+    arguments = probe_arguments(lab, state, what)
+    started = time.time()
+    container = lab.container(state.host(host))
+    answer = container.execute(
+        "python3", "-c", PROBE, service, state.region, method, json.dumps(arguments), timeout=60
+    )
+    assert answer.returncode == 0, answer.stderr[-2000:]
+    made = [
+        classify(entry, MOTO_ACCOUNT)
+        for entry in lab.recorded_calls()
+        if float(entry["time"]) >= started and entry["host"] == host
+    ]
+    assert made, f"{host}'s call was not recorded ({answer.stdout.strip()})"
+    policies = lab_host_policies[host]
+    context = instance_context(state.region, MOTO_ACCOUNT, policies.instance_id)
+    for call in made:
+        decision = evaluate(
+            policies.documents.values(), Request(call.action, call.resource, context)
+        )
+        assert decision is not Decision.ALLOWED, f"{call}: allowed to {policies.role_name}"
