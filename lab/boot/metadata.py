@@ -183,9 +183,9 @@ class MetadataService:
         }
 
 
-def serve(
+def make_server(
     address: str, port: int, *, credentials: Path, region: str, account: str, log: Path
-) -> None:
+) -> ThreadingHTTPServer:
     service = MetadataService(load_identities(credentials), region, account)
     log_lock = threading.Lock()
 
@@ -226,7 +226,7 @@ def serve(
         def log_message(self, format: str, *args: Any) -> None:
             pass  # the JSON log above has every request
 
-    ThreadingHTTPServer((address, port), Handler).serve_forever()
+    return ThreadingHTTPServer((address, port), Handler)
 
 
 def main() -> None:
@@ -238,14 +238,14 @@ def main() -> None:
     parser.add_argument("--account", required=True)
     parser.add_argument("--log", type=Path, required=True)
     args = parser.parse_args()
-    serve(
+    make_server(
         args.address,
         args.port,
         credentials=args.credentials,
         region=args.region,
         account=args.account,
         log=args.log,
-    )
+    ).serve_forever()
 
 
 if __name__ == "__main__":
