@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import re
 import threading
 import time
@@ -108,6 +109,7 @@ def main() -> None:
     parser.add_argument("--credentials", type=Path, required=True)
     parser.add_argument("--record", type=Path, required=True)
     args = parser.parse_args()
+    os.environ.setdefault("MOTO_PORT", str(args.port))  # as moto_server sets it
     app = Recorder(DomainDispatcherApplication(create_backend_app), args.credentials, args.record)
     run_simple(
         args.host,

@@ -14,7 +14,9 @@ than guess:
 - `Action`/`NotAction` match case-insensitively, `Resource`/`NotResource` case-sensitively,
   both with `*` (any run of characters) and `?` (one character) as wildcards;
 - `Condition`: every operator and every key must hold, any of a key's values may match; a key
-  missing from the request fails the condition, except for negated operators and `...IfExists`.
+  missing from the request fails the condition, except for negated operators and `...IfExists`;
+- policy variables (`${ec2:SourceInstanceARN}`) in `Resource` and condition values take the
+  request's value; one the request lacks is an error here (AWS would match nothing).
 """
 
 from __future__ import annotations
@@ -54,11 +56,32 @@ def _as_list(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
+VARIABLE = re.compile(r"\$\{([^}]+)\}")
+LITERALS = {"*": "\x00", "?": "\x01", "$": "$"}
+"""`${*}`, `${?}`, `${$}`: the characters themselves, not wildcards."""
+
+
+def _substitute(pattern: str, context: Mapping[str, Any]) -> str:
+    lowered = {key.lower(): value for key, value in context.items()}
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in LITERALS:
+            return LITERALS[name]
+        found = lowered.get(name.lower())
+        if not isinstance(found, str):
+            raise UnsupportedPolicy(f"policy variable ${{{name}}} is not in the request")
+        return found
+
+    return VARIABLE.sub(value, pattern)
+
+
 def _wildcard(pattern: str, value: str, *, case_sensitive: bool) -> bool:
     # fnmatch's translate also treats [...] as a set; IAM has no sets, so escape brackets.
     escaped = pattern.replace("[", "[[]")
     flags = 0 if case_sensitive else re.IGNORECASE
-    return re.fullmatch(fnmatch.translate(escaped), value, flags) is not None
+    expression = fnmatch.translate(escaped).replace("\x00", r"\*").replace("\x01", r"\?")
+    return re.fullmatch(expression, value, flags) is not None
 
 
 def _string_match(operator: str, expected: str, actual: str) -> bool:
@@ -100,9 +123,12 @@ def _statement_applies(statement: Mapping[str, Any], request: Request) -> bool:
     if ("Resource" in statement) == ("NotResource" in statement):
         raise UnsupportedPolicy("a statement needs exactly one of Resource and NotResource")
 
+    context = request.context or {}
+
     def matches(element: str, value: str, *, case_sensitive: bool) -> bool:
         return any(
-            _wildcard(p, value, case_sensitive=case_sensitive) for p in _as_list(statement[element])
+            _wildcard(_substitute(p, context), value, case_sensitive=case_sensitive)
+            for p in _as_list(statement[element])
         )
 
     if "Action" in statement:
@@ -113,11 +139,7 @@ def _statement_applies(statement: Mapping[str, Any], request: Request) -> bool:
         resource_ok = matches("Resource", request.resource, case_sensitive=True)
     else:
         resource_ok = not matches("NotResource", request.resource, case_sensitive=True)
-    return (
-        action_ok
-        and resource_ok
-        and _condition_holds(statement.get("Condition", {}), request.context or {})
-    )
+    return action_ok and resource_ok and _condition_holds(statement.get("Condition", {}), context)
 
 
 def evaluate(policies: Iterable[str | Mapping[str, Any]], request: Request) -> Decision:
