@@ -9,10 +9,13 @@ behind every call with the action and resource IAM would authorise.
 from __future__ import annotations
 
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,7 +125,8 @@ def test_the_recorder_names_the_host_role_action_and_resource_of_every_call(
     authority = CertificateAuthority(tmp_path / "pki")
     authority.create()
     pair = authority.issue("aws-api", ["localhost"], ["127.0.0.1"])
-    web, balancer = identity("web-1", "web", "a"), identity("load-balancer", "load-balancer", "b")
+    web = identity("web-1", "web", "127.0.0.1")
+    balancer = identity("load-balancer", "load-balancer", "169.254.77.10")
     metadata.save_identities(tmp_path / "credentials.json", [web, balancer])
     port = free_port()
     record = tmp_path / "calls.jsonl"
@@ -178,14 +182,23 @@ def test_the_recorder_names_the_host_role_action_and_resource_of_every_call(
         client("ssm", balancer).put_parameter(  # type: ignore[attr-defined]
             Name="/web-infra-dev/ready/load-balancer", Value="{}", Type="String"
         )
+        # Unsigned, like curl fetching a public object: named by its source address.
+        context = ssl.create_default_context(cafile=str(authority.certificate_path))
+        with pytest.raises(urllib.error.HTTPError) as refused:  # a private object, as on S3
+            urllib.request.urlopen(
+                f"https://127.0.0.1:{port}/artifacts/files/app.py", context=context
+            )
+        assert refused.value.code == 403
     finally:
         server.terminate()
         server.wait(timeout=30)
     entries = aws_api.read_log(record)
+    unsigned = [(e["host"], e["role"], e["path"]) for e in entries if not e["signed"]]
+    assert unsigned == [("web-1", "web", "/artifacts/files/app.py")]
     recorded = [
         calls.classify(e, ACCOUNT)
         for e in entries
-        if e["method"] != "PUT" or e["path"] != "/artifacts"
+        if e["signed"] and (e["method"], e["path"]) != ("PUT", "/artifacts")
     ]
     assert [(c.host, c.role, c.action, c.resource, c.status) for c in recorded] == [
         ("web-1", "web", "s3:PutObject", "arn:aws:s3:::artifacts/files/app.py", 200),

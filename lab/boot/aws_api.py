@@ -5,7 +5,8 @@ enforcement it takes any key, and with it (`INITIAL_NO_AUTH_ACTION_COUNT`) it ch
 against the resource `*` only. So this runs moto's own WSGI application (what `moto_server`
 runs) behind a small recorder: for every request it writes one JSON line with the access key
 id from the request's SigV4 signature, the host and role that key belongs to (the metadata
-stand-in's `credentials.json`, `lab.boot.metadata`), the service and region of the signature's
+stand-in's `credentials.json`, `lab.boot.metadata`; for an unsigned request, the host whose
+address sent it), the service and region of the signature's
 scope, the method, path, query, the `X-Amz-Target` header, the body of API calls (form or JSON
 requests; object bodies are left out), and moto's status code. `lab.boot.calls` turns each
 line into the IAM action and resource ARN that AWS would authorise.
@@ -43,10 +44,16 @@ class Recorder:
         self.log = log
         self.lock = threading.Lock()
 
-    def who(self, access_key: str | None) -> tuple[str | None, str | None]:
+    def who(self, access_key: str | None, address: str) -> tuple[str | None, str | None]:
+        """The host and role of a call: by the key that signed it, else (an unsigned request,
+        such as a download of a public object) by its source address on the bridge."""
         # Read on every call: the lab writes the file before any host boots, after moto starts.
-        for identity in load_identities(self.credentials):
-            if identity.access_key_id == access_key:
+        identities = load_identities(self.credentials)
+        for identity in identities:
+            if access_key is not None and identity.access_key_id == access_key:
+                return identity.host, identity.role
+        for identity in identities:
+            if access_key is None and identity.address == address:
                 return identity.host, identity.role
         return None, None
 
@@ -62,9 +69,12 @@ class Recorder:
             raw = environ["wsgi.input"].read(length) if length else b""
             environ["wsgi.input"] = io.BytesIO(raw)
             body = raw[:MAX_BODY].decode("utf-8", "replace")
-        host, role = self.who(access_key)
+        address = environ.get("REMOTE_ADDR", "")
+        host, role = self.who(access_key, address)
         entry: dict[str, Any] = {
             "time": time.time(),
+            "source_address": address,
+            "signed": access_key is not None,
             "access_key_id": access_key,
             "host": host,
             "role": role,
