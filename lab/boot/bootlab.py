@@ -1,7 +1,8 @@
 """The boot lab's run: stand-ins, database, one container per host, and exact clean-up.
 
 `BootLab.up()` creates the bridge, starts the stand-ins for AWS (apt proxy, the truststore, a
-moto for S3 and SSM, a moto for the secret store, DNS), gets the base image (cached, else
+moto for S3 and SSM, a moto for the secret store, DNS, the instance metadata service with
+each host's role credentials), gets the base image (cached, else
 built), boots the load balancer and every web node from the userdata `pulumi up` would send,
 byte for byte, brings up MariaDB primary and replica while they boot, and waits until each host
 has finished cloud-init and the load balancer rotates over every web node. Every PID, mount and
@@ -34,7 +35,7 @@ from components.web_infrastructure import (
     render_hosts,
 )
 from lab import checks, mariadb, processes
-from lab.boot import database, faults, images, inspect, network, seed, standins
+from lab.boot import aws_api, database, faults, images, inspect, metadata, network, seed, standins
 from lab.boot.containers import CGROUP_GROUP, Container, cgroup_hierarchies
 from lab.boot.pki import CertificateAuthority
 from lab.localize import LabError
@@ -275,6 +276,18 @@ class BootLab:
             authority,
             {readiness.parameter(host.name): previous_report(host.name) for host in state.hosts},
         )
+        # Each host's instance role, handed out at 169.254.169.254 as EC2 does; the moto
+        # stand-ins read the same file to name the host behind every call they record.
+        identities = [
+            metadata.new_identity(
+                host.name, host.role, state.stack, host.address, seed.instance_id(host.name)
+            )
+            for host in state.hosts
+        ]
+        self._helper(
+            state,
+            standins.start_metadata(standing_in, state.region, identities, standins.MOTO_ACCOUNT),
+        )
         self._apply_faults(state)
         for host in state.hosts:
             container = self.container(host)
@@ -287,6 +300,7 @@ class BootLab:
                 ca_pem=authority.pem,
                 base=image.root,
             )
+            metadata.write_route(container.layer)
             container.mount(image.root)
             self._save(state)
             container.start()
@@ -362,6 +376,16 @@ class BootLab:
                     f"see {self.folder}/hosts/<host>/console.log"
                 )
             time.sleep(1)
+
+    def recorded_calls(self) -> list[dict[str, Any]]:
+        """Every call the moto stand-ins answered, oldest first (`lab.boot.aws_api`)."""
+        folder = self.folder / "standins"
+        entries = [e for log in standins.call_logs(folder) for e in aws_api.read_log(log)]
+        return sorted(entries, key=lambda entry: float(entry["time"]))
+
+    def metadata_requests(self) -> list[dict[str, Any]]:
+        """Every request the instance metadata stand-in answered (`lab.boot.metadata`)."""
+        return aws_api.read_log(standins.metadata_log(self.folder / "standins"))
 
     def url(self) -> str:
         return f"http://{network.LOAD_BALANCER}/"

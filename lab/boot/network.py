@@ -5,6 +5,10 @@ The containers and the stand-ins for AWS meet on one Linux bridge with link-loca
 no default route, and the only ways out are the stand-ins on the host side. Each stand-in gets
 an address of its own, like an AWS endpoint, so it can be made unreachable on its own, from one
 host (`lab.boot.faults`), for the failure-injection tests.
+
+The instance metadata service's address, 169.254.169.254, is outside the lab's /24: the
+bridge holds it as a /32 on the host side, and each container has an on-link route to it
+(`lab.boot.metadata.write_route`), as every EC2 instance reaches it on its own link.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ TRUSTSTORE = _address(3)
 """The RDS CA bundle URL, truststore.pki.rds.amazonaws.com."""
 SECRET_STORE = _address(4)
 """Secrets Manager's and RDS's APIs (a moto of their own), so they can fail on their own."""
+METADATA = "169.254.169.254"
+"""The instance metadata service (`lab.boot.metadata`), as on EC2."""
 DB_PRIMARY = _address(51)
 DB_REPLICA = _address(52)
 LOAD_BALANCER = _address(10)
@@ -71,10 +77,11 @@ class Bridge:
         self._ip("link", "add", self.name, "type", "bridge")
         for address in HOST_SIDE:
             self.add_address(address)
+        self.add_address(METADATA, prefix=32)
         self._ip("link", "set", self.name, "up")
 
-    def add_address(self, address: str) -> None:
-        self._ip("address", "add", f"{address}/{PREFIX}", "dev", self.name)
+    def add_address(self, address: str, prefix: int = PREFIX) -> None:
+        self._ip("address", "add", f"{address}/{prefix}", "dev", self.name)
 
     def delete(self) -> bool:
         if not self.exists():

@@ -8,16 +8,17 @@ provides around it is given here, as files in the container's own layer:
 - a systemd-networkd file with the host's address on the bridge and the lab's DNS (on AWS:
   DHCP and the VPC resolver), and `/etc/resolv.conf` naming that DNS;
 - the lab's test CA as a system CA (on AWS: Amazon's public CAs), so the AWS API and the
-  truststore stand-ins are verified like the real endpoints;
-- AWS credentials in systemd's default environment (on AWS: the instance role through IMDS;
-  the lab has no metadata service), read by boto3 in every unit, the app's included.
+  truststore stand-ins are verified like the real endpoints.
+
+No AWS credentials: as on EC2, botocore gets the instance role's from the metadata service
+(`lab.boot.metadata`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from lab.boot import network, standins
+from lab.boot import network
 
 SEED = Path("var/lib/cloud/seed/nocloud")
 CA_NAME = "web-infra-boot-lab-ca.crt"
@@ -56,12 +57,3 @@ def write(
     bundle = layer / SYSTEM_BUNDLE
     bundle.parent.mkdir(parents=True, exist_ok=True)
     bundle.write_bytes((base / SYSTEM_BUNDLE).read_bytes() + ca_pem)
-
-    manager = layer / "etc/systemd/system.conf.d"
-    manager.mkdir(parents=True, exist_ok=True)
-    (manager / "50-boot-lab-aws-credentials.conf").write_text(
-        "# The instance role's stand-in: the boot lab has no metadata service.\n"
-        "[Manager]\n"
-        f'DefaultEnvironment="AWS_ACCESS_KEY_ID={standins.ACCESS_KEY_ID}" '
-        f'"AWS_SECRET_ACCESS_KEY={standins.SECRET_ACCESS_KEY}"\n'
-    )

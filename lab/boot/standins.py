@@ -11,13 +11,17 @@
   the primary and its RDS-managed master secret. It has an address of its own so that it can be
   unreachable while S3 and SSM are not (and the other way round), as separate endpoints on AWS;
 - the RDS CA bundle URL: `lab.boot.truststore` on .3:443, serving the lab's test CA;
+- the instance metadata service: `lab.boot.metadata` on 169.254.169.254:80, handing each host
+  its role's temporary credentials through IMDSv2, as EC2 does;
 - the RDS primary and replica: MariaDB on .51 and .52 (see `lab.boot.database`).
 
 The containers reach the AWS endpoints by their real names (`<bucket>.s3.<region>.amazonaws.com`,
 `ssm.<region>.amazonaws.com`, `rds.<region>.amazonaws.com`, `secretsmanager.<region>...`,
 `truststore.pki.rds.amazonaws.com`), resolved by the lab's DNS and verified against the lab's
 CA, so no endpoint override is needed inside a host: Debian 12's boto3 (1.26) does not read
-`AWS_ENDPOINT_URL`, and the userdata stays unchanged.
+`AWS_ENDPOINT_URL`, and the userdata stays unchanged. Both moto servers run behind a recorder
+(`lab.boot.aws_api`) that writes every call with the host and role whose credentials signed
+it, for the IAM check (`tests/test_boot_e2e.py`).
 """
 
 from __future__ import annotations
@@ -28,14 +32,17 @@ from pathlib import Path
 from typing import Any
 
 from lab import processes
-from lab.boot import network
+from lab.boot import metadata, network
 from lab.boot.pki import CertificateAuthority
 from lab.processes import Daemon, program
 
-# Credentials the hosts use instead of an instance role (moto accepts any).
-ACCESS_KEY_ID = "AKIABOOTLABINSTANCE0"
-SECRET_ACCESS_KEY = "boot-lab-instance-role-stand-in"  # noqa: S105 - moto's dummy key
+# The lab's own credentials, for what the program (the deployer) does before the hosts boot:
+# the bucket's objects, the RDS primary, the parameters. The hosts get theirs from the metadata
+# stand-in; moto accepts any key, and the recorder names this one's calls as nobody's host.
+ACCESS_KEY_ID = "AKIABOOTLABDEPLOYER0"
+SECRET_ACCESS_KEY = "boot-lab-deployer-stand-in"  # noqa: S105 - moto's dummy key
 MOTO_ACCOUNT = "123456789012"
+ROOT = Path(__file__).resolve().parents[2]
 # The APIs the secret store's moto answers; every other service is the main moto's.
 SECRET_STORE_SERVICES = ("rds", "secretsmanager")
 
@@ -169,7 +176,7 @@ def _start_moto(
         [
             sys.executable,
             "-m",
-            "moto.server",
+            "lab.boot.aws_api",
             "--host",
             address,
             "--port",
@@ -178,10 +185,60 @@ def _start_moto(
             str(pair.certificate),
             "--ssl-key",
             str(pair.key),
+            "--credentials",
+            str(credentials_file(folder)),
+            "--record",
+            str(call_log(folder, name)),
         ],
         folder / f"moto-{name}.log",
+        cwd=ROOT,
     )
     _wait_port(daemon, address, 443, f"moto ({name})")
+    return daemon
+
+
+def credentials_file(folder: Path) -> Path:
+    """Every host's instance-role credentials, shared by the metadata and API stand-ins."""
+    return folder / "metadata" / metadata.CREDENTIALS_FILE
+
+
+def call_log(folder: Path, name: str) -> Path:
+    """Where the moto stand-in `name` records every call (`lab.boot.aws_api`)."""
+    return folder / f"calls-{name}.jsonl"
+
+
+def call_logs(folder: Path) -> list[Path]:
+    return [call_log(folder, name) for name in ("aws-api", "secret-store")]
+
+
+def metadata_log(folder: Path) -> Path:
+    return folder / "metadata" / "requests.jsonl"
+
+
+def start_metadata(
+    folder: Path, region: str, identities: list[metadata.HostIdentity], account: str
+) -> Daemon:
+    """The instance metadata service at 169.254.169.254 (on the bridge) for every host."""
+    metadata.save_identities(credentials_file(folder), identities)
+    daemon = processes.start(
+        "metadata/imds",
+        [
+            sys.executable,
+            "-m",
+            "lab.boot.metadata",
+            "--credentials",
+            str(credentials_file(folder)),
+            "--region",
+            region,
+            "--account",
+            account,
+            "--log",
+            str(metadata_log(folder)),
+        ],
+        folder / "metadata.log",
+        cwd=ROOT,
+    )
+    _wait_port(daemon, metadata.ADDRESS, metadata.PORT, "the instance metadata stand-in")
     return daemon
 
 

@@ -1,0 +1,92 @@
+"""What each recorded AWS call asks of IAM: the action and the resource's ARN.
+
+`lab.boot.aws_api` records requests as they arrive (signature scope, method, path, target,
+body); this turns each into the `(action, resource)` pair IAM authorises, per the service
+authorization reference: S3's REST verbs on buckets and objects, the JSON protocol's
+`X-Amz-Target` (SSM, Secrets Manager) and the query protocol's `Action` (RDS). A request it
+does not know is an error, not a guess, so a new call a host makes cannot pass unchecked.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+
+class UnknownCall(ValueError):
+    """A recorded request this module cannot name an action and resource for."""
+
+
+@dataclass(frozen=True)
+class Call:
+    host: str | None
+    role: str | None
+    action: str
+    resource: str
+    status: int
+
+    def __str__(self) -> str:
+        return f"{self.host} ({self.role}): {self.action} on {self.resource} -> {self.status}"
+
+
+def classify(entry: dict[str, Any], account: str) -> Call:
+    """The IAM action and resource of one recorded request."""
+    service, region = entry.get("service"), entry.get("region")
+    if not service or not region:
+        raise UnknownCall(f"an unsigned request: {entry['method']} {entry['path']}")
+    if service == "s3":
+        action, resource = _s3(entry)
+    elif entry.get("target"):
+        action, resource = _json_protocol(entry, service, region, account)
+    else:
+        action, resource = _query_protocol(entry, service, region, account)
+    return Call(entry.get("host"), entry.get("role"), action, resource, int(entry["status"]))
+
+
+def _s3(entry: dict[str, Any]) -> tuple[str, str]:
+    host = entry["http_host"].split(":")[0]
+    path = urllib.parse.unquote(entry["path"])
+    if ".s3." in host:  # virtual-hosted style: <bucket>.s3.<region>.amazonaws.com
+        bucket, key = host.split(".s3.")[0], path.lstrip("/")
+    else:  # path style: s3.<region>.amazonaws.com/<bucket>/<key>
+        bucket, _, key = path.lstrip("/").partition("/")
+    query = urllib.parse.parse_qs(entry.get("query", ""), keep_blank_values=True)
+    method = entry["method"]
+    if key:
+        object_actions = {"GET": "s3:GetObject", "HEAD": "s3:GetObject", "PUT": "s3:PutObject"}
+        if method in object_actions and not (set(query) & {"acl", "tagging", "uploadId"}):
+            return object_actions[method], f"arn:aws:s3:::{bucket}/{key}"
+    elif method in ("GET", "HEAD") and not (set(query) - {"list-type", "prefix", "max-keys"}):
+        return "s3:ListBucket", f"arn:aws:s3:::{bucket}"
+    raise UnknownCall(f"an S3 request not known here: {method} {host}{path}?{entry['query']}")
+
+
+def _json_protocol(
+    entry: dict[str, Any], service: str, region: str, account: str
+) -> tuple[str, str]:
+    operation = entry["target"].rsplit(".", 1)[-1]
+    body = json.loads(entry.get("body") or "{}")
+    action = f"{service}:{operation}"
+    if service == "ssm" and operation in ("GetParameter", "PutParameter", "DeleteParameter"):
+        name = str(body["Name"])
+        return action, f"arn:aws:ssm:{region}:{account}:parameter/{name.lstrip('/')}"
+    if service == "secretsmanager" and operation in ("GetSecretValue", "DescribeSecret"):
+        secret = str(body["SecretId"])
+        if not secret.startswith("arn:"):
+            secret = f"arn:aws:secretsmanager:{region}:{account}:secret:{secret}"
+        return action, secret
+    raise UnknownCall(f"a {service} call not known here: {entry['target']}")
+
+
+def _query_protocol(
+    entry: dict[str, Any], service: str, region: str, account: str
+) -> tuple[str, str]:
+    form = urllib.parse.parse_qs(entry.get("body") or entry.get("query", ""))
+    operation = form.get("Action", [""])[0]
+    if service == "rds" and operation == "DescribeDBInstances":
+        identifier = form.get("DBInstanceIdentifier", [""])[0]
+        resource = f"arn:aws:rds:{region}:{account}:db:{identifier}" if identifier else "*"
+        return f"rds:{operation}", resource
+    raise UnknownCall(f"a {service} call not known here: {operation or entry['path']}")
