@@ -52,7 +52,7 @@ def policy_document(*statements: dict[str, object]) -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
 
 
-def session_manager_statement() -> dict[str, object]:
+def session_manager_statements(instances_arn: str) -> list[dict[str, object]]:
     """What the SSM agent needs for Session Manager, and nothing else.
 
     The same actions as AWS's own minimal Session Manager instance policy
@@ -60,21 +60,29 @@ def session_manager_statement() -> dict[str, object]:
     Not AmazonSSMManagedInstanceCore, which also grants `ssm:GetParameter(s)` on `*` (any
     host, the internet-facing load balancer included, could read every parameter of the
     account and region) and Run Command, State Manager, inventory and patching, none of which
-    this program uses. `ssmmessages` actions take no resource but `*`, and the instance's own
-    ARN is unknown when this policy is written.
+    this program uses. The agent's heartbeat names the instance it runs on, so it is held to
+    the account's instances in the stack's region (`instances_arn`; the instance's own ARN is
+    unknown when this policy is written); `ssmmessages` actions take no resource but `*`.
     """
-    return {
-        "Sid": "SessionManager",
-        "Effect": "Allow",
-        "Action": [
-            "ssm:UpdateInstanceInformation",
-            "ssmmessages:CreateControlChannel",
-            "ssmmessages:CreateDataChannel",
-            "ssmmessages:OpenControlChannel",
-            "ssmmessages:OpenDataChannel",
-        ],
-        "Resource": "*",
-    }
+    return [
+        {
+            "Sid": "RegisterWithSessionManager",
+            "Effect": "Allow",
+            "Action": "ssm:UpdateInstanceInformation",
+            "Resource": instances_arn,
+        },
+        {
+            "Sid": "OpenSessionChannels",
+            "Effect": "Allow",
+            "Action": [
+                "ssmmessages:CreateControlChannel",
+                "ssmmessages:CreateDataChannel",
+                "ssmmessages:OpenControlChannel",
+                "ssmmessages:OpenDataChannel",
+            ],
+            "Resource": "*",
+        },
+    ]
 
 
 def report_ready_statement(parameter_arn: str) -> dict[str, object]:
@@ -152,7 +160,16 @@ class InstanceRole(pulumi.ComponentResource):
                 f"{name}-{label}", name=label, role=role.id, policy=policy, opts=child
             )
 
-        boot = {"session-manager": policy_document(session_manager_statement())}
+        invoke = pulumi.InvokeOutputOptions(parent=self)
+        instances_arn = pulumi.Output.all(
+            aws.get_region_output(opts=invoke).region,
+            aws.get_caller_identity_output(opts=invoke).account_id,
+        ).apply(lambda found: f"arn:aws:ec2:{found[0]}:{found[1]}:instance/*")
+        boot = {
+            "session-manager": instances_arn.apply(
+                lambda arn: policy_document(*session_manager_statements(arn))
+            )
+        }
         self.boot_policies = [
             inline(label, policy) for label, policy in {**boot, **args.boot_policies}.items()
         ]

@@ -528,11 +528,6 @@ NEVER_FROM_A_HOST = [
         "ssm",
         "put_parameter",
         "web-2-report",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="every web node may write every web node's readiness parameter; fixed by "
-            "the per-host readiness write (branch `graph`)",
-        ),
         id="web-1-writes-web-2s-report",
     ),
     pytest.param(
@@ -540,11 +535,6 @@ NEVER_FROM_A_HOST = [
         "ssm",
         "get_parameter",
         "another-stack",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="AmazonSSMManagedInstanceCore allows ssm:GetParameter on every parameter; "
-            "fixed by the scoped Session Manager policy (branch `graph`)",
-        ),
         id="web-reads-another-stacks-parameter",
     ),
     pytest.param(

@@ -370,18 +370,11 @@ def test_cloudsplaining_finds_no_least_privilege_risk_in_any_policy_the_program_
     assert not {name: f for name, f in findings.items() if f}, findings
 
 
-SSM_CORE_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="AmazonSSMManagedInstanceCore allows ssm:GetParameter(s) and SSM writes on `*`; "
-    "fixed by the scoped Session Manager policy (branch `graph`)",
-)
-
-
 @pytest.mark.parametrize(
     "host",
     [
-        pytest.param("load-balancer", marks=SSM_CORE_XFAIL),
-        pytest.param("web-1", marks=SSM_CORE_XFAIL),
+        "load-balancer",
+        "web-1",
     ],
 )
 def test_every_policy_a_hosts_role_holds_passes_both_analysers(
@@ -403,11 +396,6 @@ SECRET_STORE_FIX = pytest.mark.xfail(
     strict=True,
     reason="the web role reads the RDS master secret; fixed by the app's own DB user and "
     "secret (branch `dbuser`)",
-)
-PER_HOST_REPORT_FIX = pytest.mark.xfail(
-    strict=True,
-    reason="every web node may write every web node's readiness parameter; fixed by the "
-    "per-host readiness write (branch `graph`)",
 )
 
 
@@ -434,14 +422,12 @@ NEVER = [
         "web-1",
         "ssm:PutParameter",
         parameter("web-infra-dev/ready/web-2"),
-        marks=PER_HOST_REPORT_FIX,
         id="web-1-writes-web-2s-report",
     ),
     pytest.param(
         "web-2",
         "ssm:PutParameter",
         parameter("web-infra-dev/ready/web-1"),
-        marks=PER_HOST_REPORT_FIX,
         id="web-2-writes-web-1s-report",
     ),
     pytest.param(
@@ -461,11 +447,6 @@ NEVER = [
             host,
             action,
             parameter(f"web-infra-prod/{name}"),
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=f"AmazonSSMManagedInstanceCore allows {action} on every parameter; "
-                "fixed by the scoped Session Manager policy (branch `graph`)",
-            ),
             id=f"{host}-{action.split(':')[1]}-another-stacks-parameter",
         )
         for host in ("load-balancer", "web-1")

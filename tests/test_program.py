@@ -12,6 +12,7 @@ from conftest import ProgramRun, run_program
 from pulumi.runtime import rpc
 
 from components.stack_outputs import STACK_OUTPUTS
+from tools.mocked_program import ACCOUNT, REGION
 from userdata.cloud_config import file_content, parse
 
 INSTANCE = "aws:ec2/instance:Instance"
@@ -200,9 +201,9 @@ def test_each_host_has_a_role_granting_only_what_it_does(default_run: ProgramRun
         by_label = policies[role]
         session = statements(by_label["session-manager"])
         assert session == {
-            "['ssm:UpdateInstanceInformation', 'ssmmessages:CreateControlChannel', "
-            "'ssmmessages:CreateDataChannel', 'ssmmessages:OpenControlChannel', "
-            "'ssmmessages:OpenDataChannel']": "*"
+            "ssm:UpdateInstanceInformation": f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/*",
+            "['ssmmessages:CreateControlChannel', 'ssmmessages:CreateDataChannel', "
+            "'ssmmessages:OpenControlChannel', 'ssmmessages:OpenDataChannel']": "*",
         }, role
         assert statements(by_label["boot"]) == {
             "s3:GetObject": files,
