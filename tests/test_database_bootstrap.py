@@ -8,6 +8,7 @@ the bootstrap again must be harmless, and running it with a new password must ro
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -17,14 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pymysql
 import pytest
 from fake_mysql import web_app
+from moto import mock_aws
 from system_tools import require
 
 from components.functions import app_db_user
 from lab import mariadb, processes
-from lab.certificates import TlsFiles, write_tls_files
+from lab.certificates import CertificateAuthority, TlsFiles
 from lab.topology import Host
 
 PRIMARY = Host("db-primary", "database", "127.0.43.1", 3306)
@@ -77,6 +80,20 @@ class Primary:
         return re.sub(r"IDENTIFIED BY PASSWORD '[^']*'", "IDENTIFIED BY PASSWORD ...", shown)
 
 
+def server_tls(directory: Path) -> TlsFiles:
+    """A CA and the server's certificate, which names its address as RDS's names its endpoint
+    (the function verifies the name; the app, which connects through an alias, does not)."""
+    directory.mkdir(parents=True)
+    authority = CertificateAuthority.create("bootstrap test CA")
+    issued = authority.issue(["db.bootstrap.internal", PRIMARY.address])
+    tls = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+    authority.write_root(tls.ca)
+    tls.certificate.write_bytes(issued.certificate_pem)
+    tls.key.write_bytes(issued.key_pem)
+    tls.key.chmod(0o600)
+    return tls
+
+
 @pytest.fixture(scope="module")
 def primary() -> Iterator[Primary]:
     for tool in ("mariadbd", "mariadb-install-db", "mariadb"):
@@ -87,7 +104,7 @@ def primary() -> Iterator[Primary]:
     folder.chmod(0o755)
     daemon = None
     try:
-        tls = write_tls_files(folder / "tls", name="bootstrap")
+        tls = server_tls(folder / "tls")
         if os.geteuid() == 0:
             shutil.chown(tls.key, "mysql")
         server = mariadb.Server(PRIMARY, folder / "db-primary", 1)
@@ -249,3 +266,47 @@ def test_a_refused_user_statement_does_not_echo_the_password(primary: Primary) -
         )
     assert "secret-in-the-statement" not in str(failed.value)
     assert "MySQL error" in str(failed.value)
+
+
+def test_the_lambda_handler_reads_both_secrets_and_makes_the_user(
+    primary: Primary, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The function's entry point as Lambda calls it: secrets from Secrets Manager (moto), the
+    CA bundle from RDS_CA_URL, the server's name verified; its answer holds no password."""
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "RDS_CA_URL": primary.tls.ca.as_uri(),
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    # Another name than the other tests': this user is for any host ('%'), as on AWS.
+    app = mariadb.Login("webapp_fn", "from-the-secret")
+    with mock_aws():
+        secrets = boto3.client("secretsmanager", region_name="eu-west-1")
+        master_arn = secrets.create_secret(
+            Name="rds!db-0123", SecretString=json.dumps(MASTER.__dict__)
+        )["ARN"]
+        app_arn = secrets.create_secret(
+            Name="web-infra-dev/database/app-user", SecretString=json.dumps(app.__dict__)
+        )["ARN"]
+        event = {
+            "host": PRIMARY.address,
+            "port": PRIMARY.port,
+            "database": DATABASE,
+            "master_secret_arn": master_arn,
+            "app_secret_arn": app_arn,
+        }
+        done = app_db_user.handler(event, None)
+    assert done["user"] == "webapp_fn@%"
+    assert app.password not in json.dumps(done)
+    assert MASTER.password not in json.dumps(done)
+    pymysql.connect(
+        host=PRIMARY.address,
+        port=PRIMARY.port,
+        user=app.username,
+        password=app.password,
+        database=DATABASE,
+        ssl={"ca": str(primary.tls.ca)},
+    ).close()

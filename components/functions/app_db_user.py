@@ -151,15 +151,19 @@ def handler(event: dict[str, Any], _context: object) -> dict[str, Any]:
     secrets = boto3.client("secretsmanager", config=config)
     master = _secret(secrets, event["master_secret_arn"])
     app = _secret(secrets, event["app_secret_arn"])
-    done = ensure_app_user(
-        host=event["host"],
-        port=int(event["port"]),
-        master_user=master["username"],
-        master_password=master["password"],
-        database=event["database"],
-        app_user=app["username"],
-        app_password=app["password"],
-        ca_file=_download(os.environ["RDS_CA_URL"]),
-    )
+    ca_file = _download(os.environ["RDS_CA_URL"])
+    try:
+        done = ensure_app_user(
+            host=event["host"],
+            port=int(event["port"]),
+            master_user=master["username"],
+            master_password=master["password"],
+            database=event["database"],
+            app_user=app["username"],
+            app_password=app["password"],
+            ca_file=ca_file,
+        )
+    finally:
+        os.unlink(ca_file)
     print(json.dumps(done))  # the function's log
     return done
