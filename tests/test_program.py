@@ -488,10 +488,11 @@ def test_the_app_user_is_made_by_a_function_in_the_vpc_after_the_primary(
     assert stored[rpc._special_sig_key] == rpc._special_secret_sig, "the value is a secret"
     assert json.loads(stored["value"]) == {"username": "webapp_app", "password": password}
 
-    web_policy = next(
+    web_secret_policies = [
         r
         for r in default_run.of_type("aws:iam/rolePolicy:RolePolicy")
-        if r.name.endswith("-web-identity-app")
-    )
-    for early in (secret, version, web_policy):
+        if r.inputs["name"] == "database-secret"
+    ]
+    assert len(web_secret_policies) == 2, "one per web node"
+    for early in (secret, version, *web_secret_policies):
         assert not default_run.depends_on(early, primary), f"{early.name} waits for RDS"
