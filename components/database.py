@@ -4,7 +4,9 @@ The replica is a variant of the primary, not a copy of it: it names its source w
 `replicate_source_db` and carries no engine, database name or credentials of its own (RDS takes
 them from the source). The primary keeps automated backups because RDS refuses to create a read
 replica of an instance without them. Its master password lives in Secrets Manager, created and
-rotated by RDS (`manage_master_user_password`), so no password ever passes through Pulumi state.
+rotated by RDS (`manage_master_user_password`), so no password ever passes through Pulumi state;
+only the database bootstrap (components/database_bootstrap.py) may read it, and the app logs in
+as a user of its own.
 
 Both instances survive their own changes: the replica has the primary's storage and storage
 autoscaling, so it never fills up first (replication would stop); the fixed identifiers are
@@ -97,7 +99,7 @@ class Database(pulumi.ComponentResource):
             keepers={"identifier": args.primary_identifier},
             opts=child,
         )
-        # Fixed identifiers (the app finds the primary's secret by its identifier): a
+        # Fixed identifiers (the alarms and the event subscription name them): a
         # replacement must delete the old instance first. For the primary that means a new,
         # empty database, which `deletionProtection` refuses until it is turned off.
         fixed_name = pulumi.ResourceOptions(parent=self, delete_before_replace=True)

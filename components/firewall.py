@@ -1,8 +1,9 @@
 """Security groups: each tier admits only the tier in front of it.
 
-Internet -> load balancer on 80/443; load balancer -> web tier on the web port; web tier ->
-database on 3306. No SSH anywhere: Session Manager is the way in (it needs no inbound port).
-Rules are separate resources, so groups can reference each other without a cycle.
+Internet -> load balancer on 80/443; load balancer -> web tier on the web port; web tier and
+the database bootstrap function -> database on 3306. No SSH anywhere: Session Manager is the
+way in (it needs no inbound port). Rules are separate resources, so groups can reference each
+other without a cycle.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Firewall(pulumi.ComponentResource):
     load_balancer_group_id: pulumi.Output[str]
     web_group_id: pulumi.Output[str]
     database_group_id: pulumi.Output[str]
+    database_bootstrap_group_id: pulumi.Output[str]
 
     def __init__(
         self, name: str, args: FirewallArgs, opts: pulumi.ResourceOptions | None = None
@@ -50,11 +52,21 @@ class Firewall(pulumi.ComponentResource):
         load_balancer = group("load-balancer", "HAProxy: HTTP(S) from the internet")
         web = group("web", "Web nodes: the web port from the load balancer only")
         database = group("database", "MySQL: 3306 from the web tier only")
+        bootstrap = group(
+            "database-bootstrap", "The database bootstrap function: MySQL and AWS APIs out"
+        )
 
         for port in args.public_ports:
             self._ingress("load-balancer", port, load_balancer, cidr=ANYWHERE, why="public HTTP(S)")
         self._ingress("web", args.web_port, web, source=load_balancer, why="from HAProxy")
         self._ingress("database", args.database_port, database, source=web, why="from the web tier")
+        self._ingress(
+            "database-bootstrap",
+            args.database_port,
+            database,
+            source=bootstrap,
+            why="from the database bootstrap",
+        )
 
         # Outbound: what each tier really calls. apt mirrors use 80, AWS APIs (SSM, Secrets
         # Manager, RDS) and the RDS CA download use 443. DNS and NTP go to the VPC's own
@@ -64,15 +76,22 @@ class Firewall(pulumi.ComponentResource):
                 self._egress(f"{role}-{port}", port, target, cidr=ANYWHERE)
         self._egress("load-balancer-web", args.web_port, load_balancer, destination=web)
         self._egress("web-database", args.database_port, web, destination=database)
+        # The bootstrap reads its secrets and the RDS CA bundle (443), then logs in to MySQL.
+        self._egress("database-bootstrap-443", 443, bootstrap, cidr=ANYWHERE)
+        self._egress(
+            "database-bootstrap-database", args.database_port, bootstrap, destination=database
+        )
 
         self.load_balancer_group_id = load_balancer.id
         self.web_group_id = web.id
         self.database_group_id = database.id
+        self.database_bootstrap_group_id = bootstrap.id
         self.register_outputs(
             {
                 "load_balancer_group_id": self.load_balancer_group_id,
                 "web_group_id": self.web_group_id,
                 "database_group_id": self.database_group_id,
+                "database_bootstrap_group_id": self.database_bootstrap_group_id,
             }
         )
 

@@ -1,9 +1,10 @@
 """The whole architecture as one component: network, firewall, database, web tier, load balancer.
 
-Build order follows the data: the network and firewall first; the database next, because the
-web tier's role must name the database's secret; then the web nodes and HAProxy, whose userdata
-only names hosts in the private zone, each behind a readiness gate; last, the zone's records,
-which point those names at the addresses of hosts that serve.
+Build order follows the data: the network and firewall first; the database and the app's
+database secret next (the web tier's role names that secret, which does not wait for RDS; the
+bootstrap that creates the app's user does, and runs meanwhile); then the web nodes and
+HAProxy, whose userdata only names hosts in the private zone, each behind a readiness gate;
+last, the zone's records, which point those names at the addresses of hosts that serve.
 
 What `pulumi up` waits for: every new host's readiness gate (it serves), every DNS switch to
 be followed by HAProxy, and only then are the hosts it replaced deleted. So a green `pulumi up`
@@ -20,6 +21,11 @@ import pulumi_aws as aws
 
 from components.artifacts import Artifacts, ArtifactsArgs, bucket_name
 from components.database import Database, DatabaseArgs
+from components.database_bootstrap import (
+    DatabaseBootstrap,
+    DatabaseBootstrapArgs,
+    app_secret_name,
+)
 from components.firewall import Firewall, FirewallArgs
 from components.hardened_instance import ubuntu_ami
 from components.internal_dns import InternalDns, InternalDnsArgs
@@ -40,6 +46,7 @@ from userdata.shipping import ArtifactStore, PublishedFile, offload, publish
 
 DATABASE_NAME = "webapp"
 MASTER_USERNAME = "webapp_admin"
+APP_USERNAME = "webapp_app"  # the app's own user: DML on its tables (app_db_user.GRANTS)
 
 
 def readiness_report(settings: Settings, region: str) -> cloud_config.ReadinessReport:
@@ -101,7 +108,7 @@ def render_hosts(
         zone=zone,
         database_name=DATABASE_NAME,
         region=region,
-        primary_identifier=settings.db_primary_identifier,
+        secret_name=app_secret_name(settings.name_prefix),
         max_replica_lag_seconds=settings.db_max_replica_lag_seconds,
     )
     documents = {
@@ -208,6 +215,25 @@ class WebInfrastructure(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        # The app's own user and secret; only the bootstrap reads the master secret.
+        bootstrap = DatabaseBootstrap(
+            f"{prefix}-database-bootstrap",
+            DatabaseBootstrapArgs(
+                name_prefix=prefix,
+                secret_name=app_secret_name(prefix),
+                app_username=APP_USERNAME,
+                database_name=DATABASE_NAME,
+                primary_address=database.primary_address,
+                port=cloud_config.MYSQL_PORT,
+                master_secret_arn=database.master_secret_arn,
+                subnet_ids=[s.id for s in network.private_subnets],
+                security_group_id=firewall.database_bootstrap_group_id,
+                ca_bundle_url=cloud_config.RDS_CA_URL,
+                log_retention_days=settings.log_retention_days,
+                run_after=[network, firewall],
+            ),
+            opts=child,
+        )
 
         images: dict[str, str] = {}  # one lookup per CPU architecture
 
@@ -266,8 +292,7 @@ class WebInfrastructure(pulumi.ComponentResource):
                 ],
                 batches=settings.rollout_batches,
                 security_group_id=firewall.web_group_id,
-                database_arn=database.primary_arn,
-                database_secret_arn=database.master_secret_arn,
+                app_secret_arn=bootstrap.app_secret_arn,
                 artifacts_arn=artifacts.files_arn,
                 metrics_agent_policy=agent_policies["web"],
                 gates=gates,

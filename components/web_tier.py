@@ -3,9 +3,10 @@
 Nodes sit in private subnets without public addresses; only HAProxy reaches them. Each node has
 a role of its own (see components/instance_role.py). It boots with what cloud-init needs: the
 app's files from the artifacts bucket and its own readiness report. The database secret is a
-runtime policy: it names the primary's ARNs, which exist only once RDS has created it (6-15
-min), and the app asks for the secret again on each request until it may read it, so the
-nodes boot and install meanwhile instead of waiting for the database.
+runtime policy: it names the app's own database secret (components/database_bootstrap.py), never
+the RDS master secret and no RDS API; the app asks for the secret again until it may read it
+and its user exists, so the nodes boot and install meanwhile instead of waiting for the
+database.
 
 Every node has a readiness gate: its address leaves this component only through the gate, so
 nothing routes to a node before it serves. Changed nodes are replaced in batches: the nodes of
@@ -55,8 +56,8 @@ class WebTierArgs:
     batches: Sequence[Sequence[str]]
     """Node names in replacement order (see settings.web_tier.rollout_batches)."""
     security_group_id: pulumi.Input[str]
-    database_arn: pulumi.Input[str]
-    database_secret_arn: pulumi.Input[str]
+    app_secret_arn: pulumi.Input[str]
+    """The app's database secret (components/database_bootstrap.py); it does not wait for RDS."""
     artifacts_arn: pulumi.Input[str]
     """The S3 objects the nodes fetch the app's code and bigger files from (an ARN pattern)."""
     metrics_agent_policy: str
@@ -66,20 +67,14 @@ class WebTierArgs:
     """What an instance needs before it boots: NAT routes and the firewall's egress rules."""
 
 
-def secret_read_statements(database_arn: str, secret_arn: str) -> list[dict[str, object]]:
-    """Find the RDS-managed master secret from the primary, and read exactly that secret."""
+def secret_read_statements(app_secret_arn: str) -> list[dict[str, object]]:
+    """Read exactly the app's own database secret: not the master secret, no RDS API."""
     return [
         {
-            "Sid": "FindTheManagedSecret",
-            "Effect": "Allow",
-            "Action": "rds:DescribeDBInstances",
-            "Resource": database_arn,
-        },
-        {
-            "Sid": "ReadTheManagedSecret",
+            "Sid": "ReadTheAppsDatabaseSecret",
             "Effect": "Allow",
             "Action": "secretsmanager:GetSecretValue",
-            "Resource": secret_arn,
+            "Resource": app_secret_arn,
         },
     ]
 
@@ -102,8 +97,8 @@ class WebTier(pulumi.ComponentResource):
             node.name: report_parameter(f"{name}-{node.name}-ready", node.ready_parameter, child)
             for node in args.nodes
         }
-        secret_policy = pulumi.Output.all(args.database_arn, args.database_secret_arn).apply(
-            lambda arns: policy_document(*secret_read_statements(arns[0], arns[1]))
+        secret_policy = pulumi.Output.from_input(args.app_secret_arn).apply(
+            lambda arn: policy_document(*secret_read_statements(arn))
         )
         roles = {
             node.name: InstanceRole(

@@ -64,7 +64,7 @@ class Hosts(Routing):
             instance.serving = True
             started[host] = (instance, server)
         (_, primary), (replica_instance, replica) = started["db-primary"], started["db-replica"]
-        password = mariadb.set_up_primary(primary, self.state / "credentials.json")
+        password = mariadb.set_up_primary(primary, self.state / "credentials.json", tls.ca)
         mariadb.start_replication(replica, primary.host, password)
         processes.wait_until(
             lambda: mariadb.replication_summary(replica).startswith("replicating"),

@@ -1,15 +1,19 @@
 """Two MariaDB servers standing in for RDS: a primary, and a read-only replica fed by GTID.
 
 RDS creates the database, the master user with its managed password, and the replica's
-replication; here the lab does the same by hand: the database and user the program declares
-(`DATABASE_NAME`, `MASTER_USERNAME`), a random password in a 0600 file in the state folder
-(the lab's stand-in for the secret), and asynchronous GTID replication like RDS MySQL's, over
-TLS. Like RDS with web-infra's parameter group, the servers refuse TCP without TLS; their
-certificate comes from the lab's own CA (lab/certificates.py), which the app verifies as it
-does the RDS CA bundle.
+replication; here the lab does the same by hand: the database and master user the program
+declares (`DATABASE_NAME`, `MASTER_USERNAME`, with RDS's master privileges), and asynchronous
+GTID replication like RDS MySQL's, over TLS. Then, as `pulumi up` does with the database
+bootstrap function, the program's own code (`components.functions.app_db_user`) logs in as the
+master and makes the app's schema and user (`APP_USERNAME`: DML on its two tables, TLS
+required); the app's password goes to a 0600 file in the state folder, the lab's stand-in for
+the app's secret. Like RDS with web-infra's parameter group, the servers refuse TCP without
+TLS; their certificate comes from the lab's own CA (lab/certificates.py), which the app
+verifies as it does the RDS CA bundle.
 
-Administration goes through the `mariadb` client on each server's Unix socket as the OS user
-that owns the lab, so no admin password exists at all.
+The lab's own administration goes through the `mariadb` client on each server's Unix socket as
+the OS user that owns the lab; the master user's random password serves the bootstrap once and
+is not kept.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.database import MAX_CONNECT_ERRORS
-from components.web_infrastructure import DATABASE_NAME, MASTER_USERNAME
+from components.functions import app_db_user
+from components.web_infrastructure import APP_USERNAME, DATABASE_NAME, MASTER_USERNAME
 from lab.certificates import TlsFiles
 from lab.localize import LabError
 from lab.processes import program
@@ -146,38 +151,103 @@ def sql(
     return result
 
 
+# What RDS MySQL grants its master user: everything on every schema, users and grants, but
+# no SUPER (so the lab's master can do what it can do on RDS, and no more of what matters here).
+RDS_MASTER_PRIVILEGES = (
+    "SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, RELOAD, PROCESS, REFERENCES, INDEX, ALTER, "
+    "SHOW DATABASES, CREATE TEMPORARY TABLES, LOCK TABLES, EXECUTE, REPLICATION SLAVE, "
+    "REPLICATION CLIENT, CREATE VIEW, SHOW VIEW, CREATE ROUTINE, ALTER ROUTINE, CREATE USER, "
+    "EVENT, TRIGGER"
+)
+
+
+@dataclass(frozen=True)
+class Login:
+    username: str
+    password: str
+
+    @staticmethod
+    def new(username: str) -> Login:
+        return Login(username, secrets.token_urlsafe(24))
+
+    def write(self, path: Path) -> None:
+        """As the app reads its secret: {"username", "password"}, in a 0600 file."""
+        path.touch(mode=0o600)
+        path.chmod(0o600)
+        path.write_text(json.dumps({"username": self.username, "password": self.password}))
+
+
 def create_database_and_users(
-    primary: Server, *, database: str, username: str, password: str, clients: str
+    primary: Server,
+    *,
+    database: str,
+    master: Login,
+    app: Login,
+    clients: str,
+    ca_file: Path,
 ) -> str:
-    """The database, the master user and a replication user, as RDS creates them, for clients
-    from the host pattern `clients`; returns the replication user's (new, random) password."""
+    """What RDS creates (the database, the master user, a replication user), then the app's
+    user made by the program's database bootstrap (`app_db_user.ensure_app_user`), which logs
+    in as the master over TLS (verified against `ca_file`), as on AWS. Every user is for
+    clients from the host pattern `clients`; returns the replication user's (new, random)
+    password."""
     replication_password = secrets.token_urlsafe(24)
     sql(
         primary,
         f"""
         CREATE DATABASE IF NOT EXISTS {database} CHARACTER SET utf8mb4;
-        CREATE USER '{username}'@'{clients}' IDENTIFIED BY '{password}';
-        GRANT ALL PRIVILEGES ON {database}.* TO '{username}'@'{clients}';
+        CREATE USER '{master.username}'@'{clients}' IDENTIFIED BY '{master.password}';
+        GRANT {RDS_MASTER_PRIVILEGES} ON *.* TO '{master.username}'@'{clients}'
+          WITH GRANT OPTION;
         CREATE USER '{REPLICATION_USER}'@'{clients}' IDENTIFIED BY '{replication_password}';
         GRANT REPLICATION SLAVE ON *.* TO '{REPLICATION_USER}'@'{clients}';
         """,
     )
+    create_app_user(
+        primary, database=database, master=master, app=app, clients=clients, ca_file=ca_file
+    )
     return replication_password
 
 
-def set_up_primary(primary: Server, credentials: Path) -> str:
-    """Database, app user and replication user, as RDS creates them; returns the repl password.
-    The app user's password goes to `credentials` (0600), the lab's stand-in for the secret."""
-    app_password = secrets.token_urlsafe(24)
+def create_app_user(
+    primary: Server,
+    *,
+    database: str,
+    master: Login,
+    app: Login,
+    clients: str,
+    ca_file: Path,
+) -> dict[str, object]:
+    """The program's database bootstrap, run against `primary`: the app's schema and user."""
+    return app_db_user.ensure_app_user(
+        host=primary.host.address,
+        port=primary.host.port,
+        master_user=master.username,
+        master_password=master.password,
+        database=database,
+        app_user=app.username,
+        app_password=app.password,
+        ca_file=str(ca_file),
+        # The lab's certificates name the servers by their stack names, not their addresses.
+        check_hostname=False,
+        clients=clients,
+    )
+
+
+def set_up_primary(primary: Server, credentials: Path, ca_file: Path) -> str:
+    """Database, master, replication and app users; returns the replication password. The
+    app user's secret goes to `credentials` (0600), the lab's stand-in for its secret; the
+    master's password, which no host may know, is not kept."""
+    app = Login.new(APP_USERNAME)
     replication_password = create_database_and_users(
         primary,
         database=DATABASE_NAME,
-        username=MASTER_USERNAME,
-        password=app_password,
+        master=Login.new(MASTER_USERNAME),
+        app=app,
         clients="127.%",
+        ca_file=ca_file,
     )
-    credentials.touch(mode=0o600)
-    credentials.write_text(json.dumps({"username": MASTER_USERNAME, "password": app_password}))
+    app.write(credentials)
     return replication_password
 
 

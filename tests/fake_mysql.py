@@ -2,8 +2,9 @@
 
 Each fault the app must survive is a switch, exact and instant: a host that refuses
 connections, one that hangs (its calls time out), a replica that stops applying, a primary that
-dies right after it stored an INSERT, a rotated password, a table made by the old schema. The
-SQL it understands is exactly the app's; anything else fails the test. `write_tls_files` makes
+dies right after it stored an INSERT, a rotated password, a database the bootstrap has not
+made yet. The SQL it understands is exactly the app's; anything else fails the test, and DDL is
+refused as MySQL refuses it to the app's user (which has DML rights only). `write_tls_files` makes
 a CA and a server certificate it signed, for a MariaDB that speaks TLS like RDS.
 """
 
@@ -50,7 +51,6 @@ class Server:
     rows: list[dict[str, Any]] = field(default_factory=list)
     beat: datetime | None = None
     tables: set[str] = field(default_factory=set)
-    migrated: bool = True  # False: `messages` was made by the old schema (no idempotency key)
     password: str = "first"
     up: bool = True
     hung: bool = False
@@ -73,6 +73,18 @@ class Cluster:
     )
     die_after_insert: bool = False  # the primary stores the next INSERT, then the link dies
     seen_options: list[dict[str, Any]] = field(default_factory=list)
+    bootstrapped: bool = True  # False: the database bootstrap has not run yet
+
+    def __post_init__(self) -> None:
+        if self.bootstrapped:
+            self.bootstrap()
+
+    def bootstrap(self) -> None:
+        """What components/functions/app_db_user.py makes: the tables and the heartbeat's row."""
+        self.primary.tables |= {"messages", "heartbeat"}
+        self.primary.beat = self.primary.beat or self.db_time
+        self.bootstrapped = True
+        self.replicate()
 
     def clock(self) -> float:
         return self.now
@@ -87,7 +99,6 @@ class Cluster:
             self.replica.rows = [dict(row) for row in self.primary.rows]
             self.replica.beat = self.primary.beat
             self.replica.tables = set(self.primary.tables)
-            self.replica.migrated = self.primary.migrated
 
     def server(self, host: str) -> Server:
         return self.primary if host == PRIMARY else self.replica
@@ -150,23 +161,13 @@ class Cursor:
         cluster, server = self.connection.cluster, self.connection.server
         server.statements.append(sql)
         self.result = []
-        if sql.startswith(("INSERT", "UPDATE", "CREATE", "ALTER")) and server is cluster.replica:
+        if sql.startswith(("CREATE", "ALTER", "DROP", "GRANT", "INSERT IGNORE")):
+            # The app's user may not: its grants are DML on its two tables.
+            raise pymysql.err.OperationalError(1142, "command denied to user 'webapp_app'")
+        if sql.startswith(("INSERT", "UPDATE")) and server is cluster.replica:
             raise pymysql.err.OperationalError(1290, "The server is running with --read-only")
-        if sql.startswith("CREATE TABLE IF NOT EXISTS messages"):
-            if "messages" not in server.tables:
-                server.tables.add("messages")
-                server.migrated = True
-        elif sql.startswith("CREATE TABLE IF NOT EXISTS heartbeat"):
-            server.tables.add("heartbeat")
-        elif sql.startswith("INSERT IGNORE INTO heartbeat"):
-            server.beat = server.beat or cluster.db_time
-        elif sql.startswith("ALTER TABLE messages ADD COLUMN"):
-            if server.migrated:
-                raise pymysql.err.OperationalError(1060, "Duplicate column name")
-            server.migrated = True
-        elif sql.startswith("ALTER TABLE messages ADD UNIQUE KEY"):
-            raise pymysql.err.OperationalError(1061, "Duplicate key name")
-        elif sql.startswith("UPDATE heartbeat"):
+        if sql.startswith("UPDATE heartbeat"):
+            self.need(server, "heartbeat")
             gap = int(re.search(r"INTERVAL (\d+) MICROSECOND", sql).group(1))  # type: ignore[union-attr]
             if server.beat is not None and server.beat < cluster.db_time - timedelta(
                 microseconds=gap
@@ -202,7 +203,6 @@ class Cursor:
 
     def insert(self, server: Server, text: str, written_by: str, key: str) -> None:
         self.need(server, "messages")
-        assert server.migrated, "the old table has no idempotency_key column"
         assert isinstance(text, str)
         text.encode("utf-8")  # PyMySQL fails like this on an unpaired surrogate
         if any(row["idempotency_key"] == key for row in server.rows):
@@ -236,7 +236,7 @@ class FixedCredentials:
         self.reads = 0
 
     def get(self) -> tuple[str, str]:
-        return "webapp_admin", self.passwords[min(self.reads, len(self.passwords) - 1)]
+        return "webapp_app", self.passwords[min(self.reads, len(self.passwords) - 1)]
 
     def invalidate(self) -> None:
         self.reads += 1

@@ -264,15 +264,20 @@ def test_a_retry_with_the_same_key_returns_the_first_answer(cluster: Cluster) ->
     assert len(cluster.primary.rows) == 2
 
 
-def test_an_old_table_is_migrated_on_start(cluster: Cluster) -> None:
-    cluster.primary.tables = {"messages"}
-    cluster.primary.migrated = False  # made by the previous schema: no idempotency_key
+def test_before_the_bootstrap_the_app_answers_503_and_then_serves_without_a_restart() -> None:
+    """First boot can beat the database bootstrap: no tables, and the app may not make them
+    (its user has no DDL rights). It must stay up and pick the database up when it appears."""
+    cluster = Cluster(bootstrapped=False)
     app = ready(cluster)
-    assert cluster.primary.migrated
-    assert post(app, "after the migration", **{"Idempotency-Key": "k1"}).status == 201
+    assert call(app, "GET", "/health").status == 200
+    early = post(app, "too early")
+    assert (early.status, early.body["outcome"]) == (503, "not saved")
+    assert call(app, "GET", "/api/messages").body["messages"] == []
+    cluster.bootstrap()
+    assert post(app, "after the bootstrap").status == 201
     app.db.maintain()
-    alters = [s for s in cluster.primary.statements if s.startswith("ALTER")]
-    assert len(alters) == 2, "migrated once per process, not on every round"
+    sent = cluster.primary.statements + cluster.replica.statements
+    assert not [s for s in sent if s.startswith(("CREATE", "ALTER", "INSERT IGNORE"))], "no DDL"
 
 
 def test_the_heartbeat_changes_nothing_while_a_recent_beat_exists(cluster: Cluster) -> None:
@@ -488,7 +493,7 @@ def test_limit_is_bounded(cluster: Cluster) -> None:
 
 
 def test_a_refused_password_is_read_again_without_a_restart(cluster: Cluster) -> None:
-    """RDS rotates the master password; the app must follow without being restarted."""
+    """The bootstrap rolls out a new password; the app must follow without being restarted."""
     credentials = FixedCredentials(["first", "second"])
     app = make_app(cluster, credentials)
     cluster.primary.password = cluster.replica.password = "second"
@@ -519,39 +524,52 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         yield
 
 
-def test_rds_managed_secret_is_found_from_the_db_and_reread_after_rotation(
+SECRET = "web-infra-dev/database/app-user"
+
+
+def app_secret(password: str) -> str:
+    return json.dumps({"username": "webapp_app", "password": password})
+
+
+def test_the_apps_secret_is_read_by_name_and_reread_after_rotation(
     aws: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rds = boto3.client("rds", region_name="eu-west-1")
-    rds.create_db_instance(
-        DBInstanceIdentifier="web-infra-dev-primary",
-        Engine="mysql",
-        DBInstanceClass="db.t4g.micro",
-        MasterUsername="webapp_admin",
-        ManageMasterUserPassword=True,
-        AllocatedStorage=20,
-    )
-    instance = rds.describe_db_instances(DBInstanceIdentifier="web-infra-dev-primary")
-    arn = instance["DBInstances"][0]["MasterUserSecret"]["SecretArn"]
+    """The app reads its own secret by the name in its config: no RDS API, no master secret."""
     secrets = boto3.client("secretsmanager", region_name="eu-west-1")
-    secrets.put_secret_value(
-        SecretId=arn, SecretString=json.dumps({"username": "webapp_admin", "password": "first"})
-    )
+    secrets.create_secret(Name=SECRET, SecretString=app_secret("first"))
     credentials = web_app.credentials_from(
-        {
-            "source": "rds-managed-secret",
-            "region": "eu-west-1",
-            "db_instance_identifier": "web-infra-dev-primary",
-        }
+        {"source": "secrets-manager", "region": "eu-west-1", "secret_id": SECRET}
     )
-    assert credentials.get() == ("webapp_admin", "first")
-    secrets.put_secret_value(
-        SecretId=arn, SecretString=json.dumps({"username": "webapp_admin", "password": "second"})
-    )
-    assert credentials.get() == ("webapp_admin", "first"), "cached until MySQL refuses it"
+    assert credentials.get() == ("webapp_app", "first")
+    secrets.put_secret_value(SecretId=SECRET, SecretString=app_secret("second"))
+    assert credentials.get() == ("webapp_app", "first"), "cached until MySQL refuses it"
     monkeypatch.setattr(web_app, "SECRET_REREAD_SECONDS", 0.0)
     credentials.invalidate()
-    assert credentials.get() == ("webapp_admin", "second")
+    assert credentials.get() == ("webapp_app", "second")
+
+
+def test_a_missing_secret_is_asked_for_again_at_a_bounded_rate(aws: None) -> None:
+    """Before the secret exists every request answers 503 at once; Secrets Manager is asked
+    at most once per SECRET_RETRY_SECONDS, and the secret is picked up when it appears."""
+    now = [100.0]
+    credentials = web_app.SecretsManagerSecret("eu-west-1", SECRET, clock=lambda: now[0])
+    calls: list[str] = []
+    credentials.secrets.meta.events.register(
+        "before-call.secrets-manager.GetSecretValue", lambda **_: calls.append("get")
+    )
+    for _ in range(3):
+        with pytest.raises(web_app.Unavailable, match="DB secret"):
+            credentials.get()
+    assert calls == ["get"], "one call, then answers from memory"
+    boto3.client("secretsmanager", region_name="eu-west-1").create_secret(
+        Name=SECRET, SecretString=app_secret("first")
+    )
+    now[0] += web_app.SECRET_RETRY_SECONDS - 0.1
+    with pytest.raises(web_app.Unavailable):
+        credentials.get()
+    now[0] += 0.2
+    assert credentials.get() == ("webapp_app", "first")
+    assert calls == ["get", "get"]
 
 
 def test_one_tls_context_verifies_the_chain_but_not_the_name(
@@ -585,16 +603,12 @@ def test_a_missing_ca_bundle_is_unavailable_not_a_crash(cluster: Cluster) -> Non
 
 
 def test_first_boot_before_iam_and_rds_is_a_503_not_a_dead_app(aws: None, tmp_path: Path) -> None:
-    """Web nodes boot before their role's policy and the primary exist: the app must start,
-    answer /health, and say 503 until the secret can be read."""
+    """Web nodes can boot before their role's policy, their secret and the primary exist: the
+    app must start, answer /health, and say 503 until the secret can be read."""
     config = {
         "node_name": "web-1",
         "database": CONFIG,
-        "credentials": {
-            "source": "rds-managed-secret",
-            "region": "eu-west-1",
-            "db_instance_identifier": "not-created-yet",
-        },
+        "credentials": {"source": "secrets-manager", "region": "eu-west-1", "secret_id": SECRET},
     }
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))

@@ -169,7 +169,7 @@ def site() -> Iterator[Site]:
             mariadb.initialise(server)
         site = Site(primary, replica, daemons, tls, folder / "credentials.json", folder)
         daemons["primary"] = start_database(primary, tls, replica=False)
-        replication_password = mariadb.set_up_primary(primary, site.credentials)
+        replication_password = mariadb.set_up_primary(primary, site.credentials, tls.ca)
         daemons["replica"] = start_database(replica, tls, replica=True)
         site.sql(
             replica,

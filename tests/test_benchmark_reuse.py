@@ -82,7 +82,7 @@ def test_the_wrapper_is_refused_when_the_app_no_longer_fits_it(tmp_path: Path) -
 
 
 def test_the_status_query_reads_the_app_users_connections() -> None:
-    assert "USER_STATISTICS WHERE USER = 'webapp_admin'" in STATUS_QUERY
+    assert "USER_STATISTICS WHERE USER = 'webapp_app'" in STATUS_QUERY
     assert parse_status("Connections\t9\nSsl_accepts\t0\nApp_connections\t4\n") == {
         "Connections": 9,
         "Ssl_accepts": 0,

@@ -31,9 +31,9 @@ from boot_support import TEST_STATE, boot_lab, require_boot_capabilities
 from iam_support import HostPolicies, bind, host_policies, instance_context
 
 from components.readiness_wait import ReadinessSpec, read_report, userdata_sha256
-from components.web_infrastructure import readiness_report, userdata_for
-from lab import checks
-from lab.boot import images, inspect, metadata, network, seed, standins
+from components.web_infrastructure import APP_USERNAME, readiness_report, userdata_for
+from lab import checks, mariadb
+from lab.boot import database, images, inspect, metadata, network, seed, standins
 from lab.boot.__main__ import timings_table
 from lab.boot.bootlab import PREVIOUS_INSTANCE, ROOT, STATE_VARIABLE, BootLab, State
 from lab.boot.calls import Call, classify
@@ -73,32 +73,6 @@ def containers(lab: BootLab, state: State) -> list[tuple[str, Container]]:
 
 def web_nodes(state: State) -> list[str]:
     return [host.name for host in state.hosts if host.role == "web"]
-
-
-def reads_rds_managed_secrets(container: Container) -> bool:
-    """Whether the image's botocore knows RDS's MasterUserSecret (botocore 1.29.38+)."""
-    probe = (
-        "import botocore.session as s; "
-        "print('MasterUserSecret' in s.get_session().get_service_model('rds').shape_names)"
-    )
-    return container.execute("python3", "-c", probe).stdout.strip() == "True"
-
-
-def expect_the_database_path_to_fail_on_old_botocore(
-    request: pytest.FixtureRequest, lab: BootLab, state: State
-) -> None:
-    """Debian 12's python3-boto3 (1.26.27, botocore 1.29.27) predates RDS-managed master
-    passwords, so the app cannot find the secret's ARN there: its reads and writes answer 503.
-    Ubuntu 24.04 ships botocore 1.34, which has it. Strict: passing on such an image fails."""
-    container = lab.container(state.host(web_nodes(state)[0]))
-    if not reads_rds_managed_secrets(container):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason=f"{state.image}'s botocore has no RDS MasterUserSecret: the app "
-                "cannot read the RDS-managed secret (Ubuntu 24.04's botocore 1.34 can)",
-            )
-        )
 
 
 def test_each_seed_is_the_userdata_pulumi_sends_byte_for_byte(
@@ -174,44 +148,31 @@ def test_each_node_answers_with_its_own_name(booted: tuple[BootLab, State]) -> N
             assert result.ok, result.found
 
 
-def test_round_robin_reads_through_the_load_balancer(
-    booted: tuple[BootLab, State], request: pytest.FixtureRequest
-) -> None:
+def test_round_robin_reads_through_the_load_balancer(booted: tuple[BootLab, State]) -> None:
     lab, state = booted
-    expect_the_database_path_to_fail_on_old_botocore(request, lab, state)
     result = checks.check_round_robin(lab.url().rstrip("/"), web_nodes(state), 5)
     assert result.ok, result.found
 
 
-def test_a_write_is_read_back_from_the_replica(
-    booted: tuple[BootLab, State], request: pytest.FixtureRequest
-) -> None:
-    lab, state = booted
-    expect_the_database_path_to_fail_on_old_botocore(request, lab, state)
+def test_a_write_is_read_back_from_the_replica(booted: tuple[BootLab, State]) -> None:
+    lab, _ = booted
     result = checks.check_read_back_from_replica(lab.url())
     assert result.ok, result.found
 
 
-def test_without_its_secret_a_node_answers_503_with_a_reason(
-    booted: tuple[BootLab, State],
-) -> None:
-    """Where the app cannot read the secret (old botocore), it must still be well-defined."""
-    lab, state = booted
-    container = lab.container(state.host(web_nodes(state)[0]))
-    if reads_rds_managed_secrets(container):
-        result = checks.check_round_robin(lab.url().rstrip("/"), web_nodes(state), 5)
-        assert result.ok, result.found
-        return
-    host = state.host(web_nodes(state)[0])
-    result = checks.check_database_unavailable(f"http://{host.address}")
-    assert result.ok, result.found
-    # The app's background upkeep meets the missing secret first and opens each server's
-    # circuit breaker; its log says that much (not why: the upkeep does not log the cause).
-    journal = container.execute("journalctl", "-u", "web-app", "--no-pager").stdout
-    for server in ("db-primary", "db-replica"):
-        assert f"{server}.{state.settings_object().internal_zone} failed" in journal, journal[
-            -2000:
-        ]
+def test_the_app_logs_in_as_its_own_user_not_the_master(booted: tuple[BootLab, State]) -> None:
+    """The nodes read only the app's secret: every connection they hold on the primary is the
+    app's user's (the bootstrap's master login came from the host side and is closed)."""
+    lab, _ = booted
+    written = checks.check_read_back_from_replica(lab.url())
+    assert written.ok, written.found
+    primary, _ = database.servers(lab.folder / "databases")
+    users = mariadb.sql(
+        primary,
+        "SELECT DISTINCT USER FROM information_schema.PROCESSLIST "
+        f"WHERE HOST LIKE '{database.CLIENTS}' AND USER <> '{mariadb.REPLICATION_USER}'",
+    ).stdout.split()
+    assert users == [APP_USERNAME], users
 
 
 def test_every_host_reported_ready_for_its_instance_and_userdata(

@@ -115,10 +115,14 @@ def test_firewall_admits_only_what_each_tier_needs(default_run: ProgramRun) -> N
             (rule.inputs["fromPort"], source)
         )
         assert rule.inputs["fromPort"] == rule.inputs["toPort"], rule.name
+    bootstrap = default_run.one("aws:ec2/securityGroup:SecurityGroup", "database-bootstrap").id
     assert by_group == {
         group_id(default_run, "load_balancer"): {(80, "0.0.0.0/0"), (443, "0.0.0.0/0")},
         group_id(default_run, "web"): {(80, group_id(default_run, "load_balancer"))},
-        group_id(default_run, "database"): {(3306, group_id(default_run, "web"))},
+        group_id(default_run, "database"): {
+            (3306, group_id(default_run, "web")),
+            (3306, bootstrap),
+        },
     }
     assert not any(r.inputs["fromPort"] == 22 for r in rules), "no SSH by default"
     database_egress = [
@@ -171,18 +175,19 @@ def test_a_new_image_replaces_instances_instead_of_being_ignored(
 
 def test_each_host_has_a_role_granting_only_what_it_does(default_run: ProgramRun) -> None:
     """Each host writes only its own readiness report (a web node could mark another ready
-    with a shared role); web nodes may read the primary's secret, the load balancer may not;
+    with a shared role); web nodes may read the app's database secret, the load balancer may
+    not, and no host the master secret, which only the database bootstrap's role may read;
     Session Manager without AmazonSSMManagedInstanceCore's ssm:GetParameter(s) on `*`."""
     roles = {r.name for r in default_run.of_type("aws:iam/role:Role")}
     assert roles == {
         "web-infra-dev-web-web-1-identity-role",
         "web-infra-dev-web-web-2-identity-role",
         "web-infra-dev-load-balancer-identity-role",
+        "web-infra-dev-database-bootstrap-role",
     }
     policies: dict[str, dict[str, dict[str, object]]] = {}
     for r in default_run.of_type("aws:iam/rolePolicy:RolePolicy"):
         policies.setdefault(r.inputs["role"], {})[r.inputs["name"]] = json.loads(r.inputs["policy"])
-    assert default_run.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") == []
     primary = default_run.one(RDS, "primary")
     parameter_arns = {
         r.inputs["name"].rsplit("/", 1)[1]: r.outputs["arn"]
@@ -196,7 +201,10 @@ def test_each_host_has_a_role_granting_only_what_it_does(default_run: ProgramRun
 
     hosts = {"web-infra-dev-web-1": "web-1", "web-infra-dev-web-2": "web-2"}
     hosts["web-infra-dev-load-balancer"] = "load-balancer"
-    assert set(policies) == set(hosts)
+    bootstrap_role = default_run.one("aws:iam/role:Role", "database-bootstrap").inputs["name"]
+    bootstrap = policies[bootstrap_role]
+    app_secret = default_run.one("aws:secretsmanager/secret:Secret", "app-secret").outputs["arn"]
+    assert set(policies) == {*hosts, bootstrap_role}
     for role, host in hosts.items():
         by_label = policies[role]
         session = statements(by_label["session-manager"])
@@ -218,12 +226,24 @@ def test_each_host_has_a_role_granting_only_what_it_does(default_run: ProgramRun
             assert secret is None, "the load balancer never reads the database secret"
         else:
             assert secret is not None, role
-            assert statements(secret) == {
-                "rds:DescribeDBInstances": primary.outputs["arn"],
-                "secretsmanager:GetSecretValue": (
-                    primary.outputs["masterUserSecrets"][0]["secretArn"]
-                ),
-            }, role
+            # The app's own secret only: no RDS API, not the master secret.
+            assert statements(secret) == {"secretsmanager:GetSecretValue": app_secret}, role
+
+    master_secret = primary.outputs["masterUserSecrets"][0]["secretArn"]
+    readers = [role for role, by_label in policies.items() if master_secret in json.dumps(by_label)]
+    assert readers == [bootstrap_role], readers
+    log_group = default_run.one("aws:cloudwatch/logGroup:LogGroup", "database-bootstrap")
+    assert {label: statements(p) for label, p in bootstrap.items()} == {
+        "permissions": {
+            "secretsmanager:GetSecretValue": [master_secret, app_secret],
+            "['logs:CreateLogStream', 'logs:PutLogEvents']": f"{log_group.outputs['arn']}:*",
+        }
+    }
+    (attachment,) = default_run.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    assert attachment.inputs == {
+        "role": bootstrap_role,
+        "policyArn": "arn:aws:iam::aws:policy/service-role/AWSLambdaENIManagementAccess",
+    }
 
 
 def test_private_zone_names_every_host(default_run: ProgramRun) -> None:
@@ -342,6 +362,7 @@ def test_no_secret_or_computed_value_in_any_userdata(five_nodes: ProgramRun) -> 
     secret_arn = five_nodes.one(RDS, "primary").outputs["masterUserSecrets"][0]["secretArn"]
     computed = [
         secret_arn,
+        five_nodes.one("random:index/randomPassword:RandomPassword").outputs["result"],
         five_nodes.outputs["db_primary_endpoint"],
         *five_nodes.outputs["web_private_ips"],
         five_nodes.outputs["vpc_id"],
@@ -420,3 +441,59 @@ def test_the_documented_vpc_sizes_split_into_four_subnets(vpc_cidr: str) -> None
     assert len(subnets) == 4
     assert all(subnet.subnet_of(vpc) for subnet in subnets)
     assert not any(a.overlaps(b) for i, a in enumerate(subnets) for b in subnets[i + 1 :])
+
+
+def test_the_app_user_is_made_by_a_function_in_the_vpc_after_the_primary(
+    default_run: ProgramRun,
+) -> None:
+    """The bootstrap must run once the primary and its firewall path exist, from the private
+    subnets, with the handler and PyMySQL in its code, and again when the password or the code
+    changes; the app's secret must not wait for RDS (the web tier's policy names it)."""
+    primary = default_run.one(RDS, "primary")
+    function = default_run.one("aws:lambda/function:Function", "database-bootstrap")
+    invocation = default_run.one("aws:lambda/invocation:Invocation", "database-bootstrap")
+    secret = default_run.one("aws:secretsmanager/secret:Secret", "app-secret")
+    version = default_run.one("aws:secretsmanager/secretVersion:SecretVersion", "app-secret")
+    private = set(default_run.outputs["private_subnet_ids"])
+    bootstrap_group = default_run.one("aws:ec2/securityGroup:SecurityGroup", "database-bootstrap")
+
+    assert set(function.inputs["vpcConfig"]["subnetIds"]) == private
+    assert function.inputs["vpcConfig"]["securityGroupIds"] == [bootstrap_group.id]
+    assert function.inputs["handler"] == "app_db_user.handler"
+    assert function.inputs["runtime"].startswith("python3.")
+    files = function.inputs["code"].assets
+    assert {"app_db_user.py", "pymysql/__init__.py", "pymysql/connections.py"} <= set(files)
+    assert not [name for name in files if "__pycache__" in name or name.endswith(".pyc")]
+
+    assert default_run.depends_on(invocation, primary), "runs once the primary is available"
+    for rule in default_run.of_type(INGRESS) + default_run.of_type(EGRESS):
+        if "bootstrap" in rule.name:
+            assert default_run.depends_on(invocation, rule), f"{invocation.name} after {rule.name}"
+    assert default_run.depends_on(invocation, default_run.one("aws:ec2/route:Route", "private-a"))
+    assert invocation.inputs["triggers"] == {
+        "app_secret_version": version.outputs["versionId"],
+        "code": function.outputs["codeSha256"],
+    }
+    event = json.loads(invocation.inputs["input"])
+    assert event == {
+        "host": primary.outputs["address"],
+        "port": 3306,
+        "database": "webapp",
+        "master_secret_arn": primary.outputs["masterUserSecrets"][0]["secretArn"],
+        "app_secret_arn": secret.outputs["arn"],
+    }
+    password = default_run.one("random:index/randomPassword:RandomPassword").outputs["result"]
+    assert password not in json.dumps(invocation.inputs), "the function reads the secret itself"
+    stored = version.inputs["secretString"]
+    # Marked secret: encrypted in the state and hidden in every preview diff.
+    assert stored[rpc._special_sig_key] == rpc._special_secret_sig, "the value is a secret"
+    assert json.loads(stored["value"]) == {"username": "webapp_app", "password": password}
+
+    web_secret_policies = [
+        r
+        for r in default_run.of_type("aws:iam/rolePolicy:RolePolicy")
+        if r.inputs["name"] == "database-secret"
+    ]
+    assert len(web_secret_policies) == 2, "one per web node"
+    for early in (secret, version, *web_secret_policies):
+        assert not default_run.depends_on(early, primary), f"{early.name} waits for RDS"

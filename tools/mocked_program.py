@@ -229,6 +229,28 @@ class AwsMocks(pulumi.runtime.Mocks):
         if typ == "aws:ssm/parameter:Parameter":
             path = inputs["name"]
             return path, {"arn": f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{path}", "version": 1}
+        if typ == "aws:secretsmanager/secret:Secret":
+            # AWS appends six random characters to a secret's name in its ARN.
+            secret_arn = (
+                f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{inputs['name']}-{seed[:6]}"
+            )
+            return secret_arn, {"arn": secret_arn}
+        if typ == "aws:secretsmanager/secretVersion:SecretVersion":
+            version = f"{seed[:8]}-{seed[8:12]}-{seed[12:16]}-{seed[:4]}-{seed[4:16]}"
+            return f"{inputs['secretId']}|{version}", {"versionId": version}
+        if typ == "random:index/randomPassword:RandomPassword":
+            return "none", {"result": f"mock-password-{seed}"}
+        if typ == "aws:lambda/function:Function":
+            physical = inputs.get("name") or name
+            return physical, {
+                "arn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{physical}",
+                "name": physical,
+                "codeSha256": f"{seed}=",
+            }
+        if typ == "aws:lambda/invocation:Invocation":
+            return f"{inputs['functionName']}_$LATEST_{seed[:8]}", {"result": '{"user": "mock"}'}
+        if typ == "aws:cloudwatch/logGroup:LogGroup" and "name" not in inputs:
+            return name, {"arn": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{name}", "name": name}
         if typ == "random:index/randomId:RandomId":
             raw = bytes.fromhex(seed[: 2 * int(inputs["byteLength"])].ljust(8, "0"))
             return seed[:8], {"hex": raw.hex(), "dec": str(int.from_bytes(raw, "big"))}

@@ -91,7 +91,9 @@ class AppDatabase:
     zone: str
     database_name: str
     region: str
-    primary_identifier: str
+    secret_name: str
+    """The app's own secret in Secrets Manager, {"username", "password"}: the stack's name
+    for it, so it is known at preview (components/database_bootstrap.py)."""
     max_replica_lag_seconds: int = 3
 
     def app_config(self, node_name: str) -> dict[str, Any]:
@@ -112,12 +114,13 @@ class AppDatabase:
                 "max_concurrent_queries": APP_MAX_CONCURRENT_QUERIES,
                 "tls_ca_file": RDS_CA_BUNDLE,
             },
-            # No password here: the app asks RDS for the managed secret's ARN and reads it
-            # with its instance role, so userdata stays free of secrets and survives rotation.
+            # No password here: the app reads its own user's secret with its instance role
+            # when it first needs it (it may not exist yet at boot), and again after MySQL
+            # refuses the password, so userdata stays free of secrets and survives rotation.
             "credentials": {
-                "source": "rds-managed-secret",
+                "source": "secrets-manager",
                 "region": self.region,
-                "db_instance_identifier": self.primary_identifier,
+                "secret_id": self.secret_name,
             },
         }
 

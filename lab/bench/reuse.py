@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.web_infrastructure import MASTER_USERNAME
+from components.web_infrastructure import APP_USERNAME
 from lab import mariadb
 from lab.bench.measurement import Context, Row
 from lab.bench.stats import ratio, rotated
@@ -298,7 +298,7 @@ APP_CONNECTIONS = "App_connections"
 STATUS_QUERY = f"""
 SHOW GLOBAL STATUS WHERE Variable_name IN ('Connections', 'Ssl_accepts');
 SELECT '{APP_CONNECTIONS}', COALESCE(SUM(TOTAL_CONNECTIONS), 0)
-  FROM information_schema.USER_STATISTICS WHERE USER = '{MASTER_USERNAME}';
+  FROM information_schema.USER_STATISTICS WHERE USER = '{APP_USERNAME}';
 """  # noqa: S608 - built from the program's own constants, no input
 
 

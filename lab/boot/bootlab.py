@@ -28,7 +28,9 @@ from typing import Any
 
 import yaml
 
+from components.database_bootstrap import app_secret_name
 from components.web_infrastructure import (
+    APP_USERNAME,
     DATABASE_NAME,
     MASTER_USERNAME,
     readiness_report,
@@ -237,12 +239,17 @@ class BootLab:
         self._helper(state, standins.start_truststore(standing_in, authority))
         self._helper(state, standins.start_aws_api(standing_in, authority, state.region))
         self._helper(state, standins.start_secret_store(standing_in, authority, state.region))
-        username, password = standins.create_rds_primary(
+        master = standins.create_rds_primary(
             state.region,
             authority,
             identifier=settings.db_primary_identifier,
             database_name=DATABASE_NAME,
             master_username=MASTER_USERNAME,
+        )
+        # The app's secret, as the program creates it before any instance boots.
+        app = mariadb.Login.new(APP_USERNAME)
+        standins.create_app_secret(
+            state.region, authority, name=app_secret_name(settings.name_prefix), login=app
         )
 
         records = {"load-balancer": network.LOAD_BALANCER}
@@ -313,7 +320,7 @@ class BootLab:
             self._save(state)
         # The database pair comes up while the hosts install their packages, as RDS may still
         # be creating while the instances boot on AWS; the app answers 503 until it is there.
-        self._start_databases(state, authority, settings.internal_zone, username, password)
+        self._start_databases(state, authority, settings.internal_zone, master, app)
         if wait:
             self.wait_booted(state, FIRST_BOOT_TIMEOUT)
             self.wait_serving(state)
@@ -323,8 +330,8 @@ class BootLab:
         state: State,
         authority: CertificateAuthority,
         zone: str,
-        username: str,
-        password: str,
+        master: mariadb.Login,
+        app: mariadb.Login,
     ) -> None:
         primary, replica = database.servers(self.folder / "databases")
         for server in (primary, replica):
@@ -342,7 +349,9 @@ class BootLab:
                 what=f"{server.host.name} ({server.host.address})",
                 timeout=60,
             )
-        replication_password = database.set_up_primary(primary, DATABASE_NAME, username, password)
+        replication_password = database.set_up_primary(
+            primary, DATABASE_NAME, master=master, app=app, authority=authority
+        )
         database.start_replication(replica, primary, authority, replication_password)
         processes.wait_until(
             lambda: mariadb.replication_summary(replica).startswith("replicating"),

@@ -4,8 +4,9 @@ The same servers as the process lab (`lab.mariadb`), bound to the bridge address
 `db-primary.<zone>` and `db-replica.<zone>` resolve to, with what the stack's parameter group
 asks of RDS: `require_secure_transport`, certificates from the CA that the truststore stand-in
 serves as the RDS bundle (so the app's chain check is real), and the replica fed over TLS. The
-master user's password is the one in the RDS-managed secret's stand-in, so the app's
-DescribeDBInstances + GetSecretValue path is what logs it in.
+master user's password is the one in the RDS-managed secret's stand-in; the program's database
+bootstrap code logs in with it and makes the app's user with the password of the app's secret
+in the secret store's stand-in, which the app reads on its host (GetSecretValue by name).
 """
 
 from __future__ import annotations
@@ -49,11 +50,23 @@ def server_command(
 
 
 def set_up_primary(
-    primary: mariadb.Server, database_name: str, username: str, password: str
+    primary: mariadb.Server,
+    database_name: str,
+    *,
+    master: mariadb.Login,
+    app: mariadb.Login,
+    authority: CertificateAuthority,
 ) -> str:
-    """The database and master user as RDS creates them; returns the replication password."""
+    """The database and master user as RDS creates them, then the app's user as the database
+    bootstrap makes it (over TLS, verified against the lab's CA); returns the replication
+    password."""
     return mariadb.create_database_and_users(
-        primary, database=database_name, username=username, password=password, clients=CLIENTS
+        primary,
+        database=database_name,
+        master=master,
+        app=app,
+        clients=CLIENTS,
+        ca_file=authority.certificate_path,
     )
 
 

@@ -8,8 +8,9 @@
   with the artifacts bucket and the files the hosts fetch at boot, and the hosts' readiness
   parameters;
 - the secret store, Secrets Manager's and RDS's APIs: a second moto server on .4:443, seeded with
-  the primary and its RDS-managed master secret. It has an address of its own so that it can be
-  unreachable while S3 and SSM are not (and the other way round), as separate endpoints on AWS;
+  the primary and its RDS-managed master secret, and the app's own secret. It has an address of
+  its own so that it can be unreachable while S3 and SSM are not (and the other way round), as
+  separate endpoints on AWS;
 - the RDS CA bundle URL: `lab.boot.truststore` on .3:443, serving the lab's test CA;
 - the instance metadata service: `lab.boot.metadata` on 169.254.169.254:80, handing each host
   its role's temporary credentials through IMDSv2, as EC2 does;
@@ -34,6 +35,7 @@ from typing import Any
 from lab import processes
 from lab.boot import metadata, network
 from lab.boot.pki import CertificateAuthority
+from lab.mariadb import Login
 from lab.processes import Daemon, program
 
 # The lab's own credentials, for what the program (the deployer) does before the hosts boot:
@@ -285,11 +287,11 @@ def create_rds_primary(
     identifier: str,
     database_name: str,
     master_username: str,
-) -> tuple[str, str]:
-    """The primary as RDS knows it, with its managed master secret; returns (user, password).
+) -> Login:
+    """The primary as RDS knows it, with its managed master secret; returns its login.
 
-    The app finds the secret exactly as on AWS (DescribeDBInstances, then GetSecretValue);
-    the lab then gives MariaDB the password moto generated.
+    The lab reads the secret as the database bootstrap does on AWS and gives MariaDB the
+    password moto generated; no host reads it.
     """
     rds = aws_client("rds", region, authority)
     rds.create_db_instance(
@@ -305,7 +307,18 @@ def create_rds_primary(
     arn = described["MasterUserSecret"]["SecretArn"]
     secrets = aws_client("secretsmanager", region, authority)
     secret = json.loads(secrets.get_secret_value(SecretId=arn)["SecretString"])
-    return secret["username"], secret["password"]
+    return Login(secret["username"], secret["password"])
+
+
+def create_app_secret(
+    region: str, authority: CertificateAuthority, *, name: str, login: Login
+) -> None:
+    """The app's secret under the name the program gives it, which the web nodes read."""
+    secrets = aws_client("secretsmanager", region, authority)
+    secrets.create_secret(
+        Name=name,
+        SecretString=json.dumps({"username": login.username, "password": login.password}),
+    )
 
 
 def _wait_port(daemon: Daemon, address: str, port: int, what: str) -> None:

@@ -1,6 +1,9 @@
 """Demo app of web-infra: writes go to the MySQL primary, reads to the replica.
 
 How it degrades: README, "The app". Needs Ubuntu's python3-pymysql and python3-boto3 only.
+It connects as its own MySQL user, whose password it reads from its own secret; the database
+bootstrap (components/functions/app_db_user.py) made that user and the tables, so the app runs
+no DDL and has no right to.
 """
 
 import html
@@ -20,9 +23,12 @@ from http import HTTPStatus
 import pymysql
 
 log = logging.getLogger("web_app")
-ACCESS_DENIED, NO_SUCH_TABLE = 1045, 1146
-DUPLICATE_COLUMN, DUPLICATE_KEY_NAME, DUPLICATE_ENTRY = 1060, 1061, 1062
+ACCESS_DENIED, NO_SUCH_TABLE, DUPLICATE_ENTRY = 1045, 1146, 1062
 SECRET_REREAD_SECONDS = 1.0  # while passwords are refused
+# After the secret could not be read (first boot can beat its policy or the secret itself),
+# requests answer 503 at once for this long, then one of them tries again: a worker asks
+# Secrets Manager at most once per interval however busy it is.
+SECRET_RETRY_SECONDS = 5.0
 BREAKER_FAILURES, BREAKER_OPEN_SECONDS = 3, 2.0
 # A request that finds every slot of a host taken waits up to SLOT_WAIT_SECONDS for one, but
 # only while the oldest call holding a slot is younger than HUNG_AFTER_SECONDS: on a saturated
@@ -41,20 +47,6 @@ DEFAULTS = {
     "max_replica_lag_seconds": 3.0,
     "max_concurrent_queries": 5,  # per server and process: threads are left for /health
 }
-SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS messages (
-  id BIGINT AUTO_INCREMENT PRIMARY KEY,
-  text VARCHAR(500) NOT NULL,
-  written_by VARCHAR(64) NOT NULL,
-  created_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
-  idempotency_key VARCHAR(64) NULL,
-  UNIQUE KEY idempotency_key (idempotency_key)) CHARACTER SET utf8mb4""",
-    "CREATE TABLE IF NOT EXISTS heartbeat (id TINYINT PRIMARY KEY, ts DATETIME(6) NOT NULL)",
-    "INSERT IGNORE INTO heartbeat VALUES (1, UTC_TIMESTAMP(6))",
-    # For a table made before idempotency keys (elsewhere they fail, as expected).
-    "ALTER TABLE messages ADD COLUMN idempotency_key VARCHAR(64) NULL",
-    "ALTER TABLE messages ADD UNIQUE KEY idempotency_key (idempotency_key)",
-)
 # Changes (and replicates) nothing while a recent beat exists: every process may try.
 BEAT = (
     "UPDATE heartbeat SET ts = UTC_TIMESTAMP(6) "
@@ -128,50 +120,53 @@ class FileCredentials:
         pass
 
 
-class RdsManagedSecret:
-    """The master user's secret that RDS keeps in Secrets Manager."""
+class SecretsManagerSecret:
+    """The app's own secret, {"username", "password"}, by the name its config gives."""
 
-    def __init__(self, region, db_instance_identifier):
+    def __init__(self, region, secret_id, clock=time.monotonic):
         import boto3  # noqa: PLC0415 - only the AWS source needs it
         from botocore.config import Config  # noqa: PLC0415
 
         # Not boto3's default minute: a request thread waits.
         config = Config(connect_timeout=2, read_timeout=2, retries={"max_attempts": 2})
-        self.rds = boto3.client("rds", region_name=region, config=config)
         self.secrets = boto3.client("secretsmanager", region_name=region, config=config)
-        self.db_id = db_instance_identifier
+        self.secret_id, self.clock = secret_id, clock
         self.lock = threading.Lock()
         self.cached = None
         self.read_at = 0.0
+        self.failed_at = None
 
     def get(self):
         with self.lock:
             if self.cached is None:
+                if self.failed_at is not None and (
+                    self.clock() - self.failed_at < SECRET_RETRY_SECONDS
+                ):
+                    raise Unavailable("the DB secret could not be read; trying again soon")
                 try:
-                    db = self.rds.describe_db_instances(DBInstanceIdentifier=self.db_id)
-                    arn = db["DBInstances"][0]["MasterUserSecret"]["SecretArn"]
-                    value = self.secrets.get_secret_value(SecretId=arn)["SecretString"]
-                    secret = json.loads(value)
+                    value = self.secrets.get_secret_value(SecretId=self.secret_id)
+                    secret = json.loads(value["SecretString"])
+                    self.cached = secret["username"], secret["password"]
                 except Exception as error:
-                    # First boot can beat IAM and RDS: the next request tries again.
+                    # Not there yet, or not readable yet: a later request tries again.
+                    self.failed_at = self.clock()
                     raise Unavailable(
                         f"cannot read the DB secret: {type(error).__name__}"
                     ) from None
-                self.cached = secret["username"], secret["password"]
-                self.read_at = time.monotonic()
+                self.read_at, self.failed_at = self.clock(), None
             return self.cached
 
     def invalidate(self):
         with self.lock:
-            if time.monotonic() - self.read_at >= SECRET_REREAD_SECONDS:
+            if self.clock() - self.read_at >= SECRET_REREAD_SECONDS:
                 self.cached = None
 
 
 def credentials_from(config):
     if config["source"] == "file":
         return FileCredentials(config["path"])
-    if config["source"] == "rds-managed-secret":
-        return RdsManagedSecret(config["region"], config["db_instance_identifier"])
+    if config["source"] == "secrets-manager":
+        return SecretsManagerSecret(config["region"], config["secret_id"])
     raise ValueError(f"unknown credentials source {config['source']!r}")
 
 
@@ -244,7 +239,6 @@ class Database:
         }
         self.lock = threading.Lock()
         self.tls = None
-        self.schema_ready = False
         self.replica_beat = (None, 0.0, 0.0)  # (its heartbeat in µs, lag in s, measured at)
 
     def _tls(self):
@@ -338,27 +332,13 @@ class Database:
                     raise failed(host, error) from error
         raise AssertionError("unreachable")
 
-    def _execute(self, statements, probe=False):
-        with self._connected(self.primary, probe) as (connection, _), connection.cursor() as cur:
-            for sql in statements:
-                try:
-                    cur.execute(sql)
-                except pymysql.MySQLError as error:
-                    if code_of(error) not in (DUPLICATE_COLUMN, DUPLICATE_KEY_NAME):
-                        raise
-
-    def ensure_schema(self, probe=False):
-        if not self.schema_ready:
-            try:
-                self._execute(SCHEMA, probe)
-            except pymysql.MySQLError as error:
-                raise failed(self.primary, error) from error
-            self.schema_ready = True
-
     def maintain(self):
-        with suppress(Unavailable, pymysql.MySQLError):
-            self.ensure_schema(probe=True)
-            self._execute([BEAT], probe=True)
+        with (
+            suppress(Unavailable, pymysql.MySQLError),
+            self._connected(self.primary, probe=True) as (connection, _),
+            connection.cursor() as cursor,
+        ):
+            cursor.execute(BEAT)
         with suppress(Unavailable):
             for row in self._select(self.replica, LAG, probe=True):
                 self.replica_beat = (micros(row["ts"]), max(0, row["lag"]) / 1e6, self.clock())
@@ -399,7 +379,6 @@ class Database:
     def write_message(self, text, written_by, key):
         """Store once per key. Unavailable: nothing stored, for certain. OutcomeUnknown:
         the connection died after the INSERT was sent."""
-        self.ensure_schema()
         sent = replayed = False
         message_id = None
         try:
