@@ -30,6 +30,7 @@ import yaml
 from boot_support import TEST_STATE, boot_lab, require_boot_capabilities
 from iam_support import HostPolicies, bind, host_policies, instance_context
 
+from components.database_bootstrap import app_secret_name
 from components.readiness_wait import ReadinessSpec, read_report, userdata_sha256
 from components.web_infrastructure import APP_USERNAME, readiness_report, userdata_for
 from lab import checks, mariadb
@@ -370,10 +371,18 @@ def lab_host_policies(booted: tuple[BootLab, State]) -> dict[str, HostPolicies]:
     (mocked_primary,) = [
         r for r in run.of_type("aws:rds/instance:Instance") if r.outputs.get("masterUserSecrets")
     ]
+    (mocked_app_secret,) = [
+        r
+        for r in run.of_type("aws:secretsmanager/secret:Secret")
+        if r.inputs["name"] == app_secret_name(settings.name_prefix)
+    ]
     values = {
         mocked_primary.outputs["masterUserSecrets"][0]["secretArn"]: primary["MasterUserSecret"][
             "SecretArn"
-        ]
+        ],
+        mocked_app_secret.outputs["arn"]: lab_secret_arns(lab, state)[
+            app_secret_name(settings.name_prefix)
+        ],
     }
     hosts = host_policies(run, state.stack)
     assert set(hosts) == {host.name for host in state.hosts}, hosts.keys()
@@ -389,9 +398,16 @@ def public_downloads(region: str) -> set[str]:
     return {f"amazoncloudwatch-agent-{region}.s3.{region}.amazonaws.com"}
 
 
+def lab_secret_arns(lab: BootLab, state: State) -> dict[str, str]:
+    """Each secret's name -> its ARN in the lab's secret store."""
+    secrets = standins.aws_client("secretsmanager", state.region, lab.authority)
+    return {s["Name"]: s["ARN"] for s in secrets.list_secrets()["SecretList"]}
+
+
 def host_calls(lab: BootLab, state: State) -> list[Call]:
     """Every call signed with a host's instance-role credentials (the lab's own excluded);
     an unsigned one must be a download of a public object."""
+    secret_arns = lab_secret_arns(lab, state)
     calls = []
     for entry in lab.recorded_calls():
         if entry["access_key_id"] == standins.ACCESS_KEY_ID:
@@ -401,7 +417,7 @@ def host_calls(lab: BootLab, state: State) -> list[Call]:
             assert entry["method"] in ("GET", "HEAD"), entry
             assert entry["http_host"] in public_downloads(state.region), entry
             continue
-        calls.append(classify(entry, MOTO_ACCOUNT))
+        calls.append(classify(entry, MOTO_ACCOUNT, secret_arns))
     return calls
 
 
@@ -453,12 +469,13 @@ def test_every_call_a_host_made_is_allowed_by_its_roles_rendered_policies(
         assert ("ssm:PutParameter", own_report) in made, f"{host.name}: {made}"
         assert any(action == "s3:GetObject" for action, _ in made), f"{host.name}: {made}"
         if host.role == "web":
-            assert any(action == "rds:DescribeDBInstances" for action, _ in made), made
+            app_secret = lab_secret_arns(lab, state)[app_secret_name(settings.name_prefix)]
+            assert ("secretsmanager:GetSecretValue", app_secret) in made, made
 
 
 # Calls no host may make, made from the hosts with their own role's credentials: moto answers
 # them (it checks no resources), the recorder names the host, and the same evaluation as above
-# must deny each. Today's policies allow some; those are strict expected failures naming the fix.
+# must deny each.
 PROBE = """
 import json, sys
 import boto3
@@ -477,11 +494,6 @@ NEVER_FROM_A_HOST = [
         "secretsmanager",
         "get_secret_value",
         "master-secret",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="the web role reads the RDS master secret; fixed by the app's own DB user "
-            "and secret (branch `dbuser`)",
-        ),
         id="web-reads-the-master-secret",
     ),
     pytest.param(

@@ -392,11 +392,7 @@ def test_every_policy_a_hosts_role_holds_passes_both_analysers(
 # --- calls no host may ever make ---------------------------------------------------------------
 
 MASTER_SECRET = "master secret"
-SECRET_STORE_FIX = pytest.mark.xfail(
-    strict=True,
-    reason="the web role reads the RDS master secret; fixed by the app's own DB user and "
-    "secret (branch `dbuser`)",
-)
+APP_SECRET = "app secret"
 
 
 def master_secret_arn(run: ProgramRun) -> str:
@@ -406,16 +402,39 @@ def master_secret_arn(run: ProgramRun) -> str:
     return str(primary.outputs["masterUserSecrets"][0]["secretArn"])
 
 
+def app_secret_arn(run: ProgramRun) -> str:
+    (secret,) = [
+        r
+        for r in run.of_type("aws:secretsmanager/secret:Secret")
+        if r.inputs["name"].endswith("/database/app-user")
+    ]
+    return str(secret.outputs["arn"])
+
+
+def secret_arn(run: ProgramRun, resource: str) -> str:
+    """The ARN a stand-in names, or the resource itself."""
+    if resource == MASTER_SECRET:
+        return master_secret_arn(run)
+    if resource == APP_SECRET:
+        return app_secret_arn(run)
+    return resource
+
+
 def parameter(name: str) -> str:
     return f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/{name}"
 
 
 NEVER = [
     pytest.param(
+        "load-balancer",
+        "secretsmanager:GetSecretValue",
+        APP_SECRET,
+        id="load-balancer-reads-the-apps-secret",
+    ),
+    pytest.param(
         "web-1",
         "secretsmanager:GetSecretValue",
         MASTER_SECRET,
-        marks=SECRET_STORE_FIX,
         id="web-reads-the-master-secret",
     ),
     pytest.param(
@@ -514,8 +533,7 @@ def test_a_call_no_host_may_make_is_denied_by_its_roles_policies(
     default_run: ProgramRun, hosts: dict[str, HostPolicies], host: str, action: str, resource: str
 ) -> None:
     """Evaluated exactly as the boot lab's recorded calls are (`tests/test_boot_e2e.py`)."""
-    if resource == MASTER_SECRET:
-        resource = master_secret_arn(default_run)
+    resource = secret_arn(default_run, resource)
     policies = hosts[host]
     context = instance_context(REGION, ACCOUNT, policies.instance_id)
     decision = evaluate(policies.documents.values(), Request(action, resource, context))
@@ -532,17 +550,16 @@ def test_a_call_no_host_may_make_is_denied_by_its_roles_policies(
         ("web-1", "ssm:PutParameter", parameter("web-infra-dev/ready/web-1")),
         ("web-2", "ssm:PutParameter", parameter("web-infra-dev/ready/web-2")),
         ("load-balancer", "ssm:PutParameter", parameter("web-infra-dev/ready/load-balancer")),
-        (
-            "web-1",
-            "rds:DescribeDBInstances",
-            f"arn:aws:rds:{REGION}:{ACCOUNT}:db:web-infra-dev-primary",
-        ),
+        ("web-1", "secretsmanager:GetSecretValue", APP_SECRET),
+        ("web-2", "secretsmanager:GetSecretValue", APP_SECRET),
     ],
 )
 def test_what_each_host_needs_at_boot_is_allowed(
-    hosts: dict[str, HostPolicies], host: str, action: str, resource: str
+    default_run: ProgramRun, hosts: dict[str, HostPolicies], host: str, action: str, resource: str
 ) -> None:
-    """The other side of least privilege: the same evaluation lets each host boot."""
+    """The other side of least privilege: the same evaluation lets each host boot (and the app
+    read its own database secret)."""
+    resource = secret_arn(default_run, resource)
     policies = hosts[host]
     context = instance_context(REGION, ACCOUNT, policies.instance_id)
     decision = evaluate(policies.documents.values(), Request(action, resource, context))

@@ -249,8 +249,12 @@ class AwsMocks(pulumi.runtime.Mocks):
             }
         if typ == "aws:lambda/invocation:Invocation":
             return f"{inputs['functionName']}_$LATEST_{seed[:8]}", {"result": '{"user": "mock"}'}
-        if typ == "aws:cloudwatch/logGroup:LogGroup" and "name" not in inputs:
-            return name, {"arn": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{name}", "name": name}
+        if typ == "aws:cloudwatch/logGroup:LogGroup":
+            group = inputs.get("name", name)
+            return group, {
+                "arn": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{group}",
+                "name": group,
+            }
         if typ == "random:index/randomId:RandomId":
             raw = bytes.fromhex(seed[: 2 * int(inputs["byteLength"])].ljust(8, "0"))
             return seed[:8], {"hex": raw.hex(), "dec": str(int.from_bytes(raw, "big"))}

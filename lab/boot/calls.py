@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,15 +32,20 @@ class Call:
         return f"{self.host} ({self.role}): {self.action} on {self.resource} -> {self.status}"
 
 
-def classify(entry: dict[str, Any], account: str) -> Call:
-    """The IAM action and resource of one recorded request."""
+def classify(
+    entry: dict[str, Any], account: str, secret_arns: Mapping[str, str] | None = None
+) -> Call:
+    """The IAM action and resource of one recorded request.
+
+    `secret_arns`: each secret's name -> its ARN. A secret named by its name is authorised
+    against its whole ARN (with the random suffix Secrets Manager adds), which a policy names."""
     service, region = entry.get("service"), entry.get("region")
     if not service or not region:
         raise UnknownCall(f"an unsigned request: {entry['method']} {entry['path']}")
     if service == "s3":
         action, resource = _s3(entry)
     elif entry.get("target"):
-        action, resource = _json_protocol(entry, service, region, account)
+        action, resource = _json_protocol(entry, service, region, account, secret_arns or {})
     else:
         action, resource = _query_protocol(entry, service, region, account)
     return Call(entry.get("host"), entry.get("role"), action, resource, int(entry["status"]))
@@ -64,7 +70,7 @@ def _s3(entry: dict[str, Any]) -> tuple[str, str]:
 
 
 def _json_protocol(
-    entry: dict[str, Any], service: str, region: str, account: str
+    entry: dict[str, Any], service: str, region: str, account: str, secret_arns: Mapping[str, str]
 ) -> tuple[str, str]:
     operation = entry["target"].rsplit(".", 1)[-1]
     body = json.loads(entry.get("body") or "{}")
@@ -75,7 +81,9 @@ def _json_protocol(
     if service == "secretsmanager" and operation in ("GetSecretValue", "DescribeSecret"):
         secret = str(body["SecretId"])
         if not secret.startswith("arn:"):
-            secret = f"arn:aws:secretsmanager:{region}:{account}:secret:{secret}"
+            secret = secret_arns.get(
+                secret, f"arn:aws:secretsmanager:{region}:{account}:secret:{secret}"
+            )
         return action, secret
     raise UnknownCall(f"a {service} call not known here: {entry['target']}")
 
