@@ -28,8 +28,7 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from components.functions import app_db_user
-from components.instance_role import IAM_NAME_MAX
-from settings.names import fit_name
+from settings.names import IAM_NAME_MAX, fit_name
 
 HANDLER_SOURCE = Path(app_db_user.__file__)
 HANDLER = f"{HANDLER_SOURCE.stem}.handler"

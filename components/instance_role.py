@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-IAM_NAME_MAX = 64
-"""IAM's limit for a role's name; an instance profile's (128) is larger."""
+from settings.names import IAM_NAME_MAX
+
 _IAM_NAME = re.compile(r"[\w+=,.@-]+")
 
 EC2_TRUST = json.dumps(

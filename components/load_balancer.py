@@ -16,7 +16,6 @@ import pulumi_aws as aws
 
 from components.hardened_instance import InstanceSpec, hardened_instance
 from components.instance_role import (
-    IAM_NAME_MAX,
     InstanceRole,
     InstanceRoleArgs,
     fetch_files_statement,
@@ -24,7 +23,7 @@ from components.instance_role import (
     report_ready_statement,
 )
 from components.readiness_gate import GateSettings, gate_for, report_parameter
-from settings.names import fit_name
+from settings.names import host_role_name
 
 ROLE_TAG = "load-balancer"
 
@@ -66,7 +65,7 @@ class LoadBalancer(pulumi.ComponentResource):
         role = InstanceRole(
             f"{name}-identity",
             InstanceRoleArgs(
-                role_name=fit_name(f"{args.name_prefix}-{ROLE_TAG}", IAM_NAME_MAX),
+                role_name=host_role_name(args.name_prefix, ROLE_TAG),
                 description="HAProxy load balancer: Session Manager, its files, readiness",
                 boot_policies={
                     "boot": pulumi.Output.all(parameter.arn, args.artifacts_arn).apply(

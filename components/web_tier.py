@@ -24,7 +24,6 @@ import pulumi_aws as aws
 
 from components.hardened_instance import InstanceSpec, hardened_instance
 from components.instance_role import (
-    IAM_NAME_MAX,
     InstanceRole,
     InstanceRoleArgs,
     fetch_files_statement,
@@ -32,7 +31,7 @@ from components.instance_role import (
     report_ready_statement,
 )
 from components.readiness_gate import GateSettings, ReadinessGate, gate_for, report_parameter
-from settings.names import fit_name
+from settings.names import host_role_name
 
 ROLE_TAG = "web"
 
@@ -104,7 +103,7 @@ class WebTier(pulumi.ComponentResource):
             node.name: InstanceRole(
                 f"{name}-{node.name}-identity",
                 InstanceRoleArgs(
-                    role_name=fit_name(f"{args.name_prefix}-{node.name}", IAM_NAME_MAX),
+                    role_name=host_role_name(args.name_prefix, node.name),
                     description=f"Web node {node.name}: Session Manager, its files and report, "
                     "the DB secret",
                     boot_policies={

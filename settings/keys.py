@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from settings import parsers
-from settings.names import NAME_PREFIX_MAX, fit_name, name_label
+from settings.names import name_label, name_prefix
 from settings.web_tier import MAX_WEB_NODES, MIN_WEB_NODES, rollout_batches, web_node_names
 from userdata.metric_catalog import LOG_RETENTION_DAYS_ALLOWED
 
@@ -82,7 +82,7 @@ class Settings:
     @property
     def name_prefix(self) -> str:
         """The start of every physical name, `web-infra-dev`: see `name_label`."""
-        return fit_name(f"{name_label(self.project)}-{name_label(self.stack)}", NAME_PREFIX_MAX)
+        return name_prefix(self.project, self.stack)
 
     @property
     def internal_zone(self) -> str:

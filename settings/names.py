@@ -19,6 +19,8 @@ stays within DNS's 63 characters, and the prefix below within its limit."""
 NAME_PREFIX_MAX = 50
 """RDS identifiers allow 63 characters: the prefix, then `-primary` or `-replica`."""
 NAME_HASH_LENGTH = 6
+IAM_NAME_MAX = 64
+"""IAM role, instance profile and policy names: at most 64 characters."""
 
 
 def _slug(text: str) -> str:
@@ -49,6 +51,17 @@ def name_label(text: str) -> str:
     if slug == text and len(slug) <= LABEL_MAX:
         return slug
     return f"{slug[: LABEL_MAX - NAME_HASH_LENGTH - 1].rstrip('-')}-{_digest(text)}"
+
+
+def name_prefix(project: str, stack: str) -> str:
+    """The start of every physical name of a stack, `web-infra-dev`: see `name_label`."""
+    return fit_name(f"{name_label(project)}-{name_label(stack)}", NAME_PREFIX_MAX)
+
+
+def host_role_name(prefix: str, host: str) -> str:
+    """The IAM role (and instance profile) of one host, `web-infra-dev-web-1`: a role per host,
+    so each can write only its own readiness report (components/instance_role.py)."""
+    return fit_name(f"{prefix}-{host}", IAM_NAME_MAX)
 
 
 def stack_name_problems(stack: str) -> list[str]:

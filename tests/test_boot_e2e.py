@@ -432,7 +432,7 @@ def test_every_host_got_its_roles_credentials_through_imdsv2(
     for host in state.hosts:
         asked = [(r["method"], r["path"], r["status"]) for r in requests if r["host"] == host.name]
         assert ("PUT", "/latest/api/token", 200) in asked, f"{host.name}: {asked}"
-        role = metadata.role_name(state.stack, host.role)
+        role = metadata.role_name(state.stack, host.name)
         assert role == lab_host_policies[host.name].role_name, "the lab serves another role"
         credentials = f"/latest/meta-data/iam/security-credentials/{role}"
         assert ("GET", credentials, 200) in asked, f"{host.name}: {asked}"

@@ -72,7 +72,7 @@ def test_botocore_finds_the_hosts_role_credentials_by_itself(
     found = InstanceMetadataFetcher(
         timeout=2, num_attempts=1, base_url=url
     ).retrieve_iam_role_credentials()
-    assert found["role_name"] == "web-infra-dev-web-identity-role"
+    assert found["role_name"] == "web-infra-dev-web-1", "a role per host"
     assert (found["access_key"], found["secret_key"], found["token"]) == (
         me.access_key_id,
         me.secret_access_key,

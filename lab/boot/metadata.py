@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from lab.boot import network
+from settings.keys import NAMESPACE
+from settings.names import host_role_name, name_prefix
 
 ADDRESS = network.METADATA
 PORT = 80
@@ -63,9 +65,9 @@ class HostIdentity:
     session_token: str
 
 
-def role_name(stack: str, role: str) -> str:
-    """The name the program gives the role's IAM role (without Pulumi's random suffix)."""
-    return f"web-infra-{stack}-{role}-identity-role"
+def role_name(stack: str, host: str) -> str:
+    """The IAM role the program gives `host` (a role per host) in the lab's stack."""
+    return host_role_name(name_prefix(NAMESPACE, stack), host)
 
 
 def new_identity(host: str, role: str, stack: str, address: str, instance_id: str) -> HostIdentity:
@@ -73,7 +75,7 @@ def new_identity(host: str, role: str, stack: str, address: str, instance_id: st
     return HostIdentity(
         host=host,
         role=role,
-        role_name=role_name(stack, role),
+        role_name=role_name(stack, host),
         address=address,
         instance_id=instance_id,
         access_key_id="ASIA" + secrets.token_hex(8).upper(),
