@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from lab import processes
-from lab.boot import bootlab, faults, network
+from lab.boot import faults, network, teardown
+from lab.boot.bootlab import BootLab
 from lab.boot.containers import CGROUP_GROUP
 
 
@@ -29,10 +30,10 @@ def other_lab(tmp_path: Path, host: str = "web-1") -> tuple[Path, str]:
 def test_hosts_of_another_state_folder_are_recognised(tmp_path: Path) -> None:
     _, mount = other_lab(tmp_path)
     mine = tmp_path / "mine"
-    assert bootlab.other_labs_containers(mine, mount) == {"web-1"}
-    assert bootlab.other_labs_containers(tmp_path / "other", mount) == set(), "its own hosts"
+    assert teardown.other_labs_containers(mine, mount) == {"web-1"}
+    assert teardown.other_labs_containers(tmp_path / "other", mount) == set(), "its own hosts"
     unrelated = "tmpfs /srv/hosts/web-2/root tmpfs rw 0 0\n"  # not a boot lab: no state file
-    assert bootlab.other_labs_containers(mine, unrelated) == set()
+    assert teardown.other_labs_containers(mine, unrelated) == set()
 
 
 def test_down_of_an_empty_state_folder_leaves_another_boot_lab_alone(
@@ -43,13 +44,13 @@ def test_down_of_an_empty_state_folder_leaves_another_boot_lab_alone(
     hierarchy = tmp_path / "cgroup"
     (hierarchy / CGROUP_GROUP / "web-1").mkdir(parents=True)
     calls: list[str] = []
-    monkeypatch.setattr(bootlab, "proc_mounts", lambda: mount)
-    monkeypatch.setattr(bootlab, "cgroup_hierarchies", lambda: [hierarchy])
+    monkeypatch.setattr(teardown, "proc_mounts", lambda: mount)
+    monkeypatch.setattr(teardown, "cgroup_hierarchies", lambda: [hierarchy])
     monkeypatch.setattr(processes, "find_program", lambda name: f"/usr/sbin/{name}")
     monkeypatch.setattr(faults, "clear", lambda: calls.append("faults cleared"))
     monkeypatch.setattr(network.Bridge, "delete", lambda self: calls.append("bridge"))
 
-    removed = bootlab.BootLab(state=tmp_path / "mine").down()
+    removed = BootLab(state=tmp_path / "mine").down()
 
     assert removed == []
     assert calls == [], "the other lab's bridge or fault rules were removed"

@@ -36,11 +36,12 @@ from components.web_infrastructure import APP_USERNAME, readiness_report, userda
 from lab import checks, mariadb
 from lab.boot import database, images, inspect, metadata, network, seed, standins
 from lab.boot.__main__ import timings_table
-from lab.boot.bootlab import PREVIOUS_INSTANCE, ROOT, STATE_VARIABLE, BootLab, State
+from lab.boot.bootlab import PREVIOUS_INSTANCE, BootLab
 from lab.boot.calls import Call, classify
 from lab.boot.containers import Container
 from lab.boot.policy import Decision, Request, evaluate
 from lab.boot.standins import MOTO_ACCOUNT
+from lab.boot.state import ROOT, STATE_VARIABLE, State
 from tools.mocked_program import run_program
 from tools.verify import check_certificate
 from userdata.cloudwatch_agent import HAPROXY_METRICS, NGINX_METRICS, NGINX_STATUS

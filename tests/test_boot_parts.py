@@ -19,7 +19,7 @@ import pytest
 from components.web_infrastructure import userdata_for
 from lab import checks
 from lab.boot import faults, images, network, seed, standins
-from lab.boot.bootlab import ROOT
+from lab.boot.state import ROOT
 from lab.localize import LabError
 from settings import load_stack_file
 from userdata.cloud_config import parse

@@ -8,7 +8,9 @@ userdata, on the host side of the bridge. Modules, one concern each: `network` (
 address plan), `images` (base image build and cache), `seed` (what each container gets instead
 of EC2's metadata), `containers` (running one container), `standins`, `truststore`, `database`
 and `pki` (the stand-ins for AWS and the test CA they share), `faults` (a host cut off from a
-stand-in), `bootlab` (one run: bring up, state, reboot, status, clean-up), `inspect` (what a
-booted host says about itself), `__main__` (the command line). The HTTP checks through the
-load balancer are `lab.checks`, shared with the process lab.
+stand-in), `state` (what a run records in `state.json`), `bootlab` (bringing a run up; its
+`BootLab` combines the rest), `host_operations` (waiting for a boot, reboot, cutting a host off a
+stand-in), `teardown` (`down`: exactly what the run made), `readings` (status and what the
+stand-ins recorded), `inspect` (what a booted host says about itself), `__main__` (the command
+line). The HTTP checks through the load balancer are `lab.checks`, shared with the process lab.
 """

@@ -1,6 +1,7 @@
 """`python -m lab.boot up|status|reboot HOST|down`: every host's real cloud-config, booted.
 
-See lab/boot/bootlab.py. Needs root (containers, a bridge, mounts). `make boot` runs `up`.
+See lab/boot/bootlab.py (up) and lab/boot/__init__.py (the other modules). Needs root
+(containers, a bridge, mounts). `make boot` runs `up`.
 """
 
 from __future__ import annotations

@@ -1,30 +1,28 @@
-"""The boot lab's run: stand-ins, database, one container per host, and exact clean-up.
+"""Bringing a boot lab up: the bridge, the stand-ins for AWS, the image, every host's container.
 
 `BootLab.up()` creates the bridge, starts the stand-ins for AWS (apt proxy, the truststore, a
 moto for S3 and SSM, a moto for the secret store, DNS, the instance metadata service with
 each host's role credentials), gets the base image (cached, else
 built), boots the load balancer and every web node from the userdata `pulumi up` would send,
 byte for byte, brings up MariaDB primary and replica while they boot, and waits until each host
-has finished cloud-init and the load balancer rotates over every web node. Every PID, mount and
-container is recorded in `state.json` in the state folder as soon as it exists, so `down()`
-removes exactly what this run made, also after a failed start or Ctrl-C (which call it
-themselves). Failure injection cuts single hosts off single stand-ins (`lab.boot.faults`).
+has finished cloud-init and the load balancer rotates over every web node. Everything it starts
+is recorded as soon as it exists (`lab.boot.state`), so a failed start or Ctrl-C tears down
+exactly what this run made (`lab.boot.teardown`).
+
+`BootLab` is the whole lab: this module's bring-up, with `lab.boot.host_operations` (waiting
+for a boot, reboot, cutting a host off a stand-in: `lab.boot.faults`), `lab.boot.teardown`
+(`down`) and `lab.boot.readings` (status, the stand-ins' records). This module changes when what
+a lab is made of, or the order it comes up in, changes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
 import shutil
-import signal
-import subprocess
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -37,16 +35,16 @@ from components.web_infrastructure import (
     render_hosts,
 )
 from lab import checks, mariadb, processes
-from lab.boot import aws_api, database, faults, images, inspect, metadata, network, seed, standins
-from lab.boot.containers import CGROUP_GROUP, Container, cgroup_hierarchies
+from lab.boot import database, images, metadata, network, seed, standins
+from lab.boot.host_operations import STAND_INS, HostOperations
 from lab.boot.pki import CertificateAuthority
+from lab.boot.readings import Readings
+from lab.boot.state import DEFAULT_STATE, ROOT, STATE_VARIABLE, HostRecord, State
+from lab.boot.teardown import Teardown
 from lab.localize import LabError
 from lab.processes import Daemon
 from settings import Settings, load_settings, load_stack_file
 
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_STATE = Path("/var/lib/web-infra/boot")
-STATE_VARIABLE = "WEB_INFRA_BOOT_STATE"
 REQUIRED = (
     "systemd-nspawn",
     "mmdebstrap",
@@ -59,20 +57,10 @@ REQUIRED = (
     "ip",
     "nft",
 )
-# The stand-ins failure injection can cut a host off from, by name.
-STAND_INS = {
-    "truststore": network.TRUSTSTORE,
-    "secret-store": network.SECRET_STORE,
-    "aws-api": network.AWS_API,
-}
 PREVIOUS_INSTANCE = "i-bootlab-previous"
 """Whose readiness report each host's parameter holds before the host boots (see `up`)."""
 FIRST_BOOT_TIMEOUT = 600.0  # seconds; a cold apt cache on a slow mirror
 SERVING_TIMEOUT = 60.0
-
-
-def default_state() -> Path:
-    return Path(os.environ.get(STATE_VARIABLE) or DEFAULT_STATE)
 
 
 def stack_region(stack: str) -> str:
@@ -84,81 +72,8 @@ def stack_region(stack: str) -> str:
     return region
 
 
-@dataclass
-class HostRecord:
-    """One booted host as the state file keeps it."""
-
-    name: str
-    role: str
-    address: str
-    port: int
-    nspawn_pid: int | None = None
-    leader_pid: int | None = None
-    started_at: float | None = None
-    """When the container was last started (seconds since the epoch)."""
-    booted_seconds: float | None = None
-    """From starting the container to cloud-init's end and systemd's settling, first boot."""
-    boots: int = 0
-
-
-@dataclass
-class State:
-    image: str
-    image_root: str
-    stack: str
-    region: str
-    settings: dict[str, Any]
-    helpers: list[dict[str, Any]] = field(default_factory=list)
-    hosts: list[HostRecord] = field(default_factory=list)
-    cut_off: dict[str, list[str]] = field(default_factory=dict)
-    """Host name -> the stand-ins it cannot reach (failure injection)."""
-    image_timing: dict[str, float | None] = field(default_factory=dict)
-
-    def settings_object(self) -> Settings:
-        # JSON turned the settings' tuples into lists; nothing in them is a list otherwise.
-        fields: dict[str, Any] = {
-            k: tuple(v) if isinstance(v, list) else v for k, v in self.settings.items()
-        }
-        return Settings(**fields)
-
-    def host(self, name: str) -> HostRecord:
-        for host in self.hosts:
-            if host.name == name:
-                return host
-        names = ", ".join(h.name for h in self.hosts)
-        raise LabError(f"no booted host {name!r}; hosts are: {names}")
-
-
-class BootLab:
-    def __init__(
-        self, state: Path | None = None, stack: str = "dev", cache: Path | None = None
-    ) -> None:
-        self.folder = state or default_state()
-        self.stack = stack
-        self.cache = cache or images.cache_folder()
-        self.state_file = self.folder / "state.json"
-        self.bridge = network.Bridge()
-
-    # --- state ---------------------------------------------------------------------------
-
-    def load(self) -> State:
-        if not self.state_file.exists():
-            raise LabError("the boot lab is not running; start it with `make boot`")
-        data = json.loads(self.state_file.read_text())
-        data["hosts"] = [HostRecord(**h) for h in data["hosts"]]
-        return State(**data)
-
-    def _save(self, state: State) -> None:
-        self.state_file.write_text(json.dumps(dataclasses.asdict(state), indent=2))
-
-    def container(self, host: HostRecord) -> Container:
-        return Container(
-            host.name, self.folder / "hosts" / host.name, host.nspawn_pid, host.leader_pid
-        )
-
-    @property
-    def authority(self) -> CertificateAuthority:
-        return CertificateAuthority(self.folder / "pki")
+class BootLab(HostOperations, Teardown, Readings):
+    """One boot lab, by its state folder: `up` here, the rest from the classes it combines."""
 
     def settings(self, web_nodes: int | None) -> Settings:
         settings = load_stack_file(ROOT / f"Pulumi.{self.stack}.yaml", stack=self.stack)
@@ -166,8 +81,6 @@ class BootLab:
             checked = load_settings({"webNodeCount": web_nodes}, stack=self.stack)
             settings = dataclasses.replace(settings, web_node_count=checked.web_node_count)
         return settings
-
-    # --- up ------------------------------------------------------------------------------
 
     def up(
         self,
@@ -214,10 +127,6 @@ class BootLab:
             self.down()
             raise
         return state
-
-    def _helper(self, state: State, daemon: Daemon) -> None:
-        state.helpers.append(dataclasses.asdict(daemon))
-        self._save(state)
 
     def _bring_up(
         self,
@@ -359,219 +268,12 @@ class BootLab:
             what="replication from db-primary to db-replica over TLS",
         )
 
-    def wait_booted(self, state: State, timeout: float, only: str | None = None) -> None:
-        """Until every host (or `only` that one) has finished cloud-init and systemd settled."""
-        waiting = {h.name for h in state.hosts if only in (None, h.name)}
-        deadline = time.monotonic() + timeout
-        while waiting:
-            for host in [h for h in state.hosts if h.name in waiting]:
-                container = self.container(host)
-                if not container.running():
-                    raise LabError(
-                        f"{host.name} stopped while booting; its console ends:\n"
-                        + processes.log_tail(str(container.console))
-                    )
-                if inspect.cloud_init_status(container) in (
-                    "done",
-                    "error",
-                ) and inspect.system_state(container) not in ("initializing", "starting"):
-                    waiting.discard(host.name)
-                    if host.booted_seconds is None and host.started_at is not None:
-                        host.booted_seconds = round(time.time() - host.started_at, 1)
-                        self._save(state)
-            if waiting and time.monotonic() > deadline:
-                raise LabError(
-                    f"still booting after {timeout:.0f} s: {', '.join(sorted(waiting))}; "
-                    f"see {self.folder}/hosts/<host>/console.log"
-                )
-            time.sleep(1)
-
-    def recorded_calls(self) -> list[dict[str, Any]]:
-        """Every call the moto stand-ins answered, oldest first (`lab.boot.aws_api`)."""
-        folder = self.folder / "standins"
-        entries = [e for log in standins.call_logs(folder) for e in aws_api.read_log(log)]
-        return sorted(entries, key=lambda entry: float(entry["time"]))
-
-    def metadata_requests(self) -> list[dict[str, Any]]:
-        """Every request the instance metadata stand-in answered (`lab.boot.metadata`)."""
-        return aws_api.read_log(standins.metadata_log(self.folder / "standins"))
-
-    def url(self) -> str:
-        return f"http://{network.LOAD_BALANCER}/"
-
     def wait_serving(self, state: State, timeout: float = SERVING_TIMEOUT) -> checks.Check:
         nodes = [h.name for h in state.hosts if h.role == "web"]
         result = checks.wait_for(lambda: checks.check_rotation(self.url(), nodes), timeout)
         if not result.ok:
             raise LabError(f"the load balancer does not rotate over every node: {result.found}")
         return result
-
-    # --- failure injection ----------------------------------------------------------------
-
-    def _apply_faults(self, state: State) -> None:
-        addresses = {h.name: h.address for h in state.hosts}
-        faults.apply(
-            {
-                addresses[host]: [STAND_INS[name] for name in names]
-                for host, names in state.cut_off.items()
-                if names
-            }
-        )
-        self._save(state)
-
-    def cut_off(self, host: str, stand_in: str) -> None:
-        """Make `stand_in` unreachable from `host` (its packets dropped, unanswered)."""
-        state = self.load()
-        state.host(host)
-        if stand_in not in STAND_INS:
-            raise LabError(f"no stand-in {stand_in!r}; they are: {', '.join(STAND_INS)}")
-        names = state.cut_off.setdefault(host, [])
-        if stand_in not in names:
-            names.append(stand_in)
-        self._apply_faults(state)
-
-    def restore(self, host: str, stand_in: str) -> None:
-        """`stand_in` reachable from `host` again."""
-        state = self.load()
-        if stand_in in state.cut_off.get(host, []):
-            state.cut_off[host].remove(stand_in)
-        self._apply_faults(state)
-
-    # --- one host -------------------------------------------------------------------------
-
-    def reboot(self, name: str, timeout: float = 180) -> float:
-        """Reboot a host (the container powers off, the lab starts it again on the same disk);
-        returns the seconds until it is booted again."""
-        state = self.load()
-        host = state.host(name)
-        container = self.container(host)
-        started = time.monotonic()
-        container.execute("systemctl", "reboot")
-        if not container.wait_for_exit(60):
-            raise LabError(f"{name} did not go down within 60 s of `systemctl reboot`")
-        container.kill_cgroup_members()
-        container.start()
-        host.nspawn_pid, host.leader_pid = container.nspawn_pid, container.leader_pid
-        host.boots += 1
-        host.started_at = time.time()
-        self._save(state)
-        self.wait_booted(state, timeout, only=name)
-        return time.monotonic() - started
-
-    # --- status ---------------------------------------------------------------------------
-
-    def status(self) -> dict[str, Any]:
-        state = self.load()
-        hosts: list[dict[str, Any]] = []
-        for record in state.hosts:
-            container = self.container(record)
-            entry: dict[str, Any] = {
-                "name": record.name,
-                "role": record.role,
-                "address": record.address,
-                "port": record.port,
-            }
-            if not container.running():
-                entry |= {"state": "down", "cloud_init": None}
-            else:
-                result = inspect.cloud_init_result(container)
-                system = inspect.system_state(container)
-                entry |= {
-                    "state": "up" if system == "running" and result.status == "done" else system,
-                    "system": system,
-                    "cloud_init": result.as_dict(),
-                    "services": inspect.services(container, record.role),
-                    "booted_seconds": record.booted_seconds,
-                    "boots": record.boots,
-                }
-            hosts.append(entry)
-        for helper in state.helpers:
-            if helper["name"].startswith("db-"):
-                name = helper["name"].split("/")[0]
-                address = network.DB_PRIMARY if name == "db-primary" else network.DB_REPLICA
-                up = processes.is_running(Daemon(**helper)) and processes.port_is_open(
-                    address, database.MYSQL_PORT
-                )
-                hosts.append(
-                    {
-                        "name": name,
-                        "role": "database",
-                        "address": address,
-                        "port": database.MYSQL_PORT,
-                        "state": "up" if up else "down",
-                        "cloud_init": None,
-                    }
-                )
-        _, replica = database.servers(self.folder / "databases")
-        return {
-            "url": self.url(),
-            "image": state.image,
-            "hosts": hosts,
-            "replication": mariadb.replication_summary(replica),
-            "stand_ins": {
-                h["name"].split("/")[0]: "up" if processes.is_running(Daemon(**h)) else "down"
-                for h in state.helpers
-                if not h["name"].startswith("db-")
-            },
-            "cut_off": {host: names for host, names in state.cut_off.items() if names},
-        }
-
-    # --- down -----------------------------------------------------------------------------
-
-    def down(self) -> list[str]:
-        """Remove everything this lab made: containers, mounts, cgroups, helpers, the bridge."""
-        state = None
-        with contextlib.suppress(LabError, ValueError, TypeError, KeyError):
-            state = self.load()
-        others = other_labs_containers(self.folder, proc_mounts())
-        removed = self._remove_containers(state, others)
-        if processes.find_program("nft") is not None and not others:
-            faults.clear()
-        if state:
-            for helper in reversed(state.helpers):
-                daemon = Daemon(**helper)
-                if processes.is_running(daemon):
-                    processes.stop(daemon)
-                    removed.append(helper["name"])
-        if not others and self.bridge.delete():  # another boot lab's containers still use it
-            removed.append(f"bridge {self.bridge.name}")
-        if self.folder.exists():
-            shutil.rmtree(self.folder)
-        return removed
-
-    def _remove_containers(self, state: State | None, others: set[str]) -> list[str]:
-        """Every container of this lab, recorded or not (found by folder or cgroup), and none
-        of `others` (another state folder's boot lab) unless this lab recorded it."""
-        removed: list[str] = []
-        hosts_folder = self.folder / "hosts"
-        names = {h.name for h in state.hosts} if state else set()
-        if hosts_folder.exists():
-            names |= {p.name for p in hosts_folder.iterdir() if p.is_dir()}
-        for hierarchy in cgroup_hierarchies():
-            if (hierarchy / CGROUP_GROUP).exists():
-                names |= {
-                    p.name
-                    for p in (hierarchy / CGROUP_GROUP).iterdir()
-                    if p.is_dir() and p.name not in others
-                }
-        records = {h.name: h for h in state.hosts} if state else {}
-        containers = [
-            self.container(records[n]) if n in records else Container(n, hosts_folder / n)
-            for n in sorted(names)
-        ]
-        # Power every container off at once, then wait: a clean shutdown takes seconds each.
-        for container in containers:
-            if container.running() and container.nspawn_pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(container.nspawn_pid, signal.SIGTERM)
-        for container in containers:
-            container.stop()
-            container.unmount()
-            container.remove_cgroups()
-            removed.append(f"container {container.name}")
-        for mount in _mounts_under(self.folder):  # a mount whose container was never recorded
-            subprocess.run([processes.program("umount"), mount], check=False)  # noqa: S603
-        return removed
 
 
 def previous_report(host: str) -> str:
@@ -595,36 +297,3 @@ def _ensure_others_can_enter(folder: Path) -> None:
                 f"{folder}; choose a state folder under an open one (e.g. {DEFAULT_STATE}) with "
                 f"{STATE_VARIABLE}"
             )
-
-
-def proc_mounts() -> str:
-    return Path("/proc/mounts").read_text()
-
-
-def other_labs_containers(folder: Path, mounts: str) -> set[str]:
-    """Hosts of a boot lab of another state folder (another checkout's, or the default one
-    while tests use their own), known by their root's mount `<state>/hosts/<host>/root` in
-    `mounts` (/proc/mounts): `down` must leave them, and the bridge and fault rules they use,
-    alone."""
-    mine = folder.resolve()
-    names = set()
-    for line in mounts.splitlines():
-        fields = line.split()
-        if len(fields) < 2:
-            continue
-        root = Path(fields[1])
-        hosts = root.parent.parent
-        if (
-            root.name == "root"
-            and hosts.name == "hosts"
-            and hosts.parent != mine
-            and (hosts.parent / "state.json").exists()
-        ):
-            names.add(root.parent.name)
-    return names
-
-
-def _mounts_under(folder: Path) -> list[str]:
-    prefix = str(folder.resolve()) + "/"
-    mounts = proc_mounts().splitlines()
-    return [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]

@@ -1,0 +1,104 @@
+"""What is done to one booted host: wait for its boot, reboot it, cut it off a stand-in.
+
+These change when a host is handled differently (how a boot is judged finished, how a reboot is
+driven, which stand-ins failure injection can reach), not when the lab as a whole comes up or
+goes. `up` uses the same wait and fault rules for its first boot. The nftables rules themselves
+are `lab.boot.faults`; this module keeps them in step with the state's `cut_off`.
+"""
+
+from __future__ import annotations
+
+import time
+
+from lab import processes
+from lab.boot import faults, inspect, network
+from lab.boot.state import BootRecords, State
+from lab.localize import LabError
+
+# The stand-ins failure injection can cut a host off from, by name.
+STAND_INS = {
+    "truststore": network.TRUSTSTORE,
+    "secret-store": network.SECRET_STORE,
+    "aws-api": network.AWS_API,
+}
+
+
+class HostOperations(BootRecords):
+    """Waiting for, rebooting and cutting off single hosts of a running boot lab."""
+
+    def wait_booted(self, state: State, timeout: float, only: str | None = None) -> None:
+        """Until every host (or `only` that one) has finished cloud-init and systemd settled."""
+        waiting = {h.name for h in state.hosts if only in (None, h.name)}
+        deadline = time.monotonic() + timeout
+        while waiting:
+            for host in [h for h in state.hosts if h.name in waiting]:
+                container = self.container(host)
+                if not container.running():
+                    raise LabError(
+                        f"{host.name} stopped while booting; its console ends:\n"
+                        + processes.log_tail(str(container.console))
+                    )
+                if inspect.cloud_init_status(container) in (
+                    "done",
+                    "error",
+                ) and inspect.system_state(container) not in ("initializing", "starting"):
+                    waiting.discard(host.name)
+                    if host.booted_seconds is None and host.started_at is not None:
+                        host.booted_seconds = round(time.time() - host.started_at, 1)
+                        self._save(state)
+            if waiting and time.monotonic() > deadline:
+                raise LabError(
+                    f"still booting after {timeout:.0f} s: {', '.join(sorted(waiting))}; "
+                    f"see {self.folder}/hosts/<host>/console.log"
+                )
+            time.sleep(1)
+
+    def reboot(self, name: str, timeout: float = 180) -> float:
+        """Reboot a host (the container powers off, the lab starts it again on the same disk);
+        returns the seconds until it is booted again."""
+        state = self.load()
+        host = state.host(name)
+        container = self.container(host)
+        started = time.monotonic()
+        container.execute("systemctl", "reboot")
+        if not container.wait_for_exit(60):
+            raise LabError(f"{name} did not go down within 60 s of `systemctl reboot`")
+        container.kill_cgroup_members()
+        container.start()
+        host.nspawn_pid, host.leader_pid = container.nspawn_pid, container.leader_pid
+        host.boots += 1
+        host.started_at = time.time()
+        self._save(state)
+        self.wait_booted(state, timeout, only=name)
+        return time.monotonic() - started
+
+    # --- failure injection ----------------------------------------------------------------
+
+    def _apply_faults(self, state: State) -> None:
+        addresses = {h.name: h.address for h in state.hosts}
+        faults.apply(
+            {
+                addresses[host]: [STAND_INS[name] for name in names]
+                for host, names in state.cut_off.items()
+                if names
+            }
+        )
+        self._save(state)
+
+    def cut_off(self, host: str, stand_in: str) -> None:
+        """Make `stand_in` unreachable from `host` (its packets dropped, unanswered)."""
+        state = self.load()
+        state.host(host)
+        if stand_in not in STAND_INS:
+            raise LabError(f"no stand-in {stand_in!r}; they are: {', '.join(STAND_INS)}")
+        names = state.cut_off.setdefault(host, [])
+        if stand_in not in names:
+            names.append(stand_in)
+        self._apply_faults(state)
+
+    def restore(self, host: str, stand_in: str) -> None:
+        """`stand_in` reachable from `host` again."""
+        state = self.load()
+        if stand_in in state.cut_off.get(host, []):
+            state.cut_off[host].remove(stand_in)
+        self._apply_faults(state)

@@ -1,0 +1,87 @@
+"""What a running boot lab reports about itself, read-only: status and what the stand-ins saw.
+
+`status` asks every container and helper how it is (cloud-init's result, systemd, services,
+the database pair, the stand-ins); `recorded_calls` and `metadata_requests` read back what the
+moto stand-ins and the instance metadata stand-in wrote about every request they answered.
+Nothing here changes the lab, so the command line and the tests can call it at any time; it
+changes when the status's shape or the stand-ins' logs change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lab import mariadb, processes
+from lab.boot import aws_api, database, inspect, network, standins
+from lab.boot.state import BootRecords
+from lab.processes import Daemon
+
+
+class Readings(BootRecords):
+    """The boot lab's status and the records its stand-ins for AWS keep."""
+
+    def status(self) -> dict[str, Any]:
+        state = self.load()
+        hosts: list[dict[str, Any]] = []
+        for record in state.hosts:
+            container = self.container(record)
+            entry: dict[str, Any] = {
+                "name": record.name,
+                "role": record.role,
+                "address": record.address,
+                "port": record.port,
+            }
+            if not container.running():
+                entry |= {"state": "down", "cloud_init": None}
+            else:
+                result = inspect.cloud_init_result(container)
+                system = inspect.system_state(container)
+                entry |= {
+                    "state": "up" if system == "running" and result.status == "done" else system,
+                    "system": system,
+                    "cloud_init": result.as_dict(),
+                    "services": inspect.services(container, record.role),
+                    "booted_seconds": record.booted_seconds,
+                    "boots": record.boots,
+                }
+            hosts.append(entry)
+        for helper in state.helpers:
+            if helper["name"].startswith("db-"):
+                name = helper["name"].split("/")[0]
+                address = network.DB_PRIMARY if name == "db-primary" else network.DB_REPLICA
+                up = processes.is_running(Daemon(**helper)) and processes.port_is_open(
+                    address, database.MYSQL_PORT
+                )
+                hosts.append(
+                    {
+                        "name": name,
+                        "role": "database",
+                        "address": address,
+                        "port": database.MYSQL_PORT,
+                        "state": "up" if up else "down",
+                        "cloud_init": None,
+                    }
+                )
+        _, replica = database.servers(self.folder / "databases")
+        return {
+            "url": self.url(),
+            "image": state.image,
+            "hosts": hosts,
+            "replication": mariadb.replication_summary(replica),
+            "stand_ins": {
+                h["name"].split("/")[0]: "up" if processes.is_running(Daemon(**h)) else "down"
+                for h in state.helpers
+                if not h["name"].startswith("db-")
+            },
+            "cut_off": {host: names for host, names in state.cut_off.items() if names},
+        }
+
+    def recorded_calls(self) -> list[dict[str, Any]]:
+        """Every call the moto stand-ins answered, oldest first (`lab.boot.aws_api`)."""
+        folder = self.folder / "standins"
+        entries = [e for log in standins.call_logs(folder) for e in aws_api.read_log(log)]
+        return sorted(entries, key=lambda entry: float(entry["time"]))
+
+    def metadata_requests(self) -> list[dict[str, Any]]:
+        """Every request the instance metadata stand-in answered (`lab.boot.metadata`)."""
+        return aws_api.read_log(standins.metadata_log(self.folder / "standins"))
