@@ -22,6 +22,9 @@ node-ID suffix pytest 9.2 drops (pytest-xdist issue 1386); the mark is still set
 
 from __future__ import annotations
 
+import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,7 +62,6 @@ KINDS = {
         "test_lab_https",
         "test_lab_scale",
         "test_lab_errors",
-        "test_lab_tables",
         "test_app_mariadb",
         "test_benchmark_smoke",
     },
@@ -112,6 +114,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(pytest.mark.xdist_group(group_of(stem)))
     # A stable sort: each file keeps its own order, the longest groups come first.
     items.sort(key=lambda item: rank.get(group_of(Path(str(item.path)).stem), len(rank)))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def lab_network_lock(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A lab file holds its group's machine-wide lock while it runs: a checkout's labs are
+    named like every other checkout's (same loopback network, same state folder as root), so
+    two test runs on one machine take turns per group instead of refusing each other's labs."""
+    stem = Path(str(request.path)).stem
+    if kind_of(stem) != "lab":
+        yield
+        return
+    from boot_support import machine_lock  # noqa: PLC0415 - only the lab files need it
+
+    folder = Path("/var/lib/web-infra") if os.geteuid() == 0 else Path(tempfile.gettempdir())
+    with machine_lock(folder / f"lab-tests-{group_of(stem)}.lock"):
+        yield
 
 
 @pytest.hookimpl(optionalhook=True)
