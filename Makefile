@@ -6,7 +6,8 @@ UV_VERSION := 0.9.30
 UV = $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 export UV_PYTHON_DOWNLOADS = never
 
-.PHONY: setup uv lab lab-down lab-status boot boot-status boot-down test lint bench diagram
+.PHONY: setup uv lab lab-down lab-status boot boot-status boot-down test check lint bench diagram \
+	lint-only pytest-all pytest-fast
 
 uv:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
@@ -36,13 +37,34 @@ boot-status:
 boot-down:
 	$(UV) run python -m lab.boot down
 
+# `make test`: lint, types and every test (the labs too), about 10 minutes on 2 cores.
+# `make check`: lint, types and the tests that need no lab (fast tests), about a minute.
+# Lint runs beside the tests (make -j); the tests run in pytest-xdist workers, one group of
+# files to a worker (tests/conftest.py: the boot lab's files share one group, each other file is
+# its own), since most lab tests wait rather than compute.
+TEST_WORKERS ?= 4
+CHECK_WORKERS ?= 2
+XDIST = --dist loadgroup --no-loadscope-reorder
+
+test: setup
+	@$(MAKE) --no-print-directory -j2 --output-sync=target lint-only pytest-all
+
+check: setup
+	@$(MAKE) --no-print-directory -j2 --output-sync=target lint-only pytest-fast
+
 lint: setup
+	@$(MAKE) --no-print-directory lint-only
+
+lint-only:
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy .
 
-test: lint
-	$(UV) run pytest
+pytest-all:
+	$(UV) run pytest -n $(TEST_WORKERS) $(XDIST)
+
+pytest-fast:
+	$(UV) run pytest -n $(CHECK_WORKERS) $(XDIST) -m "not lab and not boot"
 
 bench: setup
 	$(UV) run python -m lab.benchmark

@@ -1,7 +1,31 @@
-"""Pytest fixtures. The AWS-like Pulumi mocks live in `tools/mocked_program.py`, shared with
-`make diagram`, and are re-exported here for the tests."""
+"""Pytest fixtures, and how the suite is split for speed. The AWS-like Pulumi mocks live in
+`tools/mocked_program.py`, shared with `make diagram`, and are re-exported here for the tests.
+
+Each test file gets a marker for what it runs (`KINDS`: the process lab, the boot lab, or
+nothing: a fast test) and a pytest-xdist group, so `make test` runs side by side what can:
+
+- the boot lab's files share one group ("boot"): one boot lab per machine (one bridge, and
+  `boot_support.machine_lock`), so its tests run one after the other in one worker;
+- every other file is a group of its own: a module's lab (its own loopback network and state
+  folder, see lab/topology.py) is brought up once, in one worker, and its tests stay in order;
+- the timing-bound lab files (`SHARED`) share one group too, so no two of them compete
+  for the cores while one measures a failover or a lag against its bound; and a file that
+  uses an address in another file's lab network joins that file's group.
+
+A new file gets a sensible default from its name: test_boot_* is a boot test, test_lab_* a
+process-lab test in its own group, anything else a fast test (`make check`). The groups with
+the most to wait for are handed out first (`pytest_collection_modifyitems` puts them first and
+the Makefile passes `--no-loadscope-reorder`). The groups are given to pytest-xdist by its
+scheduler hook below, from each test's file, rather than by the `xdist_group` mark, whose
+node-ID suffix pytest 9.2 drops (pytest-xdist issue 1386); the mark is still set.
+"""
 
 from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,3 +44,103 @@ __all__ = ["REGION", "AwsMocks", "ProgramRun", "Registration", "run_program"]
 def default_run() -> ProgramRun:
     """The program with the dev stack's defaults, run once for the tests that only read it."""
     return run_program()
+
+
+# The files that run a lab, by kind (the marker); any other file is a fast test, except the
+# default by name below.
+KINDS = {
+    "boot": {
+        "test_boot_e2e",
+        "test_boot_failures",
+        "test_boot_cleanup",
+        "test_boot_parts",
+    },
+    "lab": {
+        "test_lab_e2e",
+        "test_lab_changes",
+        "test_lab_degradation",
+        "test_lab_https",
+        "test_lab_scale",
+        "test_lab_errors",
+        "test_app_mariadb",
+        "test_benchmark_smoke",
+    },
+}
+# Lab files whose tests hold a measured bound (detection, lag, failover times) and so run one
+# after another in one group rather than beside each other.
+SHARED = {
+    "test_lab_e2e": "lab-timed",
+    "test_lab_degradation": "lab-timed",
+    "test_app_mariadb": "lab-timed",
+    # Binds 127.0.24.201, in test-https's network (lab/topology.py).
+    "test_https_load_balancer": "test_lab_https",
+}
+# The order groups are handed to workers in: the longest first, the fast files after.
+FIRST = ("boot", "lab-timed", "test_lab_https", "test_lab_changes", "test_benchmark_smoke")
+
+
+def kind_of(stem: str) -> str | None:
+    """ "boot", "lab" or None (a fast test) for a test file's name without its suffix."""
+    for kind, stems in KINDS.items():
+        if stem in stems:
+            return kind
+    if stem.startswith("test_boot_"):
+        return "boot"
+    if stem.startswith("test_lab_"):
+        return "lab"
+    return None
+
+
+def group_of(stem: str) -> str:
+    """The pytest-xdist group of a test file: its tests run in one worker, in order."""
+    if kind_of(stem) == "boot":
+        return "boot"
+    return SHARED.get(stem, stem)
+
+
+def group_of_node(nodeid: str) -> str:
+    """The group of a test by its node ID (tests/test_x.py::test_y[...], maybe "@group")."""
+    return group_of(Path(nodeid.split("::", 1)[0]).stem)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {group: i for i, group in enumerate(FIRST)}
+    for item in items:
+        stem = Path(str(item.path)).stem
+        kind = kind_of(stem)
+        if kind:
+            item.add_marker(getattr(pytest.mark, kind))
+        item.add_marker(pytest.mark.xdist_group(group_of(stem)))
+    # A stable sort: each file keeps its own order, the longest groups come first.
+    items.sort(key=lambda item: rank.get(group_of(Path(str(item.path)).stem), len(rank)))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def lab_network_lock(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A lab file holds its group's machine-wide lock while it runs: a checkout's labs are
+    named like every other checkout's (same loopback network, same state folder as root), so
+    two test runs on one machine take turns per group instead of refusing each other's labs."""
+    stem = Path(str(request.path)).stem
+    if kind_of(stem) != "lab":
+        yield
+        return
+    from boot_support import machine_lock  # noqa: PLC0415 - only the lab files need it
+
+    folder = Path("/var/lib/web-infra") if os.geteuid() == 0 else Path(tempfile.gettempdir())
+    with machine_lock(folder / f"lab-tests-{group_of(stem)}.lock"):
+        yield
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """`--dist loadgroup`: whole groups (`group_of`) to one worker each, in collection order."""
+    if config.getoption("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling  # noqa: PLC0415 - only with xdist running
+
+    class GroupScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of_node(nodeid)
+
+    return GroupScheduling(config, log)
