@@ -66,6 +66,8 @@ KINDS = {
         "test_benchmark_smoke",
     },
 }
+# Files named like a lab's that need none: fast tests.
+FAST = {"test_lab_tables", "test_lab_main", "test_boot_metadata"}
 # Lab files whose tests hold a measured bound (detection, lag, failover times) and so run one
 # after another in one group rather than beside each other.
 SHARED = {
@@ -74,6 +76,8 @@ SHARED = {
     "test_app_mariadb": "lab-timed",
     # Binds 127.0.24.201, in test-https's network (lab/topology.py).
     "test_https_load_balancer": "test_lab_https",
+    # Its HAProxy binds addresses of test-scale's network.
+    "test_lab_routing": "test_lab_scale",
 }
 # The order groups are handed to workers in: the longest first, the fast files after.
 FIRST = ("boot", "lab-timed", "test_lab_https", "test_lab_changes", "test_benchmark_smoke")
@@ -84,6 +88,8 @@ def kind_of(stem: str) -> str | None:
     for kind, stems in KINDS.items():
         if stem in stems:
             return kind
+    if stem in FAST:
+        return None
     if stem.startswith("test_boot_"):
         return "boot"
     if stem.startswith("test_lab_"):

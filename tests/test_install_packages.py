@@ -56,10 +56,12 @@ PACKAGES_OF = {
     "mmdebstrap": "mmdebstrap",
     "apt-cacher-ng": "apt-cacher-ng",
     "prometheus-nginx-exporter": "prometheus-nginx-exporter",
+    "curl": "curl",
 }
 # Priority "required": on every Debian system, nothing to install.
 BASE = {
     "sh": "dash",
+    "bash": "bash",
     "tar": "tar",
     "mount": "mount",
     "umount": "mount",
@@ -110,6 +112,8 @@ def _command_of(argument: ast.expr) -> str | None:
     if isinstance(argument, ast.List) and argument.elts:
         first = argument.elts[0]
         if isinstance(first, ast.Constant) and isinstance(first.value, str):
+            if first.value.startswith("-"):
+                return None  # a helper's arguments (`run(["--outputs", ...])`), not a program
             path = Path(first.value)
             if path.is_absolute() and not str(path.parent).endswith(("/bin", "/sbin")):
                 return None
