@@ -9,7 +9,7 @@ Both sides use time.monotonic() in this process, so the lag needs no clock agree
 from __future__ import annotations
 
 import dataclasses
-import json
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,6 +18,7 @@ from typing import Any
 import pymysql
 
 from components.web_infrastructure import DATABASE_NAME
+from lab import mariadb
 from lab.bench.config import Config
 from lab.bench.measurement import Context, Row
 from lab.bench.stats import percentile, verdict
@@ -26,6 +27,8 @@ from lab.lab import Lab
 from lab.localize import LabError
 from lab.processes import poll
 from lab.topology import Topology
+
+BENCH_USER = "bench_lag"
 
 LAG_P99_TARGET_MS = 1000.0
 
@@ -91,8 +94,10 @@ class LagProbe:
     """One writer on the primary paced at `rate` rows/s; one poller on the replica (a thread)."""
 
     def __init__(self, lab: Lab, topology: Topology, config: Config) -> None:
+        self.lab = lab
         self.topology = topology
-        self.credentials = json.loads((lab.state / "credentials.json").read_text())
+        # A user of the benchmark's own: the app's may only use the app's two tables.
+        self.credentials = {"username": BENCH_USER, "password": secrets.token_urlsafe(24)}
         self.rate = config.lag_rate
         self.seconds = config.lag_seconds
         self.total = int(config.lag_rate * config.lag_seconds)
@@ -116,14 +121,25 @@ class LagProbe:
             write_timeout=10,
         )
 
+    def create_table_and_user(self) -> None:
+        """The table and its user, made as the primary's local admin; both replicate."""
+        user = f"'{BENCH_USER}'@'127.%'"
+        mariadb.sql(
+            self.lab.database("db-primary"),
+            f"""
+            DROP TABLE IF EXISTS {DATABASE_NAME}.bench_lag;
+            CREATE TABLE {DATABASE_NAME}.bench_lag
+              (id BIGINT PRIMARY KEY, written_at DOUBLE NOT NULL);
+            CREATE USER IF NOT EXISTS {user};
+            ALTER USER {user} IDENTIFIED BY '{self.credentials["password"]}';
+            GRANT SELECT, INSERT ON {DATABASE_NAME}.bench_lag TO {user};
+            """,
+        )
+
     def run(self) -> Lag:
+        self.create_table_and_user()
         primary, replica = self.connect("db-primary"), self.connect("db-replica")
         try:
-            with primary.cursor() as cursor:
-                cursor.execute("DROP TABLE IF EXISTS bench_lag")
-                cursor.execute(
-                    "CREATE TABLE bench_lag (id BIGINT PRIMARY KEY, written_at DOUBLE NOT NULL)"
-                )
             if poll(lambda: self.replica_has_table(replica), 10.0) is None:
                 raise LabError("bench_lag did not reach the replica within 10 s")
             poller = threading.Thread(target=self.poll, args=(replica,), daemon=True)
