@@ -13,13 +13,10 @@ means the stack serves, and a change never routes a request to a host that does 
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-
 import pulumi
 import pulumi_aws as aws
 
-from components.artifacts import Artifacts, ArtifactsArgs, bucket_name
+from components.artifacts import Artifacts, ArtifactsArgs
 from components.database import Database, DatabaseArgs
 from components.database_bootstrap import (
     DatabaseBootstrap,
@@ -33,115 +30,20 @@ from components.load_balancer import LoadBalancer, LoadBalancerArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
 from components.readiness_gate import GateSettings
+from components.rendered_hosts import (
+    APP_USERNAME,
+    DATABASE_NAME,
+    MASTER_USERNAME,
+    metrics_agent_policies,
+    readiness_report,
+    render_hosts,
+)
 from components.site_record import SiteRecord, SiteRecordArgs
 from components.stack_outputs import STACK_OUTPUTS
 from components.web_tier import WebNode, WebTier, WebTierArgs
 from settings import AwsProviderSettings, Settings
 from settings.instance_types import cpu_architecture
-from settings.web_tier import MAX_WEB_NODES, web_node_names
 from userdata import cloud_config
-from userdata.cloudwatch_agent import agent_policy, cloud_config_fragment, merge_fragment
-from userdata.metric_catalog import StackShape, catalogue, log_sources
-from userdata.shipping import ArtifactStore, PublishedFile, offload, publish
-
-DATABASE_NAME = "webapp"
-MASTER_USERNAME = "webapp_admin"
-APP_USERNAME = "webapp_app"  # the app's own user: DML on its tables (app_db_user.GRANTS)
-
-
-def readiness_report(settings: Settings, region: str) -> cloud_config.ReadinessReport:
-    return cloud_config.ReadinessReport(settings.readiness_parameter_prefix, region)
-
-
-def site_tls(settings: Settings) -> cloud_config.SiteTls:
-    """HTTPS at the load balancer, as the settings ask for it."""
-    return cloud_config.SiteTls(
-        domain=settings.domain,
-        acme_email=settings.acme_email,
-        acme_directory_url=settings.acme_directory_url,
-        hsts_max_age_seconds=settings.hsts_max_age_seconds if settings.hsts else None,
-    )
-
-
-def stack_shape(settings: Settings, region: str) -> StackShape:
-    """What the metric catalogue (alarms, dashboard, the agent's config) needs of the stack."""
-    return StackShape(
-        name_prefix=settings.name_prefix,
-        region=region,
-        web_nodes=tuple(settings.web_node_names),
-        db_primary=settings.db_primary_identifier,
-        db_replica=settings.db_replica_identifier,
-        db_instance_class=settings.db_instance_class,
-        db_allocated_storage_gb=settings.db_allocated_storage_gb,
-    )
-
-
-@dataclass(frozen=True)
-class RenderedHosts:
-    load_balancer: str
-    """The load balancer's userdata."""
-    web: dict[str, str]
-    """Each web node's userdata, by node name."""
-    files: list[PublishedFile]
-    """What the userdata fetches from the artifacts bucket (each object once)."""
-    store: ArtifactStore
-
-
-def render_hosts(
-    settings: Settings, region: str, account_id: str, *, app_source: bytes | None = None
-) -> RenderedHosts:
-    """Every host's userdata and the files it fetches; pure and known at preview.
-
-    `app_source` replaces the repository's app (the lab rolls out a release with it).
-    """
-    zone = settings.internal_zone
-    readiness = readiness_report(settings, region)
-    store = ArtifactStore(bucket_name(settings.name_prefix, account_id, region), region)
-    shape = stack_shape(settings, region)
-    metrics = {node: catalogue(shape) for node in settings.web_node_names}
-    # HAProxy has a slot for every possible node, and so has its metrics agent: the load
-    # balancer's files must not change with webNodeCount (only the alarms do).
-    metrics["load-balancer"] = catalogue(
-        dataclasses.replace(shape, web_nodes=tuple(web_node_names(MAX_WEB_NODES)))
-    )
-    database = cloud_config.AppDatabase(
-        zone=zone,
-        database_name=DATABASE_NAME,
-        region=region,
-        secret_name=app_secret_name(settings.name_prefix),
-        max_replica_lag_seconds=settings.db_max_replica_lag_seconds,
-    )
-    documents = {
-        "load-balancer": cloud_config.load_balancer_cloud_config(
-            zone, readiness, site_tls(settings)
-        )
-    }
-    for node in settings.web_node_names:
-        documents[node] = cloud_config.web_node_cloud_config(
-            node,
-            database,
-            readiness,
-            load_balancer_cidr=settings.vpc_cidr,
-            app_source=app_source,
-        )
-    userdata, shipped = {}, {}
-    for host, document in documents.items():
-        # The metrics agent, its config built from the same catalogue as the alarms.
-        with_agent = cloud_config.report_ready_last(
-            merge_fragment(document, cloud_config_fragment(metrics[host], host, region))
-        )
-        small, shipped[host] = offload(with_agent, store)
-        userdata[host] = cloud_config.render(small)
-    load_balancer = userdata.pop("load-balancer")
-    return RenderedHosts(load_balancer, userdata, publish(shipped), store)
-
-
-def userdata_for(
-    settings: Settings, region: str, account_id: str, *, app_source: bytes | None = None
-) -> tuple[str, dict[str, str]]:
-    """The load balancer's and each web node's rendered userdata; pure and known at preview."""
-    hosts = render_hosts(settings, region, account_id, app_source=app_source)
-    return hosts.load_balancer, hosts.web
 
 
 class WebInfrastructure(pulumi.ComponentResource):
@@ -246,7 +148,6 @@ class WebInfrastructure(pulumi.ComponentResource):
             return images[architecture]
 
         hosts = render_hosts(settings, region, account_id)
-        shape_namespace = stack_shape(settings, region).namespace
         load_balancer_userdata, web_userdata = hosts.load_balancer, hosts.web
         readiness = readiness_report(settings, region)
         artifacts = Artifacts(
@@ -261,16 +162,7 @@ class WebInfrastructure(pulumi.ComponentResource):
             readiness_prefix=settings.readiness_parameter_prefix,
             parent=self,
         )
-        agent_policies = {
-            role: agent_policy(
-                shape_namespace,
-                [
-                    f"arn:aws:logs:{region}:{account_id}:log-group:{source.group_name(prefix)}"
-                    for source in log_sources(role)
-                ],
-            )
-            for role in ("load-balancer", "web")
-        }
+        agent_policies = metrics_agent_policies(settings, region, account_id)
         # Instances boot into apt and fetch the app: they wait for the NAT routes, the egress
         # rules and the artifacts. Nothing else does (the IAM roles are created meanwhile).
         boot_needs: list[pulumi.Resource] = [network, firewall, artifacts]

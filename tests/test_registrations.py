@@ -25,7 +25,7 @@ from typing import Any
 import pulumi
 import pytest
 
-from components.web_infrastructure import render_hosts
+from components.rendered_hosts import render_hosts
 from settings import load_settings
 from tools.mocked_program import ACCOUNT, REGION, run_program
 
