@@ -6,6 +6,11 @@ bootstrap that creates the app's user does, and runs meanwhile); then the web no
 HAProxy, whose userdata only names hosts in the private zone, each behind a readiness gate;
 last, the zone's records, which point those names at the addresses of hosts that serve.
 
+The constructor is that sequence and nothing else: each step is a method with one job that
+takes the slice of settings its tier needs into the tier's typed args (a new mode of a tier is a
+variant in that tier's module, not a branch here). Every host's userdata comes from the pure
+`components.rendered_hosts`, which the labs read too.
+
 What `pulumi up` waits for: every new host's readiness gate (it serves), every DNS switch to
 be followed by HAProxy, and only then are the hosts it replaced deleted. So a green `pulumi up`
 means the stack serves, and a change never routes a request to a host that does not.
@@ -13,13 +18,13 @@ means the stack serves, and a change never routes a request to a host that does 
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
-from components.artifacts import Artifacts, ArtifactsArgs, bucket_name
+from components.artifacts import Artifacts, ArtifactsArgs
 from components.database import Database, DatabaseArgs
 from components.database_bootstrap import (
     DatabaseBootstrap,
@@ -33,118 +38,31 @@ from components.load_balancer import LoadBalancer, LoadBalancerArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
 from components.readiness_gate import GateSettings
+from components.rendered_hosts import (
+    APP_USERNAME,
+    DATABASE_NAME,
+    MASTER_USERNAME,
+    RenderedHosts,
+    metrics_agent_policies,
+    readiness_report,
+    render_hosts,
+)
 from components.site_record import SiteRecord, SiteRecordArgs
 from components.stack_outputs import STACK_OUTPUTS
 from components.web_tier import WebNode, WebTier, WebTierArgs
 from settings import AwsProviderSettings, Settings
 from settings.instance_types import cpu_architecture
-from settings.web_tier import MAX_WEB_NODES, web_node_names
 from userdata import cloud_config
-from userdata.cloudwatch_agent import agent_policy, cloud_config_fragment, merge_fragment
-from userdata.metric_catalog import StackShape, catalogue, log_sources
-from userdata.shipping import ArtifactStore, PublishedFile, offload, publish
-
-DATABASE_NAME = "webapp"
-MASTER_USERNAME = "webapp_admin"
-APP_USERNAME = "webapp_app"  # the app's own user: DML on its tables (app_db_user.GRANTS)
-
-
-def readiness_report(settings: Settings, region: str) -> cloud_config.ReadinessReport:
-    return cloud_config.ReadinessReport(settings.readiness_parameter_prefix, region)
-
-
-def site_tls(settings: Settings) -> cloud_config.SiteTls:
-    """HTTPS at the load balancer, as the settings ask for it."""
-    return cloud_config.SiteTls(
-        domain=settings.domain,
-        acme_email=settings.acme_email,
-        acme_directory_url=settings.acme_directory_url,
-        hsts_max_age_seconds=settings.hsts_max_age_seconds if settings.hsts else None,
-    )
-
-
-def stack_shape(settings: Settings, region: str) -> StackShape:
-    """What the metric catalogue (alarms, dashboard, the agent's config) needs of the stack."""
-    return StackShape(
-        name_prefix=settings.name_prefix,
-        region=region,
-        web_nodes=tuple(settings.web_node_names),
-        db_primary=settings.db_primary_identifier,
-        db_replica=settings.db_replica_identifier,
-        db_instance_class=settings.db_instance_class,
-        db_allocated_storage_gb=settings.db_allocated_storage_gb,
-    )
-
-
-@dataclass(frozen=True)
-class RenderedHosts:
-    load_balancer: str
-    """The load balancer's userdata."""
-    web: dict[str, str]
-    """Each web node's userdata, by node name."""
-    files: list[PublishedFile]
-    """What the userdata fetches from the artifacts bucket (each object once)."""
-    store: ArtifactStore
-
-
-def render_hosts(
-    settings: Settings, region: str, account_id: str, *, app_source: bytes | None = None
-) -> RenderedHosts:
-    """Every host's userdata and the files it fetches; pure and known at preview.
-
-    `app_source` replaces the repository's app (the lab rolls out a release with it).
-    """
-    zone = settings.internal_zone
-    readiness = readiness_report(settings, region)
-    store = ArtifactStore(bucket_name(settings.name_prefix, account_id, region), region)
-    shape = stack_shape(settings, region)
-    metrics = {node: catalogue(shape) for node in settings.web_node_names}
-    # HAProxy has a slot for every possible node, and so has its metrics agent: the load
-    # balancer's files must not change with webNodeCount (only the alarms do).
-    metrics["load-balancer"] = catalogue(
-        dataclasses.replace(shape, web_nodes=tuple(web_node_names(MAX_WEB_NODES)))
-    )
-    database = cloud_config.AppDatabase(
-        zone=zone,
-        database_name=DATABASE_NAME,
-        region=region,
-        secret_name=app_secret_name(settings.name_prefix),
-        max_replica_lag_seconds=settings.db_max_replica_lag_seconds,
-    )
-    documents = {
-        "load-balancer": cloud_config.load_balancer_cloud_config(
-            zone, readiness, site_tls(settings)
-        )
-    }
-    for node in settings.web_node_names:
-        documents[node] = cloud_config.web_node_cloud_config(
-            node,
-            database,
-            readiness,
-            load_balancer_cidr=settings.vpc_cidr,
-            app_source=app_source,
-        )
-    userdata, shipped = {}, {}
-    for host, document in documents.items():
-        # The metrics agent, its config built from the same catalogue as the alarms.
-        with_agent = cloud_config.report_ready_last(
-            merge_fragment(document, cloud_config_fragment(metrics[host], host, region))
-        )
-        small, shipped[host] = offload(with_agent, store)
-        userdata[host] = cloud_config.render(small)
-    load_balancer = userdata.pop("load-balancer")
-    return RenderedHosts(load_balancer, userdata, publish(shipped), store)
-
-
-def userdata_for(
-    settings: Settings, region: str, account_id: str, *, app_source: bytes | None = None
-) -> tuple[str, dict[str, str]]:
-    """The load balancer's and each web node's rendered userdata; pure and known at preview."""
-    hosts = render_hosts(settings, region, account_id, app_source=app_source)
-    return hosts.load_balancer, hosts.web
 
 
 class WebInfrastructure(pulumi.ComponentResource):
+    """The architecture's tiers, each a component of its own; built in the diagram's order."""
+
+    network: Network
+    firewall: Firewall
+    database: Database
+    web: WebTier
+    load_balancer: LoadBalancer
     outputs: dict[str, pulumi.Output[object]]
 
     def __init__(
@@ -159,45 +77,51 @@ class WebInfrastructure(pulumi.ComponentResource):
         """`us_east_1`: a provider for us-east-1, where Route 53 publishes the outside-in
         health check's metrics (needed unless the stack is there)."""
         super().__init__("web-infra:web_infrastructure:WebInfrastructure", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        invoke = pulumi.InvokeOptions(parent=self)
-        prefix = settings.name_prefix
+        self._prefix = settings.name_prefix
+        self._child = pulumi.ResourceOptions(parent=self)
+        where = Placement.look_up(self)
 
-        region = aws.get_region(opts=invoke).region
-        account_id = aws.get_caller_identity(opts=invoke).account_id
-        zones = aws.get_availability_zones(
-            state="available",
-            # Local Zones and Wavelength Zones need opting in and lack instance types we use.
-            filters=[
-                aws.GetAvailabilityZonesFilterArgs(
-                    name="opt-in-status", values=["opt-in-not-required"]
-                )
-            ],
-            opts=invoke,
-        ).names
+        self.network = self._network(settings, where)
+        self.firewall = self._firewall()
+        self.database = self._database(settings)
+        bootstrap = self._database_bootstrap(settings)
+        hosts = self._hosts(settings, aws_settings, where)
+        self.web = self._web_tier(settings, hosts, bootstrap)
+        self.load_balancer = self._load_balancer(settings, hosts)
+        self._internal_dns(settings)
+        self._site_record(settings)
+        monitoring = self._monitoring(settings, where, us_east_1)
 
-        network = Network(
-            f"{prefix}-network",
+        self.outputs = self._outputs(settings, monitoring)
+        self.register_outputs(self.outputs)
+
+    def _network(self, settings: Settings, where: Placement) -> Network:
+        return Network(
+            f"{self._prefix}-network",
             NetworkArgs(
                 vpc_cidr=settings.vpc_cidr,
-                availability_zones=zones,
+                availability_zones=where.zones,
                 nat_gateway_per_az=settings.nat_gateways == "perAz",
-                region=region,
+                region=where.region,
             ),
-            opts=child,
+            opts=self._child,
         )
-        firewall = Firewall(
-            f"{prefix}-firewall",
+
+    def _firewall(self) -> Firewall:
+        return Firewall(
+            f"{self._prefix}-firewall",
             FirewallArgs(
-                vpc_id=network.vpc_id,
+                vpc_id=self.network.vpc_id,
                 public_ports=(cloud_config.HTTP_PORT, 443),
                 web_port=cloud_config.WEB_PORT,
                 database_port=cloud_config.MYSQL_PORT,
             ),
-            opts=child,
+            opts=self._child,
         )
-        database = Database(
-            f"{prefix}-database",
+
+    def _database(self, settings: Settings) -> Database:
+        return Database(
+            f"{self._prefix}-database",
             DatabaseArgs(
                 primary_identifier=settings.db_primary_identifier,
                 replica_identifier=settings.db_replica_identifier,
@@ -210,32 +134,53 @@ class WebInfrastructure(pulumi.ComponentResource):
                 backup_retention_days=settings.db_backup_retention_days,
                 multi_az=settings.db_multi_az,
                 deletion_protection=settings.deletion_protection,
-                subnet_ids=[s.id for s in network.private_subnets],
-                security_group_id=firewall.database_group_id,
+                subnet_ids=[s.id for s in self.network.private_subnets],
+                security_group_id=self.firewall.database_group_id,
             ),
-            opts=child,
-        )
-        # The app's own user and secret; only the bootstrap reads the master secret.
-        bootstrap = DatabaseBootstrap(
-            f"{prefix}-database-bootstrap",
-            DatabaseBootstrapArgs(
-                name_prefix=prefix,
-                secret_name=app_secret_name(prefix),
-                app_username=APP_USERNAME,
-                database_name=DATABASE_NAME,
-                primary_address=database.primary_address,
-                port=cloud_config.MYSQL_PORT,
-                master_secret_arn=database.master_secret_arn,
-                subnet_ids=[s.id for s in network.private_subnets],
-                security_group_id=firewall.database_bootstrap_group_id,
-                ca_bundle_url=cloud_config.RDS_CA_URL,
-                log_retention_days=settings.log_retention_days,
-                run_after=[network, firewall],
-            ),
-            opts=child,
+            opts=self._child,
         )
 
-        images: dict[str, str] = {}  # one lookup per CPU architecture
+    def _database_bootstrap(self, settings: Settings) -> DatabaseBootstrap:
+        """The app's own user and secret; only the bootstrap reads the master secret."""
+        return DatabaseBootstrap(
+            f"{self._prefix}-database-bootstrap",
+            DatabaseBootstrapArgs(
+                name_prefix=self._prefix,
+                secret_name=app_secret_name(self._prefix),
+                app_username=APP_USERNAME,
+                database_name=DATABASE_NAME,
+                primary_address=self.database.primary_address,
+                port=cloud_config.MYSQL_PORT,
+                master_secret_arn=self.database.master_secret_arn,
+                subnet_ids=[s.id for s in self.network.private_subnets],
+                security_group_id=self.firewall.database_bootstrap_group_id,
+                ca_bundle_url=cloud_config.RDS_CA_URL,
+                log_retention_days=settings.log_retention_days,
+                run_after=[self.network, self.firewall],
+            ),
+            opts=self._child,
+        )
+
+    def _hosts(
+        self, settings: Settings, aws_settings: AwsProviderSettings, where: Placement
+    ) -> Hosts:
+        """Every host's userdata (pure, `rendered_hosts`), the bucket of the files it fetches,
+        the readiness gates' settings and the AMIs."""
+        prefix = settings.name_prefix
+        rendered = render_hosts(settings, where.region, where.account_id)
+        artifacts = Artifacts(
+            f"{prefix}-artifacts",
+            ArtifactsArgs(bucket_name=rendered.store.bucket, files=tuple(rendered.files)),
+            opts=self._child,
+        )
+        gates = GateSettings.read(
+            region=where.region,
+            profile=aws_settings.profile,
+            timeout_seconds=settings.readiness_timeout_minutes * 60,
+            readiness_prefix=settings.readiness_parameter_prefix,
+            parent=self,
+        )
+        images: dict[str, str] = {}
 
         def ami(instance_type: str) -> str:
             architecture = cpu_architecture(instance_type)
@@ -245,164 +190,203 @@ class WebInfrastructure(pulumi.ComponentResource):
                 )
             return images[architecture]
 
-        hosts = render_hosts(settings, region, account_id)
-        shape_namespace = stack_shape(settings, region).namespace
-        load_balancer_userdata, web_userdata = hosts.load_balancer, hosts.web
-        readiness = readiness_report(settings, region)
-        artifacts = Artifacts(
-            f"{prefix}-artifacts",
-            ArtifactsArgs(bucket_name=hosts.store.bucket, files=tuple(hosts.files)),
-            opts=child,
+        return Hosts(
+            rendered=rendered,
+            readiness=readiness_report(settings, where.region),
+            artifacts=artifacts,
+            gates=gates,
+            agent_policies=metrics_agent_policies(settings, where.region, where.account_id),
+            # Instances boot into apt and fetch the app: they wait for the NAT routes, the egress
+            # rules and the artifacts. Nothing else does (the IAM roles are created meanwhile).
+            boot_needs=[self.network, self.firewall, artifacts],
+            ami=ami,
         )
-        gates = GateSettings.read(
-            region=region,
-            profile=aws_settings.profile,
-            timeout_seconds=settings.readiness_timeout_minutes * 60,
-            readiness_prefix=settings.readiness_parameter_prefix,
-            parent=self,
-        )
-        agent_policies = {
-            role: agent_policy(
-                shape_namespace,
-                [
-                    f"arn:aws:logs:{region}:{account_id}:log-group:{source.group_name(prefix)}"
-                    for source in log_sources(role)
-                ],
-            )
-            for role in ("load-balancer", "web")
-        }
-        # Instances boot into apt and fetch the app: they wait for the NAT routes, the egress
-        # rules and the artifacts. Nothing else does (the IAM roles are created meanwhile).
-        boot_needs: list[pulumi.Resource] = [network, firewall, artifacts]
-        web = WebTier(
-            f"{prefix}-web",
+
+    def _web_tier(self, settings: Settings, hosts: Hosts, bootstrap: DatabaseBootstrap) -> WebTier:
+        subnets = self.network.private_subnets
+        return WebTier(
+            f"{self._prefix}-web",
             WebTierArgs(
-                name_prefix=prefix,
-                ami=ami(settings.instance_type),
+                name_prefix=self._prefix,
+                ami=hosts.ami(settings.instance_type),
                 instance_type=settings.instance_type,
                 nodes=[
                     WebNode(
                         name=node,
                         # Round the zones: web-1 in the first, web-2 in the second, ...
-                        subnet_id=network.private_subnets[i % len(network.private_subnets)].id,
-                        user_data=web_userdata[node],
-                        ready_parameter=readiness.parameter(node),
+                        subnet_id=subnets[i % len(subnets)].id,
+                        user_data=hosts.rendered.web[node],
+                        ready_parameter=hosts.readiness.parameter(node),
                     )
                     for i, node in enumerate(settings.web_node_names)
                 ],
                 batches=settings.rollout_batches,
-                security_group_id=firewall.web_group_id,
+                security_group_id=self.firewall.web_group_id,
                 app_secret_arn=bootstrap.app_secret_arn,
-                artifacts_arn=artifacts.files_arn,
-                metrics_agent_policy=agent_policies["web"],
-                gates=gates,
-                instance_depends_on=boot_needs,
+                artifacts_arn=hosts.artifacts.files_arn,
+                metrics_agent_policy=hosts.agent_policies["web"],
+                gates=hosts.gates,
+                instance_depends_on=hosts.boot_needs,
             ),
-            opts=child,
+            opts=self._child,
         )
-        load_balancer = LoadBalancer(
-            f"{prefix}-load-balancer",
+
+    def _load_balancer(self, settings: Settings, hosts: Hosts) -> LoadBalancer:
+        return LoadBalancer(
+            f"{self._prefix}-load-balancer",
             LoadBalancerArgs(
-                name_prefix=prefix,
-                ami=ami(settings.load_balancer_instance_type),
+                name_prefix=self._prefix,
+                ami=hosts.ami(settings.load_balancer_instance_type),
                 instance_type=settings.load_balancer_instance_type,
-                subnet_id=network.public_subnets[0].id,
-                security_group_id=firewall.load_balancer_group_id,
-                user_data=load_balancer_userdata,
-                ready_parameter=readiness.parameter("load-balancer"),
-                artifacts_arn=artifacts.files_arn,
-                metrics_agent_policy=agent_policies["load-balancer"],
-                gates=gates,
-                instance_depends_on=boot_needs,
+                subnet_id=self.network.public_subnets[0].id,
+                security_group_id=self.firewall.load_balancer_group_id,
+                user_data=hosts.rendered.load_balancer,
+                ready_parameter=hosts.readiness.parameter("load-balancer"),
+                artifacts_arn=hosts.artifacts.files_arn,
+                metrics_agent_policy=hosts.agent_policies["load-balancer"],
+                gates=hosts.gates,
+                instance_depends_on=hosts.boot_needs,
             ),
-            opts=child,
+            opts=self._child,
         )
-        InternalDns(
-            f"{prefix}-dns",
+
+    def _internal_dns(self, settings: Settings) -> InternalDns:
+        return InternalDns(
+            f"{self._prefix}-dns",
             InternalDnsArgs(
                 zone_name=settings.internal_zone,
-                vpc_id=network.vpc_id,
+                vpc_id=self.network.vpc_id,
                 # Addresses from the readiness gates: a name points at a host once it serves.
                 a_records={
-                    "load-balancer": load_balancer.private_ip,
-                    **{node: gate.private_ip for node, gate in web.gates.items()},
+                    "load-balancer": self.load_balancer.private_ip,
+                    **{node: gate.private_ip for node, gate in self.web.gates.items()},
                 },
                 followed_by_haproxy=settings.web_node_names,
                 cname_records={
-                    "db-primary": database.primary_address,
-                    "db-replica": database.replica_address,
+                    "db-primary": self.database.primary_address,
+                    "db-replica": self.database.replica_address,
                 },
             ),
-            opts=child,
+            opts=self._child,
         )
 
-        if settings.domain and settings.public_zone_id:
-            SiteRecord(
-                f"{prefix}-site-record",
-                SiteRecordArgs(
-                    zone_id=settings.public_zone_id,
-                    domain=settings.domain,
-                    public_ip=load_balancer.public_ip,
-                ),
-                opts=child,
-            )
-        https_url = (
-            pulumi.Output.from_input(f"https://{settings.domain}")
-            if settings.domain
-            else load_balancer.public_dns.apply(lambda dns: f"https://{dns}")
+    def _site_record(self, settings: Settings) -> SiteRecord | None:
+        """The site's public record, when the stack has a domain in a zone it may write to."""
+        if not (settings.domain and settings.public_zone_id):
+            return None
+        return SiteRecord(
+            f"{self._prefix}-site-record",
+            SiteRecordArgs(
+                zone_id=settings.public_zone_id,
+                domain=settings.domain,
+                public_ip=self.load_balancer.public_ip,
+            ),
+            opts=self._child,
         )
-        monitoring = Monitoring(
-            f"{prefix}-monitoring",
+
+    def _monitoring(
+        self,
+        settings: Settings,
+        where: Placement,
+        us_east_1: pulumi.ProviderResource | None,
+    ) -> Monitoring:
+        return Monitoring(
+            f"{self._prefix}-monitoring",
             MonitoringArgs(
-                name_prefix=prefix,
-                region=region,
+                name_prefix=self._prefix,
+                region=where.region,
                 # With a domain, HTTP answers a redirect: check what users get, HTTPS on it.
-                public_host=settings.domain or load_balancer.public_dns,
+                public_host=settings.domain or self.load_balancer.public_dns,
                 https=settings.domain is not None,
-                web_instance_ids={node: gate.instance_id for node, gate in web.gates.items()},
-                load_balancer_instance_id=load_balancer.instance_id,
+                web_instance_ids={node: gate.instance_id for node, gate in self.web.gates.items()},
+                load_balancer_instance_id=self.load_balancer.instance_id,
                 db_primary_identifier=settings.db_primary_identifier,
                 db_replica_identifier=settings.db_replica_identifier,
-                databases=[database],
+                databases=[self.database],
                 db_instance_class=settings.db_instance_class,
                 db_allocated_storage_gb=settings.db_allocated_storage_gb,
                 alarm_email=settings.alarm_email,
                 log_retention_days=settings.log_retention_days,
                 health_check_provider=us_east_1,
             ),
-            opts=child,
+            opts=self._child,
         )
 
-        self.network = network
-        self.firewall = firewall
-        self.database = database
-        self.web = web
-        self.load_balancer = load_balancer
-        self.outputs = {
+    def _outputs(
+        self, settings: Settings, monitoring: Monitoring
+    ) -> dict[str, pulumi.Output[object]]:
+        """The stack's outputs: exactly the keys of `STACK_OUTPUTS`, the contract consumers read."""
+        https_url = (
+            pulumi.Output.from_input(f"https://{settings.domain}")
+            if settings.domain
+            else self.load_balancer.public_dns.apply(lambda dns: f"https://{dns}")
+        )
+        outputs = {
             "url": https_url
             if settings.domain
-            else load_balancer.public_dns.apply(lambda dns: f"http://{dns}"),
+            else self.load_balancer.public_dns.apply(lambda dns: f"http://{dns}"),
             "https_enabled": pulumi.Output.from_input(settings.domain is not None),
             "https_url": https_url,
-            "load_balancer_public_ip": load_balancer.public_ip,
-            "load_balancer_public_dns": load_balancer.public_dns,
-            "web_private_ips": web.private_ips,
-            "db_primary_endpoint": database.primary_endpoint,
-            "db_replica_endpoint": database.replica_endpoint,
-            "vpc_id": network.vpc_id,
-            "public_subnet_ids": network.public_subnet_ids,
-            "private_subnet_ids": network.private_subnet_ids,
+            "load_balancer_public_ip": self.load_balancer.public_ip,
+            "load_balancer_public_dns": self.load_balancer.public_dns,
+            "web_private_ips": self.web.private_ips,
+            "db_primary_endpoint": self.database.primary_endpoint,
+            "db_replica_endpoint": self.database.replica_endpoint,
+            "vpc_id": self.network.vpc_id,
+            "public_subnet_ids": self.network.public_subnet_ids,
+            "private_subnet_ids": self.network.private_subnet_ids,
             "security_group_ids": pulumi.Output.all(
-                load_balancer=firewall.load_balancer_group_id,
-                web=firewall.web_group_id,
-                database=firewall.database_group_id,
+                load_balancer=self.firewall.load_balancer_group_id,
+                web=self.firewall.web_group_id,
+                database=self.firewall.database_group_id,
             ),
             "alarm_topic_arn": monitoring.alarm_topic_arn,
             "health_check_alarm_topic_arn": monitoring.health_check_alarm_topic_arn,
             "health_check_id": monitoring.health_check_id,
             "dashboard_url": pulumi.Output.from_input(monitoring.dashboard_url),
         }
-        missing = set(STACK_OUTPUTS) ^ set(self.outputs)
+        missing = set(STACK_OUTPUTS) ^ set(outputs)
         if missing:
             raise AssertionError(f"outputs and STACK_OUTPUTS disagree on {sorted(missing)}")
-        self.register_outputs(self.outputs)
+        return outputs
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the stack runs, as AWS answers for the deploying credentials."""
+
+    region: str
+    account_id: str
+    zones: Sequence[str]
+
+    @staticmethod
+    def look_up(parent: pulumi.Resource) -> Placement:
+        invoke = pulumi.InvokeOptions(parent=parent)
+        region = aws.get_region(opts=invoke).region
+        account_id = aws.get_caller_identity(opts=invoke).account_id
+        zones = aws.get_availability_zones(
+            state="available",
+            # Local Zones and Wavelength Zones need opting in and lack instance types we use.
+            filters=[
+                aws.GetAvailabilityZonesFilterArgs(
+                    name="opt-in-status", values=["opt-in-not-required"]
+                )
+            ],
+            opts=invoke,
+        ).names
+        return Placement(region, account_id, zones)
+
+
+@dataclass(frozen=True)
+class Hosts:
+    """What every instance of the stack is built from, whichever tier it serves in."""
+
+    rendered: RenderedHosts
+    readiness: cloud_config.ReadinessReport
+    artifacts: Artifacts
+    gates: GateSettings
+    agent_policies: dict[str, str]
+    """Each role's metrics agent policy ("load-balancer", "web")."""
+    boot_needs: list[pulumi.Resource]
+    ami: Callable[[str], str]
+    """The AMI for an instance type (one lookup per CPU architecture)."""

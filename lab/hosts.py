@@ -26,7 +26,7 @@ from components.readiness_wait import (
     userdata_sha256,
     wait_for_report,
 )
-from components.web_infrastructure import render_hosts
+from components.rendered_hosts import render_hosts
 from lab import acme, aws, mariadb, processes, public_address
 from lab.certificates import write_tls_files
 from lab.localize import LAB_ACCOUNT, LAB_REGION, LabError, Localizer

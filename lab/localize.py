@@ -1,7 +1,7 @@
 """Turn the AWS stack's rendered cloud-config into files that run on this machine.
 
 The lab does not keep configs of its own: it renders the same userdata as the Pulumi program
-(`components.web_infrastructure.userdata_for`), takes the files from `write_files` and the
+(`components.rendered_hosts.userdata_for`), takes the files from `write_files` and the
 readiness report from `runcmd`, and changes only what must differ locally:
 
 - where a host listens: its own loopback address, and higher ports when not root;

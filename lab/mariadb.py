@@ -29,7 +29,7 @@ from pathlib import Path
 
 from components.database import MAX_CONNECT_ERRORS
 from components.functions import app_db_user
-from components.web_infrastructure import APP_USERNAME, DATABASE_NAME, MASTER_USERNAME
+from components.rendered_hosts import APP_USERNAME, DATABASE_NAME, MASTER_USERNAME
 from lab.certificates import TlsFiles
 from lab.localize import LabError
 from lab.processes import program

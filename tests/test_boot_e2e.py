@@ -32,7 +32,7 @@ from iam_support import HostPolicies, bind, host_policies, instance_context
 
 from components.database_bootstrap import app_secret_name
 from components.readiness_wait import ReadinessSpec, read_report, userdata_sha256
-from components.web_infrastructure import APP_USERNAME, readiness_report, userdata_for
+from components.rendered_hosts import APP_USERNAME, readiness_report, userdata_for
 from lab import checks, mariadb
 from lab.boot import database, images, inspect, metadata, network, seed, standins
 from lab.boot.__main__ import timings_table

@@ -34,7 +34,7 @@ import pytest
 from boot_support import TEST_STATE, boot_lab, require_boot_capabilities
 
 from components.readiness_wait import ReadinessSpec, read_report, userdata_sha256
-from components.web_infrastructure import readiness_report, userdata_for
+from components.rendered_hosts import readiness_report, userdata_for
 from lab import checks
 from lab.boot import inspect, seed, standins
 from lab.boot.__main__ import timings_table

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from components.web_infrastructure import userdata_for
+from components.rendered_hosts import userdata_for
 from lab import checks
 from lab.boot import faults, images, network, seed, standins
 from lab.boot.state import ROOT

@@ -15,7 +15,7 @@ import yaml
 from monitoring_harness import shape
 from system_tools import require
 
-from components.web_infrastructure import userdata_for
+from components.rendered_hosts import userdata_for
 from settings import load_settings
 from settings.web_tier import MAX_WEB_NODES
 from userdata import cloud_config

@@ -13,7 +13,7 @@ import shlex
 
 import pytest
 
-from components.web_infrastructure import userdata_for
+from components.rendered_hosts import userdata_for
 from lab.localize import shipped_files
 from settings import load_settings
 from settings.web_tier import MAX_WEB_NODES

@@ -26,7 +26,7 @@ import pytest
 import tls_peer
 from system_tools import require
 
-from components.web_infrastructure import userdata_for
+from components.rendered_hosts import userdata_for
 from lab import processes
 from lab.certificates import CertificateAuthority, write_lineage
 from lab.localize import rewrite, shipped_files

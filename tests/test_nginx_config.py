@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from components.web_infrastructure import userdata_for
+from components.rendered_hosts import userdata_for
 from lab.localize import shipped_files
 from settings import load_settings
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from system_tools import require
 
-from components.web_infrastructure import render_hosts, userdata_for
+from components.rendered_hosts import render_hosts, userdata_for
 from settings import load_settings
 from settings.web_tier import MAX_WEB_NODES
 from userdata.cloud_config import (

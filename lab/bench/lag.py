@@ -17,7 +17,7 @@ from typing import Any
 
 import pymysql
 
-from components.web_infrastructure import DATABASE_NAME
+from components.rendered_hosts import DATABASE_NAME
 from lab import mariadb
 from lab.bench.config import Config
 from lab.bench.measurement import Context, Row

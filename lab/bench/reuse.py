@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.web_infrastructure import APP_USERNAME
+from components.rendered_hosts import APP_USERNAME
 from lab import mariadb
 from lab.bench.measurement import Context, Row
 from lab.bench.stats import ratio, rotated

@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from components.database_bootstrap import app_secret_name
-from components.web_infrastructure import (
+from components.rendered_hosts import (
     APP_USERNAME,
     DATABASE_NAME,
     MASTER_USERNAME,

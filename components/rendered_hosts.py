@@ -1,0 +1,152 @@
+"""Every host's userdata and the files it fetches from S3, rendered by pure functions.
+
+The program (`web_infrastructure.WebInfrastructure`) and the labs read the same documents:
+`render_hosts` builds them from the stack's settings, the region and the account, with no
+Pulumi runtime and no AWS call, so they are known at preview and the lab boots exactly what a
+deployed host would. Each tier's document comes from `userdata/cloud_config.py`; here it gets the
+metrics agent (from the same catalogue as the alarms), and the big files move to the artifacts
+bucket (`userdata/shipping.py`), each object once however many hosts install it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from components.artifacts import bucket_name
+from components.database_bootstrap import app_secret_name
+from settings import Settings
+from settings.web_tier import MAX_WEB_NODES, web_node_names
+from userdata import cloud_config
+from userdata.cloudwatch_agent import agent_policy, cloud_config_fragment, merge_fragment
+from userdata.metric_catalog import StackShape, catalogue, log_sources
+from userdata.shipping import ArtifactStore, PublishedFile, offload, publish
+
+DATABASE_NAME = "webapp"
+MASTER_USERNAME = "webapp_admin"
+APP_USERNAME = "webapp_app"  # the app's own user: DML on its tables (app_db_user.GRANTS)
+
+
+def readiness_report(settings: Settings, region: str) -> cloud_config.ReadinessReport:
+    return cloud_config.ReadinessReport(settings.readiness_parameter_prefix, region)
+
+
+def site_tls(settings: Settings) -> cloud_config.SiteTls:
+    """HTTPS at the load balancer, as the settings ask for it."""
+    return cloud_config.SiteTls(
+        domain=settings.domain,
+        acme_email=settings.acme_email,
+        acme_directory_url=settings.acme_directory_url,
+        hsts_max_age_seconds=settings.hsts_max_age_seconds if settings.hsts else None,
+    )
+
+
+def stack_shape(settings: Settings, region: str) -> StackShape:
+    """What the metric catalogue (alarms, dashboard, the agent's config) needs of the stack."""
+    return StackShape(
+        name_prefix=settings.name_prefix,
+        region=region,
+        web_nodes=tuple(settings.web_node_names),
+        db_primary=settings.db_primary_identifier,
+        db_replica=settings.db_replica_identifier,
+        db_instance_class=settings.db_instance_class,
+        db_allocated_storage_gb=settings.db_allocated_storage_gb,
+    )
+
+
+@dataclass(frozen=True)
+class RenderedHosts:
+    load_balancer: str
+    """The load balancer's userdata."""
+    web: dict[str, str]
+    """Each web node's userdata, by node name."""
+    files: list[PublishedFile]
+    """What the userdata fetches from the artifacts bucket (each object once)."""
+    store: ArtifactStore
+
+
+def load_balancer_document(settings: Settings, region: str) -> dict[str, Any]:
+    """HAProxy's cloud-config: it names the web nodes in the private zone, never addresses."""
+    return cloud_config.load_balancer_cloud_config(
+        settings.internal_zone, readiness_report(settings, region), site_tls(settings)
+    )
+
+
+def web_node_documents(
+    settings: Settings, region: str, *, app_source: bytes | None = None
+) -> dict[str, dict[str, Any]]:
+    """Each web node's cloud-config (Nginx, gunicorn, the app), by node name."""
+    database = cloud_config.AppDatabase(
+        zone=settings.internal_zone,
+        database_name=DATABASE_NAME,
+        region=region,
+        secret_name=app_secret_name(settings.name_prefix),
+        max_replica_lag_seconds=settings.db_max_replica_lag_seconds,
+    )
+    readiness = readiness_report(settings, region)
+    return {
+        node: cloud_config.web_node_cloud_config(
+            node,
+            database,
+            readiness,
+            load_balancer_cidr=settings.vpc_cidr,
+            app_source=app_source,
+        )
+        for node in settings.web_node_names
+    }
+
+
+def render_hosts(
+    settings: Settings, region: str, account_id: str, *, app_source: bytes | None = None
+) -> RenderedHosts:
+    """Every host's userdata and the files it fetches; pure and known at preview.
+
+    `app_source` replaces the repository's app (the lab rolls out a release with it).
+    """
+    store = ArtifactStore(bucket_name(settings.name_prefix, account_id, region), region)
+    shape = stack_shape(settings, region)
+    metrics = {node: catalogue(shape) for node in settings.web_node_names}
+    # HAProxy has a slot for every possible node, and so has its metrics agent: the load
+    # balancer's files must not change with webNodeCount (only the alarms do).
+    metrics["load-balancer"] = catalogue(
+        dataclasses.replace(shape, web_nodes=tuple(web_node_names(MAX_WEB_NODES)))
+    )
+    documents = {
+        "load-balancer": load_balancer_document(settings, region),
+        **web_node_documents(settings, region, app_source=app_source),
+    }
+    userdata, shipped = {}, {}
+    for host, document in documents.items():
+        # The metrics agent, its config built from the same catalogue as the alarms.
+        with_agent = cloud_config.report_ready_last(
+            merge_fragment(document, cloud_config_fragment(metrics[host], host, region))
+        )
+        small, shipped[host] = offload(with_agent, store)
+        userdata[host] = cloud_config.render(small)
+    load_balancer = userdata.pop("load-balancer")
+    return RenderedHosts(load_balancer, userdata, publish(shipped), store)
+
+
+def userdata_for(
+    settings: Settings, region: str, account_id: str, *, app_source: bytes | None = None
+) -> tuple[str, dict[str, str]]:
+    """The load balancer's and each web node's rendered userdata; pure and known at preview."""
+    hosts = render_hosts(settings, region, account_id, app_source=app_source)
+    return hosts.load_balancer, hosts.web
+
+
+def metrics_agent_policies(settings: Settings, region: str, account_id: str) -> dict[str, str]:
+    """Each role's IAM policy for its metrics agent: its namespace and its own log groups."""
+    namespace = stack_shape(settings, region).namespace
+    return {
+        role: agent_policy(
+            namespace,
+            [
+                f"arn:aws:logs:{region}:{account_id}:log-group:"
+                f"{source.group_name(settings.name_prefix)}"
+                for source in log_sources(role)
+            ],
+        )
+        for role in ("load-balancer", "web")
+    }
