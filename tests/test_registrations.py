@@ -49,6 +49,15 @@ def _name(urn: str) -> str:
     return urn.split("::", 2)[-1] if urn else ""
 
 
+def _pinned_inputs(inputs: dict[str, Any]) -> dict[str, Any]:
+    """A dynamic resource's provider is stored by value, code objects with the checkout's file
+    paths in them: it differs between checkouts. The engine ignores it when diffing (the gates'
+    and drains' `diff`), tests/test_provider_serialization.py checks it, and here it is named."""
+    if "__provider" not in inputs:
+        return inputs
+    return {**inputs, "__provider": "<the provider, serialized by value>"}
+
+
 def registrations(config: dict[str, Any]) -> list[dict[str, Any]]:
     """What the engine sees of each resource, sorted by URN (registration order is threaded)."""
     run = run_program(config)
@@ -59,7 +68,7 @@ def registrations(config: dict[str, Any]) -> list[dict[str, Any]]:
             "name": r.name,
             "parent": r.parent,
             "provider": r.provider,
-            "inputs": r.inputs,
+            "inputs": _pinned_inputs(r.inputs),
             "dependencies": sorted(_name(u) for u in r.dependencies),
             "explicit_dependencies": sorted(_name(u) for u in r.explicit_dependencies),
             "ignore_changes": r.ignore_changes,
