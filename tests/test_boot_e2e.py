@@ -550,7 +550,8 @@ def test_a_call_no_host_may_make_is_recorded_and_denied_by_its_roles_policies(
     lab, state = booted
     arguments = probe_arguments(lab, state, what)
     started = time.time()
-    container = lab.container(state.host(host))
+    # The lab's current record: a host rebooted by an earlier test has new PIDs.
+    container = lab.container(lab.load().host(host))
     answer = container.execute(
         "python3", "-c", PROBE, service, state.region, method, json.dumps(arguments), timeout=60
     )
