@@ -27,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
@@ -399,6 +400,9 @@ def no_aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: Any) -
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", nowhere)
     monkeypatch.setenv("AWS_CONFIG_FILE", nowhere)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    # boto3's default session keeps the credentials it found first: an earlier test of the same
+    # process (moto's, say) must not lend them to the commands here.
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
 
 
 def exit_status(main: Any, argv: list[str]) -> int:
