@@ -28,6 +28,7 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from components.functions import app_db_user
+from components.instance_role import service_trust
 from settings.names import IAM_NAME_MAX, fit_name
 
 HANDLER_SOURCE = Path(app_db_user.__file__)
@@ -38,18 +39,7 @@ PASSWORD_LENGTH = 40
 SPECIAL_CHARACTERS = "-_.~"
 LAMBDA_NAME_MAX = 64
 ENI_POLICY = "arn:aws:iam::aws:policy/service-role/AWSLambdaENIManagementAccess"
-LAMBDA_TRUST = json.dumps(
-    {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Service": "lambda.amazonaws.com"},
-                "Action": "sts:AssumeRole",
-            }
-        ],
-    }
-)
+LAMBDA_TRUST = service_trust("lambda.amazonaws.com")
 
 
 def app_secret_name(name_prefix: str) -> str:

@@ -34,18 +34,24 @@ from settings.names import IAM_NAME_MAX
 
 _IAM_NAME = re.compile(r"[\w+=,.@-]+")
 
-EC2_TRUST = json.dumps(
-    {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Service": "ec2.amazonaws.com"},
-                "Action": "sts:AssumeRole",
-            }
-        ],
-    }
-)
+
+def service_trust(service: str) -> str:
+    """A role's trust policy: only `service` (ec2.amazonaws.com, ...) may assume it."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": service},
+                    "Action": "sts:AssumeRole",
+                }
+            ],
+        }
+    )
+
+
+EC2_TRUST = service_trust("ec2.amazonaws.com")
 
 
 def policy_document(*statements: dict[str, object]) -> str:
