@@ -140,20 +140,21 @@ class GateSettings:
         return self.failed_instances.get(host, NO_FAILURE)
 
 
-def report_parameter(
-    resource_name: str, parameter_name: str, opts: pulumi.ResourceOptions
+def _value_owned_elsewhere(
+    resource_name: str,
+    name: str,
+    first_value: str,
+    description: str,
+    opts: pulumi.ResourceOptions,
 ) -> aws.ssm.Parameter:
-    """The SSM parameter a host writes its readiness report to.
-
-    The program owns it (so `pulumi destroy` removes it) and the host owns its value: the value
-    is ignored after creation, or every `pulumi up` would reset the hosts' reports.
-    """
+    """An SSM parameter the program owns (so `pulumi destroy` removes it) and someone else
+    writes: its value is ignored after creation, or every `pulumi up` would reset it."""
     return aws.ssm.Parameter(
         resource_name,
-        name=parameter_name,
+        name=name,
         type="String",
-        insecure_value=PENDING_REPORT,
-        description="web-infra: which instance and userdata last reported that this host serves",
+        insecure_value=first_value,
+        description=description,
         opts=pulumi.ResourceOptions.merge(
             opts,
             # A fixed name: a replacement must delete the old one before creating the new one.
@@ -162,24 +163,30 @@ def report_parameter(
     )
 
 
+def report_parameter(
+    resource_name: str, parameter_name: str, opts: pulumi.ResourceOptions
+) -> aws.ssm.Parameter:
+    """The SSM parameter a host writes its readiness report to (the host owns its value)."""
+    return _value_owned_elsewhere(
+        resource_name,
+        parameter_name,
+        PENDING_REPORT,
+        "web-infra: which instance and userdata last reported that this host serves",
+        opts,
+    )
+
+
 def failure_record(
     resource_name: str, host: str, settings: GateSettings, opts: pulumi.ResourceOptions
 ) -> aws.ssm.Parameter:
     """The SSM parameter a failed gate writes its instance id to; see the module docstring.
-
-    The program owns it, so it goes with its host (scale down, destroy); the gate owns its
-    value, which is ignored after creation like a readiness report's.
-    """
-    return aws.ssm.Parameter(
+    It goes with its host (scale down, destroy); the gate owns its value."""
+    return _value_owned_elsewhere(
         resource_name,
-        name=settings.failure_record(host),
-        type="String",
-        insecure_value=NO_FAILURE,
-        description="web-infra: the last instance of this host whose readiness gate failed",
-        opts=pulumi.ResourceOptions.merge(
-            opts,
-            pulumi.ResourceOptions(ignore_changes=["insecureValue"], delete_before_replace=True),
-        ),
+        settings.failure_record(host),
+        NO_FAILURE,
+        "web-infra: the last instance of this host whose readiness gate failed",
+        opts,
     )
 
 
