@@ -77,6 +77,10 @@ def initialise(server: Server) -> None:
             f"--user={user}",
             "--auth-root-authentication-method=socket",
             "--skip-test-db",
+            # Passed on to the bootstrap server: its temporary tables go to the server's own
+            # folder, not the machine's shared /tmp, where labs booting side by side left
+            # "Could not remove temporary table '/tmp/#sql-temptable-...'" failures.
+            f"--tmpdir={server.directory / 'tmp'}",
         ],
         capture_output=True,
         text=True,
