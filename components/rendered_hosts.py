@@ -17,10 +17,11 @@ from typing import Any
 from components.artifacts import bucket_name
 from components.database_bootstrap import app_secret_name
 from settings import Settings
+from settings.load_balancers import peer_of
 from settings.web_tier import MAX_WEB_NODES, web_node_names
 from userdata import cloud_config
 from userdata.cloudwatch_agent import agent_policy, cloud_config_fragment, merge_fragment
-from userdata.metric_catalog import StackShape, catalogue, log_sources
+from userdata.metric_catalog import LOAD_BALANCER, StackShape, catalogue, log_sources
 from userdata.shipping import ArtifactStore, PublishedFile, offload, publish
 
 DATABASE_NAME = "webapp"
@@ -57,8 +58,8 @@ def stack_shape(settings: Settings, region: str) -> StackShape:
 
 @dataclass(frozen=True)
 class RenderedHosts:
-    load_balancer: str
-    """The load balancer's userdata."""
+    load_balancers: dict[str, str]
+    """Each load balancer's userdata, by host name (`load-balancer-1`, `load-balancer-2`)."""
     web: dict[str, str]
     """Each web node's userdata, by node name."""
     files: list[PublishedFile]
@@ -66,11 +67,27 @@ class RenderedHosts:
     store: ArtifactStore
 
 
-def load_balancer_document(settings: Settings, region: str) -> dict[str, Any]:
-    """HAProxy's cloud-config: it names the web nodes in the private zone, never addresses."""
-    return cloud_config.load_balancer_cloud_config(
-        settings.internal_zone, readiness_report(settings, region), site_tls(settings)
-    )
+def load_balancer_documents(settings: Settings, region: str) -> dict[str, dict[str, Any]]:
+    """Each load balancer's cloud-config, by host name: HAProxy names the web nodes in the
+    private zone, never addresses; in a pair, keepalived names the peer the same way."""
+    names = settings.load_balancer_names
+    return {
+        host: cloud_config.load_balancer_cloud_config(
+            host,
+            settings.internal_zone,
+            readiness_report(settings, region),
+            site_tls(settings),
+            pair=cloud_config.LoadBalancerPair(
+                peer=peer,
+                first=host == names[0],
+                address_parameter=settings.address_parameter,
+                region=region,
+            )
+            if (peer := peer_of(host, names))
+            else None,
+        )
+        for host in names
+    }
 
 
 def web_node_documents(
@@ -108,32 +125,37 @@ def render_hosts(
     shape = stack_shape(settings, region)
     metrics = {node: catalogue(shape) for node in settings.web_node_names}
     # HAProxy has a slot for every possible node, and so has its metrics agent: the load
-    # balancer's files must not change with webNodeCount (only the alarms do).
-    metrics["load-balancer"] = catalogue(
+    # balancer's files must not change with webNodeCount (only the alarms do). The catalogue
+    # knows the load balancers as one publisher (`load-balancer`): both of a pair publish the
+    # same series, which the alarms read together.
+    metrics[LOAD_BALANCER] = catalogue(
         dataclasses.replace(shape, web_nodes=tuple(web_node_names(MAX_WEB_NODES)))
     )
-    documents = {
-        "load-balancer": load_balancer_document(settings, region),
-        **web_node_documents(settings, region, app_source=app_source),
-    }
+    load_balancers = load_balancer_documents(settings, region)
+    documents = {**load_balancers, **web_node_documents(settings, region, app_source=app_source)}
     userdata, shipped = {}, {}
     for host, document in documents.items():
+        publisher = LOAD_BALANCER if host in load_balancers else host
         # The metrics agent, its config built from the same catalogue as the alarms.
         with_agent = cloud_config.report_ready_last(
-            merge_fragment(document, cloud_config_fragment(metrics[host], host, region))
+            merge_fragment(
+                document, cloud_config_fragment(metrics[publisher], publisher, region)
+            )
         )
         small, shipped[host] = offload(with_agent, store)
         userdata[host] = cloud_config.render(small)
-    load_balancer = userdata.pop("load-balancer")
-    return RenderedHosts(load_balancer, userdata, publish(shipped), store)
+    return RenderedHosts(
+        {host: userdata.pop(host) for host in load_balancers}, userdata, publish(shipped), store
+    )
 
 
 def userdata_for(
     settings: Settings, region: str, account_id: str, *, app_source: bytes | None = None
 ) -> tuple[str, dict[str, str]]:
-    """The load balancer's and each web node's rendered userdata; pure and known at preview."""
+    """The first load balancer's and each web node's rendered userdata; pure, known at preview.
+    (The pair's second load balancer differs from the first only in its name and its peer.)"""
     hosts = render_hosts(settings, region, account_id, app_source=app_source)
-    return hosts.load_balancer, hosts.web
+    return next(iter(hosts.load_balancers.values())), hosts.web
 
 
 def metrics_agent_policies(settings: Settings, region: str, account_id: str) -> dict[str, str]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from settings import parsers
+from settings.load_balancers import PAIR, SINGLE, load_balancer_names
 from settings.names import name_label, name_prefix
 from settings.web_tier import MAX_WEB_NODES, MIN_WEB_NODES, rollout_batches, web_node_names
 from userdata.metric_catalog import LOG_RETENTION_DAYS_ALLOWED
@@ -30,7 +31,10 @@ class Settings:
     instance_type: str
     """`instanceType`: EC2 type of every web node."""
     load_balancer_instance_type: str
-    """`loadBalancerInstanceType`: EC2 type of the HAProxy instance."""
+    """`loadBalancerInstanceType`: EC2 type of each HAProxy instance."""
+    load_balancer_count: int
+    """`loadBalancerCount`: 2 (a pair across two zones sharing the Elastic IP, the default) or
+    1 (one instance: cheaper, and the site is down while it is)."""
     db_mode: str
     """`dbMode`: how the database is run; `rds` (RDS MySQL primary + read replica)."""
     db_instance_class: str
@@ -104,6 +108,17 @@ class Settings:
         return f"/{self.name_prefix}/ready"
 
     @property
+    def load_balancer_names(self) -> list[str]:
+        """`load-balancer-1` and, in a pair, `load-balancer-2`."""
+        return load_balancer_names(self.load_balancer_count)
+
+    @property
+    def address_parameter(self) -> str:
+        """The SSM parameter holding the Elastic IP's allocation id, which a pair's hosts read
+        to claim the address (`/web-infra-dev/load-balancer/elastic-ip`)."""
+        return f"/{self.name_prefix}/load-balancer/elastic-ip"
+
+    @property
     def db_primary_identifier(self) -> str:
         return f"{self.name_prefix}-primary"
 
@@ -129,6 +144,7 @@ KEYS = (
         "t3.micro",
         parsers.instance_type("t3.micro"),
     ),
+    Key("loadBalancerCount", "load_balancer_count", PAIR, parsers.integer(SINGLE, PAIR)),
     Key("dbMode", "db_mode", "rds", parsers.choice("rds")),
     Key(
         "dbInstanceClass",

@@ -36,6 +36,7 @@ TEMPLATES = HERE / "templates"
 APP_SOURCE = HERE / "app" / "web_app.py"
 REPORT_READY_SOURCE = HERE / "scripts" / "report_ready.py"
 SITE_CERTIFICATE_SOURCE = HERE / "scripts" / "site_certificate.py"
+ELASTIC_ADDRESS_SOURCE = HERE / "scripts" / "elastic_address.py"
 
 HTTP_PORT = 80  # the load balancer's public ports
 HTTPS_PORT = 443
@@ -62,6 +63,20 @@ CERTBOT_CONFIG = "/etc/letsencrypt/cli.ini"
 CERT_NAME = "site"  # certbot's lineage: /etc/letsencrypt/live/site/
 ACME_CHALLENGE_PORT = 8402  # certbot --standalone, on 127.0.0.1, behind HAProxy's port 80
 FIRST_CERTIFICATE_UNIT = "site-certificate.service"
+
+# A pair of load balancers shares the Elastic IP: keepalived decides who holds it, and
+# elastic_address.py moves it (see LoadBalancerPair).
+ELASTIC_ADDRESS = "/usr/local/lib/web-infra/elastic_address.py"
+KEEPALIVED_CONFIG = "/etc/keepalived/keepalived.conf"
+KEEPALIVED_TEMPLATE = "/etc/keepalived/keepalived.conf.template"
+ELASTIC_ADDRESS_UNIT = "elastic-address.service"
+VIRTUAL_ROUTER_ID = 51  # the pair's VRRP instance; each stack has a VPC of its own
+MASTER_MARK = "169.254.255.51/32"  # keepalived's required virtual address, on loopback only
+FIRST_PRIORITY, SECOND_PRIORITY = 150, 100
+# How long a stopping holder waits for its peer to take the address (then stops anyway), and
+# systemd's bound around that wait.
+RELEASE_TIMEOUT_SECONDS = 15
+KEEPALIVED_STOP_TIMEOUT_SECONDS = 30
 
 # The report is written with Ubuntu's boto3, so the load balancer needs it too.
 LOAD_BALANCER_PACKAGES = ["haproxy", "python3-boto3"]
@@ -303,20 +318,98 @@ def _certbot_files(tls: SiteTls) -> list[dict[str, Any]]:
     ]
 
 
+@dataclass(frozen=True)
+class LoadBalancerPair:
+    """One host's part in the pair that shares the Elastic IP: known at preview."""
+
+    peer: str
+    """The other load balancer's host name (`load-balancer-2` for `load-balancer-1`)."""
+    first: bool
+    """The first takes the address when neither holds it (a higher VRRP priority)."""
+    address_parameter: str
+    """The SSM parameter holding the Elastic IP's allocation id (the program writes it)."""
+    region: str
+
+
+def _pair_files(pair: LoadBalancerPair) -> list[dict[str, Any]]:
+    script_args = {
+        "script": ELASTIC_ADDRESS,
+        "parameter": pair.address_parameter,
+        "region": pair.region,
+    }
+    return [
+        _file(
+            KEEPALIVED_TEMPLATE,
+            render_template(
+                "keepalived.conf",
+                virtual_router_id=VIRTUAL_ROUTER_ID,
+                priority=FIRST_PRIORITY if pair.first else SECOND_PRIORITY,
+                master_mark=MASTER_MARK,
+                notify=f"/usr/bin/python3 {ELASTIC_ADDRESS} notify",
+            ),
+            defer=True,  # after the package, which owns /etc/keepalived
+        ),
+        _file(ELASTIC_ADDRESS, ELASTIC_ADDRESS_SOURCE.read_text(), permissions="0755"),
+        _file(
+            f"/etc/systemd/system/{ELASTIC_ADDRESS_UNIT}",
+            render_template("elastic-address.service", **script_args),
+        ),
+        _file(
+            "/etc/systemd/system/keepalived.service.d/handover.conf",
+            render_template(
+                "keepalived-handover.conf",
+                **script_args,
+                release_timeout=RELEASE_TIMEOUT_SECONDS,
+                stop_timeout=KEEPALIVED_STOP_TIMEOUT_SECONDS,
+            ),
+        ),
+    ]
+
+
+def _pair_steps(host: str, zone: str, pair: LoadBalancerPair) -> list[list[str]]:
+    """keepalived's config from the two hosts' names, then keepalived and the address holder."""
+    return [
+        [
+            "python3",
+            ELASTIC_ADDRESS,
+            "configure",
+            "--template",
+            KEEPALIVED_TEMPLATE,
+            "--output",
+            KEEPALIVED_CONFIG,
+            "--self-name",
+            host_name(host, zone),
+            "--peer-name",
+            host_name(pair.peer, zone),
+        ],
+        ["keepalived", "--config-test", f"--use-file={KEEPALIVED_CONFIG}"],
+        ["systemctl", "daemon-reload"],
+        ["systemctl", "enable", ELASTIC_ADDRESS_UNIT, "keepalived.service"],
+        ["systemctl", "restart", ELASTIC_ADDRESS_UNIT, "keepalived.service"],
+    ]
+
+
 def load_balancer_cloud_config(
-    zone: str, readiness: ReadinessReport, tls: SiteTls | None = None
+    host: str,
+    zone: str,
+    readiness: ReadinessReport,
+    tls: SiteTls | None = None,
+    pair: LoadBalancerPair | None = None,
 ) -> dict[str, Any]:
-    """HAProxy, round robin over the web nodes that resolve in `zone`, HTTP and HTTPS."""
+    """HAProxy, round robin over the web nodes that resolve in `zone`, HTTP and HTTPS; with
+    `pair`, keepalived and the holder of the shared Elastic IP too."""
     tls = tls or SiteTls()
-    packages = [*LOAD_BALANCER_PACKAGES, *(["certbot"] if tls.domain else [])]
-    document = _base("load-balancer", zone, packages)
+    packages = [
+        *LOAD_BALANCER_PACKAGES,
+        *(["keepalived"] if pair else []),
+        *(["certbot"] if tls.domain else []),
+    ]
+    document = _base(host, zone, packages)
     # Ready once a request through HAProxy reaches a web node: moving the public address to a
     # load balancer that only answers 503 would be an outage. Asked over HTTPS, which serves
     # from the start (HTTP may already redirect), without verifying the certificate: it is
     # made out to the domain, not to 127.0.0.1, and self-signed at first.
-    report_script, report_ready = readiness.steps(
-        "load-balancer", f"https://127.0.0.1:{HTTPS_PORT}/health"
-    )
+    report_script, report_ready = readiness.steps(host, f"https://127.0.0.1:{HTTPS_PORT}/health")
     report_ready[report_ready.index("--check-url") : report_ready.index("--check-url")] = [
         "--tls-unverified"
     ]
@@ -327,9 +420,10 @@ def load_balancer_cloud_config(
         _file("/etc/haproxy/haproxy.cfg", haproxy_config(zone, tls), defer=True),
         certificate_script,
         *(_certbot_files(tls) if tls.domain else []),
+        *(_pair_files(pair) if pair else []),
         report_script,
     ]
-    self_signed_name = tls.domain or host_name("load-balancer", zone)
+    self_signed_name = tls.domain or host_name(host, zone)
     document["runcmd"] = [
         # Port 443 serves from the first minute; with a domain, until the CA's certificate.
         [
@@ -344,6 +438,8 @@ def load_balancer_cloud_config(
         ["haproxy", "-c", "-f", "/etc/haproxy/haproxy.cfg"],
         ["systemctl", "enable", "haproxy"],
         ["systemctl", "restart", "haproxy"],
+        # keepalived once HAProxy runs: it tracks HAProxy, and a host without it never claims.
+        *(_pair_steps(host, zone, pair) if pair else []),
         # In the background: the site serves while the certificate is obtained (a new stack's
         # DNS name reaches this host only once it reports ready and the Elastic IP moves).
         *(

@@ -1,0 +1,243 @@
+"""Keep the site's Elastic IP on whichever load balancer of the pair keepalived made master.
+
+The pair runs keepalived with unicast VRRP (a VPC carries no multicast) and no virtual address
+of its own: the address the pair shares is the Elastic IP, and only EC2's API can move it. This
+script is keepalived's side of that, in four commands:
+
+- `configure` (first boot, before keepalived starts): resolve this host's and its peer's names
+  in the private zone, find the interface that holds this host's address, and write
+  keepalived's config from the template cloud-init wrote (`${interface}`, `${self_address}`,
+  `${peer_address}`). Names, not addresses, so the labs boot the same userdata as AWS.
+- `notify` (keepalived's notify script: `INSTANCE <name> <state> <priority>`): write the new
+  state where `hold` reads it. Nothing slow runs inside keepalived.
+- `hold` (a service of its own): while this host is master, make sure the Elastic IP is
+  associated with this instance; at once after becoming master, then every few seconds. The
+  periodic check is what ends a split brain: two masters may both associate the address, but
+  once VRRP hears both again one steps down, and the one left master takes the address back
+  if the other took it last.
+- `release` (when keepalived stops, as the host shuts down or is replaced): wait until the peer
+  holds the address, so HAProxy (stopped after keepalived) serves until then.
+
+The allocation id comes from an SSM parameter the program writes (`--parameter`), the instance
+id from cloud-init's record of the instance. Runs with the system Python and Ubuntu's
+python3-boto3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import socket
+import string
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+INSTANCE_ID_FILE = "/var/lib/cloud/data/instance-id"
+STATE_FILE = "/run/web-infra/vrrp-state"
+MASTER = "MASTER"
+POLL_SECONDS = 0.2
+RECHECK_SECONDS = 5.0
+"""How often a master checks that it still holds the address (ends a split brain)."""
+
+
+def log(message: str) -> None:
+    print(f"elastic-address: {message}", file=sys.stderr, flush=True)
+
+
+# --- configure -------------------------------------------------------------------------------
+
+
+def resolve(name: str, timeout: float, interval: float = 2.0) -> str:
+    """The IPv4 address of `name`, asking again until `timeout` (its record may lag the host)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return socket.getaddrinfo(name, None, socket.AF_INET)[0][4][0]
+        except OSError as error:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"elastic-address: {name} does not resolve: {error}") from None
+            time.sleep(interval)
+
+
+def interface_with(address: str, ip_json: list[dict[str, Any]]) -> str:
+    """The interface that holds `address`, from `ip -json -4 address show`."""
+    for link in ip_json:
+        for info in link.get("addr_info", []):
+            if info.get("local") == address:
+                return str(link["ifname"])
+    raise SystemExit(f"elastic-address: no interface holds {address}, this host's address")
+
+
+def keepalived_config(template: str, *, interface: str, self_address: str, peer: str) -> str:
+    for value in (self_address, peer):
+        ipaddress.IPv4Address(value)  # only addresses reach the config
+    return string.Template(template).substitute(
+        interface=interface, self_address=self_address, peer_address=peer
+    )
+
+
+def configure(args: argparse.Namespace) -> int:
+    self_address = resolve(args.self_name, args.timeout)
+    peer = resolve(args.peer_name, args.timeout)
+    listing = subprocess.run(
+        ["ip", "-json", "-4", "address", "show"], capture_output=True, text=True, check=True
+    )
+    interface = interface_with(self_address, json.loads(listing.stdout))
+    with open(args.template) as f:
+        text = keepalived_config(
+            f.read(), interface=interface, self_address=self_address, peer=peer
+        )
+    write_atomically(args.output, text)
+    log(f"VRRP on {interface} from {self_address} to {peer}")
+    return 0
+
+
+# --- notify ----------------------------------------------------------------------------------
+
+
+def write_atomically(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    temporary = f"{path}.tmp"
+    with open(temporary, "w") as f:
+        f.write(text)
+    os.replace(temporary, path)
+
+
+def notify(args: argparse.Namespace) -> int:
+    # keepalived: <INSTANCE|GROUP> <name> <MASTER|BACKUP|FAULT|STOP> <priority>
+    state = args.fields[2] if len(args.fields) >= 3 else "UNKNOWN"
+    write_atomically(args.state_file, state + "\n")
+    log(f"VRRP state {state}")
+    return 0
+
+
+def read_state(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return "BACKUP"
+
+
+# --- hold and release -----------------------------------------------------------------------
+
+
+class Address:
+    """The Elastic IP, as EC2 sees it, from this instance's point of view."""
+
+    def __init__(self, ec2: Any, allocation_id: str, instance_id: str) -> None:
+        self.ec2, self.allocation_id, self.instance_id = ec2, allocation_id, instance_id
+
+    def holder(self) -> str | None:
+        found = self.ec2.describe_addresses(AllocationIds=[self.allocation_id])["Addresses"]
+        return found[0].get("InstanceId") if found else None
+
+    def claim(self) -> bool:
+        """Associate the address with this instance unless it already is; True if it moved."""
+        if self.holder() == self.instance_id:
+            return False
+        self.ec2.associate_address(
+            AllocationId=self.allocation_id, InstanceId=self.instance_id, AllowReassociation=True
+        )
+        return True
+
+
+def connect(args: argparse.Namespace) -> Address:
+    import boto3  # noqa: PLC0415 - the host's python3-boto3
+    from botocore.config import Config  # noqa: PLC0415
+
+    config = Config(connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 2})
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
+    ssm = boto3.client("ssm", region_name=args.region, endpoint_url=endpoint, config=config)
+    ec2 = boto3.client("ec2", region_name=args.region, endpoint_url=endpoint, config=config)
+    allocation_id = ssm.get_parameter(Name=args.parameter)["Parameter"]["Value"]
+    with open(args.instance_id_file) as f:
+        instance_id = f.read().strip()
+    return Address(ec2, allocation_id, instance_id)
+
+
+def retrying(what: str, action: Callable[[], Any], stop: Callable[[], bool]) -> Any:
+    """`action()` until it succeeds or `stop()`; AWS may refuse for a while (the role's policy
+    that names this instance is created just after the instance)."""
+    delay = 0.5
+    while not stop():
+        try:
+            return action()
+        except Exception as error:  # logged and retried: the next attempt may succeed
+            log(f"{what} failed: {error}")
+            time.sleep(delay)
+            delay = min(delay * 2, RECHECK_SECONDS)
+    return None
+
+
+def hold(args: argparse.Namespace, *, rounds: int | None = None) -> int:
+    """Hold the address while master. `rounds` bounds the loop (tests); the service runs on."""
+    address: Address | None = None
+    was_master, checked_at, done = False, 0.0, 0
+
+    def finished() -> bool:
+        return rounds is not None and done >= rounds
+
+    while not finished():
+        done += 1
+        is_master = read_state(args.state_file) == MASTER
+        due = time.monotonic() - checked_at >= RECHECK_SECONDS
+        if is_master and (not was_master or due):
+            address = address or retrying("reading the address", lambda: connect(args), finished)
+            if address is not None:
+                moved = retrying("claiming the address", address.claim, finished)
+                if moved:
+                    log(f"{address.allocation_id} now on {address.instance_id}")
+                checked_at = time.monotonic()
+        was_master = is_master
+        time.sleep(POLL_SECONDS)
+    return 0
+
+
+def release(args: argparse.Namespace) -> int:
+    """Wait (at most `--timeout`) until the address is on another instance or on none."""
+    deadline = time.monotonic() + args.timeout
+    address = retrying("reading the address", lambda: connect(args), lambda: False)
+    while time.monotonic() < deadline:
+        try:
+            if address.holder() != address.instance_id:
+                log("the peer holds the address")
+                return 0
+        except Exception as error:  # keep waiting: HAProxy serves meanwhile
+            log(f"checking the address failed: {error}")
+        time.sleep(POLL_SECONDS)
+    log(f"the address is still here after {args.timeout:g} s; stopping anyway")
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    conf = commands.add_parser("configure")
+    conf.add_argument("--template", required=True)
+    conf.add_argument("--output", required=True)
+    conf.add_argument("--self-name", required=True)
+    conf.add_argument("--peer-name", required=True)
+    conf.add_argument("--timeout", type=float, default=600.0)
+    note = commands.add_parser("notify")
+    note.add_argument("--state-file", default=STATE_FILE)
+    note.add_argument("fields", nargs="*")
+    for name in ("hold", "release"):
+        command = commands.add_parser(name)
+        command.add_argument("--parameter", required=True)
+        command.add_argument("--region", required=True)
+        command.add_argument("--state-file", default=STATE_FILE)
+        command.add_argument("--instance-id-file", default=INSTANCE_ID_FILE)
+        command.add_argument("--timeout", type=float, default=15.0)
+    args = parser.parse_args(argv)
+    handlers = {"configure": configure, "notify": notify, "hold": hold, "release": release}
+    return int(handlers[args.command](args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
