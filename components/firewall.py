@@ -1,7 +1,8 @@
 """Security groups: each tier admits only the tier in front of it.
 
 Internet -> load balancer on 80/443; load balancer -> web tier on the web port; web tier and
-the database bootstrap function -> database on 3306. No SSH anywhere: Session Manager is the
+the database bootstrap function -> database on 3306; a pair of load balancers -> each other, VRRP
+only. No SSH anywhere: Session Manager is the
 way in (it needs no inbound port). Rules are separate resources, so groups can reference each
 other without a cycle.
 """
@@ -15,6 +16,7 @@ import pulumi
 import pulumi_aws as aws
 
 ANYWHERE = "0.0.0.0/0"
+VRRP_PROTOCOL = "112"  # IANA's number for VRRP; it has no ports
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,8 @@ class FirewallArgs:
     web_port: int
     """The port Nginx listens on, on every web node."""
     database_port: int
+    vrrp: bool = False
+    """A pair of load balancers: VRRP (IP protocol 112) between the members of their group."""
 
 
 class Firewall(pulumi.ComponentResource):
@@ -82,6 +86,24 @@ class Firewall(pulumi.ComponentResource):
             "database-bootstrap-database", args.database_port, bootstrap, destination=database
         )
 
+        if args.vrrp:
+            # keepalived's unicast advertisements, from and to the pair's own group only.
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-load-balancer-in-vrrp",
+                security_group_id=load_balancer.id,
+                ip_protocol=VRRP_PROTOCOL,
+                referenced_security_group_id=load_balancer.id,
+                description="VRRP from the other load balancer of the pair",
+                opts=child,
+            )
+            aws.vpc.SecurityGroupEgressRule(
+                f"{name}-load-balancer-vrrp-out",
+                security_group_id=load_balancer.id,
+                ip_protocol=VRRP_PROTOCOL,
+                referenced_security_group_id=load_balancer.id,
+                description="VRRP to the other load balancer of the pair",
+                opts=child,
+            )
         self.load_balancer_group_id = load_balancer.id
         self.web_group_id = web.id
         self.database_group_id = database.id

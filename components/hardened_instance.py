@@ -62,6 +62,8 @@ class InstanceSpec:
     instance_profile: pulumi.Input[str]
     user_data: str
     public_ip: bool
+    private_ip: str | None = None
+    """A fixed private address (the load-balancer pair's); None: the subnet picks one."""
     replacement_trigger: str | None = None
     """Replaces the instance when it changes: its host's readiness-gate failure record
     (`GateSettings.replacement_trigger`), so a failed boot is retried on the next `pulumi up`."""
@@ -78,6 +80,7 @@ def hardened_instance(
         vpc_security_group_ids=[spec.security_group_id],
         iam_instance_profile=spec.instance_profile,
         associate_public_ip_address=spec.public_ip,
+        private_ip=spec.private_ip,
         user_data=spec.user_data,
         user_data_replace_on_change=True,
         metadata_options=aws.ec2.InstanceMetadataOptionsArgs(

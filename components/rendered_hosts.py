@@ -138,9 +138,7 @@ def render_hosts(
         publisher = LOAD_BALANCER if host in load_balancers else host
         # The metrics agent, its config built from the same catalogue as the alarms.
         with_agent = cloud_config.report_ready_last(
-            merge_fragment(
-                document, cloud_config_fragment(metrics[publisher], publisher, region)
-            )
+            merge_fragment(document, cloud_config_fragment(metrics[publisher], publisher, region))
         )
         small, shipped[host] = offload(with_agent, store)
         userdata[host] = cloud_config.render(small)

@@ -34,7 +34,7 @@ from components.database_bootstrap import (
 from components.firewall import Firewall, FirewallArgs
 from components.hardened_instance import ubuntu_ami
 from components.internal_dns import InternalDns, InternalDnsArgs
-from components.load_balancer import LoadBalancer, LoadBalancerArgs
+from components.load_balancer import LoadBalancer, LoadBalancerArgs, LoadBalancerHost
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
 from components.readiness_gate import GateSettings
@@ -52,6 +52,7 @@ from components.stack_outputs import STACK_OUTPUTS
 from components.web_tier import WebNode, WebTier, WebTierArgs
 from settings import AwsProviderSettings, Settings
 from settings.instance_types import cpu_architecture
+from settings.load_balancers import PAIR, fixed_private_ip
 from userdata import cloud_config
 
 
@@ -82,13 +83,13 @@ class WebInfrastructure(pulumi.ComponentResource):
         where = Placement.look_up(self)
 
         self.network = self._network(settings, where)
-        self.firewall = self._firewall()
+        self.firewall = self._firewall(settings)
         self.database = self._database(settings)
         bootstrap = self._database_bootstrap(settings)
         hosts = self._hosts(settings, aws_settings, where)
         self.web = self._web_tier(settings, hosts, bootstrap)
-        self.load_balancer = self._load_balancer(settings, hosts)
-        self._internal_dns(settings)
+        dns = self._internal_dns(settings)
+        self.load_balancer = self._load_balancer(settings, hosts, where, dns)
         self._site_record(settings)
         monitoring = self._monitoring(settings, where, us_east_1)
 
@@ -107,7 +108,7 @@ class WebInfrastructure(pulumi.ComponentResource):
             opts=self._child,
         )
 
-    def _firewall(self) -> Firewall:
+    def _firewall(self, settings: Settings) -> Firewall:
         return Firewall(
             f"{self._prefix}-firewall",
             FirewallArgs(
@@ -115,6 +116,7 @@ class WebInfrastructure(pulumi.ComponentResource):
                 public_ports=(cloud_config.HTTP_PORT, 443),
                 web_port=cloud_config.WEB_PORT,
                 database_port=cloud_config.MYSQL_PORT,
+                vrrp=settings.load_balancer_count == PAIR,
             ),
             opts=self._child,
         )
@@ -231,41 +233,57 @@ class WebInfrastructure(pulumi.ComponentResource):
             opts=self._child,
         )
 
-    def _load_balancer(self, settings: Settings, hosts: Hosts) -> LoadBalancer:
-        return LoadBalancer(
-            f"{self._prefix}-load-balancer",
-            LoadBalancerArgs(
-                name_prefix=self._prefix,
-                ami=hosts.ami(settings.load_balancer_instance_type),
-                instance_type=settings.load_balancer_instance_type,
-                subnet_id=self.network.public_subnets[0].id,
-                security_group_id=self.firewall.load_balancer_group_id,
-                user_data=hosts.rendered.load_balancer,
-                ready_parameter=hosts.readiness.parameter("load-balancer"),
-                artifacts_arn=hosts.artifacts.files_arn,
-                metrics_agent_policy=hosts.agent_policies["load-balancer"],
-                gates=hosts.gates,
-                instance_depends_on=hosts.boot_needs,
-            ),
-            opts=self._child,
-        )
-
     def _internal_dns(self, settings: Settings) -> InternalDns:
+        """The private zone: the web nodes' and databases' names (the load balancers add
+        their own)."""
         return InternalDns(
             f"{self._prefix}-dns",
             InternalDnsArgs(
                 zone_name=settings.internal_zone,
                 vpc_id=self.network.vpc_id,
                 # Addresses from the readiness gates: a name points at a host once it serves.
-                a_records={
-                    "load-balancer": self.load_balancer.private_ip,
-                    **{node: gate.private_ip for node, gate in self.web.gates.items()},
-                },
+                a_records={node: gate.private_ip for node, gate in self.web.gates.items()},
                 followed_by_haproxy=settings.web_node_names,
                 cname_records={
                     "db-primary": self.database.primary_address,
                     "db-replica": self.database.replica_address,
                 },
+            ),
+            opts=self._child,
+        )
+
+    def _load_balancer(
+        self, settings: Settings, hosts: Hosts, where: Placement, dns: InternalDns
+    ) -> LoadBalancer:
+        subnets = self.network.public_subnets
+        pair = settings.load_balancer_count == PAIR
+        return LoadBalancer(
+            f"{self._prefix}-load-balancer",
+            LoadBalancerArgs(
+                name_prefix=self._prefix,
+                ami=hosts.ami(settings.load_balancer_instance_type),
+                instance_type=settings.load_balancer_instance_type,
+                hosts=[
+                    LoadBalancerHost(
+                        name=host,
+                        # One per zone: load-balancer-1 in the first, -2 in the second.
+                        subnet_id=subnets[i].id,
+                        user_data=hosts.rendered.load_balancers[host],
+                        ready_parameter=hosts.readiness.parameter(host),
+                        private_ip=fixed_private_ip(settings.vpc_cidr, i) if pair else None,
+                    )
+                    for i, host in enumerate(settings.load_balancer_names)
+                ],
+                security_group_id=self.firewall.load_balancer_group_id,
+                artifacts_arn=hosts.artifacts.files_arn,
+                metrics_agent_policy=hosts.agent_policies["load-balancer"],
+                gates=hosts.gates,
+                instance_depends_on=hosts.boot_needs,
+                zone_id=dns.zone_id,
+                zone_name=settings.internal_zone,
+                address_parameter=settings.address_parameter,
+                region=where.region,
+                account_id=where.account_id,
             ),
             opts=self._child,
         )
@@ -299,7 +317,11 @@ class WebInfrastructure(pulumi.ComponentResource):
                 public_host=settings.domain or self.load_balancer.public_dns,
                 https=settings.domain is not None,
                 web_instance_ids={node: gate.instance_id for node, gate in self.web.gates.items()},
-                load_balancer_instance_id=self.load_balancer.instance_id,
+                # The catalogue knows one load balancer host (the pair publishes as one):
+                # its instance alarms watch the first.
+                load_balancer_instance_id=self.load_balancer.instance_ids[
+                    settings.load_balancer_names[0]
+                ],
                 db_primary_identifier=settings.db_primary_identifier,
                 db_replica_identifier=settings.db_replica_identifier,
                 databases=[self.database],

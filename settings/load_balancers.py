@@ -32,9 +32,7 @@ def load_balancer_names(count: int) -> list[str]:
 def fixed_private_ip(vpc_cidr: str, index: int) -> str:
     """The pair's host `index` (0 or 1): the 11th address of the public subnet of zone `index`,
     the subnet `components.network.plan_subnets` gives that zone."""
-    blocks = list(
-        ipaddress.IPv4Network(vpc_cidr).subnets(prefixlen_diff=SUBNETS_PER_VPC_SPLIT)
-    )
+    blocks = list(ipaddress.IPv4Network(vpc_cidr).subnets(prefixlen_diff=SUBNETS_PER_VPC_SPLIT))
     return str(blocks[index].network_address + ADDRESS_OFFSET)
 
 

@@ -55,6 +55,7 @@ VALID = {
     "webNodeCount": "3",
     "instanceType": "t3.small",
     "loadBalancerInstanceType": "t4g.micro",
+    "loadBalancerCount": "1",
     "dbMode": "rds",
     "dbInstanceClass": "db.t4g.small",
     "dbAllocatedStorageGb": "20",

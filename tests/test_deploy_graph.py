@@ -40,7 +40,12 @@ RDS = "aws:rds/instance:Instance"
 # "not yet" and asks again on the next request (userdata/app/web_app.py, RdsManagedSecret).
 # A policy that grants nothing else may appear after its host boots, so the web tier does not
 # wait for the database (6-15 minutes) whose ARNs that policy names.
-RUNTIME_ONLY_ACTIONS = frozenset({"rds:DescribeDBInstances", "secretsmanager:GetSecretValue"})
+# The load-balancer pair's right to take the Elastic IP names the host's own instance, so it
+# can only exist once the instance does; elastic_address.py asks again until it may, and a new
+# host is its peer's backup meanwhile (components/load_balancer.py).
+RUNTIME_ONLY_ACTIONS = frozenset(
+    {"rds:DescribeDBInstances", "secretsmanager:GetSecretValue", "ec2:AssociateAddress"}
+)
 
 # What pulumi-aws (terraform-provider-aws, `resourceInstanceUpdate` in
 # internal/service/ec2/ec2_instance.go) applies to a running instance by stopping it,

@@ -52,7 +52,7 @@ def test_draws_every_web_node_the_program_launches(model: Model) -> None:
     assert model.title == f"web-infra (stack dev, {count} web nodes)"
     assert Counter(n.kind for n in model.nodes) == {
         "users": 1,
-        "load-balancer": 1,
+        "load-balancer": 2,  # the pair sharing the Elastic IP
         "web": count,
         "db-primary": 1,
         "db-replica": 1,
@@ -64,18 +64,20 @@ def test_draws_every_web_node_the_program_launches(model: Model) -> None:
 def test_every_web_node_serves_from_the_load_balancer_and_uses_both_databases(
     model: Model,
 ) -> None:
-    lb, primary, replica = (
-        one(model, "load-balancer"),
-        one(model, "db-primary"),
-        one(model, "db-replica"),
-    )
-    assert [e.label for e in model.edges_between("users", lb)] == ["HTTP :80"]
+    primary, replica = one(model, "db-primary"), one(model, "db-replica")
+    balancers = [n.id for n in model.nodes_of("load-balancer")]
+    assert balancers == ["load-balancer-1", "load-balancer-2"]
+    for lb in balancers:
+        assert [e.label for e in model.edges_between("users", lb)] == ["HTTP :80"]
     for web in model.nodes_of("web"):
-        assert [e.label for e in model.edges_between(lb, web.id)] == ["HTTP :80 (round robin)"]
+        for lb in balancers:
+            assert [e.label for e in model.edges_between(lb, web.id)] == [
+                "HTTP :80 (round robin)"
+            ], "both health-check and serve every node"
         assert [e.label for e in model.edges_between(web.id, primary)] == ["writes :3306"]
         assert [e.label for e in model.edges_between(web.id, replica)] == ["reads :3306"]
     assert [e.label for e in model.edges_between(primary, replica)] == ["async replication"]
-    assert len(model.edges) == 1 + 3 * web_count(model) + 1
+    assert len(model.edges) == 2 + 4 * web_count(model) + 1
 
 
 def test_web_nodes_are_split_over_the_two_private_subnets(model: Model) -> None:
@@ -100,8 +102,12 @@ def test_load_balancer_nat_and_databases_sit_where_the_program_puts_them(model: 
         ("private", "eu-west-1b", "10.20.192.0/18"),
     ]
     assert all(c.parent == "vpc" for c in subnets)
-    for kind in ("load-balancer", "nat-gateway"):
-        assert model.cluster(model.node(one(model, kind)).cluster or "").tier == "public"
+    assert model.cluster(model.node(one(model, "nat-gateway")).cluster or "").tier == "public"
+    balancers = [model.cluster(n.cluster or "") for n in model.nodes_of("load-balancer")]
+    assert [(c.tier, c.availability_zone) for c in balancers] == [
+        ("public", "eu-west-1a"),
+        ("public", "eu-west-1b"),
+    ], "one per zone"
     (group,) = [c for c in model.clusters if c.kind == "db-subnet-group"]
     assert [model.cluster(s).tier for s in group.subnets] == ["private", "private"]
     for kind in ("db-primary", "db-replica"):

@@ -373,7 +373,7 @@ def test_cloudsplaining_finds_no_least_privilege_risk_in_any_policy_the_program_
 @pytest.mark.parametrize(
     "host",
     [
-        "load-balancer",
+        "load-balancer-1",
         "web-1",
     ],
 )
@@ -426,7 +426,7 @@ def parameter(name: str) -> str:
 
 NEVER = [
     pytest.param(
-        "load-balancer",
+        "load-balancer-1",
         "secretsmanager:GetSecretValue",
         APP_SECRET,
         id="load-balancer-reads-the-apps-secret",
@@ -452,11 +452,11 @@ NEVER = [
     pytest.param(
         "web-1",
         "ssm:PutParameter",
-        parameter("web-infra-dev/ready/load-balancer"),
+        parameter("web-infra-dev/ready/load-balancer-1"),
         id="web-writes-the-load-balancers-report",
     ),
     pytest.param(
-        "load-balancer",
+        "load-balancer-1",
         "ssm:PutParameter",
         parameter("web-infra-dev/ready/web-1"),
         id="load-balancer-writes-a-web-report",
@@ -468,7 +468,7 @@ NEVER = [
             parameter(f"web-infra-prod/{name}"),
             id=f"{host}-{action.split(':')[1]}-another-stacks-parameter",
         )
-        for host in ("load-balancer", "web-1")
+        for host in ("load-balancer-1", "web-1")
         for action, name in (("ssm:GetParameter", "db/password"), ("ssm:GetParameters", "x"))
     ),
     pytest.param(
@@ -478,13 +478,13 @@ NEVER = [
         id="web-writes-another-stacks-report",
     ),
     pytest.param(
-        "load-balancer",
+        "load-balancer-1",
         "secretsmanager:GetSecretValue",
         MASTER_SECRET,
         id="load-balancer-reads-the-master-secret",
     ),
     pytest.param(
-        "load-balancer",
+        "load-balancer-1",
         "secretsmanager:GetSecretValue",
         f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:web-infra-dev/app-db-AbCdEf",
         id="load-balancer-reads-any-secret",
@@ -520,7 +520,7 @@ NEVER = [
         id="web-passes-its-role",
     ),
     pytest.param(
-        "load-balancer",
+        "load-balancer-1",
         "ec2:RunInstances",
         f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/*",
         id="load-balancer-starts-instances",
@@ -546,10 +546,10 @@ def test_a_call_no_host_may_make_is_denied_by_its_roles_policies(
     ("host", "action", "resource"),
     [
         ("web-1", "s3:GetObject", f"arn:aws:s3:::{ARTIFACTS}/files/web_app.py"),
-        ("load-balancer", "s3:GetObject", f"arn:aws:s3:::{ARTIFACTS}/files/haproxy.cfg"),
+        ("load-balancer-1", "s3:GetObject", f"arn:aws:s3:::{ARTIFACTS}/files/haproxy.cfg"),
         ("web-1", "ssm:PutParameter", parameter("web-infra-dev/ready/web-1")),
         ("web-2", "ssm:PutParameter", parameter("web-infra-dev/ready/web-2")),
-        ("load-balancer", "ssm:PutParameter", parameter("web-infra-dev/ready/load-balancer")),
+        ("load-balancer-1", "ssm:PutParameter", parameter("web-infra-dev/ready/load-balancer-1")),
         ("web-1", "secretsmanager:GetSecretValue", APP_SECRET),
         ("web-2", "secretsmanager:GetSecretValue", APP_SECRET),
     ],
@@ -564,3 +564,41 @@ def test_what_each_host_needs_at_boot_is_allowed(
     context = instance_context(REGION, ACCOUNT, policies.instance_id)
     decision = evaluate(policies.documents.values(), Request(action, resource, context))
     assert decision is Decision.ALLOWED, f"{host} may not {action} {resource}: {decision.value}"
+
+
+def test_each_load_balancer_may_take_the_elastic_ip_for_itself_only(
+    default_run: ProgramRun, hosts: dict[str, HostPolicies]
+) -> None:
+    """keepalived's holder associates the pair's Elastic IP with its own instance; it may not
+    move the address to any other instance, nor another address to itself."""
+    allocation = default_run.one("aws:ec2/eip:Eip", "load-balancer-eip").outputs["allocationId"]
+    address = f"arn:aws:ec2:{REGION}:{ACCOUNT}:elastic-ip/{allocation}"
+    for host, peer in (("load-balancer-1", "load-balancer-2"), ("load-balancer-2", "web-1")):
+        policies = hosts[host]
+        context = instance_context(REGION, ACCOUNT, policies.instance_id)
+
+        def decide(action: str, resource: str) -> Decision:
+            return evaluate(policies.documents.values(), Request(action, resource, context))  # noqa: B023
+
+        own = f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{policies.instance_id}"
+        other = f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{hosts[peer].instance_id}"
+        assert decide("ec2:AssociateAddress", address) is Decision.ALLOWED, host
+        assert decide("ec2:AssociateAddress", own) is Decision.ALLOWED, host
+        assert decide("ec2:AssociateAddress", other) is not Decision.ALLOWED, f"{host} -> {peer}"
+        assert (
+            decide("ec2:AssociateAddress", f"arn:aws:ec2:{REGION}:{ACCOUNT}:elastic-ip/eipalloc-1")
+            is not Decision.ALLOWED
+        ), host
+        assert decide("ec2:DisassociateAddress", address) is not Decision.ALLOWED, host
+        assert decide("ec2:DescribeAddresses", "*") is Decision.ALLOWED, host
+    assert (
+        evaluate(
+            hosts["web-1"].documents.values(),
+            Request(
+                "ec2:AssociateAddress",
+                address,
+                instance_context(REGION, ACCOUNT, hosts["web-1"].instance_id),
+            ),
+        )
+        is not Decision.ALLOWED
+    ), "web nodes never touch the address"

@@ -28,7 +28,7 @@ def five_nodes() -> ProgramRun:
 
 
 def haproxy_servers(run: ProgramRun) -> list[tuple[str, str]]:
-    (load_balancer,) = run.instances("load-balancer")
+    load_balancer = run.instances("load-balancer")[0]
     document = parse(load_balancer.inputs["userData"])
     (config,) = [f for f in document["write_files"] if f["path"] == "/etc/haproxy/haproxy.cfg"]
     return re.findall(r"^\s+server (\S+) (\S+)", file_content(config).decode(), re.MULTILINE)
@@ -50,11 +50,12 @@ def test_the_load_balancer_does_not_depend_on_the_node_count(
     """Guards against scaling replacing HAProxy: its userdata must be byte-identical for any
     webNodeCount, with a slot per possible node that follows that node's DNS name."""
     run = {2: default_run, 5: five_nodes, 20: twenty_nodes}[count]
-    assert len(run.instances("load-balancer")) == 1
+    assert len(run.instances("load-balancer")) == 2, "a pair by default"
     assert len(run.instances("web")) == count
-    (load_balancer,) = run.instances("load-balancer")
-    (reference,) = default_run.instances("load-balancer")
-    assert load_balancer.inputs["userData"] == reference.inputs["userData"]
+    for load_balancer, reference in zip(
+        run.instances("load-balancer"), default_run.instances("load-balancer"), strict=True
+    ):
+        assert load_balancer.inputs["userData"] == reference.inputs["userData"]
     servers = haproxy_servers(run)
     assert [name for name, _ in servers] == [f"web-{i}" for i in range(1, 21)]
     assert all(address == f"{name}.dev.web-infra.internal:80" for name, address in servers), (
@@ -107,7 +108,20 @@ def test_replica_replicates_from_the_primary_which_keeps_backups(default_run: Pr
 
 
 def test_firewall_admits_only_what_each_tier_needs(default_run: ProgramRun) -> None:
-    rules = default_run.of_type(INGRESS)
+    rules = [r for r in default_run.of_type(INGRESS) if r.inputs["ipProtocol"] == "tcp"]
+    # The pair's VRRP: from the load balancers' own group only, in and out.
+    vrrp = [r for r in default_run.of_type(INGRESS) + default_run.of_type(EGRESS) if r not in rules]
+    vrrp = [r for r in vrrp if r.inputs["ipProtocol"] != "tcp"]
+    balancers = group_id(default_run, "load_balancer")
+    assert sorted((r.type, r.inputs["ipProtocol"]) for r in vrrp) == [
+        (EGRESS, "112"),
+        (INGRESS, "112"),
+    ]
+    for rule in vrrp:
+        assert rule.inputs["securityGroupId"] == balancers, rule.name
+        assert rule.inputs["referencedSecurityGroupId"] == balancers, rule.name
+    single = run_program({"loadBalancerCount": 1})
+    assert [r for r in single.of_type(INGRESS) if r.inputs["ipProtocol"] != "tcp"] == []
     by_group: dict[str, set[tuple[int, str]]] = {}
     for rule in rules:
         source = rule.inputs.get("cidrIpv4") or rule.inputs["referencedSecurityGroupId"]
@@ -135,7 +149,7 @@ def test_firewall_admits_only_what_each_tier_needs(default_run: ProgramRun) -> N
 
 def test_every_instance_is_hardened(five_nodes: ProgramRun) -> None:
     instances = five_nodes.of_type(INSTANCE)
-    assert len(instances) == 6
+    assert len(instances) == 7, "5 web nodes and the load-balancer pair"
     for instance in instances:
         metadata = instance.inputs["metadataOptions"]
         assert metadata["httpTokens"] == "required", f"{instance.name}: IMDSv2 only"
@@ -151,9 +165,10 @@ def test_images_are_pinned_per_architecture_or_looked_up() -> None:
     pinned = run_program(
         {"amiIds": {"amd64": "ami-0123456789abcdef0"}, "loadBalancerInstanceType": "t4g.micro"}
     )
-    (load_balancer,) = pinned.instances("load-balancer")
     assert {i.inputs["ami"] for i in pinned.instances("web")} == {"ami-0123456789abcdef0"}
-    assert load_balancer.inputs["ami"] == "ami-0f1e2d3c4b5a69788", "arm64 is not pinned: looked up"
+    assert {i.inputs["ami"] for i in pinned.instances("load-balancer")} == {
+        "ami-0f1e2d3c4b5a69788"
+    }, "arm64 is not pinned: looked up (once for both load balancers)"
     lookups = [args["name"] for token, args in pinned.mocks.calls if "/getParameter:" in token]
     assert [name.split("/")[-4] for name in lookups] == ["arm64"], "no lookup for a pinned arch"
     assert all("/ubuntu/server/24.04/" in name for name in lookups)
@@ -182,7 +197,8 @@ def test_each_host_has_a_role_granting_only_what_it_does(default_run: ProgramRun
     assert roles == {
         "web-infra-dev-web-web-1-identity-role",
         "web-infra-dev-web-web-2-identity-role",
-        "web-infra-dev-load-balancer-identity-role",
+        "web-infra-dev-load-balancer-1-identity-role",
+        "web-infra-dev-load-balancer-2-identity-role",
         "web-infra-dev-database-bootstrap-role",
     }
     policies: dict[str, dict[str, dict[str, object]]] = {}
@@ -200,7 +216,7 @@ def test_each_host_has_a_role_granting_only_what_it_does(default_run: ProgramRun
         return {str(s["Action"]): s["Resource"] for s in policy["Statement"]}  # type: ignore[attr-defined]
 
     hosts = {"web-infra-dev-web-1": "web-1", "web-infra-dev-web-2": "web-2"}
-    hosts["web-infra-dev-load-balancer"] = "load-balancer"
+    hosts |= {f"web-infra-dev-load-balancer-{i}": f"load-balancer-{i}" for i in (1, 2)}
     bootstrap_role = default_run.one("aws:iam/role:Role", "database-bootstrap").inputs["name"]
     bootstrap = policies[bootstrap_role]
     app_secret = default_run.one("aws:secretsmanager/secret:Secret", "app-secret").outputs["arn"]
@@ -222,8 +238,25 @@ def test_each_host_has_a_role_granting_only_what_it_does(default_run: ProgramRun
             "['logs:CreateLogStream', 'logs:PutLogEvents']",
         }, role
         secret = by_label.get("database-secret")
-        if host == "load-balancer":
+        if host.startswith("load-balancer"):
             assert secret is None, "the load balancer never reads the database secret"
+            # The pair's address: which one (its own parameter), who holds it, and taking it
+            # for this host's own instance only.
+            address = default_run.one("aws:ssm/parameter:Parameter", "elastic-ip")
+            assert statements(by_label["elastic-ip"]) == {
+                "ssm:GetParameter": address.outputs["arn"],
+                "ec2:DescribeAddresses": "*",
+            }, role
+            instance = default_run.one(INSTANCE, host)
+            allocation = default_run.one("aws:ec2/eip:Eip", "load-balancer-eip").outputs[
+                "allocationId"
+            ]
+            assert statements(by_label["claim-elastic-ip"]) == {
+                "ec2:AssociateAddress": [
+                    f"arn:aws:ec2:{REGION}:{ACCOUNT}:elastic-ip/{allocation}",
+                    instance.outputs["arn"],
+                ]
+            }, role
         else:
             assert secret is not None, role
             # The app's own secret only: no RDS API, not the master secret.
@@ -384,7 +417,7 @@ def test_userdata_is_known_at_preview_on_a_new_stack() -> None:
     """A PR's preview must show the real config, so userdata may not wait on AWS."""
     run = run_program({"webNodeCount": 3}, preview=True)
     instances = run.of_type(INSTANCE)
-    assert len(instances) == 4
+    assert len(instances) == 5
     for instance in instances:
         userdata = instance.inputs.get("userData")
         assert isinstance(userdata, str), f"{instance.name}: userdata unknown at preview"

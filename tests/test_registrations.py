@@ -85,7 +85,7 @@ def lab_userdata(config: dict[str, Any]) -> dict[str, Any]:
     """What the lab renders for the stack: each host's userdata and the files it fetches."""
     hosts = render_hosts(load_settings(config, stack="dev"), REGION, ACCOUNT)
     return {
-        "load_balancer": hosts.load_balancer,
+        "load_balancers": hosts.load_balancers,
         "web": hosts.web,
         "bucket": hosts.store.bucket,
         "files": [

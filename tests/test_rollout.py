@@ -9,6 +9,7 @@ load balancer does not change with the node count, and the database survives its
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import itertools
 import json
 
@@ -39,11 +40,12 @@ def gate_of(run: ProgramRun, host: str) -> Registration:
     return gate
 
 
+LOAD_BALANCERS = ["load-balancer-1", "load-balancer-2"]
+
+
 def instance_of(run: ProgramRun, host: str) -> Registration:
-    if host == "load-balancer":
-        (instance,) = run.instances("load-balancer")
-        return instance
-    (instance,) = [i for i in run.instances("web") if i.name.endswith(f"-{host}")]
+    role = "load-balancer" if host.startswith("load-balancer") else "web"
+    (instance,) = [i for i in run.instances(role) if i.name.endswith(f"-{host}")]
     return instance
 
 
@@ -57,7 +59,7 @@ def test_each_gate_waits_for_its_own_instance_and_exact_userdata(
 ) -> None:
     """The gate must name the instance it guards and the digest of the userdata that instance
     was given; anything else lets an old or wrong boot open the gate."""
-    for host in ["load-balancer", *web_node_names(7)]:
+    for host in [*LOAD_BALANCERS, *web_node_names(7)]:
         instance, gate = instance_of(seven_nodes, host), gate_of(seven_nodes, host)
         assert gate.inputs["instance_id"] == instance.id, host
         assert gate.inputs["private_ip"] == instance.outputs["privateIp"], host
@@ -77,16 +79,50 @@ def test_each_gate_waits_for_its_own_instance_and_exact_userdata(
 def test_traffic_reaches_a_host_only_through_its_gate(seven_nodes: ProgramRun) -> None:
     """Each DNS record and the Elastic IP association depend on their host's gate, so the
     switch to a new host happens only once it serves."""
-    for host in ["load-balancer", *web_node_names(7)]:
+    for host in web_node_names(7):
         record, gate = record_of(seven_nodes, host), gate_of(seven_nodes, host)
         assert seven_nodes.depends_on(record, gate), f"{host}'s record skips its gate"
         assert record.inputs["records"] == [gate.outputs["private_ip"]], host
-    association = seven_nodes.one("aws:ec2/eipAssociation:EipAssociation")
-    assert seven_nodes.depends_on(association, gate_of(seven_nodes, "load-balancer"))
-    assert association.inputs["instanceId"] == instance_of(seven_nodes, "load-balancer").id
+    # A single load balancer: its record and the Elastic IP follow its gate.
+    single = run_program({"webNodeCount": 2, "loadBalancerCount": 1})
+    record, gate = record_of(single, "load-balancer-1"), gate_of(single, "load-balancer-1")
+    assert single.depends_on(record, gate)
+    assert record.inputs["records"] == [gate.outputs["private_ip"]]
+    association = single.one("aws:ec2/eipAssociation:EipAssociation")
+    assert single.depends_on(association, gate)
+    assert association.inputs["instanceId"] == instance_of(single, "load-balancer-1").id
     assert association.inputs["allowReassociation"] is True, "the address moves in one call"
-    eip = seven_nodes.one("aws:ec2/eip:Eip", "load-balancer")
+    eip = single.one("aws:ec2/eip:Eip", "load-balancer")
     assert "instance" not in eip.inputs, "the address is associated only behind the gate"
+
+
+def test_the_pair_is_replaced_one_at_a_time_at_fixed_addresses(seven_nodes: ProgramRun) -> None:
+    """The pair's hosts find each other by records made before either boots, at fixed
+    addresses (one per public subnet); a fixed address is on one instance at a time, so a
+    changed host is deleted first while its peer serves, and the second host is replaced only
+    after the first one's replacement passed its gate. The program never associates the
+    address: keepalived's holder does (elastic_address.py)."""
+    assert seven_nodes.of_type("aws:ec2/eipAssociation:EipAssociation") == []
+    subnets = {s.id: s.inputs["cidrBlock"] for s in seven_nodes.of_type("aws:ec2/subnet:Subnet")}
+    addresses = []
+    for host in LOAD_BALANCERS:
+        instance, record = instance_of(seven_nodes, host), record_of(seven_nodes, host)
+        address = instance.inputs["privateIp"]
+        assert record.inputs["records"] == [address], host
+        assert seven_nodes.depends_on(instance, record), f"{host} boots before its record"
+        assert instance.delete_before_replace, f"{host}: its fixed address would be taken"
+        assert ipaddress.IPv4Address(address) in ipaddress.IPv4Network(
+            subnets[instance.inputs["subnetId"]]
+        ), host
+        addresses.append(address)
+    assert addresses == ["10.20.0.10", "10.20.64.10"], "the 11th of each public subnet"
+    first, second = (instance_of(seven_nodes, h) for h in LOAD_BALANCERS)
+    assert first.inputs["subnetId"] != second.inputs["subnetId"], "one per zone"
+    assert seven_nodes.depends_on(second, gate_of(seven_nodes, LOAD_BALANCERS[0]))
+    parameter = seven_nodes.one("aws:ssm/parameter:Parameter", "load-balancer-elastic-ip")
+    allocation = seven_nodes.one("aws:ec2/eip:Eip", "load-balancer").outputs["allocationId"]
+    assert parameter.inputs["name"] == "/web-infra-dev/load-balancer/elastic-ip"
+    assert parameter.inputs["insecureValue"] == allocation
 
 
 def test_batches_wait_for_the_gates_of_the_batch_before(seven_nodes: ProgramRun) -> None:
@@ -144,7 +180,8 @@ def test_readiness_reports_live_in_parameters_the_program_owns(default_run: Prog
         if "/ready/" in p.inputs["name"]
     }
     assert set(parameters) == {
-        "/web-infra-dev/ready/load-balancer",
+        "/web-infra-dev/ready/load-balancer-1",
+        "/web-infra-dev/ready/load-balancer-2",
         "/web-infra-dev/ready/web-1",
         "/web-infra-dev/ready/web-2",
     }
@@ -201,7 +238,7 @@ def test_a_failed_gate_replaces_its_instance_on_the_next_run() -> None:
     failure record becomes the instance's replacement trigger); with no failure the trigger
     stays the same on every run, so nothing is replaced."""
     first = run_program()
-    for host in ["load-balancer", *web_node_names(2)]:
+    for host in [*LOAD_BALANCERS, *web_node_names(2)]:
         instance, gate = instance_of(first, host), gate_of(first, host)
         assert instance.replacement_trigger == "none", f"{host}: no failure recorded yet"
         record = f"/web-infra-dev/gate-failures/{host}"
@@ -228,7 +265,7 @@ def test_a_failed_gate_replaces_its_instance_on_the_next_run() -> None:
         }
     )
     assert instance_of(second, "web-2").replacement_trigger == "i-0failed"
-    for host in ["load-balancer", "web-1"]:
+    for host in [*LOAD_BALANCERS, "web-1"]:
         assert instance_of(second, host).replacement_trigger == "none", host
 
 

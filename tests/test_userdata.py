@@ -141,7 +141,7 @@ def test_big_files_come_from_s3_exactly_as_the_repository_has_them(
     assert app.file.content == source
     assert app.file.key == f"files/{hashlib.sha256(source).hexdigest()}/web_app.py"
     assert len(app.hosts) == MAX_WEB_NODES, "one object for every node"
-    for host, userdata in [("load-balancer", largest[0]), *largest[1].items()]:
+    for host, userdata in [("load-balancer-1", largest[0]), *largest[1].items()]:
         document = parse(userdata)
         fetch = document["runcmd"][0]
         assert fetch[:2] == ["python3", "/usr/local/lib/web-infra/fetch_artifact.py"], host

@@ -169,9 +169,10 @@ class AwsMocks(pulumi.runtime.Mocks):
             )
             return subnet_id, {"arn": arn}
         if typ == "aws:ec2/instance:Instance":
-            private_ip = str(next(self.subnet_hosts[inputs["subnetId"]]))
+            # A fixed address (the load-balancer pair's) is the instance's; others come in turn.
+            private_ip = inputs.get("privateIp") or str(next(self.subnet_hosts[inputs["subnetId"]]))
             computed = {
-                "arn": arn,
+                "arn": f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-{seed}",
                 "privateIp": private_ip,
                 "privateDns": f"ip-{private_ip.replace('.', '-')}.{REGION}.compute.internal",
                 "instanceState": "running",

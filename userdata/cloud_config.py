@@ -67,16 +67,10 @@ FIRST_CERTIFICATE_UNIT = "site-certificate.service"
 # A pair of load balancers shares the Elastic IP: keepalived decides who holds it, and
 # elastic_address.py moves it (see LoadBalancerPair).
 ELASTIC_ADDRESS = "/usr/local/lib/web-infra/elastic_address.py"
-KEEPALIVED_CONFIG = "/etc/keepalived/keepalived.conf"
 KEEPALIVED_TEMPLATE = "/etc/keepalived/keepalived.conf.template"
-ELASTIC_ADDRESS_UNIT = "elastic-address.service"
 VIRTUAL_ROUTER_ID = 51  # the pair's VRRP instance; each stack has a VPC of its own
 MASTER_MARK = "169.254.255.51/32"  # keepalived's required virtual address, on loopback only
 FIRST_PRIORITY, SECOND_PRIORITY = 150, 100
-# How long a stopping holder waits for its peer to take the address (then stops anyway), and
-# systemd's bound around that wait.
-RELEASE_TIMEOUT_SECONDS = 15
-KEEPALIVED_STOP_TIMEOUT_SECONDS = 30
 
 # The report is written with Ubuntu's boto3, so the load balancer needs it too.
 LOAD_BALANCER_PACKAGES = ["haproxy", "python3-boto3"]
@@ -332,11 +326,6 @@ class LoadBalancerPair:
 
 
 def _pair_files(pair: LoadBalancerPair) -> list[dict[str, Any]]:
-    script_args = {
-        "script": ELASTIC_ADDRESS,
-        "parameter": pair.address_parameter,
-        "region": pair.region,
-    }
     return [
         _file(
             KEEPALIVED_TEMPLATE,
@@ -350,42 +339,26 @@ def _pair_files(pair: LoadBalancerPair) -> list[dict[str, Any]]:
             defer=True,  # after the package, which owns /etc/keepalived
         ),
         _file(ELASTIC_ADDRESS, ELASTIC_ADDRESS_SOURCE.read_text(), permissions="0755"),
-        _file(
-            f"/etc/systemd/system/{ELASTIC_ADDRESS_UNIT}",
-            render_template("elastic-address.service", **script_args),
-        ),
-        _file(
-            "/etc/systemd/system/keepalived.service.d/handover.conf",
-            render_template(
-                "keepalived-handover.conf",
-                **script_args,
-                release_timeout=RELEASE_TIMEOUT_SECONDS,
-                stop_timeout=KEEPALIVED_STOP_TIMEOUT_SECONDS,
-            ),
-        ),
     ]
 
 
-def _pair_steps(host: str, zone: str, pair: LoadBalancerPair) -> list[list[str]]:
-    """keepalived's config from the two hosts' names, then keepalived and the address holder."""
+def _pair_step(host: str, zone: str, pair: LoadBalancerPair) -> list[str]:
+    """keepalived's config from the two hosts' names, then keepalived and the address holder
+    (the script writes their units: one step, to keep the userdata under EC2's 16 KiB)."""
     return [
-        [
-            "python3",
-            ELASTIC_ADDRESS,
-            "configure",
-            "--template",
-            KEEPALIVED_TEMPLATE,
-            "--output",
-            KEEPALIVED_CONFIG,
-            "--self-name",
-            host_name(host, zone),
-            "--peer-name",
-            host_name(pair.peer, zone),
-        ],
-        ["keepalived", "--config-test", f"--use-file={KEEPALIVED_CONFIG}"],
-        ["systemctl", "daemon-reload"],
-        ["systemctl", "enable", ELASTIC_ADDRESS_UNIT, "keepalived.service"],
-        ["systemctl", "restart", ELASTIC_ADDRESS_UNIT, "keepalived.service"],
+        "python3",
+        ELASTIC_ADDRESS,
+        "--parameter",
+        pair.address_parameter,
+        "--region",
+        pair.region,
+        "install",
+        "--template",
+        KEEPALIVED_TEMPLATE,
+        "--self-name",
+        host_name(host, zone),
+        "--peer-name",
+        host_name(pair.peer, zone),
     ]
 
 
@@ -439,7 +412,7 @@ def load_balancer_cloud_config(
         ["systemctl", "enable", "haproxy"],
         ["systemctl", "restart", "haproxy"],
         # keepalived once HAProxy runs: it tracks HAProxy, and a host without it never claims.
-        *(_pair_steps(host, zone, pair) if pair else []),
+        *([_pair_step(host, zone, pair)] if pair else []),
         # In the background: the site serves while the certificate is obtained (a new stack's
         # DNS name reaches this host only once it reports ready and the Elastic IP moves).
         *(

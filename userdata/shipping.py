@@ -22,12 +22,13 @@ from userdata import cloud_config
 FETCH_ARTIFACT_SOURCE = Path(__file__).parent / "scripts" / "fetch_artifact.py"
 FETCH_ARTIFACT = "/usr/local/lib/web-infra/fetch_artifact.py"
 KEY_PREFIX = "files"
-# Offloaded: code and scripts, and the metrics agent's generated files.
+# Offloaded: code and scripts, the metrics agent's generated files, keepalived's template.
 OFFLOADED_PREFIXES = (
     cloud_config.APP_DIR + "/",
     "/usr/local/lib/web-infra/",
     "/usr/local/sbin/",
     "/etc/cloudwatch-agent/",
+    "/etc/keepalived/",
 )
 
 
@@ -64,6 +65,8 @@ class PublishedFile:
             who = self.hosts[0]
         elif all(h.startswith("web-") for h in self.hosts):
             who = "web"
+        elif all(h.startswith("load-balancer-") for h in self.hosts):
+            who = "load-balancer"
         else:
             who = "hosts"
         return f"{who}-{posixpath.basename(self.file.destination)}"

@@ -200,40 +200,45 @@ def _instance_label(run: ProgramRun, stack: _Stack, instance: Registration, extr
     )
 
 
-def _front(run: ProgramRun, stack: _Stack) -> tuple[Registration, list[Node], list[Edge]]:
-    """Users, the load balancer (with its Elastic IP) and the flows HAProxy serves publicly."""
-    load_balancers = run.instances("load-balancer")
-    if len(load_balancers) != 1:
-        raise ModelError(f"expected one load balancer, found {len(load_balancers)}")
-    lb = load_balancers[0]
-    lb_id = stack.short(lb.inputs["tags"]["Name"])
-    # The Elastic IP is associated with the instance through its own resource, behind the gate.
-    eip = any(a.inputs.get("instanceId") == lb.id for a in run.of_type(EIP_ASSOCIATION))
-    nodes = [
-        Node("users", "users", "Users\n(internet)", None),
-        Node(
-            lb_id,
-            "load-balancer",
-            _instance_label(run, stack, lb, "\nElastic IP" if eip else ""),
-            stack.subnet_clusters[lb.inputs["subnetId"]],
-        ),
-    ]
-    haproxy = haproxy_config(lb.inputs["userData"])
-    edges = [
-        Edge("users", lb_id, "http", f"HTTP :{port}")
-        for port in haproxy.frontend_ports
-        if _admits_any(run, lb, port, [INTERNET])
-    ]
-    return lb, nodes, edges
+def _front(run: ProgramRun, stack: _Stack) -> tuple[list[Registration], list[Node], list[Edge]]:
+    """Users, the load balancers (one, or the pair sharing the Elastic IP) and the flows
+    HAProxy serves publicly."""
+    load_balancers = sorted(
+        run.instances("load-balancer"), key=lambda r: _natural(r.inputs["tags"]["Name"])
+    )
+    if len(load_balancers) not in (1, 2):
+        raise ModelError(f"expected one or two load balancers, found {len(load_balancers)}")
+    nodes = [Node("users", "users", "Users\n(internet)", None)]
+    edges = []
+    for lb in load_balancers:
+        lb_id = stack.short(lb.inputs["tags"]["Name"])
+        # One: the Elastic IP's association is a resource, behind the gate. A pair: the holder
+        # keepalived elects associates it (elastic_address.py).
+        associated = any(a.inputs.get("instanceId") == lb.id for a in run.of_type(EIP_ASSOCIATION))
+        extra = "\nElastic IP" if associated else ""
+        if len(load_balancers) == 2:
+            extra = "\nElastic IP when keepalived's master"
+        nodes.append(
+            Node(
+                lb_id,
+                "load-balancer",
+                _instance_label(run, stack, lb, extra),
+                stack.subnet_clusters[lb.inputs["subnetId"]],
+            )
+        )
+        haproxy = haproxy_config(lb.inputs["userData"])
+        edges += [
+            Edge("users", lb_id, "http", f"HTTP :{port}")
+            for port in haproxy.frontend_ports
+            if _admits_any(run, lb, port, [INTERNET])
+        ]
+    return load_balancers, nodes, edges
 
 
 def _web_tier(
-    run: ProgramRun, stack: _Stack, lb: Registration
+    run: ProgramRun, stack: _Stack, load_balancers: Sequence[Registration]
 ) -> tuple[list[Registration], list[Node], list[Edge]]:
-    """Every web node in the subnet it is launched in, and HAProxy's flow to it."""
-    haproxy = haproxy_config(lb.inputs["userData"])
-    balance = f" ({haproxy.balance})" if haproxy.balance else ""
-    lb_id = stack.short(lb.inputs["tags"]["Name"])
+    """Every web node in the subnet it is launched in, and each HAProxy's flow to it."""
     web_nodes = sorted(run.instances("web"), key=lambda r: _natural(r.inputs["tags"]["Name"]))
     nodes: list[Node] = []
     edges: list[Edge] = []
@@ -241,9 +246,15 @@ def _web_tier(
         web_id = stack.short(web.inputs["tags"]["Name"])
         cluster = stack.subnet_clusters[web.inputs["subnetId"]]
         nodes.append(Node(web_id, "web", _instance_label(run, stack, web), cluster))
-        port = haproxy.servers.get(web_id)
-        if port is not None and _admits_any(run, web, port, _groups(lb)):
-            edges.append(Edge(lb_id, web_id, "http", f"HTTP :{port}{balance}"))
+    for lb in load_balancers:
+        haproxy = haproxy_config(lb.inputs["userData"])
+        balance = f" ({haproxy.balance})" if haproxy.balance else ""
+        lb_id = stack.short(lb.inputs["tags"]["Name"])
+        for web in web_nodes:
+            web_id = stack.short(web.inputs["tags"]["Name"])
+            port = haproxy.servers.get(web_id)
+            if port is not None and _admits_any(run, web, port, _groups(lb)):
+                edges.append(Edge(lb_id, web_id, "http", f"HTTP :{port}{balance}"))
     return web_nodes, nodes, edges
 
 
@@ -316,8 +327,8 @@ def architecture_model(run: ProgramRun) -> Model:
     """The architecture as the program registers it: clusters, placed nodes, labelled edges."""
     stack = _stack(run)
     clusters = _network_clusters(run, stack)
-    lb, front_nodes, front_edges = _front(run, stack)
-    web_nodes, web_tier_nodes, web_edges = _web_tier(run, stack, lb)
+    load_balancers, front_nodes, front_edges = _front(run, stack)
+    web_nodes, web_tier_nodes, web_edges = _web_tier(run, stack, load_balancers)
     db_nodes, db_edges = _database(run, stack, web_nodes)
     nodes = [*front_nodes, *web_tier_nodes, *db_nodes, *_support(run, stack)]
     title = f"{stack.project} (stack {stack.stack}, {len(web_nodes)} web nodes)"

@@ -39,6 +39,10 @@ from typing import Any
 
 INSTANCE_ID_FILE = "/var/lib/cloud/data/instance-id"
 STATE_FILE = "/run/web-infra/vrrp-state"
+KEEPALIVED_CONFIG = "/etc/keepalived/keepalived.conf"
+HOLD_UNIT = "/etc/systemd/system/elastic-address.service"
+HANDOVER_DROP_IN = "/etc/systemd/system/keepalived.service.d/handover.conf"
+RELEASE_TIMEOUT_SECONDS = 15  # how long a stopping holder waits for its peer to take over
 MASTER = "MASTER"
 POLL_SECONDS = 0.2
 RECHECK_SECONDS = 5.0
@@ -81,19 +85,66 @@ def keepalived_config(template: str, *, interface: str, self_address: str, peer:
     )
 
 
-def configure(args: argparse.Namespace) -> int:
+def hold_unit(command: str) -> str:
+    return f"""[Unit]
+Description=Keep the site's Elastic IP on this host while keepalived makes it master
+# Stopped before keepalived at shutdown: once keepalived resigns, nothing here claims again.
+After=network-online.target keepalived.service
+Wants=network-online.target
+
+[Service]
+ExecStart={command} hold
+Restart=always
+RestartSec=2
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def handover_drop_in(command: str) -> str:
+    return f"""[Unit]
+# Stopped before HAProxy at shutdown: HAProxy serves until the peer holds the address.
+After=haproxy.service
+
+[Service]
+# Stopping keepalived makes it resign (priority 0), so the peer takes over at once; then wait
+# until the peer holds the Elastic IP before HAProxy stops behind it.
+ExecStopPost={command} release --timeout {RELEASE_TIMEOUT_SECONDS}
+TimeoutStopSec={RELEASE_TIMEOUT_SECONDS * 2}
+"""
+
+
+def install(args: argparse.Namespace) -> int:
     self_address = resolve(args.self_name, args.timeout)
     peer = resolve(args.peer_name, args.timeout)
     listing = subprocess.run(
-        ["ip", "-json", "-4", "address", "show"], capture_output=True, text=True, check=True
+        ["/usr/sbin/ip", "-json", "-4", "address", "show"],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     interface = interface_with(self_address, json.loads(listing.stdout))
     with open(args.template) as f:
         text = keepalived_config(
             f.read(), interface=interface, self_address=self_address, peer=peer
         )
-    write_atomically(args.output, text)
+    write_atomically(KEEPALIVED_CONFIG, text)
     log(f"VRRP on {interface} from {self_address} to {peer}")
+    command = (
+        f"/usr/bin/python3 {os.path.abspath(__file__)} --parameter {args.parameter} "
+        f"--region {args.region}"
+    )
+    write_atomically(HOLD_UNIT, hold_unit(command))
+    write_atomically(HANDOVER_DROP_IN, handover_drop_in(command))
+    units = [os.path.basename(HOLD_UNIT), "keepalived.service"]
+    for step in (
+        ["/usr/sbin/keepalived", "--config-test", f"--use-file={KEEPALIVED_CONFIG}"],
+        ["/usr/bin/systemctl", "daemon-reload"],
+        ["/usr/bin/systemctl", "enable", *units],
+        ["/usr/bin/systemctl", "restart", *units],
+    ):
+        subprocess.run(step, check=True)  # noqa: S603 - fixed programs, our own arguments
     return 0
 
 
@@ -217,25 +268,24 @@ def release(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parameter", help="the SSM parameter with the allocation id")
+    parser.add_argument("--region")
+    parser.add_argument("--state-file", default=STATE_FILE)
+    parser.add_argument("--instance-id-file", default=INSTANCE_ID_FILE)
     commands = parser.add_subparsers(dest="command", required=True)
-    conf = commands.add_parser("configure")
-    conf.add_argument("--template", required=True)
-    conf.add_argument("--output", required=True)
-    conf.add_argument("--self-name", required=True)
-    conf.add_argument("--peer-name", required=True)
-    conf.add_argument("--timeout", type=float, default=600.0)
+    setup = commands.add_parser("install")
+    setup.add_argument("--template", required=True)
+    setup.add_argument("--self-name", required=True)
+    setup.add_argument("--peer-name", required=True)
+    setup.add_argument("--timeout", type=float, default=600.0)
     note = commands.add_parser("notify")
-    note.add_argument("--state-file", default=STATE_FILE)
     note.add_argument("fields", nargs="*")
-    for name in ("hold", "release"):
-        command = commands.add_parser(name)
-        command.add_argument("--parameter", required=True)
-        command.add_argument("--region", required=True)
-        command.add_argument("--state-file", default=STATE_FILE)
-        command.add_argument("--instance-id-file", default=INSTANCE_ID_FILE)
-        command.add_argument("--timeout", type=float, default=15.0)
+    commands.add_parser("hold")
+    commands.add_parser("release").add_argument("--timeout", type=float, default=15.0)
     args = parser.parse_args(argv)
-    handlers = {"configure": configure, "notify": notify, "hold": hold, "release": release}
+    if args.command != "notify" and not (args.parameter and args.region):
+        parser.error(f"{args.command} needs --parameter and --region")
+    handlers = {"install": install, "notify": notify, "hold": hold, "release": release}
     return int(handlers[args.command](args))
 
 
