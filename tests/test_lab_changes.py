@@ -10,6 +10,7 @@ one request may fail.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -257,7 +258,7 @@ def test_each_load_balancer_is_replaced_without_a_failed_request(
         old = before.host(replaced).address
         holder = before.holder
         the_lab.events.clear()
-        stream = under_load(topology, lambda host=replaced: the_lab.replace(host))
+        stream = under_load(topology, functools.partial(the_lab.replace, replaced))
         assert_no_request_failed(stream, f"replacing {replaced}")
         after = the_lab.topology()
         assert after.host(replaced).address != old
