@@ -1,4 +1,4 @@
-"""`python -m lab up|status|down|stop|start|scale|replace|release`: the architecture locally.
+"""`python -m lab up|status|down|stop|failover|scale|replace|release|...`: the lab, locally.
 
 See lab/lab.py (and the modules it names). Run from the repository root (or through
 `make lab` / `make lab-down`).
@@ -27,9 +27,11 @@ from tools.ami import is_file
 
 ROOT = Path(__file__).resolve().parent.parent
 PROG = "python -m lab"
-# A host of the lab: web-N, load-balancer, db-primary, db-replica, ... (checked by the lab).
+# A host of the lab: web-N, load-balancer-N (load-balancer: the one holding the public
+# address), db-primary, db-replica, ... (checked by the lab).
 host_name = arguments.matching(
-    re.compile(r"[a-z][a-z0-9-]{0,39}"), "a host name such as web-1, load-balancer or db-replica"
+    re.compile(r"[a-z][a-z0-9-]{0,39}"),
+    "a host name such as web-1, load-balancer-2 or db-replica",
 )
 web_nodes = arguments.whole_number(MIN_WEB_NODES, MAX_WEB_NODES)
 
@@ -113,6 +115,13 @@ def parser() -> argparse.ArgumentParser:
     freeze.add_argument("host", type=host_name)
     thaw = commands.add_parser("thaw", help="let a frozen host go on (SIGCONT)")
     thaw.add_argument("host", type=host_name)
+    failover = commands.add_parser(
+        "failover",
+        help="move the public address to the other load balancer (keepalived's job on AWS)",
+    )
+    failover.add_argument(
+        "to", nargs="?", type=host_name, help="the load balancer to move it to (default: the other)"
+    )
     scale = commands.add_parser(
         "scale", help="change the number of web nodes (DNS and nodes only, as pulumi up does)"
     )
@@ -120,7 +129,11 @@ def parser() -> argparse.ArgumentParser:
     replace = commands.add_parser(
         "replace", help="a new instance of a host on a new address, switched to once it serves"
     )
-    replace.add_argument("host", type=host_name, help="web-N or load-balancer")
+    replace.add_argument(
+        "host",
+        type=host_name,
+        help="web-N, load-balancer-N, or load-balancer (the one holding the public address)",
+    )
     release = commands.add_parser(
         "release", help="roll out app code to every web node, canary first, in batches"
     )
@@ -161,6 +174,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def one_host(lab: Lab, command: str, host: str) -> str:
+    """start, freeze or thaw one host; what to print."""
+    if command == "start":
+        lab.start_host(host)
+        return f"{host} started"
+    if command == "freeze":
+        lab.freeze(host)
+        return f"{host} frozen; `python -m lab thaw {host}` lets it go on"
+    lab.thaw(host)
+    return f"{host} thawed"
+
+
 def run(lab: Lab, args: argparse.Namespace) -> None:
     """Carry out one command on the lab."""
     if args.command == "up":
@@ -181,17 +206,16 @@ def run(lab: Lab, args: argparse.Namespace) -> None:
         stopped = lab.down()
         print(f"stopped {len(stopped)} processes; removed {lab.state}")
     elif args.command == "stop":
-        lab.stop_host(args.host, kill=args.kill)
+        moved_to = lab.stop_host(args.host, kill=args.kill)
         print(f"{args.host} stopped")
-    elif args.command == "start":
-        lab.start_host(args.host)
-        print(f"{args.host} started")
-    elif args.command == "freeze":
-        lab.freeze(args.host)
-        print(f"{args.host} frozen; `python -m lab thaw {args.host}` lets it go on")
-    elif args.command == "thaw":
-        lab.thaw(args.host)
-        print(f"{args.host} thawed")
+        if moved_to:
+            print(f"the public address moved to {moved_to}")
+    elif args.command in ("start", "freeze", "thaw"):
+        print(one_host(lab, args.command, args.host))
+    elif args.command == "failover":
+        holder = lab.fail_over(args.to)
+        print(f"the public address moved to {holder}\n")
+        print(table(lab.status()))
     elif args.command == "scale":
         lab.scale(args.web_nodes)
         print(f"{args.web_nodes} web nodes serve")

@@ -259,15 +259,18 @@ def _shipped_server(files: dict[str, bytes]) -> str:
     raise LabError("certbot's cli.ini names no ACME server; update lab/acme.py")
 
 
-def ports_wanted(network: Network, ports: Ports, *, https: bool) -> list[tuple[str, int, str]]:
+def ports_wanted(
+    network: Network, ports: Ports, load_balancers: int, *, https: bool
+) -> list[tuple[str, int, str]]:
     """The addresses and ports HTTPS takes in the lab, checked free before it starts."""
-    wanted = [
-        (network.public, ports.https, "the public address (HTTPS)"),
-        (network.load_balancer(1), ports.https, "load-balancer (HTTPS)"),
-    ]
+    wanted = [(network.public, ports.https, "the public address (HTTPS)")]
+    for generation in range(1, load_balancers + 1):
+        load_balancer = network.load_balancer(generation)
+        wanted.append((load_balancer, ports.https, f"load-balancer-{generation} (HTTPS)"))
+        if https:
+            wanted.append((load_balancer, cloud_config.ACME_CHALLENGE_PORT, "certbot's challenges"))
     if https:
         wanted += [
-            (network.load_balancer(1), cloud_config.ACME_CHALLENGE_PORT, "certbot's challenges"),
             (address(network), ACME_PORT, "the ACME server"),
             (address(network), MANAGEMENT_PORT, "the ACME server's management"),
         ]

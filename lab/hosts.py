@@ -32,7 +32,7 @@ from lab.certificates import write_tls_files
 from lab.localize import LAB_ACCOUNT, LAB_REGION, LabError, Localizer
 from lab.routing import Routing
 from lab.state import Instance, Spec, State, daemon_of
-from lab.topology import Host, Ports
+from lab.topology import HOLDER, Host, Ports
 from settings import Settings
 
 DRAIN_SECONDS = 1.0  # requests in flight on a host that HAProxy just stopped using
@@ -226,6 +226,9 @@ class Hosts(Routing):
         self._stop_instance(instance, graceful)
         self._event("retired", instance)
         state.instances.remove(instance)
+        for client in self._certbots(state, instance):  # its certbot, if it never finished
+            self._stop_instance(client, signal.SIGTERM)
+            state.instances.remove(client)
         self._save(state)
         shutil.rmtree(instance.directory, ignore_errors=True)
 
@@ -239,51 +242,126 @@ class Hosts(Routing):
             how = signal.SIGQUIT if sig == signal.SIGTERM and spec.kind == "nginx" else sig
             processes.stop(daemon, sig=how, timeout=30)
 
-    def _launch_and_route_load_balancer(self, state: State) -> Instance:
+    def _launch_load_balancer(
+        self, state: State, host: str, userdata: str
+    ) -> tuple[Instance, subprocess.Popen[bytes]]:
+        """A new instance of load balancer `host`: HAProxy and its readiness report, not yet
+        routed. Each instance has an address of its own; without nftables (not root) the
+        lab's first load balancer binds the public address itself, and none can be replaced
+        nor take the address from it."""
         state.load_balancers_started += 1
         generation = state.load_balancers_started
         if state.moves_public_address:
             address = self.network.load_balancer(generation)
         elif generation == 1:
             address = self.network.public  # no address to move: the load balancer binds it
+        elif generation <= len(state.settings.load_balancer_names):
+            address = self.network.load_balancer(generation)
         else:
             raise LabError(
-                "replacing the load balancer moves the public address with nftables, which "
+                "replacing a load balancer moves the public address with nftables, which "
                 "needs root and `nft` (make setup installs it)"
             )
-        instance = self._instance(state, "load-balancer", "load-balancer", address)
-        userdata = self._userdata(state.settings)[0]
+        instance = self._instance(state, host, "load-balancer", address)
         instance.userdata_sha256 = userdata_sha256(userdata)
         ports = Ports.for_user(state.is_root)
         localizer = self._localizer(state)
         directory = Path(instance.directory)
         self._fetch_files(state, localizer.fetch_files(userdata, directory), directory)
         config = localizer.haproxy_config(userdata, directory, instance.address)
-        certificate = self._certificate_steps(instance, userdata)
+        self._certificate_steps(instance, userdata)  # the self-signed one, before HAProxy
         self._start(
             state,
             instance,
             Spec(
-                "load-balancer/haproxy",
+                f"{host}/haproxy",
                 [processes.program("haproxy"), "-db", "-f", str(config)],
                 "haproxy.log",
             ),
             lambda: processes.port_is_open(instance.address, ports.http),
         )
-        self._obtain_certificate(state, instance, certificate)
-        self._gate(state, instance, self._report_ready(state, instance, userdata))
+        return instance, self._report_ready(state, instance, userdata)
+
+    def _hold_public_address(self, state: State, instance: Instance) -> None:
+        """Lead the public address to `instance`, a load balancer whose HAProxy serves, in one
+        rule swap (what keepalived's notify script does with the Elastic IP on AWS). Its
+        certbot then gets the site's certificate: the CA's HTTP-01 challenge reaches the
+        holder only, so the holder is the one that obtains it."""
+        if state.address_holder and not state.moves_public_address:
+            raise LabError(
+                "moving the public address between load balancers takes nftables, which "
+                "needs root and `nft` (make setup installs it)"
+            )
         if state.moves_public_address:
+            ports = Ports.for_user(state.is_root)
             public_address.associate(
                 self.name, self.network.public, (ports.http, ports.https), instance.address
             )
-        self._route(state, instance)
-        return instance
+        state.address_holder = instance.host
+        self._save(state)
+        self._event("holds", instance)
+        if state.settings.domain and not self._certbots(state, instance):
+            userdata = self._userdata(state.settings)[0][instance.host]
+            self._obtain_certificate(state, instance, self._certificate_steps(instance, userdata))
+
+    def _ready_peer(self, state: State, host: str) -> Instance | None:
+        """The other load balancer of the pair, if its HAProxy runs and sees a web node UP."""
+        for name in state.settings.load_balancer_names:
+            if name == host:
+                continue
+            peer = state.current(name)
+            if (
+                peer.serving
+                and peer.daemons
+                and all(spec.running() for spec in peer.daemons)
+                and "UP" in self.rotation(self.topology(state), name).values()
+            ):
+                return peer
+        return None
 
     # --- one host ----------------------------------------------------------------------------
 
-    def stop_host(self, name: str, *, kill: bool = False) -> None:
+    def stop_host(self, name: str, *, kill: bool = False) -> str | None:
+        """Stop a host's daemons (SIGKILL with `kill`: a crash). A load balancer holding the
+        public address hands it to its peer first if that one is ready, as keepalived does
+        when it stops (after a crash, as the peer's keepalived does once it notices: here at
+        once); its HAProxy then stops gracefully (SIGUSR1: what it has in flight finishes).
+        Returns the load balancer that holds the address after it, if it moved."""
         state = self._load()
-        self._stop_instance(state.current(name), signal.SIGKILL if kill else signal.SIGTERM)
+        instance = state.current(name)
+        holds = (
+            instance.role == "load-balancer"
+            and instance.host == state.address_holder
+            and state.moves_public_address
+        )
+        peer = self._ready_peer(state, instance.host) if holds else None
+        if peer is not None and not kill:
+            self._hold_public_address(state, peer)
+        graceful = signal.SIGUSR1 if instance.role == "load-balancer" else signal.SIGTERM
+        self._stop_instance(instance, signal.SIGKILL if kill else graceful)
+        if peer is not None and kill:
+            self._hold_public_address(state, peer)
+        return peer.host if peer is not None else None
+
+    def fail_over(self, to: str | None = None) -> str:
+        """Move the public address to the other load balancer (or to `to`), which must be
+        ready: what keepalived decides on AWS, done by the lab (keepalived refuses loopback).
+        Returns the load balancer that holds it now."""
+        state = self._load()
+        holder = state.current(HOLDER).host
+        names = state.settings.load_balancer_names
+        if to is not None and to not in names:
+            raise LabError(f"{to} is not a load balancer; they are: {', '.join(names)}")
+        if to == holder:
+            raise LabError(f"{to} already holds the public address")
+        peer = self._ready_peer(state, holder)
+        if peer is None or (to is not None and peer.host != to):
+            raise LabError(
+                f"no other load balancer is ready to take the public address from {holder} "
+                "(its HAProxy must run and see a web node UP)"
+            )
+        self._hold_public_address(state, peer)
+        return peer.host
 
     def freeze(self, name: str) -> None:
         """Hang a host without closing its sockets (SIGSTOP): connections stay open and
@@ -340,7 +418,7 @@ class Hosts(Routing):
         state = self._load()
         return self._server(state, state.current(name))
 
-    # --- HTTPS: the ACME CA and the load balancer's certificate (see lab/acme.py) -------------
+    # --- HTTPS: the ACME CA and the load balancers' certificate (see lab/acme.py) ------------
 
     def _acme_server(self) -> acme.AcmeServer:
         return acme.AcmeServer(self.network, self.state / "acme")
@@ -374,6 +452,10 @@ class Hosts(Routing):
         acme.run_step(steps.self_signed, directory / "site-certificate.log", {}, timeout=60)
         return steps
 
+    @staticmethod
+    def _certbots(state: State, instance: Instance) -> list[Instance]:
+        return [i for i in state.instances if i.host == "certbot" and i.address == instance.address]
+
     def _obtain_certificate(
         self, state: State, instance: Instance, steps: acme.CertificateSteps
     ) -> None:
@@ -392,10 +474,11 @@ class Hosts(Routing):
         self._save(state)
 
     def renew_certificate(self) -> None:
-        """What certbot.timer runs on the load balancer, forced: a new certificate now."""
+        """What certbot.timer runs on the load balancer that holds the public address, forced:
+        a new certificate now."""
         state = self._load()
-        instance = state.current("load-balancer")
-        steps = self._certificate_steps(instance, self._userdata(state.settings)[0])
+        instance = state.current(HOLDER)
+        steps = self._certificate_steps(instance, self._userdata(state.settings)[0][instance.host])
         log = Path(instance.directory) / "site-certificate.log"
         acme.run_step(steps.renew, log, steps.environment, timeout=120)
 
@@ -403,9 +486,10 @@ class Hosts(Routing):
 
     def _userdata(
         self, settings: Settings, app_source: bytes | None = None
-    ) -> tuple[str, dict[str, str]]:
-        """The program's userdata, with the app's code uploaded where it names it (as the
-        program's Artifacts component does before any instance boots)."""
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """The program's userdata (each load balancer's, each web node's), with the app's code
+        uploaded where it names it (as the program's Artifacts component does before any
+        instance boots)."""
         hosts = render_hosts(settings, LAB_REGION, LAB_ACCOUNT, app_source=app_source)
         s3 = aws.client("s3", self.network.address(5), Ports.for_user(os.geteuid() == 0).aws)
         with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
@@ -417,7 +501,7 @@ class Hosts(Routing):
             s3.put_object(
                 Bucket=hosts.store.bucket, Key=published.file.key, Body=published.file.content
             )
-        return hosts.load_balancer, hosts.web
+        return hosts.load_balancers, hosts.web
 
     def _localizer(self, state: State) -> Localizer:
         return Localizer(self.topology(state), is_root=state.is_root)
@@ -428,8 +512,8 @@ class Hosts(Routing):
     def _ssm(self) -> Any:
         return aws.ssm_client(self.network.address(5), Ports.for_user(os.geteuid() == 0).aws)
 
-    def _haproxy(self, state: State) -> Spec:
-        return state.current("load-balancer").daemons[0]
+    def _haproxy(self, state: State, load_balancer: str = HOLDER) -> Spec:
+        return state.current(load_balancer).daemons[0]
 
 
 def _unix_socket_answers(path: Path) -> bool:

@@ -83,10 +83,15 @@ class Lab(Operations):
             (net.address(51), ports.mysql, "db-primary"),
             (net.address(52), ports.mysql, "db-replica"),
             (net.public, ports.http, "the public address"),
-            (net.load_balancer(1), ports.http, "load-balancer"),
-            (net.load_balancer(1), ports.stats, "HAProxy stats"),
         ]
-        wanted += acme.ports_wanted(net, ports, https=settings.domain is not None)
+        for generation, name in enumerate(settings.load_balancer_names, start=1):
+            wanted += [
+                (net.load_balancer(generation), ports.http, name),
+                (net.load_balancer(generation), ports.stats, f"{name}'s HAProxy stats"),
+            ]
+        wanted += acme.ports_wanted(
+            net, ports, len(settings.load_balancer_names), https=settings.domain is not None
+        )
         wanted += [
             (net.web(i), ports.http, name)
             for i, name in enumerate(web_node_names(settings.web_node_count), start=1)
@@ -137,28 +142,41 @@ class Lab(Operations):
         )
         if state.settings.domain and self.acme_at_boot:
             self._start_acme(state)
-        for host in ("load-balancer", *web_node_names(20)):
+        for host in (*state.settings.load_balancer_names, *web_node_names(20)):
             self._ssm().put_parameter(
                 Name=self._parameter(state, host), Value="{}", Type="String", Overwrite=True
             )
 
         self._bring_up_databases(state)
-        userdata = self._userdata(state.settings)[1]
+        load_balancers, web = self._userdata(state.settings)
         nodes = [
-            self._launch_web(state, node, userdata[node])
+            self._launch_web(state, node, web[node])
             for node in web_node_names(state.settings.web_node_count)
         ]
         for instance, report in nodes:
             self._gate(state, instance, report)
             self._route(state, instance)
-        self._launch_and_route_load_balancer(state)
+        # The pair: both serve and have their records; the first holds the public address.
+        launched = [
+            self._launch_load_balancer(state, name, userdata)
+            for name, userdata in load_balancers.items()
+        ]
+        for instance, report in launched:
+            self._gate(state, instance, report)
+            self._route(state, instance)
+        self._hold_public_address(state, launched[0][0])
         every_node_up = dict.fromkeys(web_node_names(state.settings.web_node_count), "UP")
         topology = self.topology(state)
-        haproxy = self._haproxy(state)
+        for instance, _ in launched:
+            self._await_rotation(state, topology, instance.host, every_node_up)
+
+    def _await_rotation(
+        self, state: State, topology: Topology, load_balancer: str, wanted: dict[str, str]
+    ) -> None:
         processes.wait_until(
-            lambda: self.rotation(topology) == every_node_up,
-            daemon_of(haproxy),
-            what="HAProxy to see every web node UP",
+            lambda: self.rotation(topology, load_balancer) == wanted,
+            daemon_of(self._haproxy(state, load_balancer)),
+            what=f"{load_balancer}'s HAProxy to see every web node UP",
         )
 
     def down(self) -> list[str]:
@@ -184,12 +202,12 @@ class Lab(Operations):
         self._teardown(state)
 
     def metrics_endpoints(self, topology: Topology | None = None) -> dict[str, str]:
-        """Name -> URL of what each host's metrics agent scrapes (HAProxy's exporter, each
-        node's Nginx stub_status), served by the shipped configs."""
+        """Name -> URL of what each host's metrics agent scrapes (each load balancer's HAProxy
+        exporter, each node's Nginx stub_status), served by the shipped configs."""
         topology = topology or self.topology()
-        load_balancer = topology.host("load-balancer").address
         endpoints = {
-            "load-balancer/haproxy": f"http://{load_balancer}:{topology.ports.stats}/metrics"
+            f"{lb.name}/haproxy": f"http://{lb.address}:{topology.ports.stats}/metrics"
+            for lb in topology.load_balancers
         }
         for node in topology.web_nodes:
             endpoints[f"{node.name}/nginx"] = (
@@ -200,10 +218,13 @@ class Lab(Operations):
     def status(self) -> dict[str, Any]:
         state = self._load()
         topology = self.topology(state)
-        servers = self.servers(topology)
+        views = self.rotations(topology)
         endpoints = self.metrics_endpoints(topology)
-        live = metrics.rates(
-            endpoints["load-balancer/haproxy"], [n.name for n in topology.web_nodes], 0.5
+        holder = topology.holder
+        live = (
+            metrics.rates(endpoints[f"{holder}/haproxy"], [n.name for n in topology.web_nodes], 0.5)
+            if holder
+            else {}
         )
         hosts, details = [], {}
         for host in topology.hosts:
@@ -215,21 +236,23 @@ class Lab(Operations):
             )
             hosts.append({**host.as_dict(), "state": "up" if up else "down"})
             if host.role == "web":
-                server = servers.get(host.name, {})
+                seen = "/".join(view.get(host.name, "unknown") for view in views.values())
                 rate = live.get(host.name)
-                details[host.name] = f"HAProxy: {server.get('status', 'unknown')}" + (
+                details[host.name] = f"HAProxy: {seen}" + (
                     f", {rate.requests_per_second:.1f} req/s" if rate else ""
                 )
+            elif host.role == "load-balancer":
+                role = f"holds {topology.public_address}" if host.name == holder else "standby"
+                details[host.name] = f"{role}; stats: {topology.stats_url_of(host.name)}"
             elif host.name == "db-replica":
                 details[host.name] = (
                     mariadb.replication_summary(self._server(state, instance)) if up else "down"
                 )
             elif host.name == "db-primary":
                 details[host.name] = "takes writes" if up else "down"
-            else:
-                details[host.name] = f"stats: {topology.stats_url}"
         return {
             "url": topology.url,
+            "public_address": {"address": topology.public_address, "holder": holder},
             **self._https_status(state, topology),
             "hosts": hosts,
             "details": details,

@@ -67,12 +67,30 @@ class Operations(Hosts):
         state = self._load()
         old = state.current(host)
         if old.role == "load-balancer":
-            self._launch_and_route_load_balancer(state)
-            self._retire(state, old)
+            self._replace_load_balancer(state, old)
             return
         if old.role != "web":
-            raise LabError(f"only web nodes and the load balancer are replaced; not {host}")
+            raise LabError(f"only web nodes and load balancers are replaced; not {host}")
         self._roll(state, [[host]], self._userdata(state.settings)[1])
+
+    def _replace_load_balancer(self, state: State, old: Instance) -> None:
+        """One load balancer of the pair at a time: its new instance serves and gets its
+        record; if the old one holds the public address, the address moves to the ready peer
+        (as keepalived hands it over when the old one stops; without a ready peer, to the new
+        instance) before the old instance stops, gracefully."""
+        userdata = self._userdata(state.settings)[0][old.host]
+        new, report = self._launch_load_balancer(state, old.host, userdata)
+        try:
+            self._gate(state, new, report)
+        except LabError:
+            self._stop_instance(new, signal.SIGTERM)
+            state.instances.remove(new)
+            self._save(state)
+            raise
+        self._route(state, new)
+        if state.address_holder == old.host:
+            self._hold_public_address(state, self._ready_peer(state, old.host) or new)
+        self._retire(state, old)
 
     def release(self, app_source: bytes, batch_size: int | None = None) -> None:
         """Replace every web node with ones running `app_source`, canary first, in batches."""

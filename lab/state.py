@@ -18,7 +18,7 @@ from pathlib import Path
 from lab import acme, processes
 from lab.localize import LabError
 from lab.processes import Daemon
-from lab.topology import Host, Network, Ports, Topology, network_of
+from lab.topology import HOLDER, Host, Network, Ports, Topology, network_of
 from settings import Settings, load_settings, load_stack_file
 from settings.web_tier import web_node_names
 
@@ -63,7 +63,7 @@ class Instance:
     """One run of a host, what AWS calls an instance: a new one for each replacement."""
 
     host: str
-    """web-1, load-balancer, db-primary, ... (stand-ins: aws, dns)."""
+    """web-1, load-balancer-1, db-primary, ... (stand-ins: aws, dns, acme, certbot)."""
     role: str
     instance_id: str
     address: str
@@ -79,7 +79,8 @@ class Event:
     at: float
     """time.monotonic() when it happened."""
     what: str
-    """ready, switched, followed (HAProxy uses the new address), retired."""
+    """ready, switched, followed (HAProxy uses the new address), drained, retired, holds (the
+    public address leads to this load balancer now)."""
     host: str
     instance_id: str
 
@@ -93,12 +94,17 @@ class State:
     """The public address is an nftables rule (root), not the first load balancer's own."""
     web_hosts_started: int = 0
     load_balancers_started: int = 0
+    address_holder: str = ""
+    """The load balancer the public address leads to (`load-balancer-1` ...); "" before any."""
     launches: dict[str, int] = field(default_factory=dict)
     """Instances ever launched per host: numbers each new one, never reused."""
     instances: list[Instance] = field(default_factory=list)
 
     def current(self, host: str) -> Instance:
-        """The instance that serves as `host`, or the newest one if none serves yet."""
+        """The instance that serves as `host`, or the newest one if none serves yet.
+        `load-balancer`: the one that holds the public address (at first load-balancer-1)."""
+        if host == HOLDER:
+            host = self.address_holder or self.settings.load_balancer_names[0]
         mine = [i for i in self.instances if i.host == host]
         if not mine:
             raise KeyError(f"no host {host!r} in the lab; hosts are: {', '.join(self.hosts())}")
@@ -170,17 +176,23 @@ class LabRecords:
         state = state or self._load()
         ports = Ports.for_user(state.is_root)
         hosts = []
-        order = ["load-balancer", *web_node_names(20), "db-primary", "db-replica"]
+        order = [
+            *state.settings.load_balancer_names,
+            *web_node_names(20),
+            "db-primary",
+            "db-replica",
+        ]
         for name in sorted(state.hosts(), key=order.index):
             instance = state.current(name)
             port = ports.mysql if instance.role == "database" else ports.http
             hosts.append(Host(name, instance.role, instance.address, port))
+        holder = state.address_holder
         public = (
-            self.network.public
-            if state.moves_public_address or not hosts
-            else state.current("load-balancer").address
+            state.current(holder).address
+            if holder and not state.moves_public_address
+            else self.network.public
         )
-        return Topology(state.settings, ports, self.network, tuple(hosts), public)
+        return Topology(state.settings, ports, self.network, tuple(hosts), public, holder)
 
     def _event(self, what: str, instance: Instance) -> None:
         self.events.append(Event(time.monotonic(), what, instance.host, instance.instance_id))

@@ -7,8 +7,9 @@ lab runs as root; a normal user cannot bind ports below 1024, so the lab then mo
 and MySQL to 13306 on the same addresses.
 
 Like AWS, the lab gives each new host (a replacement, a scale-out) a new address, and the
-public address of the load balancer (its "Elastic IP") is not the load balancer's own: it is
-moved to a new load balancer once that one serves.
+public address of the load balancers (their "Elastic IP") is neither's own: it points at the one
+that holds it (`load-balancer-1` at first) and the lab moves it to the other. `load-balancer`
+names whichever holds it.
 """
 
 from __future__ import annotations
@@ -34,10 +35,12 @@ AWS = 5  # the stand-in for the AWS APIs the hosts call (SSM)
 DNS = 53  # the private zone's DNS server
 DB_PRIMARY = 51
 DB_REPLICA = 52
-LOAD_BALANCER_FIRST = 11  # load balancer generations: .11, .12, ... (.19)
+LOAD_BALANCER_FIRST = 11  # load balancer instances: .11 and .12 (the pair), then .13 ... (.19)
 LOAD_BALANCER_LAST = 19
 WEB_FIRST = 101  # every web host ever started takes the next address: .101, .102, ...
 WEB_LAST = 250
+HOLDER = "load-balancer"
+"""What the lab calls the load balancer that holds the public address, whichever it is."""
 
 
 @dataclass(frozen=True)
@@ -76,9 +79,10 @@ class Network:
         return self.address(PUBLIC)
 
     def load_balancer(self, generation: int) -> str:
+        """The address of the `generation`-th load balancer instance the lab started."""
         octet = LOAD_BALANCER_FIRST + generation - 1
         if octet > LOAD_BALANCER_LAST:
-            raise ValueError("this lab has replaced its load balancer too often; recreate it")
+            raise ValueError("this lab has replaced its load balancers too often; recreate it")
         return self.address(octet)
 
     def web(self, serial: int) -> str:
@@ -98,7 +102,7 @@ def network_of(name: str) -> Network:
 @dataclass(frozen=True)
 class Host:
     name: str
-    """As in the AWS stack: load-balancer, web-1 ... web-N, db-primary, db-replica."""
+    """As in the AWS stack: load-balancer-1 (and -2), web-1 ... web-N, db-primary, db-replica."""
     role: str
     """load-balancer, web or database."""
     address: str
@@ -115,7 +119,9 @@ class Topology:
     network: Network
     hosts: tuple[Host, ...]
     public_address: str
-    """Where users connect: the Elastic IP's stand-in (or the load balancer itself)."""
+    """Where users connect: the Elastic IP's stand-in (or the first load balancer itself)."""
+    holder: str = ""
+    """The load balancer the public address leads to (`load-balancer-1` ...)."""
 
     @property
     def url(self) -> str:
@@ -131,14 +137,25 @@ class Topology:
 
     @property
     def stats_url(self) -> str:
-        return f"http://{self.host('load-balancer').address}:{self.ports.stats}/stats"
+        """HAProxy's stats page on the load balancer that holds the public address."""
+        return self.stats_url_of(HOLDER)
+
+    def stats_url_of(self, load_balancer: str) -> str:
+        return f"http://{self.host(load_balancer).address}:{self.ports.stats}/stats"
 
     def host(self, name: str) -> Host:
+        """The host `name`; `load-balancer` is the one that holds the public address."""
+        if name == HOLDER and self.holder:
+            name = self.holder
         for host in self.hosts:
             if host.name == name:
                 return host
         names = ", ".join(h.name for h in self.hosts)
         raise KeyError(f"no host {name!r} in the lab; hosts are: {names}")
+
+    @property
+    def load_balancers(self) -> list[Host]:
+        return [h for h in self.hosts if h.role == "load-balancer"]
 
     @property
     def web_nodes(self) -> list[Host]:

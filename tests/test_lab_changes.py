@@ -1,14 +1,16 @@
 """Changes without downtime, end to end: what `pulumi up` does, done to the running lab.
 
-Under a steady stream of requests through the load balancer (reads and writes, each on a new
+Under a steady stream of requests through the public address (reads and writes, each on a new
 connection, bounded in time), the lab scales out and in, replaces every web node, rolls out new
-app code and replaces the load balancer itself. Each host is switched to only after its own
-readiness report (the shipped script, the program's gate code), HAProxy follows the DNS records
-the lab's DNS server answers, and not one request may fail.
+app code, moves the public address within the pair of load balancers and replaces each of them.
+Each host is switched to only after its own readiness report (the shipped script, the program's
+gate code), both HAProxy processes follow the DNS records the lab's DNS server answers, and not
+one request may fail.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -193,19 +195,84 @@ def test_a_broken_release_stops_at_the_canary_and_the_old_nodes_serve(
     assert {a.release for a in stream.since(stream.elapsed() - 1.0)} == {"2"}, "old code serves"
 
 
-def test_the_load_balancer_is_replaced_without_a_failed_request(
-    lab: tuple[Lab, Topology],
-) -> None:
-    """The public address moves to the new HAProxy only once it serves (as the Elastic IP
-    association does on AWS); the old one finishes its requests and stops."""
-    the_lab, topology = lab
+def served_through(the_lab: Lab, load_balancer: str) -> int:
+    """Sessions `load_balancer`'s HAProxy has sent to web nodes so far (its stats' stot)."""
+    servers = the_lab.servers(the_lab.topology(), load_balancer)
+    return sum(int(row.get("stot") or 0) for row in servers.values())
+
+
+def needs_a_movable_address() -> None:
     require("nft")
     if os.geteuid() != 0:  # CI runs as root
         unavailable("moving the public address (nftables) needs root")
-    old = the_lab.topology().host("load-balancer").address
-    stream = under_load(topology, lambda: the_lab.replace("load-balancer"))
-    assert_no_request_failed(stream, "replacing the load balancer")
-    new = the_lab.topology()
-    assert new.host("load-balancer").address != old
-    assert new.url == topology.url, "the public address stayed the same"
-    assert the_lab.rotation(new) == {"web-1": "UP", "web-2": "UP"}
+
+
+def test_the_public_address_moves_within_the_pair_without_a_failed_request(
+    lab: tuple[Lab, Topology],
+) -> None:
+    """What keepalived does on AWS, done by the lab: the address moves to the standby (a
+    failover), then the holder is stopped and hands it back first; requests keep succeeding
+    and each HAProxy serves while it holds the address."""
+    the_lab, topology = lab
+    needs_a_movable_address()
+    assert the_lab.topology().holder == "load-balancer-1"
+    holders: list[str] = []
+    through_2: list[int] = []
+
+    def move_twice() -> None:
+        through_2.append(served_through(the_lab, "load-balancer-2"))
+        holders.append(the_lab.fail_over())
+        time.sleep(1.5)
+        through_2.append(served_through(the_lab, "load-balancer-2"))
+        holders.append(the_lab.stop_host("load-balancer-2") or "")
+        time.sleep(1.5)
+
+    stream = under_load(topology, move_twice)
+    assert_no_request_failed(stream, "moving the public address")
+    assert holders == ["load-balancer-2", "load-balancer-1"]
+    assert through_2[1] - through_2[0] >= 20, f"load-balancer-2 served meanwhile: {through_2}"
+    assert the_lab.topology().url == topology.url, "the public address stayed the same"
+    assert the_lab.status()["public_address"]["holder"] == "load-balancer-1"
+    the_lab.start_host("load-balancer-2")
+    assert the_lab.rotations(the_lab.topology()) == {
+        "load-balancer-1": {"web-1": "UP", "web-2": "UP"},
+        "load-balancer-2": {"web-1": "UP", "web-2": "UP"},
+    }
+    with pytest.raises(LabError, match="already holds"):
+        the_lab.fail_over("load-balancer-1")
+
+
+def test_each_load_balancer_is_replaced_without_a_failed_request(
+    lab: tuple[Lab, Topology],
+) -> None:
+    """One at a time: the new instance serves and reports ready, then the public address
+    moves to the ready peer (as keepalived hands it over) before the old instance stops; the
+    old one finishes its requests."""
+    the_lab, topology = lab
+    needs_a_movable_address()
+    for replaced, peer in (
+        ("load-balancer-1", "load-balancer-2"),
+        ("load-balancer-2", "load-balancer-1"),
+    ):
+        before = the_lab.topology()
+        old = before.host(replaced).address
+        holder = before.holder
+        the_lab.events.clear()
+        stream = under_load(topology, functools.partial(the_lab.replace, replaced))
+        assert_no_request_failed(stream, f"replacing {replaced}")
+        after = the_lab.topology()
+        assert after.host(replaced).address != old
+        assert after.url == topology.url, "the public address stayed the same"
+        new = the_lab.instance(replaced).instance_id
+        (ready,) = [e for e in events(the_lab, "ready") if e.instance_id == new]
+        (retired,) = [e for e in events(the_lab, "retired") if e.host == replaced]
+        moved = events(the_lab, "holds")
+        if holder == replaced:
+            assert [e.host for e in moved] == [peer], f"the address moved to {peer}"
+            assert ready.at <= moved[0].at <= retired.at
+        else:
+            assert moved == [], "the address stayed where it was"
+        assert the_lab.rotations(after) == {
+            lb.name: {"web-1": "UP", "web-2": "UP"} for lb in after.load_balancers
+        }
+    assert the_lab.topology().holder == "load-balancer-1"

@@ -78,6 +78,32 @@ def test_round_robin_alternates_over_every_web_node(lab: tuple[Lab, Topology], u
     assert served[: len(nodes)] == served[len(nodes) :], "a fixed rotation"
 
 
+def test_both_load_balancers_health_check_and_rotate_over_every_web_node(
+    lab: tuple[Lab, Topology],
+) -> None:
+    """The pair: each HAProxy, from its own rendered config at its own address, sees every
+    node UP and serves a round robin over all of them; the public address leads to the first."""
+    the_lab, topology = lab
+    nodes = sorted(h.name for h in topology.web_nodes)
+    load_balancers = topology.load_balancers
+    assert [h.name for h in load_balancers] == ["load-balancer-1", "load-balancer-2"]
+    assert len({h.address for h in load_balancers} | {topology.public_address}) == 3
+    assert topology.holder == "load-balancer-1"
+    assert the_lab.rotations(topology) == {
+        h.name: dict.fromkeys(nodes, "UP") for h in load_balancers
+    }
+    for host in load_balancers:
+        config = (the_lab.directory(host.name) / "haproxy.cfg").read_text()
+        assert f"bind {host.address}:{topology.ports.http}\n" in config, host.name
+        served = [
+            request(f"http://{host.address}:{host.port}/api/messages").served_by
+            for _ in range(2 * len(nodes))
+        ]
+        assert sorted(served) == sorted(nodes * 2), (host.name, served)
+    served_by = {request(f"{url}/api/messages").served_by for url in [topology.url] * len(nodes)}
+    assert served_by == set(nodes)
+
+
 def test_a_write_is_read_back_from_the_replica_within_2_seconds(url: str) -> None:
     text = f"e2e {uuid.uuid4()}"
     written = request(f"{url}/api/messages", "POST", {"text": text})
@@ -192,7 +218,18 @@ def test_status_reports_every_host_for_scripts(lab: tuple[Lab, Topology]) -> Non
     status = lab[0].status()
     assert status["url"] == lab[1].url
     names = [h["name"] for h in status["hosts"]]
-    assert names == ["load-balancer", "web-1", "web-2", "db-primary", "db-replica"]
+    assert names == [
+        "load-balancer-1",
+        "load-balancer-2",
+        "web-1",
+        "web-2",
+        "db-primary",
+        "db-replica",
+    ]
+    assert status["public_address"] == {
+        "address": lab[1].public_address,
+        "holder": "load-balancer-1",
+    }
     for host in status["hosts"]:
         assert set(host) == {"name", "role", "address", "port", "state"}
         assert host["address"].startswith(LAB_NETWORKS[LAB] + "."), "the test lab's network"
@@ -275,9 +312,15 @@ def test_the_metrics_the_alarms_read_are_served_by_the_shipped_configs(
     and `lab status --json` names them."""
     the_lab, topology = lab
     endpoints = the_lab.status()["metrics"]
-    assert set(endpoints) == {"load-balancer/haproxy", "web-1/nginx", "web-2/nginx"}
-    samples = metrics.scrape(endpoints["load-balancer/haproxy"])
-    assert metrics.healthy_web_nodes(samples) == 2
+    assert set(endpoints) == {
+        "load-balancer-1/haproxy",
+        "load-balancer-2/haproxy",
+        "web-1/nginx",
+        "web-2/nginx",
+    }
+    for load_balancer in ("load-balancer-1", "load-balancer-2"):
+        samples = metrics.scrape(endpoints[f"{load_balancer}/haproxy"])
+        assert metrics.healthy_web_nodes(samples) == 2, load_balancer
     for node in topology.web_nodes:
         before = metrics.nginx_requests(endpoints[f"{node.name}/nginx"])
         assert before is not None, f"{node.name}'s stub_status"
@@ -292,7 +335,7 @@ def test_the_healthy_node_metric_follows_a_killed_node_within_3_seconds(
     lab: tuple[Lab, Topology],
 ) -> None:
     the_lab, _ = lab
-    haproxy = the_lab.metrics_endpoints()["load-balancer/haproxy"]
+    haproxy = the_lab.metrics_endpoints()["load-balancer-1/haproxy"]
 
     def healthy() -> float:
         return metrics.healthy_web_nodes(metrics.scrape(haproxy))
@@ -315,7 +358,7 @@ def test_the_healthy_node_metric_follows_a_killed_node_within_3_seconds(
 def test_a_burst_of_5xx_shows_in_the_clients_error_counter(lab: tuple[Lab, Topology]) -> None:
     """With both databases gone, reads answer 503: the 5xx-rate alarm's counter counts them."""
     the_lab, topology = lab
-    haproxy = the_lab.metrics_endpoints()["load-balancer/haproxy"]
+    haproxy = the_lab.metrics_endpoints()["load-balancer-1/haproxy"]
     before = metrics.client_5xx(metrics.scrape(haproxy))
     the_lab.stop_host("db-replica")
     the_lab.stop_host("db-primary")

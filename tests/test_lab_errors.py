@@ -26,7 +26,7 @@ def test_a_taken_port_is_named_before_anything_starts(tmp_path: Path) -> None:
         squatter.bind((address, port))
         squatter.listen(1)
         with pytest.raises(
-            LabError, match=rf"{address}:{port} for load-balancer is already in use"
+            LabError, match=rf"{address}:{port} for load-balancer-1 is already in use"
         ):
             Lab("test-errors", state=state).up()
     assert not state.exists(), "nothing was started, nothing is left"
