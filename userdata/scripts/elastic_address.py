@@ -61,7 +61,7 @@ def resolve(name: str, timeout: float, interval: float = 2.0) -> str:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return socket.getaddrinfo(name, None, socket.AF_INET)[0][4][0]
+            return str(socket.getaddrinfo(name, None, socket.AF_INET)[0][4][0])
         except OSError as error:
             if time.monotonic() > deadline:
                 raise SystemExit(f"elastic-address: {name} does not resolve: {error}") from None
