@@ -22,6 +22,7 @@ from lab.bench.changes import (
     Operation,
     follow_times,
     old_code_after,
+    old_code_after_switch,
     operations,
     run_one,
 )
@@ -142,6 +143,22 @@ def test_old_code_after_the_last_follow() -> None:
     assert old_code_after([answer(1.0, "bench")], 0.5) is None
 
 
+def test_old_code_after_each_nodes_switch() -> None:
+    """Counted per node, from its own follow: web-2's old code still serves after web-1's."""
+    answers = [
+        Answer(1.0, "GET", 200, "web-1", ""),  # before web-1's switch: fine
+        Answer(2.0, "GET", 200, "web-1", ""),  # after it: reached the old web-1
+        Answer(2.1, "GET", 200, "web-1", "bench"),
+        Answer(2.2, "GET", 200, "web-2", ""),  # web-2 not switched yet: fine
+        Answer(2.3, "GET", 502, "web-1", ""),  # a failure is no answer
+        Answer(3.5, "GET", 200, "web-2", ""),  # after web-2's switch
+        Answer(3.6, "GET", 200, "", ""),  # from no node (an HAProxy error page)
+    ]
+    stale = old_code_after_switch(answers, {"web-1": 1.5, "web-2": 3.0})
+    assert [(a.at, a.served_by) for a in stale] == [(2.0, "web-1"), (3.5, "web-2")]
+    assert old_code_after_switch(answers, {}) == []
+
+
 def test_rows_and_verdicts() -> None:
     done = Change("replace web-1", took_s=3.456, requests=400, follow_s=[0.9])
     both = Change(
@@ -157,6 +174,7 @@ def test_rows_and_verdicts() -> None:
         requests=950,
         follow_s=[0.4, 0.6],
         old_code_after_s=0.25,
+        old_code_after_switch=0,
     )
     skipped = Change("replace the load balancer", skipped="needs root")
     assert done.row() == ["replace web-1", "3.46", "400", "0", "0.90", "0.90"]
@@ -176,6 +194,12 @@ def test_rows_and_verdicts() -> None:
         "target 0  PASS"
     )
     assert "the old code answered last 0.25 s after HAProxy followed the last switch" in text
+    assert line_with(text, f"changes:  {released.operation}: 0 answers from an old node").endswith(
+        "target 0  PASS"
+    )
+    stale = Change(released.operation, requests=10, follow_s=[0.4], old_code_after_switch=3)
+    stale_text = "\n".join(Changes([stale]).notes())
+    assert line_with(stale_text, f"changes:  {stale.operation}: 3 answers").endswith("MISS")
 
     failed = Change(
         "scale 2 -> 3",

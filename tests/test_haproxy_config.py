@@ -4,7 +4,8 @@
 what the architecture depends on. Each guards a one-line slip that a valid config would hide:
 a backend without health checks keeps sending users to a dead node; a check on `/` instead of
 `/health` queries the database every second on every node and pulls the whole tier out when
-the database is down; a POST retried on another node may be stored twice.
+the database is down; a POST retried on another node may be stored twice; a new visitor's request
+sent on a connection opened before a node was replaced reaches the old node.
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ def web_backend(request: pytest.FixtureRequest) -> list[list[str]]:
     return sections(rendered_config(**request.param))["backend web"]
 
 
+@pytest.fixture(scope="module")
+def defaults() -> list[list[str]]:
+    return sections(rendered_config())["defaults"]
+
+
 def directives(backend: list[list[str]], keyword: str) -> list[list[str]]:
     return [words for words in backend if words[0] == keyword]
 
@@ -83,6 +89,29 @@ def test_a_post_is_never_retried_on_another_node(web_backend: list[list[str]]) -
     conditions = [words[words.index("if") + 1 :] for words in exemptions if "if" in words]
     unconditional = any("if" not in words and "unless" not in words for words in exemptions)
     assert unconditional or ["METH_POST"] in conditions
+
+
+RETRIES_THAT_MAKE_A_FIRST_REQUEST_REUSABLE = {"conn-failure", "empty-response", "response-timeout"}
+
+
+def test_a_new_visitor_never_rides_a_connection_opened_before_a_switch(
+    web_backend: list[list[str]], defaults: list[list[str]]
+) -> None:
+    """A node's replacement moves its slot to a new address, and HAProxy 2.6 keeps its idle
+    connections to the old one. A client connection's first request must open a server
+    connection of its own (to the slot's current address): always under `never`; under `safe`
+    only while retry-on lacks one of conn-failure, empty-response and response-timeout (with
+    all three, HAProxy reuses idle connections for first requests too); never under
+    `aggressive` or `always`. tests/test_lab_changes.py sees the old node answer otherwise."""
+    modes = [words[1] for words in defaults + web_backend if words[0] == "http-reuse"]
+    mode = modes[-1] if modes else "safe"  # the backend's own line wins; safe is the default
+    retried = {word for words in directives(web_backend, "retry-on") for word in words[1:]}
+    if "all-retryable-errors" in retried:
+        retried |= RETRIES_THAT_MAKE_A_FIRST_REQUEST_REUSABLE
+    first_request_reuses = mode in ("aggressive", "always") or (
+        mode == "safe" and retried >= RETRIES_THAT_MAKE_A_FIRST_REQUEST_REUSABLE
+    )
+    assert not first_request_reuses, f"http-reuse {mode} with retry-on {sorted(retried)}"
 
 
 def test_the_sections_parser_sees_what_haproxy_sees() -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from system_tools import require, unavailable
 
+from lab.bench.changes import old_code_after_switch
 from lab.lab import REQUIRED, Lab
 from lab.localize import LabError
 from lab.state import Event
@@ -161,10 +162,22 @@ def test_new_code_rolls_out_canary_first_without_a_failed_request(
     assert events(the_lab, "ready")[1].at >= followed[0].at, "web-2 waited for web-1"
     began = time.monotonic() - stream.elapsed()
     last_followed = followed[-1].at - began
+    timeline = [(round(e.at - began, 2), e.what, e.host) for e in the_lab.events]
+    # Stricter, per node: once HAProxy sends a node's slot to its new address, no request that
+    # begins afterwards may reach the old instance, not even on a server connection HAProxy
+    # kept idle from before the switch (connection reuse).
+    followed_at = {e.host: e.at - began for e in followed}  # one follow per node
+    reached_old = [
+        (round(a.at, 3), a.served_by, round(followed_at[a.served_by], 3))
+        for a in old_code_after_switch(stream.answers, followed_at, tag="2")
+    ]
+    assert reached_old == [], (
+        f"requests begun after their node's switch reached the old node "
+        f"(began s, node, followed s): {reached_old}; {timeline}"
+    )
     late = stream.since(last_followed + NEW_CODE_SERVED_WITHIN)
     assert late, "the stream outlived the release"
     stale = [(round(a.at, 2), a.served_by) for a in late if a.release != "2"]
-    timeline = [(round(e.at - began, 2), e.what, e.host) for e in the_lab.events]
     assert stale == [], f"old code answered after its switch: {stale}; {timeline}"
     old = [a for a in stream.answers if a.at < last_followed + NEW_CODE_SERVED_WITHIN]
     assert any(a.release == "" for a in old), "the old code served until its switch"

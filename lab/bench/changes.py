@@ -8,7 +8,9 @@ counts as a failure. For each operation: how long it took, the requests the stre
 many failed, and how long HAProxy took to follow each DNS switch, from the lab's events: from
 `switched` (the host's record changed and the DNS server reloaded) to `followed` (HAProxy's
 stats show the node UP at its new address, or a removed node's slot in maintenance; the lab
-polls every 50 ms), one per host switched.
+polls every 50 ms), one per host switched. For the release, whose new code is recognisable: the
+answers from the old code to requests that began after HAProxy followed their node's switch,
+i.e. requests that still reached an old node (target 0).
 
 The operations: scale out by one node and back, replace one web node, replace every web node
 (one after the other), release new app code (the repository's app plus a wrapper adding a
@@ -22,7 +24,7 @@ import dataclasses
 import os
 import textwrap
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +122,22 @@ def old_code_after(
     return max(old) - last_followed_at if old else None
 
 
+def old_code_after_switch(
+    answers: Sequence[Answer], followed_at: Mapping[str, float], tag: str = RELEASE_TAG
+) -> list[Answer]:
+    """Answers from the old code to requests that began after HAProxy followed their node's
+    switch (`followed_at`: node -> seconds since the stream began): requests that reached an
+    old node although HAProxy already sent that node's traffic to its new address."""
+    return [
+        a
+        for a in answers
+        if a.ok
+        and a.release != tag
+        and a.served_by in followed_at
+        and a.at >= followed_at[a.served_by]
+    ]
+
+
 @dataclass
 class Change:
     operation: str
@@ -135,6 +153,8 @@ class Change:
     """Per host switched: from its DNS switch until HAProxy used it."""
     old_code_after_s: float | None = None
     """A release: from HAProxy following the last switch to the last old-code answer."""
+    old_code_after_switch: int | None = None
+    """A release: old-code answers to requests begun after their node's switch was followed."""
     other_cores: float | None = None
     timeline: list[tuple[float, str, str]] = field(default_factory=list)
     """(seconds since the operation began, event, host): the lab's events, for `--json`."""
@@ -189,6 +209,13 @@ class Changes:
                     f"changes:  {change.operation}: the old code answered last "
                     f"{change.old_code_after_s:.2f} s after HAProxy followed the last switch"
                 )
+            if change.old_code_after_switch is not None:
+                stale = change.old_code_after_switch
+                out.append(
+                    f"changes:  {change.operation}: {stale} answers from an old node to "
+                    "requests begun after HAProxy followed its switch; target 0  "
+                    + verdict(stale, "<=", 0)
+                )
             if change.error:
                 out.append(f"changes:  {change.operation} failed: {change.error}")
             for failure in change.failures:
@@ -235,6 +262,11 @@ def run_one(context: Context, operation: Operation) -> Change:
     followed = [e.at - began for e in events if e.what == "followed"]
     if operation.name.startswith("release") and followed and not change.error:
         change.old_code_after_s = old_code_after(stream.answers, max(followed))
+        first_followed: dict[str, float] = {}
+        for event in sorted(events, key=lambda e: e.at):
+            if event.what == "followed":
+                first_followed.setdefault(event.host, event.at - began)
+        change.old_code_after_switch = len(old_code_after_switch(stream.answers, first_followed))
     return change
 
 
