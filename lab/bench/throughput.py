@@ -160,7 +160,8 @@ def cpu_line(endpoint: str, runs: dict[str, list[WrkResult]]) -> str:
     steadier answer to "what does the load balancer cost".
     """
     total_a = median_of([r.cpu_us_per_request() for r in runs["a"]])
-    haproxy = median_of([r.cpu_us_per_request("load-balancer/haproxy") for r in runs["b"]])
+    # load-balancer-1 holds the lab's public address from `up`; its peer only health-checks.
+    haproxy = median_of([r.cpu_us_per_request("load-balancer-1/haproxy") for r in runs["b"]])
     if total_a is None or haproxy is None:
         return f"{endpoint:5} CPU per request: not measured"
     return (
