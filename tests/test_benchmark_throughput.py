@@ -50,7 +50,7 @@ def test_the_load_balancers_cost_gets_its_verdict() -> None:
 
 def test_cpu_line_bounds_the_ratio_by_haproxys_share() -> None:
     a = WrkResult(1000, 1.0, 1000.0, 1, 1, 1, 1, 1, 0, 0, 0.0, {"web-1/app": 0.9, "x": 0.1})
-    b = WrkResult(1000, 1.0, 1000.0, 1, 1, 1, 1, 1, 0, 0, 0.0, {"load-balancer/haproxy": 0.1})
+    b = WrkResult(1000, 1.0, 1000.0, 1, 1, 1, 1, 1, 0, 0, 0.0, {"load-balancer-1/haproxy": 0.1})
     line = cpu_line("read", {"a": [a], "b": [b]})
     assert line.startswith("read  CPU per request: 1000 us in (a)")
     assert "HAProxy adds 100 us in (b): b/a ~ 0.909" in line
