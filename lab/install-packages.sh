@@ -7,12 +7,14 @@
 # test CA (with pebble-challtestsrv), which the lab runs as its ACME server.
 # The boot lab (lab/boot): systemd-nspawn, mmdebstrap for its images, apt-cacher-ng as the
 # stand-in for the apt mirror, iproute2 for its bridge. openssl: the labs' test certificates.
-# curl: the README's lab walk-through (a minimal Debian image has none).
+# curl: the README's lab walk-through (a minimal Debian image has none). keepalived: the
+# load-balancer pair's config is checked by the real one (tests/test_elastic_address.py).
 # tests/test_install_packages.py checks this list against every command the tests and labs run.
 set -euo pipefail
 PACKAGES=(haproxy nginx-light mariadb-server mariadb-client cloud-init wrk gunicorn openssl
           python3-pymysql python3-boto3 graphviz dnsmasq-base nftables certbot pebble
-          systemd-container iproute2 mmdebstrap apt-cacher-ng prometheus-nginx-exporter curl)
+          systemd-container iproute2 mmdebstrap apt-cacher-ng prometheus-nginx-exporter curl
+          keepalived)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \

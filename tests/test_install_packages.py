@@ -47,6 +47,7 @@ PACKAGES_OF = {
     "openssl": "openssl",
     "nft": "nftables",
     "ip": "iproute2",
+    "keepalived": "keepalived",
     "cloud-init": "cloud-init",
     "wrk": "wrk",
     "dot": "graphviz",
@@ -221,10 +222,10 @@ def test_every_command_the_suite_uses_is_installed_by_the_setup_script() -> None
 
 
 def test_a_command_without_a_package_in_the_script_fails() -> None:
-    used = {"haproxy": ["tests/a.py"], "keepalived": ["tests/b.py"], "wrk": ["tests/c.py"]}
+    used = {"haproxy": ["tests/a.py"], "conntrack": ["tests/b.py"], "wrk": ["tests/c.py"]}
     packages = [p for p in script_packages() if p != "wrk"]
     problems = missing_packages(used, packages)
-    assert any(p.startswith("keepalived (used in tests/b.py): no Debian package") for p in problems)
+    assert any(p.startswith("conntrack (used in tests/b.py): no Debian package") for p in problems)
     assert any(p.startswith("wrk (used in tests/c.py): add wrk to") for p in problems)
     assert not any(p.startswith("haproxy") for p in problems)
 

@@ -186,7 +186,7 @@ class Address:
 
     def holder(self) -> str | None:
         found = self.ec2.describe_addresses(AllocationIds=[self.allocation_id])["Addresses"]
-        return found[0].get("InstanceId") if found else None
+        return (found[0].get("InstanceId") or None) if found else None
 
     def claim(self) -> bool:
         """Associate the address with this instance unless it already is; True if it moved."""
@@ -235,7 +235,6 @@ def hold(args: argparse.Namespace, *, rounds: int | None = None) -> int:
         return rounds is not None and done >= rounds
 
     while not finished():
-        done += 1
         is_master = read_state(args.state_file) == MASTER
         due = time.monotonic() - checked_at >= RECHECK_SECONDS
         if is_master and (not was_master or due):
@@ -246,6 +245,7 @@ def hold(args: argparse.Namespace, *, rounds: int | None = None) -> int:
                     log(f"{address.allocation_id} now on {address.instance_id}")
                 checked_at = time.monotonic()
         was_master = is_master
+        done += 1
         time.sleep(POLL_SECONDS)
     return 0
 
