@@ -1,4 +1,5 @@
-"""`python -m lab.boot up|status|reboot HOST|down`: every host's real cloud-config, booted.
+"""`python -m lab.boot up|status|reboot|kill|start HOST|down`: every host's real cloud-config,
+booted.
 
 See lab/boot/bootlab.py (up) and lab/boot/__init__.py (the other modules). Needs root
 (containers, a bridge, mounts). `make boot` runs `up`.
@@ -37,7 +38,11 @@ def status_table(status: dict[str, Any]) -> str:
             for service, state in host["services"].items()
         )
 
-    return host_table(status["hosts"], detail)
+    table = host_table(status["hosts"], detail)
+    public = status.get("public_address")
+    if public:
+        table += f"\npublic address {public['ip']}: Elastic IP held by {public['holder']}"
+    return table
 
 
 def timings_table(lab: BootLab) -> str:
@@ -104,12 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     status = commands.add_parser("status", help="each host, cloud-init's result, services")
     status.add_argument("--json", action="store_true", help="machine-readable status")
     reboot = commands.add_parser("reboot", help="reboot one host and wait until it is back")
-    reboot.add_argument(
-        "host",
-        type=arguments.matching(
-            re.compile(r"[a-z][a-z0-9-]{0,39}"), "a host name such as web-1 or load-balancer"
-        ),
+    host_name = arguments.matching(
+        re.compile(r"[a-z][a-z0-9-]{0,39}"), "a host name such as web-1 or load-balancer-1"
     )
+    reboot.add_argument("host", type=host_name)
+    for name, what in (
+        ("kill", "power one host off abruptly (SIGKILL, no shutdown), as an instance that dies"),
+        ("start", "boot a killed host again from its own disk and wait until it has booted"),
+    ):
+        commands.add_parser(name, help=what).add_argument("host", type=host_name)
     commands.add_parser(
         "down",
         help="remove this boot lab's containers, mounts and processes (the one of the state "
@@ -140,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "reboot":
             seconds = lab.reboot(args.host)
             print(f"{args.host} rebooted and booted again in {seconds:.1f} s")
+        elif args.command == "kill":
+            lab.kill(args.host)
+            print(f"{args.host} was killed (no shutdown); `{PROG} start {args.host}` boots it")
+        elif args.command == "start":
+            seconds = lab.start(args.host)
+            print(f"{args.host} booted again in {seconds:.1f} s")
         else:
             removed = lab.down()
             print(f"removed {len(removed)}: {', '.join(removed) or 'nothing was running'}")
