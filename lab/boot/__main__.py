@@ -1,5 +1,5 @@
-"""`python -m lab.boot up|status|reboot|kill|start HOST|down`: every host's real cloud-config,
-booted.
+"""`python -m lab.boot up|status|reboot|kill|start|replace HOST|down`: every host's real
+cloud-config, booted.
 
 See lab/boot/bootlab.py (up) and lab/boot/__init__.py (the other modules). Needs root
 (containers, a bridge, mounts). `make boot` runs `up`.
@@ -85,6 +85,22 @@ def timings_table(lab: BootLab) -> str:
     return f"{columns(rows)}\nimage: {state.image}, {how}; booted: {listed}"
 
 
+HOST_COMMANDS = ("reboot", "kill", "start", "replace")
+
+
+def host_command(lab: BootLab, command: str, host: str) -> str:
+    """Run one of `HOST_COMMANDS` on `host`; what to print."""
+    if command == "reboot":
+        return f"{host} rebooted and booted again in {lab.reboot(host):.1f} s"
+    if command == "kill":
+        lab.kill(host)
+        return f"{host} was killed (no shutdown); `{PROG} start {host}` boots it"
+    if command == "start":
+        return f"{host} booted again in {lab.start(host):.1f} s"
+    seconds = lab.replace(host)
+    return f"{host} replaced by {lab.load().host(host).instance_id} in {seconds:.1f} s"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = arguments.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -116,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, what in (
         ("kill", "power one host off abruptly (SIGKILL, no shutdown), as an instance that dies"),
         ("start", "boot a killed host again from its own disk and wait until it has booted"),
+        (
+            "replace",
+            "terminate a host (clean shutdown) and boot a new instance from the same userdata",
+        ),
     ):
         commands.add_parser(name, help=what).add_argument("host", type=host_name)
     commands.add_parser(
@@ -145,15 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "status":
             current = lab.status()
             print(json.dumps(current, indent=2) if args.json else status_table(current))
-        elif args.command == "reboot":
-            seconds = lab.reboot(args.host)
-            print(f"{args.host} rebooted and booted again in {seconds:.1f} s")
-        elif args.command == "kill":
-            lab.kill(args.host)
-            print(f"{args.host} was killed (no shutdown); `{PROG} start {args.host}` boots it")
-        elif args.command == "start":
-            seconds = lab.start(args.host)
-            print(f"{args.host} booted again in {seconds:.1f} s")
+        elif args.command in HOST_COMMANDS:
+            print(host_command(lab, args.command, args.host))
         else:
             removed = lab.down()
             print(f"removed {len(removed)}: {', '.join(removed) or 'nothing was running'}")

@@ -222,36 +222,76 @@ class BootLab(HostOperations, Teardown, Readings):
         )
         self._apply_faults(state)
         for host in state.hosts:
-            container = self.container(host)
-            container.create_layer()
-            seed.write(
-                container.layer,
-                host=host.name,
-                instance_id=host.instance_id,
-                address=host.address,
-                userdata=userdata[host.name].encode(),
-                ca_pem=authority.pem,
-                base=image.root,
-            )
-            metadata.write_route(container.layer)
-            if host.role == "load-balancer":
-                seed.write_keepalived_substitute(container.layer)
-            container.mount(image.root)
-            self._save(state)
-            container.start()
-            host.nspawn_pid, host.leader_pid, host.boots = (
-                container.nspawn_pid,
-                container.leader_pid,
-                1,
-            )
-            host.started_at = time.time()
-            self._save(state)
+            self._boot_new(state, host, userdata[host.name].encode(), authority, image.root)
         # The database pair comes up while the hosts install their packages, as RDS may still
         # be creating while the instances boot on AWS; the app answers 503 until it is there.
         self._start_databases(state, authority, settings.internal_zone, master, app)
         if wait:
             self.wait_booted(state, FIRST_BOOT_TIMEOUT)
             self.wait_serving(state)
+
+    def _boot_new(
+        self,
+        state: State,
+        host: HostRecord,
+        userdata: bytes,
+        authority: CertificateAuthority,
+        image_root: Path,
+    ) -> None:
+        """A new container for `host`: its own disk over the image, its seed, started."""
+        container = self.container(host)
+        container.create_layer()
+        seed.write(
+            container.layer,
+            host=host.name,
+            instance_id=host.instance_id,
+            address=host.address,
+            userdata=userdata,
+            ca_pem=authority.pem,
+            base=image_root,
+        )
+        metadata.write_route(container.layer)
+        if host.role == "load-balancer":
+            seed.write_keepalived_substitute(container.layer)
+        container.mount(image_root)
+        self._save(state)
+        container.start()
+        host.nspawn_pid, host.leader_pid = container.nspawn_pid, container.leader_pid
+        host.boots, host.booted_seconds, host.started_at = 1, None, time.time()
+        self._save(state)
+
+    def replace(self, name: str, timeout: float = FIRST_BOOT_TIMEOUT) -> float:
+        """Replace a host as a rolling update does: its instance is terminated (a clean
+        shutdown: a load balancer's keepalived resigns and waits for its peer to hold the
+        address), and a new instance boots from the same userdata at the same address, with
+        a new instance id, new credentials and a new disk. Returns the seconds until the new
+        one has booted."""
+        state = self.load()
+        host = state.host(name)
+        old = self.container(host)
+        userdata = (old.layer / seed.SEED / "user-data").read_bytes()
+        started = time.monotonic()
+        old.stop()
+        old.unmount()
+        old.remove_cgroups()
+        shutil.rmtree(old.folder)
+        host.nspawn_pid = host.leader_pid = None
+        standing_in = self.folder / "standins"
+        host.instance_id = elastic_ip.launch(state.region, self.authority, name)
+        eip = elastic_ip.load(standing_in)
+        if eip is not None:
+            eip.instances[name] = host.instance_id
+            elastic_ip.save(standing_in, eip)
+        credentials = standins.credentials_file(standing_in)
+        identities = [i for i in metadata.load_identities(credentials) if i.host != name]
+        identities.append(
+            metadata.new_identity(name, host.role, state.stack, host.address, host.instance_id)
+        )
+        metadata.save_identities(credentials, identities)
+        self._save(state)
+        self._boot_new(state, host, userdata, self.authority, Path(state.image_root))
+        self.wait_booted(state, timeout, only=name)
+        return time.monotonic() - started
 
     def _start_databases(
         self,

@@ -110,18 +110,7 @@ def create(
     """An instance in moto per host (`addresses`: host name -> bridge address), the Elastic IP,
     and its allocation id in the SSM parameter `parameter`."""
     ec2 = standins.aws_client("ec2", region, authority)
-    instances = {}
-    for host in addresses:
-        (instance,) = ec2.run_instances(
-            ImageId=IMAGE_ID,
-            MinCount=1,
-            MaxCount=1,
-            InstanceType="t3.micro",
-            TagSpecifications=[
-                {"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": host}]}
-            ],
-        )["Instances"]
-        instances[host] = str(instance["InstanceId"])
+    instances = {host: launch(region, authority, host) for host in addresses}
     allocated = ec2.allocate_address(Domain="vpc")
     standins.put_parameters(region, authority, {parameter: allocated["AllocationId"]})
     return ElasticIp(allocated["AllocationId"], allocated["PublicIp"], instances, dict(addresses))
@@ -136,8 +125,23 @@ def associate(region: str, authority: CertificateAuthority, eip: ElasticIp, host
 
 def save(folder: Path, eip: ElasticIp) -> Path:
     path = folder / CONFIG
-    path.write_text(json.dumps(asdict(eip), indent=2))
+    temporary = folder / f"{CONFIG}.tmp"
+    temporary.write_text(json.dumps(asdict(eip), indent=2))
+    temporary.replace(path)  # the follower reads it at every poll
     return path
+
+
+def launch(region: str, authority: CertificateAuthority, host: str) -> str:
+    """A new instance for `host` in moto (a replacement); its id."""
+    ec2 = standins.aws_client("ec2", region, authority)
+    (instance,) = ec2.run_instances(
+        ImageId=IMAGE_ID,
+        MinCount=1,
+        MaxCount=1,
+        InstanceType="t3.micro",
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": host}]}],
+    )["Instances"]
+    return str(instance["InstanceId"])
 
 
 def load(folder: Path) -> ElasticIp | None:
@@ -187,6 +191,7 @@ def follow(folder: Path, region: str, authority: CertificateAuthority) -> None:
     apply(None)
     _record(folder, None, None)
     while True:
+        eip = load(folder) or eip  # a replaced host's new instance
         try:
             now = _holder(ec2, eip)
         except Exception as error:  # moto busy or restarting: keep the rule, ask again
