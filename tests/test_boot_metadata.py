@@ -255,7 +255,9 @@ def test_the_public_address_rule_follows_one_holder_or_none() -> None:
 
     routed = elastic_ip.ruleset("169.254.77.9")
     assert f"ip daddr {network.PUBLIC} tcp dport {{ 80, 443 }} dnat to 169.254.77.9" in routed
+    assert routed.startswith(f"flush chain ip {elastic_ip.TABLE} output\n")
     assert "dnat" not in elastic_ip.ruleset(None)
+    assert 'ct timeout set "unanswered"' in elastic_ip.table()
 
 
 def test_the_keepalived_substitute_changes_only_the_process_tracking(tmp_path: Path) -> None:

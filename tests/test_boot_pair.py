@@ -222,6 +222,12 @@ def test_after_up_exactly_one_load_balancer_holds_the_address_and_it_rotates(
     assert status["public_address"]["holder"] == holder
     roles = {h["name"]: h["role"] for h in status["hosts"]}
     assert roles["load-balancer-1"] == roles["load-balancer-2"] == "load-balancer"
+    for host in load_balancers(lab):
+        container = lab.container(host)
+        for unit in ("keepalived.service", "elastic-address.service", "haproxy.service"):
+            enabled = container.execute("systemctl", "is-enabled", unit).stdout.strip()
+            active = container.execute("systemctl", "is-active", unit).stdout.strip()
+            assert (enabled, active) == ("enabled", "active"), f"{host.name}: {unit}"
 
 
 def test_killing_the_holder_moves_the_address_to_its_peer_within_the_bound(

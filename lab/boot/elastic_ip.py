@@ -57,24 +57,47 @@ class ElasticIp:
     """Host name -> its address on the bridge."""
 
 
-def ruleset(target: str | None) -> str:
-    """The table: new connections to the public address go to `target` (None: nowhere)."""
-    ports = ", ".join(str(port) for port in PORTS)
-    rule = (
-        f"    ip daddr {network.PUBLIC} tcp dport {{ {ports} }} dnat to {target}\n"
-        if target
-        else ""
-    )
+UNANSWERED_SECONDS = 1
+"""How long connection tracking remembers a connection attempt nobody answered: a dead holder's
+SYNs must not pin the next connection that reuses the same source port to it (the default
+is 120 s)."""
+
+
+def table() -> str:
+    """The table, its DNAT chain empty: created once, when the follower starts. Its timeout
+    object stays for the lab's life (deleting it would give the attempts it tracks the default
+    timeout back); each swap changes only the DNAT chain (`ruleset`)."""
     return (
         f"table ip {TABLE} {{}}\n"
         f"delete table ip {TABLE}\n"
         f"table ip {TABLE} {{\n"
+        "  ct timeout unanswered {\n"
+        "    protocol tcp;\n"
+        "    l3proto ip;\n"
+        f"    policy = {{ syn_sent : {UNANSWERED_SECONDS} }}\n"
+        "  }\n"
+        "  chain raw {\n"
+        "    type filter hook output priority raw; policy accept;\n"
+        f'    ip daddr {network.PUBLIC} ct timeout set "unanswered"\n'
+        "  }\n"
         "  chain output {\n"
         "    type nat hook output priority -100; policy accept;\n"
-        f"{rule}"
         "  }\n"
         "}\n"
     )
+
+
+def ruleset(target: str | None) -> str:
+    """One transaction: new connections to the public address go to `target` (None: no rule,
+    nowhere)."""
+    ports = ", ".join(str(port) for port in PORTS)
+    rule = (
+        f"add rule ip {TABLE} output ip daddr {network.PUBLIC} tcp dport {{ {ports} }} "
+        f"dnat to {target}\n"
+        if target
+        else ""
+    )
+    return f"flush chain ip {TABLE} output\n{rule}"
 
 
 def apply(target: str | None) -> None:
@@ -188,7 +211,7 @@ def follow(folder: Path, region: str, authority: CertificateAuthority) -> None:
         raise LabError(f"no {CONFIG} in {folder}")
     ec2 = standins.aws_client("ec2", region, authority)
     routed: str | None = None
-    apply(None)
+    _nft(table())
     _record(folder, None, None)
     while True:
         eip = load(folder) or eip  # a replaced host's new instance
