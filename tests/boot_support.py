@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from system_tools import require, unavailable
 
-from lab.boot import faults, network
+from lab.boot import elastic_ip, faults, network
 from lab.boot.bootlab import REQUIRED, BootLab
 from lab.boot.containers import CGROUP_GROUP, cgroup_hierarchies
 
@@ -100,6 +100,12 @@ def leftovers(folder: Path, pids: set[int]) -> list[str]:
     )
     if listed.returncode == 0:
         found.append(f"nftables table {faults.TABLE}")
+    for family, table in (("ip", elastic_ip.TABLE), ("bridge", faults.VRRP_TABLE)):
+        listed = subprocess.run(
+            [require("nft"), "list", "table", family, table], capture_output=True, check=False
+        )
+        if listed.returncode == 0:
+            found.append(f"nftables table {table}")
     return found
 
 

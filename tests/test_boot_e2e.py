@@ -1,6 +1,6 @@
 """Every host's unmodified cloud-config, booted under systemd and cloud-init, on both images.
 
-The boot lab (lab/boot) runs the load balancer and the web nodes as systemd-nspawn containers
+The boot lab (lab/boot) runs the load-balancer pair and the web nodes as systemd-nspawn containers
 seeded with the exact userdata `pulumi up` sends, on Debian 12 (the older bracket of Ubuntu
 24.04's versions) and Debian 13 (the newer one). These tests guard what the configuration
 checks and the process lab cannot see: packages, `runcmd`, deferred `write_files`, the
@@ -32,12 +32,12 @@ from iam_support import HostPolicies, bind, host_policies, instance_context
 
 from components.database_bootstrap import app_secret_name
 from components.readiness_wait import ReadinessSpec, read_report, userdata_sha256
-from components.rendered_hosts import APP_USERNAME, readiness_report, userdata_for
+from components.rendered_hosts import APP_USERNAME, readiness_report, render_hosts
 from lab import checks, mariadb
 from lab.boot import database, images, inspect, metadata, network, seed, standins
 from lab.boot.__main__ import timings_table
 from lab.boot.bootlab import PREVIOUS_INSTANCE, BootLab
-from lab.boot.calls import Call, classify
+from lab.boot.calls import Call, classify_all
 from lab.boot.containers import Container
 from lab.boot.policy import Decision, Request, evaluate
 from lab.boot.standins import MOTO_ACCOUNT
@@ -81,8 +81,8 @@ def test_each_seed_is_the_userdata_pulumi_sends_byte_for_byte(
     booted: tuple[BootLab, State],
 ) -> None:
     lab, state = booted
-    load_balancer, web = userdata_for(state.settings_object(), state.region, MOTO_ACCOUNT)
-    expected = {"load-balancer": load_balancer, **web}
+    rendered = render_hosts(state.settings_object(), state.region, MOTO_ACCOUNT)
+    expected = {**rendered.load_balancers, **rendered.web}
     for host in state.hosts:
         seeded = (lab.container(host).layer / seed.SEED / "user-data").read_bytes()
         assert seeded == expected[host.name].encode(), f"{host.name}: the seed differs"
@@ -185,13 +185,13 @@ def test_every_host_reported_ready_for_its_instance_and_userdata(
     the report of the instance it replaces before)."""
     lab, state = booted
     settings = state.settings_object()
-    load_balancer, web = userdata_for(settings, state.region, MOTO_ACCOUNT)
-    rendered = {"load-balancer": load_balancer, **web}
+    hosts = render_hosts(settings, state.region, MOTO_ACCOUNT)
+    rendered = {**hosts.load_balancers, **hosts.web}
     ssm = standins.aws_client("ssm", state.region, lab.authority)
     for host in state.hosts:
         spec = ReadinessSpec(
             host=host.name,
-            instance_id=seed.instance_id(host.name),
+            instance_id=host.instance_id,
             parameter_name=readiness_report(settings, state.region).parameter(host.name),
             userdata_sha256=userdata_sha256(rendered[host.name]),
             timeout_seconds=0,
@@ -218,18 +218,20 @@ def _https_get(address: str, name: str, context: ssl.SSLContext) -> tuple[int, s
 def test_https_serves_the_first_boot_certificate_and_rotates(
     booted: tuple[BootLab, State], tmp_path: Path
 ) -> None:
-    """Port 443 serves from the first boot with the certificate the load balancer made for
-    its own name (no domain in the dev stack), and round robin holds over HTTPS."""
-    _, state = booted
-    name = f"load-balancer.{state.settings_object().internal_zone}"
+    """Port 443 of the public address serves from the first boot with the certificate the
+    load balancer holding it made for its own name (no domain in the dev stack), and round
+    robin holds over HTTPS."""
+    lab, state = booted
+    holder = lab.public_address()["holder"]
+    name = f"{holder}.{state.settings_object().internal_zone}"
     served = tmp_path / "served.pem"
-    served.write_text(ssl.get_server_certificate((network.LOAD_BALANCER, 443), timeout=5))
+    served.write_text(ssl.get_server_certificate((network.PUBLIC, 443), timeout=5))
     certificate = check_certificate(
-        f"https://{name}/", timeout=5, ca_file=str(served), address=network.LOAD_BALANCER
+        f"https://{name}/", timeout=5, ca_file=str(served), address=network.PUBLIC
     )
     assert certificate.ok, certificate.found
     context = ssl.create_default_context(cafile=str(served))
-    answers = [_https_get(network.LOAD_BALANCER, name, context) for _ in range(4)]
+    answers = [_https_get(network.PUBLIC, name, context) for _ in range(4)]
     assert [status for status, _ in answers] == [200] * 4, answers
     nodes = [by or "?" for _, by in answers]
     assert sorted(nodes) == sorted(web_nodes(state) * 2), nodes
@@ -284,8 +286,8 @@ def _digests(container: Container) -> dict[str, str]:
     }
 
 
-def _semaphores(container: Container, host: str) -> dict[str, float]:
-    folder = container.root / "var/lib/cloud/instances" / seed.instance_id(host) / "sem"
+def _semaphores(container: Container, instance_id: str) -> dict[str, float]:
+    folder = container.root / "var/lib/cloud/instances" / instance_id / "sem"
     return {name: (folder / name).stat().st_mtime for name in PER_INSTANCE}
 
 
@@ -294,14 +296,15 @@ def test_a_rebooted_web_node_serves_again_without_rerunning_cloud_init(
 ) -> None:
     lab, state = booted
     container = lab.container(state.host("web-1"))
-    semaphores, digests = _semaphores(container, "web-1"), _digests(container)
+    instance_id = state.host("web-1").instance_id
+    semaphores, digests = _semaphores(container, instance_id), _digests(container)
 
     lab.reboot("web-1")
 
     rebooted = lab.load().host("web-1")
     container = lab.container(rebooted)
     assert rebooted.boots == 2
-    assert _semaphores(container, "web-1") == semaphores, "per-instance modules ran again"
+    assert _semaphores(container, instance_id) == semaphores, "per-instance modules ran again"
     assert _digests(container) == digests, "first-boot state was lost"
     assert inspect.cloud_init_status(container) == "done"
     assert inspect.system_state(container) == "running", inspect.failed_units(container)
@@ -324,7 +327,10 @@ def test_status_json_has_the_labs_shape_and_every_host_up(booted: tuple[BootLab,
     )
     assert shown.returncode == 0, shown.stderr
     status = json.loads(shown.stdout)
-    assert status["url"] == f"http://{network.LOAD_BALANCER}/"
+    assert status["url"] == f"http://{network.PUBLIC}/"
+    assert status["public_address"]["ip"] == network.PUBLIC
+    load_balancers = [h.name for h in state.hosts if h.role == "load-balancer"]
+    assert status["public_address"]["holder"] in load_balancers, status["public_address"]
     hosts = {host["name"]: host for host in status["hosts"]}
     expected = {h.name for h in state.hosts} | {"db-primary", "db-replica"}
     assert set(hosts) == expected
@@ -389,7 +395,7 @@ def lab_host_policies(booted: tuple[BootLab, State]) -> dict[str, HostPolicies]:
     assert set(hosts) == {host.name for host in state.hosts}, hosts.keys()
     for host in hosts.values():
         host.documents = {name: bind(doc, values) for name, doc in host.documents.items()}
-        host.instance_id = seed.instance_id(host.host)  # the lab's, in the calls' context
+        host.instance_id = state.host(host.host).instance_id  # the lab's, in the context
     return hosts
 
 
@@ -418,7 +424,7 @@ def host_calls(lab: BootLab, state: State) -> list[Call]:
             assert entry["method"] in ("GET", "HEAD"), entry
             assert entry["http_host"] in public_downloads(state.region), entry
             continue
-        calls.append(classify(entry, MOTO_ACCOUNT, secret_arns))
+        calls += classify_all(entry, MOTO_ACCOUNT, secret_arns)
     return calls
 
 
@@ -472,6 +478,16 @@ def test_every_call_a_host_made_is_allowed_by_its_roles_rendered_policies(
         if host.role == "web":
             app_secret = lab_secret_arns(lab, state)[app_secret_name(settings.name_prefix)]
             assert ("secretsmanager:GetSecretValue", app_secret) in made, made
+    # The pair: the load balancer holding the Elastic IP read its allocation id and associated
+    # it with its own instance.
+    holder = lab.public_address()["holder"]
+    if len(settings.load_balancer_names) > 1:
+        mine = {(c.action, c.resource) for c in calls if c.host == holder and c.status < 300}
+        parameter = settings.address_parameter.lstrip("/")
+        address = f"arn:aws:ssm:{state.region}:{MOTO_ACCOUNT}:parameter/{parameter}"
+        assert ("ssm:GetParameter", address) in mine, f"{holder}: {mine}"
+        instance = f"arn:aws:ec2:{state.region}:{MOTO_ACCOUNT}:instance/"
+        assert ("ec2:AssociateAddress", instance + state.host(holder).instance_id) in mine
 
 
 # Calls no host may make, made from the hosts with their own role's credentials: moto answers
@@ -512,7 +528,7 @@ NEVER_FROM_A_HOST = [
         id="web-reads-another-stacks-parameter",
     ),
     pytest.param(
-        "load-balancer",
+        "load-balancer-1",
         "secretsmanager",
         "get_secret_value",
         "master-secret",
@@ -557,9 +573,10 @@ def test_a_call_no_host_may_make_is_recorded_and_denied_by_its_roles_policies(
     )
     assert answer.returncode == 0, answer.stderr[-2000:]
     made = [
-        classify(entry, MOTO_ACCOUNT)
+        call
         for entry in lab.recorded_calls()
         if float(entry["time"]) >= started and entry["host"] == host
+        for call in classify_all(entry, MOTO_ACCOUNT)
     ]
     assert made, f"{host}'s call was not recorded ({answer.stdout.strip()})"
     policies = lab_host_policies[host]

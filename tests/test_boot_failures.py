@@ -34,9 +34,9 @@ import pytest
 from boot_support import TEST_STATE, boot_lab, require_boot_capabilities
 
 from components.readiness_wait import ReadinessSpec, read_report, userdata_sha256
-from components.rendered_hosts import readiness_report, userdata_for
+from components.rendered_hosts import readiness_report, render_hosts
 from lab import checks
-from lab.boot import inspect, seed, standins
+from lab.boot import inspect, standins
 from lab.boot.__main__ import timings_table
 from lab.boot.bootlab import BootLab, previous_report
 from lab.boot.containers import Container
@@ -203,12 +203,12 @@ def _readiness(lab: BootLab, host: str) -> tuple[ReadinessSpec, dict[str, object
     """What the readiness gate waits for on `host`, and what its parameter holds."""
     state = lab.load()
     settings = state.settings_object()
-    load_balancer, web = userdata_for(settings, state.region, MOTO_ACCOUNT)
+    rendered = render_hosts(settings, state.region, MOTO_ACCOUNT)
     spec = ReadinessSpec(
         host=host,
-        instance_id=seed.instance_id(host),
+        instance_id=state.host(host).instance_id,
         parameter_name=readiness_report(settings, state.region).parameter(host),
-        userdata_sha256=userdata_sha256({"load-balancer": load_balancer, **web}[host]),
+        userdata_sha256=userdata_sha256({**rendered.load_balancers, **rendered.web}[host]),
         timeout_seconds=0,
     )
     ssm = standins.aws_client("ssm", state.region, lab.authority)

@@ -211,3 +211,83 @@ def test_the_recorder_names_the_host_role_action_and_resource_of_every_call(
             200,
         ),
     ]
+
+
+def ec2_entry(body: str) -> dict[str, object]:
+    return {
+        "service": "ec2",
+        "region": REGION,
+        "host": "load-balancer-2",
+        "role": "load-balancer",
+        "method": "POST",
+        "path": "/",
+        "query": "",
+        "target": "",
+        "body": body,
+        "status": 200,
+    }
+
+
+def test_the_pairs_ec2_calls_are_named_with_every_resource_iam_checks() -> None:
+    """AssociateAddress is authorised on the Elastic IP and on the instance, both."""
+    associate = ec2_entry(
+        "Action=AssociateAddress&Version=2016-11-15&AllocationId=eipalloc-1"
+        "&InstanceId=i-0abc&AllowReassociation=true"
+    )
+    arn = f"arn:aws:ec2:{REGION}:{ACCOUNT}"
+    assert [(c.action, c.resource) for c in calls.classify_all(associate, ACCOUNT)] == [
+        ("ec2:AssociateAddress", f"{arn}:elastic-ip/eipalloc-1"),
+        ("ec2:AssociateAddress", f"{arn}:instance/i-0abc"),
+    ]
+    with pytest.raises(calls.UnknownCall, match="classify_all"):
+        calls.classify(associate, ACCOUNT)
+    describe = ec2_entry("Action=DescribeAddresses&Version=2016-11-15&AllocationId.1=eipalloc-1")
+    assert calls.classify(describe, ACCOUNT).action == "ec2:DescribeAddresses"
+    with pytest.raises(calls.UnknownCall):  # an address moved by its network interface
+        calls.classify_all(
+            ec2_entry("Action=AssociateAddress&AllocationId=eipalloc-1&NetworkInterfaceId=eni-1"),
+            ACCOUNT,
+        )
+
+
+def test_the_public_address_rule_follows_one_holder_or_none() -> None:
+    from lab.boot import elastic_ip  # noqa: PLC0415
+
+    routed = elastic_ip.ruleset("169.254.77.9")
+    assert f"ip daddr {network.PUBLIC} tcp dport {{ 80, 443 }} dnat to 169.254.77.9" in routed
+    assert routed.startswith(f"flush chain ip {elastic_ip.TABLE} output\n")
+    assert "dnat" not in elastic_ip.ruleset(None)
+    assert 'ct timeout set "unanswered"' in elastic_ip.table()
+
+
+def test_the_keepalived_substitute_changes_only_the_process_tracking(tmp_path: Path) -> None:
+    """In a container keepalived cannot get process events: the lab's copy of the config
+    checks HAProxy with pgrep instead, every second, falling after the tracked `delay`."""
+    from lab.boot import seed  # noqa: PLC0415
+
+    seed.write_keepalived_substitute(tmp_path)
+    template = (ROOT / "userdata/templates/keepalived.conf").read_text()
+    (tmp_path / "in.conf").write_text(template)
+    subprocess.run(
+        [
+            sys.executable,
+            str(tmp_path / seed.KEEPALIVED_SUBSTITUTE),
+            str(tmp_path / "in.conf"),
+            str(tmp_path / "out.conf"),
+        ],
+        check=True,
+    )
+    converted = (tmp_path / "out.conf").read_text()
+    assert "track_process" not in converted
+    assert 'script "/usr/bin/pgrep -x haproxy"' in converted
+    assert "fall 2" in converted
+    assert "interval 1\n" in converted
+    assert "track_script {\n        haproxy\n    }" in converted
+    kept = [line for line in template.splitlines() if "track_process" not in line]
+    assert [line for line in kept if line not in converted] == [
+        "    process haproxy",
+        "    quorum 1",
+        "    delay 2",
+    ]
+    drop_in = (tmp_path / seed.KEEPALIVED_DROP_IN).read_text()
+    assert f"--use-file={seed.KEEPALIVED_LAB_CONFIG}" in drop_in

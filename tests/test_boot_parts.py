@@ -72,11 +72,17 @@ def test_the_seed_is_the_userdata_and_the_differences_are_outside_it(tmp_path: P
     layer = tmp_path / "layer"
     userdata = b"#cloud-config\nhostname: web-1\n"
     seed.write(
-        layer, host="web-1", address="169.254.77.11", userdata=userdata, ca_pem=b"CA\n", base=base
+        layer,
+        host="web-1",
+        instance_id="i-0123456789abcdef0",
+        address="169.254.77.11",
+        userdata=userdata,
+        ca_pem=b"CA\n",
+        base=base,
     )
 
     assert (layer / seed.SEED / "user-data").read_bytes() == userdata
-    assert "instance-id: i-bootlab-web-1" in (layer / seed.SEED / "meta-data").read_text()
+    assert "instance-id: i-0123456789abcdef0" in (layer / seed.SEED / "meta-data").read_text()
     assert (layer / seed.SYSTEM_BUNDLE).read_bytes() == b"PUBLIC CAS\nCA\n"
     networkd = (layer / "etc/systemd/network/10-bridge.network").read_text()
     assert "Address=169.254.77.11/24" in networkd

@@ -1,4 +1,5 @@
-"""`python -m lab.boot up|status|reboot HOST|down`: every host's real cloud-config, booted.
+"""`python -m lab.boot up|status|reboot|kill|start|replace HOST|down`: every host's real
+cloud-config, booted.
 
 See lab/boot/bootlab.py (up) and lab/boot/__init__.py (the other modules). Needs root
 (containers, a bridge, mounts). `make boot` runs `up`.
@@ -37,7 +38,11 @@ def status_table(status: dict[str, Any]) -> str:
             for service, state in host["services"].items()
         )
 
-    return host_table(status["hosts"], detail)
+    table = host_table(status["hosts"], detail)
+    public = status.get("public_address")
+    if public:
+        table += f"\npublic address {public['ip']}: Elastic IP held by {public['holder']}"
+    return table
 
 
 def timings_table(lab: BootLab) -> str:
@@ -80,6 +85,22 @@ def timings_table(lab: BootLab) -> str:
     return f"{columns(rows)}\nimage: {state.image}, {how}; booted: {listed}"
 
 
+HOST_COMMANDS = ("reboot", "kill", "start", "replace")
+
+
+def host_command(lab: BootLab, command: str, host: str) -> str:
+    """Run one of `HOST_COMMANDS` on `host`; what to print."""
+    if command == "reboot":
+        return f"{host} rebooted and booted again in {lab.reboot(host):.1f} s"
+    if command == "kill":
+        lab.kill(host)
+        return f"{host} was killed (no shutdown); `{PROG} start {host}` boots it"
+    if command == "start":
+        return f"{host} booted again in {lab.start(host):.1f} s"
+    seconds = lab.replace(host)
+    return f"{host} replaced by {lab.load().host(host).instance_id} in {seconds:.1f} s"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = arguments.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -104,12 +125,19 @@ def main(argv: list[str] | None = None) -> int:
     status = commands.add_parser("status", help="each host, cloud-init's result, services")
     status.add_argument("--json", action="store_true", help="machine-readable status")
     reboot = commands.add_parser("reboot", help="reboot one host and wait until it is back")
-    reboot.add_argument(
-        "host",
-        type=arguments.matching(
-            re.compile(r"[a-z][a-z0-9-]{0,39}"), "a host name such as web-1 or load-balancer"
-        ),
+    host_name = arguments.matching(
+        re.compile(r"[a-z][a-z0-9-]{0,39}"), "a host name such as web-1 or load-balancer-1"
     )
+    reboot.add_argument("host", type=host_name)
+    for name, what in (
+        ("kill", "power one host off abruptly (SIGKILL, no shutdown), as an instance that dies"),
+        ("start", "boot a killed host again from its own disk and wait until it has booted"),
+        (
+            "replace",
+            "terminate a host (clean shutdown) and boot a new instance from the same userdata",
+        ),
+    ):
+        commands.add_parser(name, help=what).add_argument("host", type=host_name)
     commands.add_parser(
         "down",
         help="remove this boot lab's containers, mounts and processes (the one of the state "
@@ -137,9 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "status":
             current = lab.status()
             print(json.dumps(current, indent=2) if args.json else status_table(current))
-        elif args.command == "reboot":
-            seconds = lab.reboot(args.host)
-            print(f"{args.host} rebooted and booted again in {seconds:.1f} s")
+        elif args.command in HOST_COMMANDS:
+            print(host_command(lab, args.command, args.host))
         else:
             removed = lab.down()
             print(f"removed {len(removed)}: {', '.join(removed) or 'nothing was running'}")

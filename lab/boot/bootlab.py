@@ -3,9 +3,11 @@
 `BootLab.up()` creates the bridge, starts the stand-ins for AWS (apt proxy, the truststore, a
 moto for S3 and SSM, a moto for the secret store, DNS, the instance metadata service with
 each host's role credentials), gets the base image (cached, else
-built), boots the load balancer and every web node from the userdata `pulumi up` would send,
-byte for byte, brings up MariaDB primary and replica while they boot, and waits until each host
-has finished cloud-init and the load balancer rotates over every web node. Everything it starts
+built), launches every host's instance in the EC2 stand-in with the Elastic IP and its
+parameter, boots the load balancers and every web node from the userdata `pulumi up` would
+send, byte for byte, brings up MariaDB primary and replica while they boot, and waits until each
+host has finished cloud-init and the public address (`lab.boot.elastic_ip`: wherever the pair
+associated the Elastic IP) rotates over every web node. Everything it starts
 is recorded as soon as it exists (`lab.boot.state`), so a failed start or Ctrl-C tears down
 exactly what this run made (`lab.boot.teardown`).
 
@@ -35,7 +37,7 @@ from components.rendered_hosts import (
     render_hosts,
 )
 from lab import checks, mariadb, processes
-from lab.boot import database, images, metadata, network, seed, standins
+from lab.boot import database, elastic_ip, images, metadata, network, seed, standins
 from lab.boot.host_operations import STAND_INS, HostOperations
 from lab.boot.pki import CertificateAuthority
 from lab.boot.readings import Readings
@@ -97,7 +99,7 @@ class BootLab(HostOperations, Teardown, Readings):
         recipe = images.recipe_for(image)
         settings = self.settings(web_nodes)
         cuts = {host: list(names) for host, names in (cut_off or {}).items()}
-        hosts = ["load-balancer", *settings.web_node_names]
+        hosts = [*settings.load_balancer_names, *settings.web_node_names]
         for host, names in cuts.items():
             unknown = sorted(set(names) - set(STAND_INS))
             if host not in hosts or unknown:
@@ -161,11 +163,17 @@ class BootLab(HostOperations, Teardown, Readings):
             state.region, authority, name=app_secret_name(settings.name_prefix), login=app
         )
 
-        records = {"load-balancer": network.LOAD_BALANCER}
-        records |= {
-            node: network.web_node_address(i)
+        state.hosts = [
+            HostRecord(name, "load-balancer", network.load_balancer_address(i), 80)
+            for i, name in enumerate(settings.load_balancer_names, start=1)
+        ]
+        state.hosts += [
+            HostRecord(node, "web", network.web_node_address(i), 80)
             for i, node in enumerate(settings.web_node_names, start=1)
-        }
+        ]
+        # Each load balancer's and web node's record in the private zone (a pair's keepalived
+        # finds its peer by name), and the database pair's.
+        records = {host.name: host.address for host in state.hosts}
         records |= {"db-primary": network.DB_PRIMARY, "db-replica": network.DB_REPLICA}
         self._helper(
             state, standins.start_dns(standing_in, settings.internal_zone, records, state.region)
@@ -178,12 +186,22 @@ class BootLab(HostOperations, Teardown, Readings):
             rendered.store.bucket,
             {published.file.key: published.file.content for published in rendered.files},
         )
-        userdata = {"load-balancer": rendered.load_balancer, **rendered.web}
-        state.hosts = [HostRecord("load-balancer", "load-balancer", network.LOAD_BALANCER, 80)]
-        state.hosts += [
-            HostRecord(node, "web", network.web_node_address(i), 80)
-            for i, node in enumerate(settings.web_node_names, start=1)
-        ]
+        userdata = {**rendered.load_balancers, **rendered.web}
+        # The instances in the EC2 stand-in, the Elastic IP and its allocation id's parameter,
+        # as the program creates them before any instance boots; then the lab's public
+        # address follows whichever instance the Elastic IP is associated with.
+        eip = elastic_ip.create(
+            state.region,
+            authority,
+            addresses={host.name: host.address for host in state.hosts},
+            parameter=settings.address_parameter,
+        )
+        for host in state.hosts:
+            host.instance_id = eip.instances[host.name]
+        elastic_ip.save(standing_in, eip)
+        if len(settings.load_balancer_names) == 1:  # no pair to move it: the program's own
+            elastic_ip.associate(state.region, authority, eip, settings.load_balancer_names[0])
+        self._helper(state, standins.start_elastic_ip(standing_in, authority, state.region))
         # Each host replaces one that reported before it, as in a rolling update: its gate
         # passes only once the parameter names this instance and this userdata.
         readiness = readiness_report(settings, state.region)
@@ -195,9 +213,7 @@ class BootLab(HostOperations, Teardown, Readings):
         # Each host's instance role, handed out at 169.254.169.254 as EC2 does; the moto
         # stand-ins read the same file to name the host behind every call they record.
         identities = [
-            metadata.new_identity(
-                host.name, host.role, state.stack, host.address, seed.instance_id(host.name)
-            )
+            metadata.new_identity(host.name, host.role, state.stack, host.address, host.instance_id)
             for host in state.hosts
         ]
         self._helper(
@@ -206,33 +222,76 @@ class BootLab(HostOperations, Teardown, Readings):
         )
         self._apply_faults(state)
         for host in state.hosts:
-            container = self.container(host)
-            container.create_layer()
-            seed.write(
-                container.layer,
-                host=host.name,
-                address=host.address,
-                userdata=userdata[host.name].encode(),
-                ca_pem=authority.pem,
-                base=image.root,
-            )
-            metadata.write_route(container.layer)
-            container.mount(image.root)
-            self._save(state)
-            container.start()
-            host.nspawn_pid, host.leader_pid, host.boots = (
-                container.nspawn_pid,
-                container.leader_pid,
-                1,
-            )
-            host.started_at = time.time()
-            self._save(state)
+            self._boot_new(state, host, userdata[host.name].encode(), authority, image.root)
         # The database pair comes up while the hosts install their packages, as RDS may still
         # be creating while the instances boot on AWS; the app answers 503 until it is there.
         self._start_databases(state, authority, settings.internal_zone, master, app)
         if wait:
             self.wait_booted(state, FIRST_BOOT_TIMEOUT)
             self.wait_serving(state)
+
+    def _boot_new(
+        self,
+        state: State,
+        host: HostRecord,
+        userdata: bytes,
+        authority: CertificateAuthority,
+        image_root: Path,
+    ) -> None:
+        """A new container for `host`: its own disk over the image, its seed, started."""
+        container = self.container(host)
+        container.create_layer()
+        seed.write(
+            container.layer,
+            host=host.name,
+            instance_id=host.instance_id,
+            address=host.address,
+            userdata=userdata,
+            ca_pem=authority.pem,
+            base=image_root,
+        )
+        metadata.write_route(container.layer)
+        if host.role == "load-balancer":
+            seed.write_keepalived_substitute(container.layer)
+        container.mount(image_root)
+        self._save(state)
+        container.start()
+        host.nspawn_pid, host.leader_pid = container.nspawn_pid, container.leader_pid
+        host.boots, host.booted_seconds, host.started_at = 1, None, time.time()
+        self._save(state)
+
+    def replace(self, name: str, timeout: float = FIRST_BOOT_TIMEOUT) -> float:
+        """Replace a host as a rolling update does: its instance is terminated (a clean
+        shutdown: a load balancer's keepalived resigns and waits for its peer to hold the
+        address), and a new instance boots from the same userdata at the same address, with
+        a new instance id, new credentials and a new disk. Returns the seconds until the new
+        one has booted."""
+        state = self.load()
+        host = state.host(name)
+        old = self.container(host)
+        userdata = (old.layer / seed.SEED / "user-data").read_bytes()
+        started = time.monotonic()
+        old.stop()
+        old.unmount()
+        old.remove_cgroups()
+        shutil.rmtree(old.folder)
+        host.nspawn_pid = host.leader_pid = None
+        standing_in = self.folder / "standins"
+        host.instance_id = elastic_ip.launch(state.region, self.authority, name)
+        eip = elastic_ip.load(standing_in)
+        if eip is not None:
+            eip.instances[name] = host.instance_id
+            elastic_ip.save(standing_in, eip)
+        credentials = standins.credentials_file(standing_in)
+        identities = [i for i in metadata.load_identities(credentials) if i.host != name]
+        identities.append(
+            metadata.new_identity(name, host.role, state.stack, host.address, host.instance_id)
+        )
+        metadata.save_identities(credentials, identities)
+        self._save(state)
+        self._boot_new(state, host, userdata, self.authority, Path(state.image_root))
+        self.wait_booted(state, timeout, only=name)
+        return time.monotonic() - started
 
     def _start_databases(
         self,
@@ -272,7 +331,7 @@ class BootLab(HostOperations, Teardown, Readings):
         nodes = [h.name for h in state.hosts if h.role == "web"]
         result = checks.wait_for(lambda: checks.check_rotation(self.url(), nodes), timeout)
         if not result.ok:
-            raise LabError(f"the load balancer does not rotate over every node: {result.found}")
+            raise LabError(f"the public address does not rotate over every node: {result.found}")
         return result
 
 

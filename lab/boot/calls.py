@@ -3,7 +3,8 @@
 `lab.boot.aws_api` records requests as they arrive (signature scope, method, path, target,
 body); this turns each into the `(action, resource)` pair IAM authorises, per the service
 authorization reference: S3's REST verbs on buckets and objects, the JSON protocol's
-`X-Amz-Target` (SSM, Secrets Manager) and the query protocol's `Action` (RDS). A request it
+`X-Amz-Target` (SSM, Secrets Manager) and the query protocol's `Action` (RDS, EC2's
+`DescribeAddresses` and `AssociateAddress`, which the load-balancer pair makes). A request it
 does not know is an error, not a guess, so a new call a host makes cannot pass unchecked.
 """
 
@@ -35,20 +36,37 @@ class Call:
 def classify(
     entry: dict[str, Any], account: str, secret_arns: Mapping[str, str] | None = None
 ) -> Call:
-    """The IAM action and resource of one recorded request.
+    """The IAM action and resource of one recorded request on one resource (see
+    `classify_all` for a call IAM authorises on several).
 
     `secret_arns`: each secret's name -> its ARN. A secret named by its name is authorised
     against its whole ARN (with the random suffix Secrets Manager adds), which a policy names."""
+    calls = classify_all(entry, account, secret_arns)
+    if len(calls) != 1:
+        raise UnknownCall(
+            f"{calls[0].action} is authorised on {len(calls)} resources: use classify_all"
+        )
+    return calls[0]
+
+
+def classify_all(
+    entry: dict[str, Any], account: str, secret_arns: Mapping[str, str] | None = None
+) -> list[Call]:
+    """One `Call` per resource IAM authorises the recorded request on: EC2's
+    `AssociateAddress` needs the action allowed on the Elastic IP and on the instance."""
     service, region = entry.get("service"), entry.get("region")
     if not service or not region:
         raise UnknownCall(f"an unsigned request: {entry['method']} {entry['path']}")
     if service == "s3":
-        action, resource = _s3(entry)
+        pairs = [_s3(entry)]
     elif entry.get("target"):
-        action, resource = _json_protocol(entry, service, region, account, secret_arns or {})
+        pairs = [_json_protocol(entry, service, region, account, secret_arns or {})]
     else:
-        action, resource = _query_protocol(entry, service, region, account)
-    return Call(entry.get("host"), entry.get("role"), action, resource, int(entry["status"]))
+        pairs = _query_protocol(entry, service, region, account)
+    return [
+        Call(entry.get("host"), entry.get("role"), action, resource, int(entry["status"]))
+        for action, resource in pairs
+    ]
 
 
 def _s3(entry: dict[str, Any]) -> tuple[str, str]:
@@ -90,11 +108,24 @@ def _json_protocol(
 
 def _query_protocol(
     entry: dict[str, Any], service: str, region: str, account: str
-) -> tuple[str, str]:
+) -> list[tuple[str, str]]:
     form = urllib.parse.parse_qs(entry.get("body") or entry.get("query", ""))
     operation = form.get("Action", [""])[0]
     if service == "rds" and operation == "DescribeDBInstances":
         identifier = form.get("DBInstanceIdentifier", [""])[0]
         resource = f"arn:aws:rds:{region}:{account}:db:{identifier}" if identifier else "*"
-        return f"rds:{operation}", resource
+        return [(f"rds:{operation}", resource)]
+    if service == "ec2" and operation == "DescribeAddresses":
+        return [("ec2:DescribeAddresses", "*")]  # a Describe* action has no resource type
+    if service == "ec2" and operation == "AssociateAddress":
+        # The allocation and the instance (a network interface or a private address instead
+        # of an instance are not what the pair asks for: unknown here).
+        allocation = form.get("AllocationId", [""])[0]
+        instance = form.get("InstanceId", [""])[0]
+        if allocation and instance and not set(form) & {"NetworkInterfaceId", "PublicIp"}:
+            arn = f"arn:aws:ec2:{region}:{account}"
+            return [
+                ("ec2:AssociateAddress", f"{arn}:elastic-ip/{allocation}"),
+                ("ec2:AssociateAddress", f"{arn}:instance/{instance}"),
+            ]
     raise UnknownCall(f"a {service} call not known here: {operation or entry['path']}")

@@ -6,6 +6,10 @@ security group, a missing route or an outage of the endpoint stands in the way o
 changes inside the container (the rule lives on this machine, where the stand-ins are), so the
 userdata meets the failure exactly as it would on an instance. Each change replaces the whole
 table in one nft transaction; `clear` removes it.
+
+`cut_vrrp` cuts the load-balancer pair's VRRP (IP protocol 112) between two containers, in a
+table of its own in the bridge family (their packets never reach this machine's IP stack):
+a network partition between the pair while both still serve, healed by `heal_vrrp`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from lab.localize import LabError
 from lab.processes import INSTALL, find_program
 
 TABLE = "web_infra_boot_faults"
+VRRP_TABLE = "web_infra_boot_vrrp"
+VRRP = 112  # IP protocol number
 
 
 def ruleset(cut_off: Mapping[str, Sequence[str]]) -> str:
@@ -46,6 +52,29 @@ def apply(cut_off: Mapping[str, Sequence[str]]) -> None:
 def clear() -> None:
     """Remove the table (nothing is cut off); harmless when there is none."""
     _nft(f"table inet {TABLE} {{}}\ndelete table inet {TABLE}\n")
+
+
+def cut_vrrp(first: str, second: str) -> None:
+    """Drop VRRP between the two addresses, both ways, on the bridge."""
+    rules = "".join(
+        f"    ip saddr {a} ip daddr {b} ip protocol {VRRP} drop\n"
+        for a, b in ((first, second), (second, first))
+    )
+    _nft(
+        f"table bridge {VRRP_TABLE} {{}}\n"
+        f"delete table bridge {VRRP_TABLE}\n"
+        f"table bridge {VRRP_TABLE} {{\n"
+        "  chain forward {\n"
+        "    type filter hook forward priority filter; policy accept;\n"
+        f"{rules}"
+        "  }\n"
+        "}\n"
+    )
+
+
+def heal_vrrp() -> None:
+    """VRRP passes again; harmless when it was not cut."""
+    _nft(f"table bridge {VRRP_TABLE} {{}}\ndelete table bridge {VRRP_TABLE}\n")
 
 
 def _nft(script: str) -> None:

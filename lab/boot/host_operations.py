@@ -1,4 +1,5 @@
-"""What is done to one booted host: wait for its boot, reboot it, cut it off a stand-in.
+"""What is done to one booted host: wait for its boot, reboot, kill or start it, cut it off a
+stand-in.
 
 These change when a host is handled differently (how a boot is judged finished, how a reboot is
 driven, which stand-ins failure injection can reach), not when the lab as a whole comes up or
@@ -63,6 +64,37 @@ class HostOperations(BootRecords):
         container.execute("systemctl", "reboot")
         if not container.wait_for_exit(60):
             raise LabError(f"{name} did not go down within 60 s of `systemctl reboot`")
+        container.kill_cgroup_members()
+        container.start()
+        host.nspawn_pid, host.leader_pid = container.nspawn_pid, container.leader_pid
+        host.boots += 1
+        host.started_at = time.time()
+        self._save(state)
+        self.wait_booted(state, timeout, only=name)
+        return time.monotonic() - started
+
+    def kill(self, name: str) -> None:
+        """Power a host off abruptly, as when an instance dies: its container's PID 1 and
+        nspawn are SIGKILLed, nothing inside shuts down (no keepalived resignation, no
+        hand-over). Its disk stays for `start`."""
+        state = self.load()
+        host = state.host(name)
+        container = self.container(host)
+        if not container.running():
+            raise LabError(f"{name} is not running")
+        container.kill()
+        self._save(state)
+
+    def start(self, name: str, timeout: float = 180) -> float:
+        """Boot a stopped host again from its own disk (as starting a stopped instance: the
+        same instance id, so cloud-init runs no per-instance module again); returns the
+        seconds until it has booted."""
+        state = self.load()
+        host = state.host(name)
+        container = self.container(host)
+        if container.running():
+            raise LabError(f"{name} is running already")
+        started = time.monotonic()
         container.kill_cgroup_members()
         container.start()
         host.nspawn_pid, host.leader_pid = container.nspawn_pid, container.leader_pid

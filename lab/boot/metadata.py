@@ -85,9 +85,12 @@ def new_identity(host: str, role: str, stack: str, address: str, instance_id: st
 
 
 def save_identities(path: Path, identities: list[HostIdentity]) -> None:
+    """Written whole, then moved into place: the stand-ins read it while the lab runs."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([asdict(i) for i in identities], indent=2))
-    path.chmod(0o600)
+    temporary = path.with_name(f"{path.name}.tmp")
+    temporary.write_text(json.dumps([asdict(i) for i in identities], indent=2))
+    temporary.chmod(0o600)
+    temporary.replace(path)
 
 
 def load_identities(path: Path) -> list[HostIdentity]:
@@ -190,6 +193,17 @@ def make_server(
 ) -> ThreadingHTTPServer:
     service = MetadataService(load_identities(credentials), region, account)
     log_lock = threading.Lock()
+    loaded = [credentials.stat().st_mtime_ns if credentials.exists() else 0]
+
+    def refresh() -> None:
+        """A replaced host gets a new instance and credentials: read the file again when the
+        lab has rewritten it (a token stays its address's, as EC2's does its interface's)."""
+        stamp = credentials.stat().st_mtime_ns if credentials.exists() else 0
+        if stamp != loaded[0]:
+            loaded[0] = stamp
+            fresh = {i.address: i for i in load_identities(credentials)}
+            with service.lock:
+                service.by_address = fresh
 
     class Handler(BaseHTTPRequestHandler):
         def _answer(self, status: int, content_type: str, body: str) -> None:
@@ -212,6 +226,7 @@ def make_server(
                 output.write(json.dumps(entry) + "\n")
 
         def do_PUT(self) -> None:
+            refresh()
             if self.path != "/latest/api/token":
                 self._answer(404, "text/plain", "Not Found")
                 return
@@ -221,6 +236,7 @@ def make_server(
             self._answer(status, "text/plain", body)
 
         def do_GET(self) -> None:
+            refresh()
             self._answer(
                 *service.get(self.client_address[0], self.path, self.headers.get(TOKEN_HEADER))
             )

@@ -41,11 +41,20 @@ METADATA = "169.254.169.254"
 """The instance metadata service (`lab.boot.metadata`), as on EC2."""
 DB_PRIMARY = _address(51)
 DB_REPLICA = _address(52)
-LOAD_BALANCER = _address(10)
+LOAD_BALANCER_BASE = 7  # load-balancer-i is .(7 + i): load-balancer-1 is 169.254.77.8
 WEB_BASE = 10  # web-i is .(10 + i): web-1 is 169.254.77.11
+PUBLIC = _address(100)
+"""The site's public address, the lab's Elastic IP: no interface holds it; this machine's
+connections to it are sent to whichever load balancer holds the Elastic IP in the EC2
+stand-in (`lab.boot.elastic_ip`)."""
 APT_PROXY_PORT = 13142  # not apt-cacher-ng's usual 3142, which a system service may hold
 
 HOST_SIDE = (GATEWAY, AWS_API, TRUSTSTORE, SECRET_STORE, DB_PRIMARY, DB_REPLICA)
+
+
+def load_balancer_address(index: int) -> str:
+    """`load-balancer-<index>`'s address (1 or 2)."""
+    return _address(LOAD_BALANCER_BASE + index)
 
 
 def web_node_address(index: int) -> str:

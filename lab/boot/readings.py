@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from lab import mariadb, processes
-from lab.boot import aws_api, database, inspect, network, standins
+from lab.boot import aws_api, database, elastic_ip, inspect, network, standins
 from lab.boot.state import BootRecords
 from lab.processes import Daemon
 
@@ -67,6 +67,7 @@ class Readings(BootRecords):
             "url": self.url(),
             "image": state.image,
             "hosts": hosts,
+            "public_address": self.public_address(),
             "replication": mariadb.replication_summary(replica),
             "stand_ins": {
                 h["name"].split("/")[0]: "up" if processes.is_running(Daemon(**h)) else "down"
@@ -74,6 +75,26 @@ class Readings(BootRecords):
                 if not h["name"].startswith("db-")
             },
             "cut_off": {host: names for host, names in state.cut_off.items() if names},
+        }
+
+    def public_address(self) -> dict[str, Any]:
+        """The lab's Elastic IP: `ip` (where the site is), `holder` (the host whose instance
+        holds it in the EC2 stand-in now, None if none), `routed_to` (the host the lab's rule
+        sends it to: the holder, within one poll) and `allocation_id`."""
+        folder = self.folder / "standins"
+        eip = elastic_ip.load(folder)
+        if eip is None:
+            return {"ip": network.PUBLIC, "holder": None, "routed_to": None}
+        state = self.load()
+        try:
+            holder = elastic_ip.holder(state.region, self.authority, eip)
+        except Exception as error:  # the EC2 stand-in down: say so
+            holder = f"unknown ({type(error).__name__})"
+        return {
+            "ip": network.PUBLIC,
+            "holder": holder,
+            "routed_to": elastic_ip.current(folder)["holder"],
+            "allocation_id": eip.allocation_id,
         }
 
     def recorded_calls(self) -> list[dict[str, Any]]:

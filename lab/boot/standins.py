@@ -14,7 +14,9 @@
 - the RDS CA bundle URL: `lab.boot.truststore` on .3:443, serving the lab's test CA;
 - the instance metadata service: `lab.boot.metadata` on 169.254.169.254:80, handing each host
   its role's temporary credentials through IMDSv2, as EC2 does;
-- the RDS primary and replica: MariaDB on .51 and .52 (see `lab.boot.database`).
+- the RDS primary and replica: MariaDB on .51 and .52 (see `lab.boot.database`);
+- EC2's API is the main moto's too (the instances, the Elastic IP the load-balancer pair moves),
+  and the packets that follow the Elastic IP are `lab.boot.elastic_ip`'s.
 
 The containers reach the AWS endpoints by their real names (`<bucket>.s3.<region>.amazonaws.com`,
 `ssm.<region>.amazonaws.com`, `rds.<region>.amazonaws.com`, `secretsmanager.<region>...`,
@@ -241,6 +243,33 @@ def start_metadata(
         cwd=ROOT,
     )
     _wait_port(daemon, metadata.ADDRESS, metadata.PORT, "the instance metadata stand-in")
+    return daemon
+
+
+def start_elastic_ip(folder: Path, authority: CertificateAuthority, region: str) -> Daemon:
+    """The public address's follower (`lab.boot.elastic_ip`), once the Elastic IP exists."""
+    daemon = processes.start(
+        "elastic-ip/follower",
+        [
+            sys.executable,
+            "-m",
+            "lab.boot.elastic_ip",
+            "--folder",
+            str(folder),
+            "--region",
+            region,
+            "--pki",
+            str(authority.certificate_path.parent),
+        ],
+        folder / "elastic-ip.log",
+        cwd=ROOT,
+    )
+    processes.wait_until(
+        (folder / "public-address.json").exists,
+        daemon,
+        what="the public address follower",
+        timeout=30,
+    )
     return daemon
 
 

@@ -39,6 +39,9 @@ class HostRecord:
     role: str
     address: str
     port: int
+    instance_id: str = ""
+    """The instance the EC2 stand-in runs for this host: what the metadata stand-in and the
+    NoCloud seed both name, as EC2's metadata does."""
     nspawn_pid: int | None = None
     leader_pid: int | None = None
     started_at: float | None = None
@@ -112,4 +115,5 @@ class BootRecords:
         return CertificateAuthority(self.folder / "pki")
 
     def url(self) -> str:
-        return f"http://{network.LOAD_BALANCER}/"
+        """The site, at its public address (the lab's Elastic IP, `lab.boot.elastic_ip`)."""
+        return f"http://{network.PUBLIC}/"

@@ -2,8 +2,9 @@
 
 `down` finds this lab's containers by its records, its state folder and its cgroups (so a
 container that was started but never recorded goes too), stops the helper processes the
-state recorded, and removes the fault rules and the bridge only when no other boot lab (another
-state folder's: another checkout, or the tests' own folder) still has hosts using them. It
+state recorded, and removes the fault rules, the public address's rule and the bridge only
+when no other boot lab (another state folder's: another checkout, or the tests' own folder)
+still has hosts using them. It
 changes when what a run leaves behind changes, or how another lab's hosts are recognised.
 """
 
@@ -17,7 +18,7 @@ import subprocess
 from pathlib import Path
 
 from lab import processes
-from lab.boot import faults
+from lab.boot import elastic_ip, faults
 from lab.boot.containers import CGROUP_GROUP, Container, cgroup_hierarchies
 from lab.boot.state import BootRecords, State
 from lab.localize import LabError
@@ -36,12 +37,15 @@ class Teardown(BootRecords):
         removed = self._remove_containers(state, others)
         if processes.find_program("nft") is not None and not others:
             faults.clear()
+            faults.heal_vrrp()
         if state:
             for helper in reversed(state.helpers):
                 daemon = Daemon(**helper)
                 if processes.is_running(daemon):
                     processes.stop(daemon)
                     removed.append(helper["name"])
+        if processes.find_program("nft") is not None and not others:
+            elastic_ip.clear()  # after its follower stopped, which would put it back
         if not others and self.bridge.delete():  # another boot lab's containers still use it
             removed.append(f"bridge {self.bridge.name}")
         if self.folder.exists():
