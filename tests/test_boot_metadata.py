@@ -258,36 +258,3 @@ def test_the_public_address_rule_follows_one_holder_or_none() -> None:
     assert routed.startswith(f"flush chain ip {elastic_ip.TABLE} output\n")
     assert "dnat" not in elastic_ip.ruleset(None)
     assert 'ct timeout set "unanswered"' in elastic_ip.table()
-
-
-def test_the_keepalived_substitute_changes_only_the_process_tracking(tmp_path: Path) -> None:
-    """In a container keepalived cannot get process events: the lab's copy of the config
-    checks HAProxy with pgrep instead, every second, falling after the tracked `delay`."""
-    from lab.boot import seed  # noqa: PLC0415
-
-    seed.write_keepalived_substitute(tmp_path)
-    template = (ROOT / "userdata/templates/keepalived.conf").read_text()
-    (tmp_path / "in.conf").write_text(template)
-    subprocess.run(
-        [
-            sys.executable,
-            str(tmp_path / seed.KEEPALIVED_SUBSTITUTE),
-            str(tmp_path / "in.conf"),
-            str(tmp_path / "out.conf"),
-        ],
-        check=True,
-    )
-    converted = (tmp_path / "out.conf").read_text()
-    assert "track_process" not in converted
-    assert 'script "/usr/bin/pgrep -x haproxy"' in converted
-    assert "fall 2" in converted
-    assert "interval 1\n" in converted
-    assert "track_script {\n        haproxy\n    }" in converted
-    kept = [line for line in template.splitlines() if "track_process" not in line]
-    assert [line for line in kept if line not in converted] == [
-        "    process haproxy",
-        "    quorum 1",
-        "    delay 2",
-    ]
-    drop_in = (tmp_path / seed.KEEPALIVED_DROP_IN).read_text()
-    assert f"--use-file={seed.KEEPALIVED_LAB_CONFIG}" in drop_in

@@ -121,7 +121,7 @@ def test_a_master_retries_until_it_may_take_the_address(
         return claim(self)
 
     monkeypatch.setattr(elastic_address.Address, "claim", refused_at_first)
-    monkeypatch.setattr(elastic_address.time, "sleep", lambda _: None)
+    monkeypatch.setattr("userdata.scripts.elastic_address.time.sleep", lambda _: None)
     elastic_address.hold(first, rounds=4)
     assert holder(aws) == aws["ids"][0]
 

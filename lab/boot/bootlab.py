@@ -251,8 +251,6 @@ class BootLab(HostOperations, Teardown, Readings):
             base=image_root,
         )
         metadata.write_route(container.layer)
-        if host.role == "load-balancer":
-            seed.write_keepalived_substitute(container.layer)
         container.mount(image_root)
         self._save(state)
         container.start()
