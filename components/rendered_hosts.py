@@ -82,6 +82,7 @@ def load_balancer_documents(settings: Settings, region: str) -> dict[str, dict[s
                 first=host == names[0],
                 address_parameter=settings.address_parameter,
                 region=region,
+                namespace=stack_shape(settings, region).namespace,
             )
             if (peer := peer_of(host, names))
             else None,

@@ -236,11 +236,12 @@ def test_a_failing_report_never_stops_the_holding(
     assert reported("ElasticIpHeld", "load-balancer-2") == (1, 1.0)
 
 
-def test_the_hold_unit_reports_as_the_host_in_the_namespace(
+def test_the_install_step_makes_the_hold_service_report_as_the_host(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`install` writes the hold service's command with the namespace and the node name (the
-    host's record's first label); without `--namespace` nothing reports."""
+    """The step cloud-config runs (`_pair_step`, as rendered) makes `install` write the hold
+    service's command with the stack's namespace and the node name (the host's record's first
+    label); without `--namespace` nothing reports."""
     written: dict[str, str] = {}
     monkeypatch.setattr(elastic_address, "resolve", lambda name, timeout: "10.20.0.10")
     monkeypatch.setattr(elastic_address, "write_atomically", written.__setitem__)
@@ -252,13 +253,15 @@ def test_the_hold_unit_reports_as_the_host_in_the_namespace(
     )
     template = tmp_path / "keepalived.conf.template"
     template.write_text("${interface} ${self_address} ${peer_address}\n")
-    common = ["--parameter", PARAMETER, "--region", REGION]
-    install = ["install", "--template", str(template), "--self-name", "load-balancer-2.x.internal"]
-    install += ["--peer-name", "load-balancer-1.x.internal"]
-    elastic_address.main([*common, "--namespace", NAMESPACE, *install])
+    monkeypatch.setattr(elastic_address, "KEEPALIVED_TEMPLATE", str(template))
+    document = rendered_document(first=False)
+    (step,) = [s for s in document["runcmd"] if cloud_config.ELASTIC_ADDRESS in s]
+    assert step[:2] == ["python3", cloud_config.ELASTIC_ADDRESS]
+    elastic_address.main(step[2:])
     unit = written[elastic_address.HOLD_UNIT]
     assert f"--namespace {NAMESPACE} --node load-balancer-2 hold" in unit
-    elastic_address.main([*common, *install])
+    namespace_at = step.index("--namespace")
+    elastic_address.main(step[2:namespace_at] + step[namespace_at + 2 :])
     assert "--namespace" not in written[elastic_address.HOLD_UNIT]
 
 
@@ -304,9 +307,9 @@ def test_the_interface_is_the_one_holding_the_hosts_address() -> None:
         elastic_address.interface_with("10.20.64.10", listing)
 
 
-def rendered_template(first: bool) -> str:
+def rendered_document(first: bool) -> dict[str, Any]:
     settings = load_settings({}, stack="dev")
-    document = cloud_config.load_balancer_cloud_config(
+    return cloud_config.load_balancer_cloud_config(
         "load-balancer-1" if first else "load-balancer-2",
         settings.internal_zone,
         cloud_config.ReadinessReport(settings.readiness_parameter_prefix, REGION),
@@ -315,8 +318,13 @@ def rendered_template(first: bool) -> str:
             first=first,
             address_parameter=settings.address_parameter,
             region=REGION,
+            namespace=NAMESPACE,
         ),
     )
+
+
+def rendered_template(first: bool) -> str:
+    document = rendered_document(first)
     (template,) = [
         f for f in document["write_files"] if f["path"] == cloud_config.KEEPALIVED_TEMPLATE
     ]
