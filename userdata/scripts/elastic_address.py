@@ -15,10 +15,11 @@ script is keepalived's side of that, in four commands:
   periodic check is what ends a split brain: two masters may both associate the address, but
   once VRRP hears both again one steps down, and the one left master takes the address back
   if the other took it last. With `--namespace`, master or not, it also tells CloudWatch
-  whether EC2 says this instance holds the address (`ElasticIpHeld`, 1 or 0, dimension `Node`)
-  once every clock minute and at once when that changes, and counts each time it took the
-  address from the other instance (`ElasticIpTakeovers`: a failover, not the first association
-  of an address nobody held). A failing PutMetricData is logged and never stops the holding.
+  whether EC2 says this instance holds the address (`ElasticIpHeld`, 1 or 0, once with the
+  dimension `Node` and once without, the pair's series) once every clock minute and at once
+  when that changes, and counts each time it took the address from the other instance
+  (`ElasticIpTakeovers`, the pair's: a failover, not the first association of an address nobody
+  held). A failing PutMetricData is logged and never stops the holding.
 - `release` (when keepalived stops, as the host shuts down or is replaced): wait until the peer
   holds the address, so HAProxy (stopped after keepalived) serves until then.
 
@@ -239,27 +240,21 @@ class Reporter:
         return held != self.reported or self.takeovers > 0 or self.minute != minute_now()
 
     def report(self, held: bool) -> bool:
+        """`ElasticIpHeld` per node (who holds it) and for the pair (its Maximum over a minute is
+        1 if either held it), and the takeovers not yet sent, for the pair."""
         now = datetime.datetime.now(datetime.UTC)
-        dimensions = [{"Name": NODE_DIMENSION, "Value": self.node}]
+        node = [{"Name": NODE_DIMENSION, "Value": self.node}]
+        value = 1.0 if held else 0.0
         data: list[dict[str, Any]] = [
-            {
-                "MetricName": HELD_METRIC,
-                "Dimensions": dimensions,
-                "Timestamp": now,
-                "Value": 1.0 if held else 0.0,
-                "Unit": "None",
-            }
-        ]
+            {"MetricName": HELD_METRIC, "Dimensions": dimensions, "Timestamp": now,
+             "Value": value, "Unit": "None"}
+            for dimensions in (node, [])
+        ]  # fmt: skip
         if self.takeovers:
             data.append(
-                {
-                    "MetricName": TAKEOVERS_METRIC,
-                    "Dimensions": dimensions,
-                    "Timestamp": now,
-                    "Value": float(self.takeovers),
-                    "Unit": "Count",
-                }
-            )
+                {"MetricName": TAKEOVERS_METRIC, "Dimensions": [], "Timestamp": now,
+                 "Value": float(self.takeovers), "Unit": "Count"}
+            )  # fmt: skip
         try:
             self.cloudwatch.put_metric_data(Namespace=self.namespace, MetricData=data)
         except Exception as error:  # logged; holding the address matters more than reporting
