@@ -53,6 +53,7 @@ def stack_shape(settings: Settings, region: str) -> StackShape:
         db_replica=settings.db_replica_identifier,
         db_instance_class=settings.db_instance_class,
         db_allocated_storage_gb=settings.db_allocated_storage_gb,
+        load_balancers=tuple(settings.load_balancer_names),
     )
 
 

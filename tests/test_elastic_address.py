@@ -12,6 +12,7 @@ import datetime
 import itertools
 import json
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,13 +124,13 @@ def test_a_master_retries_until_it_may_take_the_address(
     refusals = iter([True, True, False])
     claim = elastic_address.Address.claim
 
-    def refused_at_first(self: elastic_address.Address) -> bool:
+    def refused_at_first(self: elastic_address.Address) -> elastic_address.Claim:
         if next(refusals):
             raise PermissionError("UnauthorizedOperation: not yet")
         return claim(self)
 
     monkeypatch.setattr(elastic_address.Address, "claim", refused_at_first)
-    monkeypatch.setattr(elastic_address.time, "sleep", lambda _: None)
+    monkeypatch.setattr(time, "sleep", lambda _: None)
     elastic_address.hold(first, rounds=4)
     assert holder(aws) == aws["ids"][0]
 
@@ -247,9 +248,7 @@ def test_the_install_step_makes_the_hold_service_report_as_the_host(
     monkeypatch.setattr(elastic_address, "write_atomically", written.__setitem__)
     listing = '[{"ifname": "ens5", "addr_info": [{"local": "10.20.0.10"}]}]'
     monkeypatch.setattr(
-        elastic_address.subprocess,
-        "run",
-        lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=listing),
+        subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=listing)
     )
     template = tmp_path / "keepalived.conf.template"
     template.write_text("${interface} ${self_address} ${peer_address}\n")
