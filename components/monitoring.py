@@ -93,6 +93,9 @@ class MonitoringArgs:
     """What creates the two DB instances: the event subscription waits for it, because RDS
     refuses a subscription to an instance that does not exist yet (SourceNotFound). Empty
     only when the instances exist already (another stack's, or in tests)."""
+    load_balancer_names: Sequence[str] = ()
+    """The pair's host names (`load-balancer-1`, `load-balancer-2`): its Elastic IP alarms and
+    dashboard widget follow them. Empty (or one name) for a single load balancer."""
 
     def shape(self) -> StackShape:
         return StackShape(
@@ -105,6 +108,7 @@ class MonitoringArgs:
             db_allocated_storage_gb=self.db_allocated_storage_gb,
             db_memory_gib=self.db_memory_gib,
             metrics_namespace=self.metrics_namespace,
+            load_balancers=tuple(self.load_balancer_names),
         )
 
     def check(self) -> None:

@@ -53,6 +53,7 @@ def stack_shape(settings: Settings, region: str) -> StackShape:
         db_replica=settings.db_replica_identifier,
         db_instance_class=settings.db_instance_class,
         db_allocated_storage_gb=settings.db_allocated_storage_gb,
+        load_balancers=tuple(settings.load_balancer_names),
     )
 
 
@@ -82,6 +83,7 @@ def load_balancer_documents(settings: Settings, region: str) -> dict[str, dict[s
                 first=host == names[0],
                 address_parameter=settings.address_parameter,
                 region=region,
+                namespace=stack_shape(settings, region).namespace,
             )
             if (peer := peer_of(host, names))
             else None,

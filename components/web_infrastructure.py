@@ -322,6 +322,7 @@ class WebInfrastructure(pulumi.ComponentResource):
                 load_balancer_instance_id=self.load_balancer.instance_ids[
                     settings.load_balancer_names[0]
                 ],
+                load_balancer_names=settings.load_balancer_names,
                 db_primary_identifier=settings.db_primary_identifier,
                 db_replica_identifier=settings.db_replica_identifier,
                 databases=[self.database],

@@ -35,8 +35,14 @@ def nodes(count: int) -> tuple[str, ...]:
     return tuple(f"web-{i}" for i in range(1, count + 1))
 
 
-def shape(count: int, region: str = REGION) -> StackShape:
-    return StackShape(PREFIX, region, nodes(count), PRIMARY, REPLICA, DB_CLASS, STORAGE_GB)
+PAIR = ("load-balancer-1", "load-balancer-2")
+
+
+def shape(count: int, region: str = REGION, *, pair: bool = False) -> StackShape:
+    return StackShape(
+        PREFIX, region, nodes(count), PRIMARY, REPLICA, DB_CLASS, STORAGE_GB,
+        load_balancers=PAIR if pair else ("load-balancer-1",),
+    )  # fmt: skip
 
 
 @dataclass
@@ -64,6 +70,7 @@ def run_monitoring(
     email: str | None = None,
     with_provider: bool = True,
     preview: bool = False,
+    pair: bool = False,
 ) -> MonitoringRun:
     """Construct `Monitoring` for a stack of `count` web nodes under the mocks."""
     mocks = AwsMocks(preview=preview)
@@ -93,6 +100,7 @@ def run_monitoring(
                 db_allocated_storage_gb=STORAGE_GB,
                 alarm_email=email,
                 health_check_provider=provider,
+                load_balancer_names=PAIR if pair else ("load-balancer-1",),
             ),
         )
         return pulumi.Output.all(

@@ -8,8 +8,11 @@ decision on its own: who claims, when, and that a split brain ends with one hold
 from __future__ import annotations
 
 import argparse
+import datetime
+import itertools
 import json
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +29,7 @@ from userdata.scripts import elastic_address
 
 REGION = "eu-west-1"
 PARAMETER = "/web-infra-dev/load-balancer/elastic-ip"
+NAMESPACE = "WebInfra/web-infra-dev"
 
 
 @pytest.fixture
@@ -54,8 +58,11 @@ def holder(aws: dict[str, Any]) -> str | None:
     return found.get("InstanceId") or None  # moto says "" where AWS leaves it out
 
 
-def host(tmp_path: Path, instance_id: str, name: str) -> argparse.Namespace:
-    """One load balancer's view: its instance id file and its VRRP state file."""
+def host(
+    tmp_path: Path, instance_id: str, name: str, *, namespace: str | None = None
+) -> argparse.Namespace:
+    """One load balancer's view: its instance id file and its VRRP state file; with
+    `namespace`, it reports who holds the address there."""
     folder = tmp_path / name
     folder.mkdir()
     (folder / "instance-id").write_text(instance_id + "\n")
@@ -65,6 +72,8 @@ def host(tmp_path: Path, instance_id: str, name: str) -> argparse.Namespace:
         state_file=str(folder / "vrrp-state"),
         instance_id_file=str(folder / "instance-id"),
         timeout=1.0,
+        namespace=namespace,
+        node=name,
     )
 
 
@@ -115,15 +124,148 @@ def test_a_master_retries_until_it_may_take_the_address(
     refusals = iter([True, True, False])
     claim = elastic_address.Address.claim
 
-    def refused_at_first(self: elastic_address.Address) -> bool:
+    def refused_at_first(self: elastic_address.Address) -> elastic_address.Claim:
         if next(refusals):
             raise PermissionError("UnauthorizedOperation: not yet")
         return claim(self)
 
     monkeypatch.setattr(elastic_address.Address, "claim", refused_at_first)
-    monkeypatch.setattr("userdata.scripts.elastic_address.time.sleep", lambda _: None)
+    monkeypatch.setattr(time, "sleep", lambda _: None)
     elastic_address.hold(first, rounds=4)
     assert holder(aws) == aws["ids"][0]
+
+
+def reported(metric: str, node: str | None) -> tuple[int, float]:
+    """How many values were reported for `metric` by `node` (None: the pair's series; moto
+    reads every series of the metric then), and their sum, as CloudWatch (moto) kept them."""
+    cloudwatch = boto3.client("cloudwatch", region_name=REGION)
+    now = datetime.datetime.now(datetime.UTC)
+    metric_id = {
+        "Namespace": NAMESPACE,
+        "MetricName": metric,
+        "Dimensions": [{"Name": "Node", "Value": node}] if node else [],
+    }
+    found = cloudwatch.get_metric_data(
+        MetricDataQueries=[
+            {"Id": stat.lower(), "MetricStat": {"Metric": metric_id, "Period": 600, "Stat": stat}}
+            for stat in ("SampleCount", "Sum")
+        ],
+        StartTime=now - datetime.timedelta(minutes=5),
+        EndTime=now + datetime.timedelta(minutes=5),
+    )["MetricDataResults"]
+    values = {r["Id"]: sum(r["Values"]) for r in found}
+    return int(values["samplecount"]), float(values["sum"])
+
+
+def test_both_hosts_report_who_holds_the_address_and_a_takeover_is_counted(
+    aws: dict[str, Any], tmp_path: Path
+) -> None:
+    """The first association of an address nobody held is no takeover; the peer taking it from
+    the first is one, reported by the host that took it; each host reports 1 or 0."""
+    first = host(tmp_path, aws["ids"][0], "load-balancer-1", namespace=NAMESPACE)
+    second = host(tmp_path, aws["ids"][1], "load-balancer-2", namespace=NAMESPACE)
+    set_state(first, "MASTER")
+    set_state(second, "BACKUP")
+    elastic_address.hold(first, rounds=1)
+    elastic_address.hold(second, rounds=1)
+    assert holder(aws) == aws["ids"][0]
+    cloudwatch = boto3.client("cloudwatch", region_name=REGION)
+    listed = cloudwatch.list_metrics(Namespace=NAMESPACE)["Metrics"]
+    assert {(m["MetricName"], str(m["Dimensions"])) for m in listed} == {
+        ("ElasticIpHeld", str([{"Name": "Node", "Value": "load-balancer-1"}])),
+        ("ElasticIpHeld", str([{"Name": "Node", "Value": "load-balancer-2"}])),
+        ("ElasticIpHeld", "[]"),
+    }, "no takeover when nobody held the address"
+    assert reported("ElasticIpHeld", "load-balancer-1") == (1, 1.0)
+    assert reported("ElasticIpHeld", "load-balancer-2") == (1, 0.0)
+    # Failover: the first stops being master, the second becomes master and takes it.
+    set_state(first, "BACKUP")
+    set_state(second, "MASTER")
+    elastic_address.hold(second, rounds=1)
+    elastic_address.hold(first, rounds=1)
+    assert holder(aws) == aws["ids"][1]
+    assert reported("ElasticIpTakeovers", None) == (1, 1.0), "one, by load-balancer-2"
+    # Within the same clock minute: each reported again because what it holds changed.
+    assert reported("ElasticIpHeld", "load-balancer-2") == (2, 1.0), "0, then 1 at once"
+    assert reported("ElasticIpHeld", "load-balancer-1") == (2, 1.0), "1, then 0 at once"
+
+
+def test_a_report_is_sent_once_a_minute_unless_something_changed(
+    aws: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = host(tmp_path, aws["ids"][0], "load-balancer-1", namespace=NAMESPACE)
+    set_state(first, "MASTER")
+    monkeypatch.setattr(elastic_address, "RECHECK_SECONDS", 0.0)  # EC2 asked every round
+    minutes = itertools.chain([7, 7, 7], itertools.repeat(8))  # each call: the clock's minute
+    monkeypatch.setattr(elastic_address, "minute_now", lambda: next(minutes))
+    elastic_address.hold(first, rounds=4)
+    assert reported("ElasticIpHeld", "load-balancer-1") == (2, 2.0), "minutes 7 and 8"
+
+
+def test_a_failing_report_never_stops_the_holding(
+    aws: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CloudWatch refusing (a missing permission, an outage) is logged; the master still
+    takes the address, and the takeover it could not report goes with the next report."""
+    first = host(tmp_path, aws["ids"][0], "load-balancer-1", namespace=NAMESPACE)
+    second = host(tmp_path, aws["ids"][1], "load-balancer-2", namespace=NAMESPACE)
+    set_state(first, "MASTER")
+    elastic_address.hold(first, rounds=1)
+    sent = elastic_address.Reporter.report
+    answers = iter([False, True])
+
+    def refused_once(self: elastic_address.Reporter, held: bool) -> bool:
+        if next(answers):
+            return sent(self, held)
+        self.cloudwatch = broken
+        result = sent(self, held)
+        self.cloudwatch = working
+        return result
+
+    class Broken:
+        def put_metric_data(self, **_: Any) -> None:
+            raise RuntimeError("AccessDenied: cloudwatch:PutMetricData")
+
+    broken, working = Broken(), boto3.client("cloudwatch", region_name=REGION)
+    monkeypatch.setattr(elastic_address.Reporter, "report", refused_once)
+    monkeypatch.setattr(elastic_address, "RECHECK_SECONDS", 0.0)
+    set_state(first, "BACKUP")
+    set_state(second, "MASTER")
+    elastic_address.hold(second, rounds=2)
+    assert holder(aws) == aws["ids"][1], "held despite the failed report"
+    assert reported("ElasticIpTakeovers", None) == (1, 1.0), "sent with the next report"
+    assert reported("ElasticIpHeld", "load-balancer-2") == (1, 1.0)
+
+
+def test_the_install_step_makes_the_hold_service_report_as_the_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step cloud-config runs (`_pair_step`, as rendered) makes `install` write the hold
+    service's command with the stack's namespace and the node name (the host's record's first
+    label); without `--namespace` nothing reports."""
+    written: dict[str, str] = {}
+    monkeypatch.setattr(elastic_address, "resolve", lambda name, timeout: "10.20.0.10")
+    monkeypatch.setattr(elastic_address, "write_atomically", written.__setitem__)
+    listing = '[{"ifname": "ens5", "addr_info": [{"local": "10.20.0.10"}]}]'
+    monkeypatch.setattr(
+        subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=listing)
+    )
+    template = tmp_path / "keepalived.conf.template"
+    template.write_text("${interface} ${self_address} ${peer_address}\n")
+    monkeypatch.setattr(elastic_address, "KEEPALIVED_TEMPLATE", str(template))
+    document = rendered_document(first=False)
+    (step,) = [s for s in document["runcmd"] if cloud_config.ELASTIC_ADDRESS in s]
+    assert step[:2] == ["python3", cloud_config.ELASTIC_ADDRESS]
+    elastic_address.main(step[2:])
+    unit = written[elastic_address.HOLD_UNIT]
+    assert f"--namespace {NAMESPACE} --node load-balancer-2 hold" in unit
+    namespace_at = step.index("--namespace")
+    elastic_address.main(step[2:namespace_at] + step[namespace_at + 2 :])
+    assert "--namespace" not in written[elastic_address.HOLD_UNIT]
+
+
+def test_the_template_is_where_cloud_init_writes_it() -> None:
+    assert elastic_address.KEEPALIVED_TEMPLATE == cloud_config.KEEPALIVED_TEMPLATE
 
 
 def test_release_waits_for_the_peer_and_gives_up_at_its_timeout(
@@ -164,9 +306,9 @@ def test_the_interface_is_the_one_holding_the_hosts_address() -> None:
         elastic_address.interface_with("10.20.64.10", listing)
 
 
-def rendered_template(first: bool) -> str:
+def rendered_document(first: bool) -> dict[str, Any]:
     settings = load_settings({}, stack="dev")
-    document = cloud_config.load_balancer_cloud_config(
+    return cloud_config.load_balancer_cloud_config(
         "load-balancer-1" if first else "load-balancer-2",
         settings.internal_zone,
         cloud_config.ReadinessReport(settings.readiness_parameter_prefix, REGION),
@@ -175,8 +317,13 @@ def rendered_template(first: bool) -> str:
             first=first,
             address_parameter=settings.address_parameter,
             region=REGION,
+            namespace=NAMESPACE,
         ),
     )
+
+
+def rendered_template(first: bool) -> str:
+    document = rendered_document(first)
     (template,) = [
         f for f in document["write_files"] if f["path"] == cloud_config.KEEPALIVED_TEMPLATE
     ]

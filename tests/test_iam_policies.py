@@ -602,3 +602,23 @@ def test_each_load_balancer_may_take_the_elastic_ip_for_itself_only(
         )
         is not Decision.ALLOWED
     ), "web nodes never touch the address"
+
+
+def test_each_load_balancer_may_report_who_holds_the_elastic_ip_in_the_stacks_namespace_only(
+    default_run: ProgramRun, hosts: dict[str, HostPolicies]
+) -> None:
+    """elastic_address.py's reports (ElasticIpHeld, ElasticIpTakeovers) need no policy of their
+    own: the metrics agent's, on every load balancer's role, allows PutMetricData in the stack's
+    namespace, and nowhere else."""
+    for host in ("load-balancer-1", "load-balancer-2"):
+        policies = hosts[host]
+        context = instance_context(REGION, ACCOUNT, policies.instance_id)
+
+        def put(namespace: str) -> Decision:
+            keys = {**context, "cloudwatch:namespace": namespace}  # noqa: B023
+            request = Request("cloudwatch:PutMetricData", "*", keys)
+            return evaluate(policies.documents.values(), request)  # noqa: B023
+
+        assert put("WebInfra/web-infra-dev") is Decision.ALLOWED, host
+        assert put("WebInfra/web-infra-other") is not Decision.ALLOWED, host
+        assert put("AWS/EC2") is not Decision.ALLOWED, host

@@ -8,6 +8,7 @@ from monitoring_harness import shape
 
 from userdata.metric_catalog import (
     LOG_SOURCES,
+    Metric,
     StackShape,
     catalogue,
     estimated_max_connections,
@@ -15,6 +16,7 @@ from userdata.metric_catalog import (
     rds_class_memory_gib,
 )
 from userdata.metric_catalog.table import ALARMS, EXPRESSIONS, METRICS, WIDGETS
+from userdata.scripts import elastic_address
 
 
 @pytest.mark.parametrize(
@@ -69,8 +71,9 @@ def test_a_bad_shape_is_refused(web_nodes: tuple[str, ...], storage: int, messag
 
 
 def test_every_alarm_explains_itself() -> None:
-    for alarm in catalogue(shape(3)).alarms:
+    for alarm in catalogue(shape(3, pair=True)).alarms:
         description = alarm.description()
+        assert len(description) < 1024, f"{alarm.key}: CloudWatch would cut its reason short"
         assert description.startswith(f"[{alarm.severity}] ")
         assert " Fires at: " in description
         assert len(alarm.why) > 40, alarm.key
@@ -96,6 +99,56 @@ def test_every_metric_of_the_table_is_read_and_every_key_is_known() -> None:
     assert read - metric_keys - expression_keys == set(), "unknown keys"
     assert metric_keys - read == set(), "metrics in the table that nothing reads"
     assert len(metric_keys) == len(METRICS), "a metric key repeats"
-    alarm_keys = {a.key for a in catalogue(shape(2)).alarms}
+    alarm_keys = {a.key for a in catalogue(shape(2, pair=True)).alarms}
     drawn = {key for widget in WIDGETS for key in widget.thresholds}
     assert drawn <= alarm_keys, f"widgets draw unknown alarms: {sorted(drawn - alarm_keys)}"
+
+
+def test_the_pairs_records_exist_only_with_a_pair() -> None:
+    """Who holds the Elastic IP: two alarms and a widget line per host with the pair, none with
+    one load balancer (nothing publishes those metrics then)."""
+    pair = catalogue(shape(2, pair=True))
+    single = catalogue(shape(2))
+    pair_keys = {"lb-no-address-holder", "lb-address-moved"}
+    assert pair_keys <= {a.key for a in pair.alarms}
+    assert not pair_keys & {a.key for a in single.alarms}
+    assert len(pair.widgets) == len(single.widgets) + 1
+    no_holder, moved = pair.alarm("lb-no-address-holder"), pair.alarm("lb-address-moved")
+    assert no_holder.severity == "critical"
+    assert moved.severity == "warning"
+    assert isinstance(no_holder.signal, Metric)
+    assert isinstance(moved.signal, Metric)
+    assert (no_holder.signal.namespace, no_holder.signal.name) == (
+        "WebInfra/web-infra-dev",
+        "ElasticIpHeld",
+    )
+    assert no_holder.signal.dimensions == (), "both hosts' reports, in the pair's series"
+    assert no_holder.rule() == "Maximum < 1 in 2 of 2 periods of 60 s"
+    assert no_holder.treat_missing_data == "breaching", "both hosts report every minute"
+    assert moved.signal.name == "ElasticIpTakeovers"
+    assert moved.rule() == "Sum >= 1 in 1 of 1 periods of 300 s"
+    assert moved.treat_missing_data == "notBreaching", "sent only when one happens"
+    (widget,) = [w for w in pair.widgets if "Elastic IP" in w.title]
+    lines = [(m.name, dict(m.dimensions)) for m in widget.metrics]
+    assert ("ElasticIpHeld", {"Node": "load-balancer-1"}) in lines
+    assert ("ElasticIpHeld", {"Node": "load-balancer-2"}) in lines
+    # elastic_address.py publishes them, not the agent: its config stays as it was.
+    for host in ("load-balancer", "load-balancer-1", "load-balancer-2"):
+        assert all(m.name not in ("ElasticIpHeld", "ElasticIpTakeovers")
+                   for m in pair.agent_metrics(host))  # fmt: skip
+    assert pair.agent_metrics("load-balancer") == single.agent_metrics("load-balancer")
+
+
+def test_the_metrics_are_the_names_elastic_address_publishes() -> None:
+    """The catalogue and the script name the metrics and the dimension alike."""
+    by_key = {m.key: m for m in METRICS}
+    assert by_key["lb-address-held"].name == elastic_address.HELD_METRIC
+    assert by_key["pair-address-held"].name == elastic_address.HELD_METRIC
+    assert by_key["pair-address-takeovers"].name == elastic_address.TAKEOVERS_METRIC
+    assert by_key["lb-address-held"].dimensions == ((elastic_address.NODE_DIMENSION, "{lb}"),)
+
+
+@pytest.mark.parametrize("names", [("a", "b", "c"), ("a", "a")])
+def test_a_bad_pair_is_refused(names: tuple[str, ...]) -> None:
+    with pytest.raises(ValueError, match="one load balancer or a pair"):
+        StackShape("p", "eu-west-1", ("web-1",), "a", "b", "db.t4g.micro", 20, load_balancers=names)

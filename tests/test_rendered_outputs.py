@@ -89,7 +89,7 @@ def test_the_golden_files_cover_every_alarm_and_host() -> None:
     """Guards the golden files themselves: a capture that missed the alarms or the agent
     files would pin nothing."""
     document = json.loads((GOLDEN / "20-nodes.json").read_text(encoding="utf-8"))
-    assert len(document["alarms"]) == 1 + 4 + 20 + 21 * 5 + 9
+    assert len(document["alarms"]) == 1 + 4 + 2 + 20 + 21 * 5 + 9  # 2: the pair's Elastic IP
     hosts = {name.rsplit("-", 1)[0] for name in document["agent_files"] if "agent.json" in name}
     assert hosts == {"load-balancer", *(f"web-{i}" for i in range(1, 21))}
     assert json.loads(document["dashboard"]["dashboardBody"])["widgets"]

@@ -345,6 +345,24 @@ def test_a_missing_alarm_fails_on_its_own_line(clients: Clients, stack: Stack) -
     assert checks["alarm web-2-memory"].expected.startswith("Average > 90 in 5 of 5 periods")
 
 
+def test_the_pairs_elastic_ip_alarms_are_checked(clients: Clients, stack: Stack) -> None:
+    """Two load balancers running: the catalogue expects the pair's alarms, and a missing one
+    fails on its own line; a single load balancer's stack expects neither."""
+    raw = stack(pair=True)
+    checks = aws_checks(clients, raw)
+    assert failing(checks) == set(), verify.render_table(list(checks.values()))
+    assert checks["alarm lb-no-address-holder"].expected.startswith(
+        "Maximum < 1 in 2 of 2 periods of 60 s"
+    )
+    assert checks["alarm lb-address-moved"].expected.startswith("Sum >= 1 in 1 of 1 periods")
+    assert "alarm load-balancer-cpu" in checks, "the instance alarms watch load-balancer-1"
+    prefix = raw["dashboard_url"].rsplit("/", 1)[1]
+    clients.client("cloudwatch").delete_alarms(AlarmNames=[f"{prefix}-lb-no-address-holder"])
+    checks = aws_checks(clients, raw)
+    assert failing(checks) == {"alarm lb-no-address-holder"}
+    assert "alarm lb-address-moved" not in aws_checks(clients, stack())
+
+
 def test_an_alarm_without_an_action_fails_on_its_own_line(clients: Clients, stack: Stack) -> None:
     raw = stack()
     prefix = raw["dashboard_url"].rsplit("/", 1)[1]

@@ -65,13 +65,15 @@ def build_stack(
     web_azs: tuple[str, ...] = ("us-east-1a", "us-east-1b"),
     replica: bool = True,
     monitoring: bool = True,
+    pair: bool = False,
 ) -> dict[str, Any]:
     """Create the design with boto3 and return what `pulumi stack output --json` would print.
 
     Stacks with different prefixes live side by side in one (moto) account, each in its own VPC.
     One web node per entry of `web_azs`, each in the private subnet of that AZ; `replica=False`
     leaves the read replica out (the outputs still name it); `monitoring=False` leaves out what
-    the monitoring component creates (the outputs still name it)."""
+    the monitoring component creates (the outputs still name it); `pair=True` runs the
+    load-balancer pair (load-balancer-1 holding the Elastic IP, load-balancer-2 its peer)."""
     ec2, rds = clients.ec2, clients.rds
     vpc_id = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     igw_id = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
@@ -133,8 +135,20 @@ def build_stack(
         InstanceType="t3.micro",
         SubnetId=public[zones[0]],
         SecurityGroupIds=[lb_sg],
-        TagSpecifications=_tags("instance", f"{prefix}-load-balancer", "load-balancer"),
+        TagSpecifications=_tags(
+            "instance", f"{prefix}-load-balancer" + ("-1" if pair else ""), "load-balancer"
+        ),
     )["Instances"][0]
+    if pair:
+        ec2.run_instances(
+            ImageId=AMI,
+            MinCount=1,
+            MaxCount=1,
+            InstanceType="t3.micro",
+            SubnetId=public[zones[1]],
+            SecurityGroupIds=[lb_sg],
+            TagSpecifications=_tags("instance", f"{prefix}-load-balancer-2", "load-balancer"),
+        )
     eip = ec2.allocate_address(Domain="vpc")
     ec2.associate_address(InstanceId=lb["InstanceId"], AllocationId=eip["AllocationId"])
     lb = ec2.describe_instances(InstanceIds=[lb["InstanceId"]])["Reservations"][0]["Instances"][0]
@@ -192,6 +206,7 @@ def build_stack(
         f"{prefix}-replica",
         "db.t4g.micro",
         20,
+        load_balancers=("load-balancer-1", "load-balancer-2") if pair else (),
     )
     instance_ids = {LOAD_BALANCER: lb["InstanceId"], **web_ids}
     monitoring_outputs = build_monitoring(

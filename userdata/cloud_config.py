@@ -323,6 +323,8 @@ class LoadBalancerPair:
     address_parameter: str
     """The SSM parameter holding the Elastic IP's allocation id (the program writes it)."""
     region: str
+    namespace: str
+    """The stack's CloudWatch namespace: each host reports there whether it holds the address."""
 
 
 def _pair_files(pair: LoadBalancerPair) -> list[dict[str, Any]]:
@@ -344,7 +346,8 @@ def _pair_files(pair: LoadBalancerPair) -> list[dict[str, Any]]:
 
 def _pair_step(host: str, zone: str, pair: LoadBalancerPair) -> list[str]:
     """keepalived's config from the two hosts' names, then keepalived and the address holder
-    (the script writes their units: one step, to keep the userdata under EC2's 16 KiB)."""
+    (the script writes their units: one step, to keep the userdata under EC2's 16 KiB; for the
+    same reason the template's path is the script's default, `KEEPALIVED_TEMPLATE`)."""
     return [
         "python3",
         ELASTIC_ADDRESS,
@@ -352,9 +355,9 @@ def _pair_step(host: str, zone: str, pair: LoadBalancerPair) -> list[str]:
         pair.address_parameter,
         "--region",
         pair.region,
+        "--namespace",
+        pair.namespace,
         "install",
-        "--template",
-        KEEPALIVED_TEMPLATE,
         "--self-name",
         host_name(host, zone),
         "--peer-name",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -47,11 +48,20 @@ def _monitored(ec2: Any, rds: Any, outputs: Outputs) -> _Monitored:
     refs: dict[Ref, str] = {HEALTH_CHECK: outputs.monitoring.health_check_id}
     hosts = (LOAD_BALANCER, *outputs.web_node_names)
     roles = {"Name": "tag:Role", "Values": ["load-balancer", "web"]}
+    load_balancers: set[str] = set()
     for instance in live_instances(ec2, [vpc, roles]):
-        name = tags_of(instance).get("Name", "")
+        tags = tags_of(instance)
+        name = tags.get("Name", "")
         for host in hosts:
             if name.endswith(f"-{host}"):
                 refs[instance_ref(host)] = str(instance["InstanceId"])
+        numbered = re.search(rf"-({LOAD_BALANCER}-[12])$", name)
+        if tags.get("Role") == "load-balancer" and numbered:
+            load_balancers.add(numbered.group(1))
+            if numbered.group(1) == f"{LOAD_BALANCER}-1":
+                # The catalogue's one load-balancer host: the program's instance alarms watch
+                # the first of the pair (or the only one).
+                refs[instance_ref(LOAD_BALANCER)] = str(instance["InstanceId"])
     primary_id = outputs.db_primary_endpoint.identifier
     replica_id = outputs.db_replica_endpoint.identifier
     sized = db_instance(rds, primary_id) or db_instance(rds, replica_id)
@@ -66,6 +76,8 @@ def _monitored(ec2: Any, rds: Any, outputs: Outputs) -> _Monitored:
         db_instance_class=str(sized.get("DBInstanceClass", "?")),
         db_allocated_storage_gb=int(sized.get("AllocatedStorage") or 1),
         metrics_namespace=outputs.monitoring.metrics_namespace,
+        # Two running load balancers are the pair: its Elastic IP alarms are expected too.
+        load_balancers=tuple(sorted(load_balancers)),
     )
     try:
         return _Monitored(catalogue(shape), refs)

@@ -27,7 +27,6 @@ from userdata.metric_catalog.model import (
     MetricRecord,
     Per,
     Ref,
-    Source,
     StackShape,
     Tier,
     estimated_max_connections,
@@ -94,6 +93,10 @@ def _each(shape: StackShape, per: Per) -> list[dict[str, str]]:
             {"role": "primary", "db": shape.db_primary},
             {"role": "replica", "db": shape.db_replica},
         ]
+    if per == "pair":
+        return [{}] if shape.pair else []
+    if per == "load_balancer":
+        return [{"lb": host} for host in shape.pair]
     return [{}]
 
 
@@ -241,13 +244,16 @@ class Catalogue:
 
     def _widgets(self) -> Iterator[Widget]:
         for record in WIDGETS:
+            lines = tuple(
+                self._signal(line.key, each)
+                for line in record.lines
+                for each in _each(self.shape, line.per)
+            )
+            if not lines:  # the pair's widget, with one load balancer
+                continue
             yield Widget(
                 title=record.title,
-                lines=tuple(
-                    self._signal(line.key, each)
-                    for line in record.lines
-                    for each in _each(self.shape, line.per)
-                ),
+                lines=lines,
                 statistic=record.statistic,
                 period=record.period,
                 thresholds=tuple(self.alarm(key) for key in record.thresholds),
@@ -270,7 +276,7 @@ class Catalogue:
         """What the agent on `host` publishes: the metrics its config is built from."""
         found: dict[tuple[str, tuple[tuple[str, DimensionValue], ...]], Metric] = {}
         for metric in self._all_metrics():
-            if metric.host == host and metric.source is not Source.AWS:
+            if metric.host == host and metric.source.agent:
                 found.setdefault((metric.name, metric.dimensions), metric)
         return list(found.values())
 

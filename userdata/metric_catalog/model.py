@@ -39,11 +39,17 @@ class Source(Enum):
     HAPROXY = "HAProxy's Prometheus exporter, scraped by the CloudWatch agent"
     NGINX = "prometheus-nginx-exporter (Nginx stub_status), scraped by the CloudWatch agent"
     HOST = "the CloudWatch agent's mem and disk inputs"
+    ELASTIC_ADDRESS = "the load balancers' elastic_address.py (its hold service), in the pair"
     AWS = "AWS itself"
 
     @property
     def prometheus(self) -> bool:
         return self in (Source.HAPROXY, Source.NGINX)
+
+    @property
+    def agent(self) -> bool:
+        """Published by the CloudWatch agent, so built into its config."""
+        return self in (Source.HAPROXY, Source.NGINX, Source.HOST)
 
 
 @dataclass(frozen=True)
@@ -217,6 +223,10 @@ class StackShape:
     """The class's memory; None looks it up from `db_instance_class` (`rds_class_memory_gib`)."""
     metrics_namespace: str | None = None
     """Where the agent publishes; None means `default_namespace(name_prefix)`."""
+    load_balancers: tuple[str, ...] = ()
+    """The load balancers' host names (`load-balancer-1`, `load-balancer-2`) when a pair shares
+    the Elastic IP: the pair's records (`Per` `pair`, `load_balancer`) follow them. Empty, or
+    one name, for a single load balancer."""
 
     def __post_init__(self) -> None:
         if not self.web_nodes:
@@ -225,6 +235,18 @@ class StackShape:
             raise ValueError(f"StackShape.web_nodes repeats a name: {list(self.web_nodes)}")
         if self.db_allocated_storage_gb <= 0:
             raise ValueError("StackShape.db_allocated_storage_gb must be a positive number of GiB")
+        if len(self.load_balancers) > 2 or len(set(self.load_balancers)) != len(
+            self.load_balancers
+        ):
+            raise ValueError(
+                f"StackShape.load_balancers: one load balancer or a pair of two names, not "
+                f"{list(self.load_balancers)}"
+            )
+
+    @property
+    def pair(self) -> tuple[str, ...]:
+        """The pair's two host names; empty with a single load balancer."""
+        return self.load_balancers if len(self.load_balancers) == 2 else ()
 
     @property
     def namespace(self) -> str:
@@ -351,10 +373,12 @@ def estimated_max_connections(memory_gib: float) -> int:
 
 # --- the table's records: one metric, alarm or widget, written once for every stack ------------
 
-Per = Literal["stack", "node", "host", "db"]
+Per = Literal["stack", "node", "host", "db", "pair", "load_balancer"]
 """What a record is repeated for: once, each web node (`{node}`), each host (`{host}`, with
-`{host_role}`) or each DB instance (`{db}`, with `{role}`: primary, replica). Templates may also
-use the stack's own values (`expand.stack_values`)."""
+`{host_role}`), each DB instance (`{db}`, with `{role}`: primary, replica), once if the load
+balancers are a pair (`pair`; never for a single one) or each load balancer of the pair (`{lb}`;
+none for a single one). Templates may also use the stack's own values
+(`expand.stack_values`)."""
 
 
 @dataclass(frozen=True)

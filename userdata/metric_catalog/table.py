@@ -11,6 +11,8 @@ Where the numbers come from:
     the load balancer and sent as embedded-metric-format logs into the stack's namespace;
   * web nodes: Nginx's stub_status through prometheus-nginx-exporter (requests), HAProxy's
     per-server counters (5xx answered by each node), the agent's own mem/disk inputs;
+  * the load-balancer pair: `elastic_address.py` on each of the two (its hold service, not the
+    agent) reports whether EC2 shows the Elastic IP on its instance, and each takeover;
   * AWS: EC2 (CPU, status checks), RDS (CPU, storage, memory, connections, replica lag) and
     Route 53 (the outside-in health check; its metrics exist only in us-east-1).
 """
@@ -113,6 +115,18 @@ METRICS = (
     _aws("AWS/RDS", "rds-connections", "DatabaseConnections", _DB, "{db}"),
     _aws("AWS/RDS", "rds-replica-lag", "ReplicaLag", ("DBInstanceIdentifier", "{replica}"),
          "{replica}"),
+    # The pair's hosts (elastic_address.py hold), into the stack's namespace: 1 if EC2 shows the
+    # Elastic IP on the host's instance, else 0, each clock minute and at once when it changes.
+    MetricRecord("lb-address-held", Source.ELASTIC_ADDRESS, "ElasticIpHeld", (("Node", "{lb}"),),
+                 "{lb} holds the Elastic IP", host="{lb}", unit="None"),
+    # The same reports of both hosts in one series: its Maximum over a minute is 1 if either
+    # held the address then.
+    MetricRecord("pair-address-held", Source.ELASTIC_ADDRESS, "ElasticIpHeld", (),
+                 "either load balancer holds the Elastic IP", unit="None"),
+    # 1 each time a host took the address from the other (a failover), sent only then; not
+    # the first association of an address nobody held.
+    MetricRecord("pair-address-takeovers", Source.ELASTIC_ADDRESS, "ElasticIpTakeovers", (),
+                 "Elastic IP takeovers", unit="Count"),
     MetricRecord("site-health", Source.AWS, "HealthCheckStatus",
                  (("HealthCheckId", "@health-check"),), "site healthy (Route 53 checkers)",
                  namespace="AWS/Route53", region=HEALTH_CHECK_REGION),
@@ -206,6 +220,42 @@ ALARMS = (
             signal="lb-total-time", statistic="p95", period=300,
             evaluation_periods=2, datapoints_to_alarm=2,
             comparison="GreaterThanThreshold", threshold=LATENCY_SECONDS,
+            treat_missing_data="notBreaching",
+        ),
+    )),
+    AlarmGroup("pair", (
+        AlarmRecord(
+            key="lb-no-address-holder",
+            tier="load-balancer",
+            severity="critical",
+            summary="Neither load balancer holds the Elastic IP: the public address leads nowhere.",
+            why=(
+                "Both load balancers report each minute whether EC2 shows the address on them; "
+                "a Maximum below 1 means neither held it (no keepalived master, or the master "
+                "may not associate it). A failover takes seconds and the new holder reports at "
+                "once, so 2 minutes in a row are no handover. No data is breaching: both report "
+                "every minute, held or not, so silence means neither host runs its holder and "
+                "nobody keeps the address (until the pair first boots, too)."
+            ),
+            signal="pair-address-held", statistic="Maximum", period=60,
+            evaluation_periods=2, datapoints_to_alarm=2,
+            comparison="LessThanThreshold", threshold=1, treat_missing_data="breaching",
+        ),
+        AlarmRecord(
+            key="lb-address-moved",
+            tier="load-balancer",
+            severity="warning",
+            summary="The Elastic IP moved to the other load balancer (a failover).",
+            why=(
+                "A takeover means the holder failed (its HAProxy or its host) or was stopped; the "
+                "peer serves, connections open at that moment were reset, and until the old "
+                "holder is back there is no peer left to fail over to. One in a 5-minute period "
+                "is enough (replacing a host in `pulumi up` moves it too, expected then). "
+                "Takeovers are sent only when they happen: no data is no takeover."
+            ),
+            signal="pair-address-takeovers", statistic="Sum", period=300,
+            evaluation_periods=1, datapoints_to_alarm=1,
+            comparison="GreaterThanOrEqualToThreshold", threshold=1,
             treat_missing_data="notBreaching",
         ),
     )),
@@ -389,6 +439,10 @@ WIDGETS = (
                  thresholds=("lb-latency-p95",)),
     WidgetRecord("Healthy web nodes (HAProxy)", (Line("lb-active-servers"),), "Minimum", 60,
                  thresholds=("lb-healthy-nodes-below-count",), y_min=0),
+    WidgetRecord("Elastic IP: held by (1), takeovers",
+                 (Line("lb-address-held", "load_balancer"),
+                  Line("pair-address-takeovers", "pair")), "Maximum", 60,
+                 thresholds=("lb-no-address-holder",), y_min=0),
     WidgetRecord("Outside-in: site healthy (1) or not (0)", (Line("site-health"),), "Minimum",
                  60, thresholds=("site-health-check",), y_min=0),
     WidgetRecord("Hosts: memory and disk used %",
