@@ -393,6 +393,13 @@ def lab_host_policies(booted: tuple[BootLab, State]) -> dict[str, HostPolicies]:
     }
     hosts = host_policies(run, state.stack)
     assert set(hosts) == {host.name for host in state.hosts}, hosts.keys()
+    # The pair's right to take the Elastic IP names the allocation and the host's own instance:
+    # the ones the lab's EC2 stand-in made.
+    if len(settings.load_balancer_names) > 1:
+        mocked_address = run.one("aws:ec2/eip:Eip", "load-balancer").outputs["allocationId"]
+        values[mocked_address] = str(lab.public_address()["allocation_id"])
+        for host in hosts.values():
+            values[host.instance_id] = state.host(host.host).instance_id
     for host in hosts.values():
         host.documents = {name: bind(doc, values) for name, doc in host.documents.items()}
         host.instance_id = state.host(host.host).instance_id  # the lab's, in the context
