@@ -491,7 +491,7 @@ def test_the_backup_waits_for_the_holders_certificate_instead_of_asking_the_ca(
         if len(waits) == 3:  # meanwhile the holder's deploy hook stores its certificate
             store(secrets, issued, ca)
 
-    monkeypatch.setattr(site_certificate.time, "sleep", sleep)
+    monkeypatch.setattr("userdata.scripts.site_certificate.time.sleep", sleep)
     command, runs = certbot(balancer)
     code = site_certificate.main(
         [
