@@ -19,6 +19,11 @@ The Elastic IP is the stable public address other teams point DNS at. Two ways t
   program that takes the instance from the readiness gate, so a replacement gets the address
   once its HAProxy serves, and the old instance is deleted after that. The site is down while
   that one instance is.
+
+With a domain, the hosts share one certificate: the program creates an empty Secrets Manager
+secret (`<prefix>/load-balancer/certificate`) that only their roles may read and write (a boot
+policy); the host that obtains a certificate stores it there, and the other host, and every
+replacement, serves it from there instead of asking the CA (userdata/scripts/site_certificate.py).
 """
 
 from __future__ import annotations
@@ -80,6 +85,20 @@ class LoadBalancerArgs:
     """The SSM parameter the pair's hosts read the Elastic IP's allocation id from."""
     region: str
     account_id: str
+    certificate_secret: str | None = None
+    """With a domain: the secret the hosts keep the site's certificate and key in (its name,
+    known at preview); the program creates it empty, and only these hosts may read or write it."""
+
+
+def certificate_statement(secret_arn: str) -> dict[str, object]:
+    """The pair's certificate: read it (a new host serves it instead of asking the CA), store
+    a new one (certbot's deploy hook). That secret only, no other value."""
+    return {
+        "Sid": "ShareTheSiteCertificate",
+        "Effect": "Allow",
+        "Action": ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"],
+        "Resource": secret_arn,
+    }
 
 
 def address_read_statements(parameter_arn: str) -> list[dict[str, object]]:
@@ -149,6 +168,21 @@ class LoadBalancer(pulumi.ComponentResource):
             if pair
             else None
         )
+        self._certificate_secret = (
+            aws.secretsmanager.Secret(
+                f"{name}-certificate",
+                name=args.certificate_secret,
+                description="The site's certificate and key, shared by the load balancers "
+                "(written by them: certbot's deploy hook)",
+                # Deleted at once on destroy: the name is fixed, and a secret pending deletion
+                # would block the next stack of that name for up to 30 days. A new stack's
+                # first load balancer obtains a new certificate.
+                recovery_window_in_days=0,
+                opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+            )
+            if args.certificate_secret
+            else None
+        )
         gates: dict[str, ReadinessGate] = {}
         previous: list[pulumi.Resource] = []
         for host in args.hosts:
@@ -195,12 +229,18 @@ class LoadBalancer(pulumi.ComponentResource):
             boot_policies["elastic-ip"] = self._address_parameter.arn.apply(
                 lambda arn: policy_document(*address_read_statements(arn))
             )
+        if self._certificate_secret is not None:
+            # A boot policy: the first boot's site-certificate.service reads the secret.
+            boot_policies["site-certificate"] = self._certificate_secret.arn.apply(
+                lambda arn: policy_document(certificate_statement(arn))
+            )
         role = InstanceRole(
             f"{name}-identity",
             InstanceRoleArgs(
                 role_name=host_role_name(args.name_prefix, host.name),
                 description=f"HAProxy {host.name}: Session Manager, its files, readiness"
-                + (", the Elastic IP" if self._address_parameter is not None else ""),
+                + (", the Elastic IP" if self._address_parameter is not None else "")
+                + (", the certificate" if self._certificate_secret is not None else ""),
                 boot_policies=boot_policies,
             ),
             opts=child,

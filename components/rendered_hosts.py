@@ -33,13 +33,16 @@ def readiness_report(settings: Settings, region: str) -> cloud_config.ReadinessR
     return cloud_config.ReadinessReport(settings.readiness_parameter_prefix, region)
 
 
-def site_tls(settings: Settings) -> cloud_config.SiteTls:
-    """HTTPS at the load balancer, as the settings ask for it."""
+def site_tls(settings: Settings, region: str) -> cloud_config.SiteTls:
+    """HTTPS at the load balancer, as the settings ask for it; with a domain, the load balancers
+    share the certificate in the stack's secret."""
     return cloud_config.SiteTls(
         domain=settings.domain,
         acme_email=settings.acme_email,
         acme_directory_url=settings.acme_directory_url,
         hsts_max_age_seconds=settings.hsts_max_age_seconds if settings.hsts else None,
+        secret_id=settings.certificate_secret if settings.domain else "",
+        region=region,
     )
 
 
@@ -77,7 +80,7 @@ def load_balancer_documents(settings: Settings, region: str) -> dict[str, dict[s
             host,
             settings.internal_zone,
             readiness_report(settings, region),
-            site_tls(settings),
+            site_tls(settings, region),
             pair=cloud_config.LoadBalancerPair(
                 peer=peer,
                 first=host == names[0],

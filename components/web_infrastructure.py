@@ -284,6 +284,7 @@ class WebInfrastructure(pulumi.ComponentResource):
                 address_parameter=settings.address_parameter,
                 region=where.region,
                 account_id=where.account_id,
+                certificate_secret=settings.certificate_secret if settings.domain else None,
             ),
             opts=self._child,
         )

@@ -12,7 +12,10 @@ and certbot's `cli.ini`, with only what must differ here changed:
   certificate);
 - where things live: certbot's folders, HAProxy's certificate, admin socket and marker file in
   the load balancer's folder; certbot's challenge listener on the load balancer's address;
-- how long the first-certificate loop waits between attempts (seconds instead of minutes).
+- how long the first-certificate loop waits between attempts (seconds instead of minutes);
+- keepalived's state file, in the load balancer's folder: the lab writes it (MASTER on the
+  holder of the public address), as keepalived's notify script does on AWS;
+- AWS: the pair's certificate secret is the lab's AWS stand-in's (`AWS_ENDPOINT_URL`).
 
 Pebble validates HTTP-01 by resolving the site's domain with the lab's DNS server (dnsmasq has
 a record for it: the public address) and connecting to it on the lab's HTTP port, so the
@@ -151,6 +154,8 @@ class CertificateSteps:
     certificate: Path
     """HAProxy's PEM file."""
     issued_acl: Path
+    vrrp_state: Path | None = None
+    """keepalived's state file in a pair (the lab writes it); None: a single load balancer."""
 
 
 def localize(
@@ -184,6 +189,12 @@ def localize(
     if unit_path not in files:  # no domain: the self-signed certificate is the certificate
         return CertificateSteps(self_signed, [], [], {}, directory / "certs" / "site.pem", Path())
     issued_acl = directory / "certificate-issued.acl"
+    # The script's defaults are the shipped paths (cloud_config's): here, the folder's.
+    serving = [
+        *("--certificate", str(directory / "certs" / "site.pem")),
+        *("--socket", str(directory / "admin.sock")),
+        *("--issued-acl", str(issued_acl)),
+    ]
     if not issued_acl.exists():  # at first boot only: later, the deploy hook's marker stays
         issued_acl.write_bytes(files[cloud_config.ISSUED_ACL])
 
@@ -198,8 +209,10 @@ def localize(
                 f"server = {directory_url(network)}\n",
             ),
             ("http-01-address = 127.0.0.1\n", f"http-01-address = {balancer_address}\n"),
-            *[(old, new) for old, new in paths if old != cloud_config.SITE_CERTIFICATE],
-            (f"/usr/bin/python3 {cloud_config.SITE_CERTIFICATE} ", f"/usr/bin/python3 {script} "),
+            (
+                f"/usr/bin/python3 {cloud_config.SITE_CERTIFICATE} deploy",
+                f"/usr/bin/python3 {script} deploy {' '.join(serving)}",
+            ),
         ],
         what="certbot's cli.ini",
     )
@@ -215,13 +228,22 @@ def localize(
     if len(exec_start) != 1:
         raise LabError(f"{unit_path} has no single ExecStart; update lab/acme.py")
     command = shlex.split(exec_start[0].removeprefix("ExecStart="))
-    if command[1:4] != [cloud_config.SITE_CERTIFICATE, "obtain", "--"] or "certbot" not in command:
-        raise LabError(f"{unit_path} no longer runs `site_certificate.py obtain -- certbot ...`")
-    certbot = command.index("certbot")
+    if command[1:3] != [cloud_config.SITE_CERTIFICATE, "obtain"] or "--" not in command:
+        raise LabError(f"{unit_path} no longer runs `site_certificate.py obtain ... -- certbot`")
+    separator = command.index("--")
+    if command[separator + 1] != "certbot":
+        raise LabError(f"{unit_path} no longer runs certbot after `--`")
+    vrrp_state = directory / "vrrp-state"
+    options = [
+        str(vrrp_state) if option == cloud_config.VRRP_STATE else option
+        for option in command[3:separator]
+    ]
     obtain = [
         command[0],
         str(script),
         "obtain",
+        *serving,
+        *options,
         "--first-delay",
         LAB_FIRST_DELAY,
         "--max-delay",
@@ -230,7 +252,7 @@ def localize(
         program("certbot"),
         "--config",
         str(config),
-        *command[certbot + 1 :],
+        *command[separator + 2 :],
     ]
     renew = [
         program("certbot"),
@@ -249,6 +271,7 @@ def localize(
         environment,
         directory / "certs" / "site.pem",
         directory / "certificate-issued.acl",
+        vrrp_state if cloud_config.VRRP_STATE in command else None,
     )
 
 

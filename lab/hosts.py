@@ -10,6 +10,7 @@ daemon, a new boot step); where names lead is `lab.routing`'s business.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -269,7 +270,7 @@ class Hosts(Routing):
         directory = Path(instance.directory)
         self._fetch_files(state, localizer.fetch_files(userdata, directory), directory)
         config = localizer.haproxy_config(userdata, directory, instance.address)
-        self._certificate_steps(instance, userdata)  # the self-signed one, before HAProxy
+        steps = self._certificate_steps(instance, userdata)  # the self-signed one first
         self._start(
             state,
             instance,
@@ -280,13 +281,17 @@ class Hosts(Routing):
             ),
             lambda: processes.port_is_open(instance.address, ports.http),
         )
+        # site-certificate.service, on every load balancer as on AWS: the pair's certificate
+        # from the secret, or (on the holder of the public address only) certbot's.
+        self._obtain_certificate(state, instance, steps)
         return instance, self._report_ready(state, instance, userdata)
 
     def _hold_public_address(self, state: State, instance: Instance) -> None:
         """Lead the public address to `instance`, a load balancer whose HAProxy serves, in one
-        rule swap (what keepalived's notify script does with the Elastic IP on AWS). Its
-        certbot then gets the site's certificate: the CA's HTTP-01 challenge reaches the
-        holder only, so the holder is the one that obtains it."""
+        rule swap (what keepalived's notify script does with the Elastic IP on AWS), and
+        tell each load balancer whether it holds it (keepalived's state file). The holder is
+        the one whose site-certificate loop may run certbot: the CA's HTTP-01 challenge
+        reaches the holder only; the others serve the certificate it stores in the secret."""
         if state.address_holder and not state.moves_public_address:
             raise LabError(
                 "moving the public address between load balancers takes nftables, which "
@@ -299,6 +304,10 @@ class Hosts(Routing):
             )
         state.address_holder = instance.host
         self._save(state)
+        for balancer in state.instances:
+            if balancer.role == "load-balancer":
+                vrrp = "MASTER" if balancer is instance else "BACKUP"
+                (Path(balancer.directory) / "vrrp-state").write_text(f"{vrrp}\n")
         self._event("holds", instance)
         if state.settings.domain and not self._certbots(state, instance):
             userdata = self._userdata(state.settings)[0][instance.host]
@@ -450,7 +459,9 @@ class Hosts(Routing):
             userdata, directory, instance.address, self.network, self._acme_server().listener_ca
         )
         acme.run_step(steps.self_signed, directory / "site-certificate.log", {}, timeout=60)
-        return steps
+        # The pair's secret is the AWS stand-in's (made by `_userdata`, as by the program).
+        stand_in = aws.environment(self.network.address(5), Ports.for_user(os.geteuid() == 0).aws)
+        return dataclasses.replace(steps, environment={**steps.environment, **stand_in})
 
     @staticmethod
     def _certbots(state: State, instance: Instance) -> list[Instance]:
@@ -472,6 +483,15 @@ class Hosts(Routing):
         client.daemons.append(spec)
         self._run(spec)
         self._save(state)
+
+    def check_certificate(self, host: str) -> None:
+        """What site-certificate.timer runs daily on load balancer `host`, run now: a newer
+        certificate from the secret, or (on the holder, when due) a new one."""
+        state = self._load()
+        instance = state.current(host)
+        steps = self._certificate_steps(instance, self._userdata(state.settings)[0][instance.host])
+        log = Path(instance.directory) / "site-certificate.log"
+        acme.run_step(steps.obtain, log, steps.environment, timeout=120)
 
     def renew_certificate(self) -> None:
         """What certbot.timer runs on the load balancer that holds the public address, forced:
@@ -501,6 +521,12 @@ class Hosts(Routing):
             s3.put_object(
                 Bucket=hosts.store.bucket, Key=published.file.key, Body=published.file.content
             )
+        if settings.domain:  # the load balancers' certificate secret, made empty
+            secrets = aws.client(
+                "secretsmanager", self.network.address(5), Ports.for_user(os.geteuid() == 0).aws
+            )
+            with contextlib.suppress(secrets.exceptions.ResourceExistsException):
+                secrets.create_secret(Name=settings.certificate_secret)
         return hosts.load_balancers, hosts.web
 
     def _localizer(self, state: State) -> Localizer:

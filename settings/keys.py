@@ -119,6 +119,12 @@ class Settings:
         return f"/{self.name_prefix}/load-balancer/elastic-ip"
 
     @property
+    def certificate_secret(self) -> str:
+        """The Secrets Manager secret the load balancers keep the site's certificate and key in
+        (`web-infra-dev/load-balancer/certificate`): made by the program, written by the hosts."""
+        return f"{self.name_prefix}/load-balancer/certificate"
+
+    @property
     def db_primary_identifier(self) -> str:
         return f"{self.name_prefix}-primary"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import http.server
+import json
 import os
 import socket
 import ssl
@@ -22,8 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import tls_peer
+from cryptography import x509
+from moto import mock_aws
 from system_tools import require
 
 from components.rendered_hosts import userdata_for
@@ -32,6 +36,7 @@ from lab.certificates import CertificateAuthority, write_lineage
 from lab.localize import rewrite, shipped_files
 from settings import load_settings
 from userdata import cloud_config
+from userdata.scripts import elastic_address, site_certificate
 
 DOMAIN = "www.web-infra.test"
 ADDRESS = "127.0.24.201"
@@ -331,14 +336,29 @@ def test_certbot_is_configured_from_the_settings() -> None:
     assert "server = https://acme-staging-v02.api.letsencrypt.org/directory\n" in ini
     assert "email = ops@web-infra.test\n" in ini
     assert f"http-01-port = {cloud_config.ACME_CHALLENGE_PORT}\n" in ini
+    secret = "--secret-id web-infra-dev/load-balancer/certificate --region eu-west-1"
     assert (
-        "deploy-hook = /usr/bin/python3 /usr/local/lib/web-infra/site_certificate.py deploy" in ini
-    )
+        "deploy-hook = /usr/bin/python3 /usr/local/lib/web-infra/site_certificate.py deploy "
+        f"{secret}\n"
+    ) in ini
     unit = shipped_files(userdata)[f"/etc/systemd/system/{cloud_config.FIRST_CERTIFICATE_UNIT}"]
-    assert f"--domains {DOMAIN}\n" in unit.decode()
+    assert (
+        f"site_certificate.py obtain {secret} --vrrp-state {cloud_config.VRRP_STATE} -- "
+        f"certbot certonly --cert-name site --domains {DOMAIN}\n"
+    ) in unit.decode()
+    timer = shipped_files(userdata)[f"/etc/systemd/system/{cloud_config.CERTIFICATE_TIMER}"]
+    assert "OnCalendar=daily\n" in timer.decode(), "the daily check runs the same service"
     runcmd = document["runcmd"]
-    start = ["systemctl", "enable", "--now", "--no-block", cloud_config.FIRST_CERTIFICATE_UNIT]
+    start = [
+        *("systemctl", "enable", "--now", "--no-block"),
+        *(cloud_config.FIRST_CERTIFICATE_UNIT, cloud_config.CERTIFICATE_TIMER),
+    ]
     assert runcmd.index(start) > runcmd.index(["systemctl", "restart", "haproxy"])
+    single = shipped_files(with_domain(loadBalancerCount=1))
+    assert (
+        "--vrrp-state"
+        not in single[f"/etc/systemd/system/{cloud_config.FIRST_CERTIFICATE_UNIT}"].decode()
+    )
 
 
 def test_hsts_follows_its_setting() -> None:
@@ -346,3 +366,194 @@ def test_hsts_follows_its_setting() -> None:
     assert b'Strict-Transport-Security "max-age=86400"' in config
     config = shipped_files(with_domain(hsts=False))["/etc/haproxy/haproxy.cfg"]
     assert b"Strict-Transport-Security" not in config
+
+
+# --- the pair's certificate secret ------------------------------------------------------------
+
+REGION = "eu-west-1"
+SECRET = "web-infra-dev/load-balancer/certificate"
+
+
+@pytest.fixture
+def secrets(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        client = boto3.client("secretsmanager", region_name=REGION)
+        client.create_secret(Name=SECRET)  # the program's: no value
+        yield client
+
+
+def store(client: Any, issued: Any, ca: CertificateAuthority) -> None:
+    """What a load balancer's deploy hook stores: certbot's fullchain and key."""
+    fullchain = (issued.certificate_pem + ca.root.certificate_pem).decode()
+    client.put_secret_value(
+        SecretId=SECRET,
+        SecretString=json.dumps({"fullchain": fullchain, "privkey": issued.key_pem.decode()}),
+    )
+
+
+def stored_serial(client: Any) -> int:
+    value = json.loads(client.get_secret_value(SecretId=SECRET)["SecretString"])
+    certificate = site_certificate.describe(value["fullchain"] + value["privkey"])
+    assert certificate is not None
+    return x509.load_pem_x509_certificate(certificate.pem.encode()).serial_number
+
+
+def served_serial(balancer: Balancer, ca: CertificateAuthority | None) -> int:
+    _, raw, _ = handshake(tls_context(ca, balancer.folder))
+    return x509.load_der_x509_certificate(raw).serial_number
+
+
+def site_args(balancer: Balancer, *, pair: str | None = None) -> list[str]:
+    """The unit's and the hook's arguments, with this HAProxy's paths; `pair`: keepalived's
+    state (MASTER or BACKUP) in a state file, else a single load balancer."""
+    args = [
+        *("--certificate", str(balancer.certificate), "--socket", str(balancer.socket)),
+        *("--issued-acl", str(balancer.issued_acl), "--secret-id", SECRET, "--region", REGION),
+    ]
+    if pair is not None:
+        (balancer.folder / "vrrp-state").write_text(f"{pair}\n")
+        args += ["--vrrp-state", str(balancer.folder / "vrrp-state")]
+    return args
+
+
+def certbot(balancer: Balancer) -> tuple[list[str], Path]:
+    """A stand-in for certbot that only counts its runs (in a file) and succeeds."""
+    runs = balancer.folder / "certbot-runs"
+    script = f"open({str(runs)!r}, 'a').write('run\\n')"
+    return [sys.executable, "-c", script, "certonly", "--domains", DOMAIN], runs
+
+
+def obtain(balancer: Balancer, *, pair: str | None = None) -> tuple[int, int]:
+    """site-certificate.service's command, once; its exit code and how often it ran certbot."""
+    command, runs = certbot(balancer)
+    code = site_certificate.main(
+        ["obtain", *site_args(balancer, pair=pair), "--first-delay", "0", "--", *command]
+    )
+    return code, len(runs.read_text().split()) if runs.exists() else 0
+
+
+def test_the_deploy_hook_stores_the_certificate_and_key_in_the_secret(
+    balancer: Balancer, secrets: Any, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    ca = CertificateAuthority.create("Test ACME CA")
+    issued = ca.issue([DOMAIN])
+    lineage = write_lineage(issued, ca, balancer.folder / "live" / "site")
+    monkeypatch.setenv("RENEWED_LINEAGE", str(lineage))
+    assert site_certificate.main(["deploy", *site_args(balancer)]) == 0
+    value = json.loads(secrets.get_secret_value(SecretId=SECRET)["SecretString"])
+    assert value == {
+        "fullchain": (lineage / "fullchain.pem").read_text(),
+        "privkey": (lineage / "privkey.pem").read_text(),
+    }
+    assert served_serial(balancer, ca) == issued.certificate.serial_number
+    output = capsys.readouterr()
+    assert "PRIVATE KEY" not in output.out + output.err, "the key is never logged"
+    assert f"stored the certificate in {SECRET}" in output.out
+
+
+def test_a_new_load_balancer_serves_the_stored_certificate_without_asking_the_ca(
+    balancer: Balancer, secrets: Any, capsys: Any
+) -> None:
+    """A replacement, or the pair's other host: the secret's certificate (60 days left) is
+    loaded into the running HAProxy, with the redirect and HSTS, and certbot does not run,
+    whether or not this host holds the address."""
+    ca = CertificateAuthority.create("Test ACME CA")
+    issued = ca.issue([DOMAIN], days=60)
+    store(secrets, issued, ca)
+    assert obtain(balancer, pair="MASTER") == (0, 0)
+    assert served_serial(balancer, ca) == issued.certificate.serial_number
+    assert processes.is_running(balancer.daemon), "the same HAProxy, no restart"
+    assert http_get("/").status == 301, "the redirect to HTTPS, as after the deploy hook"
+    assert https_get("/health", ca, balancer.folder).getheader("Strict-Transport-Security")
+    assert obtain(balancer, pair="BACKUP") == (0, 0), "the daily check: nothing new"
+    output = capsys.readouterr()
+    assert "PRIVATE KEY" not in output.out + output.err
+
+
+def test_the_backup_waits_for_the_holders_certificate_instead_of_asking_the_ca(
+    balancer: Balancer, secrets: Any, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """HTTP-01 reaches the address holder only: the backup never runs certbot, it looks in
+    the secret again after each wait, and serves the holder's certificate once it is there."""
+    ca = CertificateAuthority.create("Test ACME CA")
+    issued = ca.issue([DOMAIN])
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 3:  # meanwhile the holder's deploy hook stores its certificate
+            store(secrets, issued, ca)
+
+    monkeypatch.setattr("userdata.scripts.site_certificate.time.sleep", sleep)
+    command, runs = certbot(balancer)
+    code = site_certificate.main(
+        [
+            "obtain",
+            *site_args(balancer, pair="BACKUP"),
+            *("--first-delay", "1", "--max-delay", "2", "--", *command),
+        ]
+    )
+    assert code == 0
+    assert not runs.exists(), "the backup never asks the CA"
+    assert waits == [1, 2, 2]
+    assert served_serial(balancer, ca) == issued.certificate.serial_number
+    assert "the peer holds the address" in capsys.readouterr().out
+
+
+def test_the_holder_asks_the_ca_when_the_secret_has_none_or_it_is_due(
+    balancer: Balancer, secrets: Any
+) -> None:
+    """With nothing in the secret (or nothing readable) the holder, or a single load
+    balancer, runs certbot. A stored certificate with under 30 days left is still served at
+    once (better than the self-signed one), and the holder runs certbot for a new one."""
+    assert obtain(balancer) == (0, 1), "a single load balancer, an empty secret"
+    ca = CertificateAuthority.create("Test ACME CA")
+    due = ca.issue([DOMAIN], days=20)
+    store(secrets, due, ca)
+    assert obtain(balancer, pair="MASTER") == (0, 2)
+    assert served_serial(balancer, ca) == due.certificate.serial_number
+
+
+def test_the_secret_keeps_the_newest_certificate_and_only_for_the_domain(
+    balancer: Balancer, secrets: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A certificate for another name in the secret is not served. A host that serves a
+    newer certificate than the secret's (its deploy hook could not store it) stores it at
+    its next check; a deploy hook with an older one leaves the secret's newer one."""
+    ca = CertificateAuthority.create("Test ACME CA")
+    other = ca.issue(["other.web-infra.test"])
+    store(secrets, other, ca)
+    site = site_certificate.Site(
+        balancer.certificate,
+        str(balancer.socket),
+        balancer.issued_acl,
+        site_certificate.Secret(SECRET, REGION),
+    )
+    assert not site.refresh(DOMAIN)
+    assert served_serial(balancer, None) != other.certificate.serial_number
+    assert http_get("/").status == 503, "still self-signed: no redirect"
+    newer, older = ca.issue([DOMAIN], days=90), ca.issue([DOMAIN], days=40)
+    result = deploy(balancer, write_lineage(newer, ca, balancer.folder / "live" / "site"))
+    assert result.returncode == 0, result.stderr  # no --secret-id: served, not stored
+    assert stored_serial(secrets) == other.certificate.serial_number
+    assert site.refresh(DOMAIN)
+    assert stored_serial(secrets) == newer.certificate.serial_number
+    monkeypatch.setenv("RENEWED_LINEAGE", str(write_lineage(older, ca, balancer.folder / "o")))
+    assert site_certificate.main(["deploy", *site_args(balancer)]) == 0
+    assert stored_serial(secrets) == newer.certificate.serial_number
+
+
+def test_the_script_defaults_are_the_shipped_paths() -> None:
+    """The unit and the hook pass only the secret (userdata stays small): the script's
+    defaults must be where cloud-init puts HAProxy's files."""
+    assert site_certificate.CERTIFICATE == cloud_config.HAPROXY_CERTIFICATE
+    assert site_certificate.ADMIN_SOCKET == cloud_config.HAPROXY_ADMIN_SOCKET
+    assert site_certificate.ISSUED_ACL == cloud_config.ISSUED_ACL
+    assert cloud_config.VRRP_STATE == elastic_address.STATE_FILE, "keepalived's state"

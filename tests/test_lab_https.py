@@ -164,6 +164,20 @@ class TestSiteWithACertificateFromTheAcmeServer:
         challenge = http_get(lab, "/.well-known/acme-challenge/not-a-token")
         assert challenge.status != 301, "the CA asks over HTTP; certbot answers, not a redirect"
 
+    def test_the_pair_serves_one_certificate_that_only_the_holder_asked_for(self, lab: Lab) -> None:
+        """load-balancer-1 (the holder) obtained the certificate from pebble and stored it in
+        the secret; load-balancer-2 serves the same one, from the secret, and never ran
+        certbot."""
+        ca_file = lab.status()["ca_file"]
+        wait_for(
+            lambda: balancer_serial(lab, "load-balancer-2", ca_file) is not None,
+            "load-balancer-2 serving the CA's certificate",
+        )
+        assert balancer_serial(lab, "load-balancer-2", ca_file) == balancer_serial(
+            lab, "load-balancer-1", ca_file
+        )
+        assert certbot_runs(lab) == {"load-balancer-1": 1, "load-balancer-2": 0}
+
     def test_a_forced_renewal_under_traffic_swaps_the_certificate_without_a_failure(
         self, lab: Lab
     ) -> None:
@@ -191,6 +205,45 @@ class TestSiteWithACertificateFromTheAcmeServer:
         assert new, "connections after the renewal"
         assert old not in new, "every connection after the renewal sees the new certificate"
         assert haproxy_pid(lab) == pid, "no restart"
+
+    def test_the_daily_check_and_a_replacement_serve_the_renewed_certificate_unasked(
+        self, lab: Lab
+    ) -> None:
+        """The holder's renewal went to the secret too: the other load balancer's daily check
+        loads it, and a replacement of the holder (lineage and all) serves it from its first
+        minute, with no certbot run: one certificate, asked for once per renewal."""
+        ca_file = lab.status()["ca_file"]
+        renewed = balancer_serial(lab, "load-balancer-1", ca_file)
+        assert renewed is not None
+        lab.check_certificate("load-balancer-2")
+        assert balancer_serial(lab, "load-balancer-2", ca_file) == renewed
+        lab.replace("load-balancer-1")
+        assert status()["public_address"]["holder"] == "load-balancer-2"
+        wait_for(
+            lambda: balancer_serial(lab, "load-balancer-1", ca_file) == renewed,
+            "the new load-balancer-1 serving the certificate from the secret",
+        )
+        assert peer(lab, verifying(ca_file))[0]["serialNumber"] == f"{renewed:X}"
+        assert certbot_runs(lab) == {"load-balancer-1": 0, "load-balancer-2": 0}
+
+
+def balancer_serial(lab: Lab, name: str, ca_file: str) -> int | None:
+    """The serial of the CA's certificate load balancer `name` serves on its own address."""
+    try:
+        certificate = tls_peer.handshake(
+            lab.instance(name).address, lab.topology().ports.https, DOMAIN, verifying(ca_file)
+        )[0]
+    except (ssl.SSLError, OSError):
+        return None
+    return int(str(certificate["serialNumber"]), 16)
+
+
+def certbot_runs(lab: Lab) -> dict[str, int]:
+    """How often each current load balancer's site-certificate loop ran certbot (its log)."""
+    return {
+        name: (lab.directory(name) / "site-certificate.log").read_text().count("asking the ACME CA")
+        for name in ("load-balancer-1", "load-balancer-2")
+    }
 
 
 def test_with_the_acme_server_down_at_boot_the_site_serves_then_gets_its_certificate() -> None:

@@ -363,6 +363,44 @@ def test_a_domain_makes_the_site_https_and_its_record_points_at_the_elastic_ip()
     ], "no publicZoneId: the domain's DNS is managed elsewhere"
 
 
+def test_with_a_domain_the_load_balancers_share_a_certificate_secret_only_they_may_use() -> None:
+    """One secret, named at preview and made empty (the hosts write it); each load balancer's
+    role may read and write exactly that secret, as a boot policy its instance waits for; no
+    other role names it. Without a domain there is none."""
+    run = run_program({"domain": "www.example.com", "acmeEmail": "ops@example.com"})
+    secret = run.one("aws:secretsmanager/secret:Secret", "load-balancer-certificate")
+    assert secret.inputs["name"] == "web-infra-dev/load-balancer/certificate"
+    assert secret.inputs["recoveryWindowInDays"] == 0
+    assert not [
+        v
+        for v in run.of_type("aws:secretsmanager/secretVersion:SecretVersion")
+        if v.inputs["secretId"] == secret.outputs["arn"]
+    ], "no value from the program"
+    users = {}
+    for policy in run.of_type("aws:iam/rolePolicy:RolePolicy"):
+        if secret.outputs["arn"] in policy.inputs["policy"]:
+            users[policy.inputs["role"]] = (
+                policy.inputs["name"],
+                json.loads(policy.inputs["policy"]),
+            )
+    assert set(users) == {f"web-infra-dev-load-balancer-{i}" for i in (1, 2)}
+    for role, (label, document) in users.items():
+        assert label == "site-certificate", role
+        assert document["Statement"] == [
+            {
+                "Sid": "ShareTheSiteCertificate",
+                "Effect": "Allow",
+                "Action": ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"],
+                "Resource": secret.outputs["arn"],
+            }
+        ], role
+        host = role.removeprefix("web-infra-dev-")
+        policy = run.one("aws:iam/rolePolicy:RolePolicy", f"{host}-identity-site-certificate")
+        assert run.depends_on(run.one(INSTANCE, host), policy), f"{host} boots into it"
+    without = run_program().of_type("aws:secretsmanager/secret:Secret")
+    assert [s.inputs["name"] for s in without] == ["web-infra-dev/database/app-user"]
+
+
 def test_every_aws_resource_carries_the_stacks_default_tags(default_run: ProgramRun) -> None:
     providers = {p.name: p for p in default_run.of_type("pulumi:providers:aws")}
     assert set(providers) == {"aws", "aws-us-east-1"}, "the stack's, and one for Route 53's alarm"

@@ -54,7 +54,8 @@ REPORT_READY = "/usr/local/lib/web-infra/report_ready.py"
 # Fixed here rather than a setting: it is part of every host's userdata.
 REPORT_READY_TIMEOUT_SECONDS = 1200
 
-# HTTPS at the load balancer. The certificate and its key are made on the host and stay there.
+# HTTPS at the load balancer. The certificate and its key are made on a load balancer and kept
+# in the pair's secret (SiteTls.secret_id), which only the load balancers' roles may read.
 SITE_CERTIFICATE = "/usr/local/lib/web-infra/site_certificate.py"
 HAPROXY_CERTIFICATE = "/etc/haproxy/certs/site.pem"
 HAPROXY_ADMIN_SOCKET = "/run/haproxy/admin.sock"
@@ -63,6 +64,8 @@ CERTBOT_CONFIG = "/etc/letsencrypt/cli.ini"
 CERT_NAME = "site"  # certbot's lineage: /etc/letsencrypt/live/site/
 ACME_CHALLENGE_PORT = 8402  # certbot --standalone, on 127.0.0.1, behind HAProxy's port 80
 FIRST_CERTIFICATE_UNIT = "site-certificate.service"
+CERTIFICATE_TIMER = "site-certificate.timer"  # the same service, daily: the renewal check
+VRRP_STATE = "/run/web-infra/vrrp-state"  # keepalived's state, written by elastic_address.py
 
 # A pair of load balancers shares the Elastic IP: keepalived decides who holds it, and
 # elastic_address.py moves it (see LoadBalancerPair).
@@ -212,10 +215,16 @@ class SiteTls:
     acme_directory_url: str = ""
     hsts_max_age_seconds: int | None = None
     """None: no Strict-Transport-Security header."""
+    secret_id: str = ""
+    """The Secrets Manager secret the load balancers share the certificate and its key in
+    (the program creates it, the hosts write it); empty: each keeps its own."""
+    region: str = ""
 
     def __post_init__(self) -> None:
         if self.domain and not (self.acme_email and self.acme_directory_url):
             raise ValueError("a domain needs an ACME e-mail and directory URL")
+        if self.secret_id and not self.region:
+            raise ValueError("the certificate's secret needs its region")
 
 
 def _https_rules(tls: SiteTls) -> str:
@@ -280,13 +289,11 @@ def gunicorn_config() -> str:
     return text
 
 
-def _certbot_files(tls: SiteTls) -> list[dict[str, Any]]:
-    """certbot's settings (read by every run, the timer's renewals too) and the unit that
-    obtains the first certificate."""
-    deploy_hook = (
-        f"/usr/bin/python3 {SITE_CERTIFICATE} deploy --certificate {HAPROXY_CERTIFICATE} "
-        f"--socket {HAPROXY_ADMIN_SOCKET} --issued-acl {ISSUED_ACL}"
-    )
+def _certbot_files(tls: SiteTls, pair: bool) -> list[dict[str, Any]]:
+    """certbot's settings (read by every run, the timer's renewals too), and the unit (with its
+    daily timer) that serves the pair's certificate from the secret or obtains one."""
+    # HAProxy's certificate, admin socket and marker file: the script's defaults (these paths).
+    serving = f" --secret-id {tls.secret_id} --region {tls.region}" if tls.secret_id else ""
     return [
         _file(
             CERTBOT_CONFIG,
@@ -295,7 +302,7 @@ def _certbot_files(tls: SiteTls) -> list[dict[str, Any]]:
                 email=tls.acme_email,
                 directory_url=tls.acme_directory_url,
                 challenge_port=ACME_CHALLENGE_PORT,
-                deploy_hook=deploy_hook,
+                deploy_hook=f"/usr/bin/python3 {SITE_CERTIFICATE} deploy{serving}",
             ),
             defer=True,  # after the package, whose own cli.ini this replaces
         ),
@@ -304,10 +311,12 @@ def _certbot_files(tls: SiteTls) -> list[dict[str, Any]]:
             render_template(
                 "site-certificate.service",
                 script=SITE_CERTIFICATE,
+                serving=serving + (f" --vrrp-state {VRRP_STATE}" if pair else ""),
                 cert_name=CERT_NAME,
                 domain=tls.domain,
             ),
         ),
+        _file(f"/etc/systemd/system/{CERTIFICATE_TIMER}", render_template(CERTIFICATE_TIMER)),
         _file(ISSUED_ACL, "# issued: see site_certificate.py\n", defer=True),
     ]
 
@@ -395,7 +404,7 @@ def load_balancer_cloud_config(
     document["write_files"] = [
         _file("/etc/haproxy/haproxy.cfg", haproxy_config(zone, tls), defer=True),
         certificate_script,
-        *(_certbot_files(tls) if tls.domain else []),
+        *(_certbot_files(tls, pair is not None) if tls.domain else []),
         *(_pair_files(pair) if pair else []),
         report_script,
     ]
@@ -419,7 +428,16 @@ def load_balancer_cloud_config(
         # In the background: the site serves while the certificate is obtained (a new stack's
         # DNS name reaches this host only once it reports ready and the Elastic IP moves).
         *(
-            [["systemctl", "enable", "--now", "--no-block", FIRST_CERTIFICATE_UNIT]]
+            [
+                [
+                    "systemctl",
+                    "enable",
+                    "--now",
+                    "--no-block",
+                    FIRST_CERTIFICATE_UNIT,
+                    CERTIFICATE_TIMER,
+                ]
+            ]
             if tls.domain
             else []
         ),
