@@ -30,7 +30,7 @@ from cryptography import x509
 from moto import mock_aws
 from system_tools import require
 
-from components.rendered_hosts import userdata_for
+from components.rendered_hosts import render_hosts, userdata_for
 from lab import processes
 from lab.certificates import CertificateAuthority, write_lineage
 from lab.localize import rewrite, shipped_files
@@ -50,6 +50,19 @@ def render(**raw: object) -> str:
 
 def with_domain(**raw: object) -> str:
     return render(domain=DOMAIN, acmeEmail="ops@web-infra.test", **raw)
+
+
+def installed_with_domain(**raw: object) -> dict[str, bytes]:
+    """Every file load-balancer-1 installs: written by cloud-init or fetched from the artifacts
+    bucket (certbot's settings and the certificate's units go there: userdata/shipping.py)."""
+    settings = load_settings(
+        {"domain": DOMAIN, "acmeEmail": "ops@web-infra.test", **raw}, stack="dev"
+    )
+    hosts = render_hosts(settings, "eu-west-1", "123456789012")
+    fetched = {
+        p.file.destination: p.file.content for p in hosts.files if "load-balancer-1" in p.hosts
+    }
+    return {**shipped_files(hosts.load_balancers["load-balancer-1"]), **fetched}
 
 
 @dataclass
@@ -332,7 +345,10 @@ def test_certbot_is_configured_from_the_settings() -> None:
     )
     document = cloud_config.parse(userdata)
     assert "certbot" in document["packages"]
-    ini = shipped_files(userdata)[cloud_config.CERTBOT_CONFIG].decode()
+    installed = installed_with_domain(
+        acmeDirectoryUrl="https://acme-staging-v02.api.letsencrypt.org/directory"
+    )
+    ini = installed[cloud_config.CERTBOT_CONFIG].decode()
     assert "server = https://acme-staging-v02.api.letsencrypt.org/directory\n" in ini
     assert "email = ops@web-infra.test\n" in ini
     assert f"http-01-port = {cloud_config.ACME_CHALLENGE_PORT}\n" in ini
@@ -341,12 +357,12 @@ def test_certbot_is_configured_from_the_settings() -> None:
         "deploy-hook = /usr/bin/python3 /usr/local/lib/web-infra/site_certificate.py deploy "
         f"{secret}\n"
     ) in ini
-    unit = shipped_files(userdata)[f"/etc/systemd/system/{cloud_config.FIRST_CERTIFICATE_UNIT}"]
+    unit = installed[f"/etc/systemd/system/{cloud_config.FIRST_CERTIFICATE_UNIT}"]
     assert (
         f"site_certificate.py obtain {secret} --vrrp-state {cloud_config.VRRP_STATE} -- "
         f"certbot certonly --cert-name site --domains {DOMAIN}\n"
     ) in unit.decode()
-    timer = shipped_files(userdata)[f"/etc/systemd/system/{cloud_config.CERTIFICATE_TIMER}"]
+    timer = installed[f"/etc/systemd/system/{cloud_config.CERTIFICATE_TIMER}"]
     assert "OnCalendar=daily\n" in timer.decode(), "the daily check runs the same service"
     runcmd = document["runcmd"]
     start = [
@@ -354,7 +370,7 @@ def test_certbot_is_configured_from_the_settings() -> None:
         *(cloud_config.FIRST_CERTIFICATE_UNIT, cloud_config.CERTIFICATE_TIMER),
     ]
     assert runcmd.index(start) > runcmd.index(["systemctl", "restart", "haproxy"])
-    single = shipped_files(with_domain(loadBalancerCount=1))
+    single = installed_with_domain(loadBalancerCount=1)
     assert (
         "--vrrp-state"
         not in single[f"/etc/systemd/system/{cloud_config.FIRST_CERTIFICATE_UNIT}"].decode()

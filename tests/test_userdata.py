@@ -130,7 +130,12 @@ def test_big_files_come_from_s3_exactly_as_the_repository_has_them(
     launched for. The fetch step runs first; the readiness report stays last."""
     root = Path(__file__).resolve().parent.parent
     settings = load_settings(
-        {"webNodeCount": MAX_WEB_NODES, "dbInstanceClass": "db.r6g.large"},
+        {
+            "webNodeCount": MAX_WEB_NODES,
+            "dbInstanceClass": "db.r6g.large",
+            "domain": "www.a-rather-long-domain-name-for-the-shop.example.com",
+            "acmeEmail": "operations-team@example.com",
+        },
         stack="production-eu-central",
     )
     hosts = render_hosts(settings, "ap-southeast-2", "123456789012")
@@ -176,7 +181,9 @@ def test_the_app_compresses_the_same_on_every_platform() -> None:
 def test_userdata_stays_under_the_ec2_limit(largest: tuple[str, dict[str, str]]) -> None:
     load_balancer, web = largest
     sizes = [len(load_balancer.encode())] + [len(u.encode()) for u in web.values()]
-    assert max(sizes) < EC2_USERDATA_LIMIT, sizes
+    # A margin for what comes next: the pair's keepalived and the shared certificate each
+    # took about 1 KiB of the load balancer's; its big files go to the artifacts bucket.
+    assert max(sizes) <= EC2_USERDATA_LIMIT - 1024, sizes
     with pytest.raises(ValueError, match="over EC2's 16384"):
         render({"write_files": [{"path": "/x", "content": "x" * EC2_USERDATA_LIMIT}]})
 

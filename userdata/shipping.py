@@ -22,13 +22,17 @@ from userdata import cloud_config
 FETCH_ARTIFACT_SOURCE = Path(__file__).parent / "scripts" / "fetch_artifact.py"
 FETCH_ARTIFACT = "/usr/local/lib/web-infra/fetch_artifact.py"
 KEY_PREFIX = "files"
-# Offloaded: code and scripts, the metrics agent's generated files, keepalived's template.
+# Offloaded: code and scripts, the metrics agent's generated files, keepalived's template,
+# certbot's settings and the certificate's units (a domain's load balancer would pass 16 KiB).
+# haproxy.cfg and Nginx's config stay inline, so a preview shows their diff as text.
 OFFLOADED_PREFIXES = (
     cloud_config.APP_DIR + "/",
     "/usr/local/lib/web-infra/",
     "/usr/local/sbin/",
     "/etc/cloudwatch-agent/",
     "/etc/keepalived/",
+    "/etc/letsencrypt/",
+    "/etc/systemd/system/site-certificate.",
 )
 
 
