@@ -167,9 +167,18 @@ def localize(
 ) -> CertificateSteps:
     """The certificate steps of the load balancer's userdata, for a load balancer that lives in
     `directory` on `balancer_address`. Writes certbot's config and the marker file there."""
+    # Written by cloud-init, or installed from the artifacts bucket by the host's first runcmd
+    # step (Lab._fetch_files): certbot's settings and the certificate's units go there.
     files = shipped_files(userdata)
+    for path in (
+        cloud_config.CERTBOT_CONFIG,
+        f"/etc/systemd/system/{cloud_config.FIRST_CERTIFICATE_UNIT}",
+        f"/etc/systemd/system/{cloud_config.CERTIFICATE_TIMER}",
+    ):
+        fetched = host_root(directory) / path.lstrip("/")
+        if path not in files and fetched.exists():
+            files[path] = fetched.read_bytes()
     document = cloud_config.parse(userdata)
-    # Installed from the artifacts bucket by the host's first runcmd step (Lab._fetch_files).
     script = host_root(directory) / cloud_config.SITE_CERTIFICATE.lstrip("/")
     if not script.exists():
         raise LabError(f"{script} was not installed; run the host's fetch step first")

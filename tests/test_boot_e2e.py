@@ -467,7 +467,10 @@ def test_every_call_a_host_made_is_allowed_by_its_roles_rendered_policies(
     refused = []
     for call in calls:
         policies = lab_host_policies[str(call.host)]
-        context = instance_context(state.region, MOTO_ACCOUNT, policies.instance_id)
+        context = {
+            **instance_context(state.region, MOTO_ACCOUNT, policies.instance_id),
+            **call.context,
+        }
         decision = evaluate(
             policies.documents.values(), Request(call.action, call.resource, context)
         )

@@ -250,6 +250,19 @@ def test_the_pairs_ec2_calls_are_named_with_every_resource_iam_checks() -> None:
         )
 
 
+def test_a_metric_report_is_named_with_the_namespace_iam_holds_it_to() -> None:
+    """PutMetricData has no resource; the policies allow it for the stack's namespace only,
+    which the request itself sets (`cloudwatch:namespace`)."""
+    report = {
+        **ec2_entry("Action=PutMetricData&Version=2010-08-01&Namespace=WebInfra%2Fweb-infra-dev"),
+        "service": "monitoring",
+    }
+    (call,) = calls.classify_all(report, ACCOUNT)
+    assert (call.action, call.resource) == ("cloudwatch:PutMetricData", "*")
+    assert call.context == {"cloudwatch:namespace": "WebInfra/web-infra-dev"}
+    assert calls.classify(ec2_entry("Action=DescribeAddresses"), ACCOUNT).context == {}
+
+
 def test_the_public_address_rule_follows_one_holder_or_none() -> None:
     from lab.boot import elastic_ip  # noqa: PLC0415
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -28,6 +28,8 @@ class Call:
     action: str
     resource: str
     status: int
+    context: Mapping[str, str] = field(default_factory=dict)
+    """Condition keys the request itself sets (CloudWatch's `cloudwatch:namespace`)."""
 
     def __str__(self) -> str:
         return f"{self.host} ({self.role}): {self.action} on {self.resource} -> {self.status}"
@@ -63,10 +65,21 @@ def classify_all(
         pairs = [_json_protocol(entry, service, region, account, secret_arns or {})]
     else:
         pairs = _query_protocol(entry, service, region, account)
+    context = _request_context(entry, service)
     return [
-        Call(entry.get("host"), entry.get("role"), action, resource, int(entry["status"]))
+        Call(entry.get("host"), entry.get("role"), action, resource, int(entry["status"]), context)
         for action, resource in pairs
     ]
+
+
+def _request_context(entry: dict[str, Any], service: str) -> dict[str, str]:
+    """What AWS adds to the request's condition context from the request itself: the
+    namespace a PutMetricData writes to (the agent's and the pair's policy is held to it)."""
+    if service != "monitoring":
+        return {}
+    form = urllib.parse.parse_qs(entry.get("body") or entry.get("query", ""))
+    namespace = form.get("Namespace", [""])[0]
+    return {"cloudwatch:namespace": namespace} if namespace else {}
 
 
 def _s3(entry: dict[str, Any]) -> tuple[str, str]:
@@ -115,6 +128,9 @@ def _query_protocol(
         identifier = form.get("DBInstanceIdentifier", [""])[0]
         resource = f"arn:aws:rds:{region}:{account}:db:{identifier}" if identifier else "*"
         return [(f"rds:{operation}", resource)]
+    if service == "monitoring" and operation == "PutMetricData":
+        # No resource type (CloudWatch's authorization reference); the namespace is a condition.
+        return [("cloudwatch:PutMetricData", "*")]
     if service == "ec2" and operation == "DescribeAddresses":
         return [("ec2:DescribeAddresses", "*")]  # a Describe* action has no resource type
     if service == "ec2" and operation == "AssociateAddress":
