@@ -162,15 +162,36 @@ def moved_after(lab: BootLab, run: Run, to: str) -> float | None:
     return moves[0] if moves else None
 
 
+RECOVERED_SECONDS = 2.0
+"""Successes in a row, after the fault, that end an outage."""
+STRAY_FAILURES = 0.01
+"""After the outage, the share of requests that may still fail: on a loaded machine (a whole
+`make test` beside it) the test's own client misses a 1 s timeout now and then, which the
+strict "no failure until the end" read as a 15 s outage once (the address had moved in 2 s)."""
+
+
 def outage(answers: list[Answer]) -> float:
-    """Seconds from the fault to the first request of the unbroken run of successes that
-    ends the stream (0: nothing failed after the fault)."""
-    failed = [a.started for a in answers if not a.ok]
-    if not failed:
+    """Seconds from the fault to the first request of a run of successes lasting
+    `RECOVERED_SECONDS` (0: nothing failed after the fault); after it, at most
+    `STRAY_FAILURES` of the requests may fail."""
+    after_fault = [a for a in answers if a.started >= 0]
+    if all(a.ok for a in after_fault):
         return 0.0
-    after = [a.started for a in answers if a.ok and a.started > failed[-1]]
-    assert after, f"requests still failed at the end: {len(failed)} failures"
-    return max(0.0, after[0])
+    run_start: float | None = None
+    for answer in after_fault:
+        if not answer.ok:
+            run_start = None
+        elif run_start is None:
+            run_start = answer.started
+        elif answer.started - run_start >= RECOVERED_SECONDS:
+            break
+    else:
+        raise AssertionError(f"requests never succeeded {RECOVERED_SECONDS:g} s in a row")
+    assert run_start is not None
+    later = [a for a in after_fault if a.started >= run_start]
+    stray = [round(a.started, 2) for a in later if not a.ok]
+    assert len(stray) <= STRAY_FAILURES * len(later), f"failures after recovering: {stray}"
+    return run_start
 
 
 def summary(answers: list[Answer]) -> str:
