@@ -164,16 +164,17 @@ def moved_after(lab: BootLab, run: Run, to: str) -> float | None:
 
 RECOVERED_SECONDS = 2.0
 """Successes in a row, after the fault, that end an outage."""
-STRAY_FAILURES = 0.01
-"""After the outage, the share of requests that may still fail: on a loaded machine (a whole
-`make test` beside it) the test's own client misses a 1 s timeout now and then, which the
-strict "no failure until the end" read as a 15 s outage once (the address had moved in 2 s)."""
+STALL_SECONDS = 3.0
+"""After the outage, the longest burst of failures the test lets pass: on a loaded machine (a
+whole `make test` beside it, wrk in the benchmark's smoke run) the test's own client misses
+its 1 s timeout for a second or two now and then. In fresh-clone CI runs these came 10-15 s
+after the fault, long after the address had moved (in 2 s) and with the holder unchanged."""
 
 
 def outage(answers: list[Answer]) -> float:
     """Seconds from the fault to the first request of a run of successes lasting
-    `RECOVERED_SECONDS` (0: nothing failed after the fault); after it, at most
-    `STRAY_FAILURES` of the requests may fail."""
+    `RECOVERED_SECONDS` (0: nothing failed after the fault); after it, no burst of failures
+    may last `STALL_SECONDS` (a second failover would)."""
     after_fault = [a for a in answers if a.started >= 0]
     if all(a.ok for a in after_fault):
         return 0.0
@@ -188,9 +189,13 @@ def outage(answers: list[Answer]) -> float:
     else:
         raise AssertionError(f"requests never succeeded {RECOVERED_SECONDS:g} s in a row")
     assert run_start is not None
-    later = [a for a in after_fault if a.started >= run_start]
-    stray = [round(a.started, 2) for a in later if not a.ok]
-    assert len(stray) <= STRAY_FAILURES * len(later), f"failures after recovering: {stray}"
+    burst: list[float] = []
+    for answer in (a for a in after_fault if a.started >= run_start):
+        if answer.ok:
+            burst = []
+            continue
+        burst.append(answer.started)
+        assert burst[-1] - burst[0] < STALL_SECONDS, f"failures after recovering: {burst}"
     return run_start
 
 
