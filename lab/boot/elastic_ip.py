@@ -25,17 +25,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lab.boot import network, standins
+from lab.boot import faults, network, standins
 from lab.boot.pki import CertificateAuthority
 from lab.localize import LabError
-from lab.processes import INSTALL, find_program
 
 TABLE = "web_infra_boot_public"
 POLL_SECONDS = 0.2
@@ -110,14 +108,7 @@ def clear() -> None:
 
 
 def _nft(script: str) -> None:
-    nft = find_program("nft")
-    if nft is None:
-        raise LabError(f"nft is not installed; {INSTALL}")
-    result = subprocess.run(  # noqa: S603 - the boot lab's own fixed rules
-        [nft, "-f", "-"], input=script, capture_output=True, text=True, timeout=10, check=False
-    )
-    if result.returncode != 0:
-        raise LabError(f"nft refused the boot lab's public address rule: {result.stderr.strip()}")
+    faults.nft(script, what="public address rule")
 
 
 # --- what the program does before the hosts boot ------------------------------------------

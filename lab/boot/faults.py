@@ -46,12 +46,12 @@ def ruleset(cut_off: Mapping[str, Sequence[str]]) -> str:
 
 def apply(cut_off: Mapping[str, Sequence[str]]) -> None:
     """Make exactly these stand-ins unreachable from exactly these hosts."""
-    _nft(ruleset(cut_off))
+    nft(ruleset(cut_off))
 
 
 def clear() -> None:
     """Remove the table (nothing is cut off); harmless when there is none."""
-    _nft(f"table inet {TABLE} {{}}\ndelete table inet {TABLE}\n")
+    nft(f"table inet {TABLE} {{}}\ndelete table inet {TABLE}\n")
 
 
 def cut_vrrp(first: str, second: str) -> None:
@@ -60,7 +60,7 @@ def cut_vrrp(first: str, second: str) -> None:
         f"    ip saddr {a} ip daddr {b} ip protocol {VRRP} drop\n"
         for a, b in ((first, second), (second, first))
     )
-    _nft(
+    nft(
         f"table bridge {VRRP_TABLE} {{}}\n"
         f"delete table bridge {VRRP_TABLE}\n"
         f"table bridge {VRRP_TABLE} {{\n"
@@ -74,15 +74,16 @@ def cut_vrrp(first: str, second: str) -> None:
 
 def heal_vrrp() -> None:
     """VRRP passes again; harmless when it was not cut."""
-    _nft(f"table bridge {VRRP_TABLE} {{}}\ndelete table bridge {VRRP_TABLE}\n")
+    nft(f"table bridge {VRRP_TABLE} {{}}\ndelete table bridge {VRRP_TABLE}\n")
 
 
-def _nft(script: str) -> None:
-    nft = find_program("nft")
-    if nft is None:
+def nft(script: str, what: str = "fault rules") -> None:
+    """Load `script` into nftables in one transaction; `what` names the rules in an error."""
+    program = find_program("nft")
+    if program is None:
         raise LabError(f"nft is not installed; {INSTALL}")
     result = subprocess.run(  # noqa: S603 - the boot lab's own fixed rules
-        [nft, "-f", "-"], input=script, capture_output=True, text=True, timeout=10, check=False
+        [program, "-f", "-"], input=script, capture_output=True, text=True, timeout=10, check=False
     )
     if result.returncode != 0:
-        raise LabError(f"nft refused the boot lab's fault rules: {result.stderr.strip()}")
+        raise LabError(f"nft refused the boot lab's {what}: {result.stderr.strip()}")

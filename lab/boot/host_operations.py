@@ -13,7 +13,8 @@ import time
 
 from lab import processes
 from lab.boot import faults, inspect, network
-from lab.boot.state import BootRecords, State
+from lab.boot.containers import Container
+from lab.boot.state import BootRecords, HostRecord, State
 from lab.localize import LabError
 
 # The stand-ins failure injection can cut a host off from, by name.
@@ -64,13 +65,7 @@ class HostOperations(BootRecords):
         container.execute("systemctl", "reboot")
         if not container.wait_for_exit(60):
             raise LabError(f"{name} did not go down within 60 s of `systemctl reboot`")
-        container.kill_cgroup_members()
-        container.start()
-        host.nspawn_pid, host.leader_pid = container.nspawn_pid, container.leader_pid
-        host.boots += 1
-        host.started_at = time.time()
-        self._save(state)
-        self.wait_booted(state, timeout, only=name)
+        self._boot_again(state, host, container, timeout)
         return time.monotonic() - started
 
     def kill(self, name: str) -> None:
@@ -95,14 +90,20 @@ class HostOperations(BootRecords):
         if container.running():
             raise LabError(f"{name} is running already")
         started = time.monotonic()
+        self._boot_again(state, host, container, timeout)
+        return time.monotonic() - started
+
+    def _boot_again(
+        self, state: State, host: HostRecord, container: Container, timeout: float
+    ) -> None:
+        """Start a stopped host's container from its own disk and wait until it has booted."""
         container.kill_cgroup_members()
         container.start()
         host.nspawn_pid, host.leader_pid = container.nspawn_pid, container.leader_pid
         host.boots += 1
         host.started_at = time.time()
         self._save(state)
-        self.wait_booted(state, timeout, only=name)
-        return time.monotonic() - started
+        self.wait_booted(state, timeout, only=host.name)
 
     # --- failure injection ----------------------------------------------------------------
 
