@@ -14,7 +14,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -113,6 +113,7 @@ def leftovers(folder: Path, pids: set[int]) -> list[str]:
 def boot_lab(folder: Path, **up: object) -> Iterator[BootLab]:
     """A boot lab in `folder`, brought up with `up`'s arguments, removed after; checks that
     its `down` left nothing behind."""
+    STANDARD_LABS.close()  # one lab at a time, and this process would wait for its own lock
     lab = BootLab(state=folder)
     with machine_lock():
         # A failed `up` removes what it made itself; a refused one (another lab runs) made
@@ -125,3 +126,41 @@ def boot_lab(folder: Path, **up: object) -> Iterator[BootLab]:
             lab.down()
         left = leftovers(folder, pids)
         assert not left, f"down left: {left}"
+
+
+class StandardLabs:
+    """The standard boot lab (the load-balancer pair and two web nodes, nothing cut off) on an
+    image, kept up for every test file that asks for it on that image: a boot costs two to
+    three minutes, and test_boot_e2e's checks and test_boot_pair's failovers need the same
+    hosts. The files that share one run one after the other (tests/conftest.py orders the boot
+    group so), the ones that only look before the ones that kill and replace hosts.
+
+    One lab at a time: asking for another image, or any other lab (`boot_lab`), takes the
+    current one down first; the session's end takes down the last (tests/conftest.py)."""
+
+    def __init__(self) -> None:
+        self._image: str | None = None
+        self._stack = ExitStack()
+        self._lab: BootLab | None = None
+
+    def get(self, image: str) -> BootLab:
+        if self._lab is None or self._image != image:
+            self.close()
+            stack = ExitStack()
+            # Entered before it is recorded: `boot_lab` closes the recorded one first.
+            lab = stack.enter_context(_standard_lab(image))
+            self._image, self._stack, self._lab = image, stack, lab
+        return self._lab
+
+    def close(self) -> None:
+        stack, self._stack, self._lab, self._image = self._stack, ExitStack(), None, None
+        stack.close()
+
+
+@contextmanager
+def _standard_lab(image: str) -> Iterator[BootLab]:
+    with boot_lab(TEST_STATE / f"standard-{image}", image=image) as lab:
+        yield lab
+
+
+STANDARD_LABS = StandardLabs()

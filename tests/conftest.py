@@ -84,6 +84,10 @@ SHARED = {
 }
 # The order groups are handed to workers in: the longest first, the fast files after.
 FIRST = ("boot", "lab-timed", "test_lab_https", "test_benchmark_smoke")
+# The boot files on the standard lab (boot_support.StandardLabs), after the boot group's other
+# files (each of which boots a lab of its own): test_boot_e2e checks it as booted, ending on
+# Debian 12, whose lab test_boot_pair then goes on with, killing and replacing hosts.
+BOOT_ORDER = ("test_boot_e2e", "test_boot_pair")
 
 
 def kind_of(stem: str) -> str | None:
@@ -121,8 +125,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if kind:
             item.add_marker(getattr(pytest.mark, kind))
         item.add_marker(pytest.mark.xdist_group(group_of(stem)))
-    # A stable sort: each file keeps its own order, the longest groups come first.
-    items.sort(key=lambda item: rank.get(group_of(Path(str(item.path)).stem), len(rank)))
+    # A stable sort: each file keeps its own order, the longest groups come first, and the
+    # boot files that share the standard lab come last in theirs, in BOOT_ORDER.
+    items.sort(key=lambda item: sort_key(Path(str(item.path)).stem, rank))
+
+
+def sort_key(stem: str, rank: dict[str, int]) -> tuple[int, int]:
+    group = group_of(stem)
+    within = BOOT_ORDER.index(stem) + 1 if stem in BOOT_ORDER else 0
+    return rank.get(group, len(rank)), within
+
+
+@pytest.fixture(scope="session")
+def standard_boot_labs() -> Iterator[object]:
+    """The boot lab shared by the boot test files that need only the standard hosts
+    (boot_support.StandardLabs), taken down at the end of the session."""
+    from boot_support import STANDARD_LABS  # noqa: PLC0415 - only the boot files need it
+
+    yield STANDARD_LABS
+    STANDARD_LABS.close()
 
 
 @pytest.fixture(scope="module", autouse=True)

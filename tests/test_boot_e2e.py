@@ -21,13 +21,12 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from boot_support import TEST_STATE, boot_lab, require_boot_capabilities
+from boot_support import StandardLabs, require_boot_capabilities
 from iam_support import HostPolicies, bind, host_policies, instance_context
 
 from components.database_bootstrap import app_secret_name
@@ -58,15 +57,15 @@ PER_INSTANCE = (
 PERSISTENT_FILES = ("etc/web-app/rds-ca.pem", "opt/web-app/web_app.py", "etc/machine-id")
 
 
-@pytest.fixture(scope="module", params=images.SUITES)
+# Debian 12 last: test_boot_pair goes on with that lab (boot_support.StandardLabs).
+@pytest.fixture(scope="module", params=sorted(images.SUITES, key=lambda s: s == "bookworm"))
 def booted(
-    request: pytest.FixtureRequest,
-) -> Iterator[tuple[BootLab, State]]:
-    """One boot lab per image: LB + 2 web nodes + the stand-ins, up and serving."""
+    request: pytest.FixtureRequest, standard_boot_labs: StandardLabs
+) -> tuple[BootLab, State]:
+    """One boot lab per image: the pair + 2 web nodes + the stand-ins, up and serving."""
     require_boot_capabilities()
-    image = str(request.param)
-    with boot_lab(TEST_STATE / f"e2e-{image}", image=image) as lab:
-        yield lab, lab.load()
+    lab = standard_boot_labs.get(str(request.param))
+    return lab, lab.load()
 
 
 def containers(lab: BootLab, state: State) -> list[tuple[str, Container]]:

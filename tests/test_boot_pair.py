@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
-from boot_support import TEST_STATE, boot_lab, require_boot_capabilities
+from boot_support import StandardLabs, require_boot_capabilities
 
 from lab import checks
 from lab.boot import elastic_ip, faults, network
@@ -39,11 +39,11 @@ MEASURED: dict[str, list[float]] = {}
 
 
 @pytest.fixture(scope="module")
-def pair() -> Iterator[BootLab]:
-    """Both load balancers and two web nodes, up and serving through the public address."""
+def pair(standard_boot_labs: StandardLabs) -> Iterator[BootLab]:
+    """Both load balancers and two web nodes, up and serving through the public address
+    (test_boot_e2e's Debian 12 lab when it ran first)."""
     require_boot_capabilities()
-    with boot_lab(TEST_STATE / "pair", image="bookworm") as lab:
-        yield lab
+    yield standard_boot_labs.get("bookworm")
     if MEASURED:
         summary = ", ".join(
             f"{what}: {statistics.median(times):.2f} s (median of {len(times)})"
