@@ -167,8 +167,11 @@ class Cluster:
     argv: list[list[str]] = field(default_factory=list)
 
     def objects(self, folder: str) -> list[str]:
-        listed = self.s3.list_objects_v2(Bucket=BUCKET, Prefix=f"database/{folder}/")
-        return sorted(item["Key"] for item in listed.get("Contents", []))
+        """The keys under database/<folder>/, each uploaded once (one version each)."""
+        listed = self.s3.list_object_versions(Bucket=BUCKET, Prefix=f"database/{folder}/")
+        keys = sorted(item["Key"] for item in listed.get("Versions", []))
+        assert len(keys) == len(set(keys)), f"uploaded more than once: {keys}"
+        return keys
 
 
 def make_node(
@@ -236,6 +239,8 @@ def cluster() -> Iterator[Cluster]:
         patch.setattr(database_node.Host, "mount", lambda self, mount: None)
         patch.setattr(database_node, "POLL_SECONDS", 0.2)
         patch.setattr(database_node, "PRIMARY_WAIT_SECONDS", 60.0)
+        # S3's smallest part: the backups are uploaded in several parts, as large ones are.
+        patch.setattr(database_node, "UPLOAD_PART_BYTES", 5 << 20)
         argv: list[list[str]] = []
         real_run, real_popen = subprocess.run, subprocess.Popen
 
@@ -274,6 +279,8 @@ def cluster() -> Iterator[Cluster]:
             s3.create_bucket(
                 Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
             )
+            # Every upload is a version of its own: an object uploaded twice shows.
+            s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
             made = Cluster(
                 folder,
                 systemd,
@@ -449,6 +456,9 @@ def test_the_schema_and_rights_are_the_ones_the_program_gives_on_rds() -> None:
 
 
 def test_backup_uploads_one_full_backup(cluster: Cluster) -> None:
+    """A full backup, taken in a binary log of its own (the replica's test purges those
+    before it)."""
+    cluster.primary.sql("FLUSH BINARY LOGS")
     before = cluster.objects("full")
     time.sleep(1.1)  # backups are named by the second
     assert cluster.primary.run("backup") == 0
@@ -456,6 +466,9 @@ def test_backup_uploads_one_full_backup(cluster: Cluster) -> None:
     assert len(after) == len(before) + 1
     assert set(before) < set(after)
     assert all(k.startswith("database/full/") and k.endswith(".xbstream") for k in after)
+    (new,) = set(after) - set(before)
+    etag = cluster.s3.head_object(Bucket=BUCKET, Key=new)["ETag"]
+    assert "-" in etag, "uploaded in parts (a multipart upload's ETag ends in -<parts>)"
 
 
 def test_a_failed_backup_leaves_no_object(
@@ -479,7 +492,14 @@ def test_a_failed_backup_leaves_no_object(
 
 
 def test_a_replica_booted_later_is_seeded_from_the_bucket_and_replicates(cluster: Cluster) -> None:
-    write_messages(cluster.primary, cluster, "after the backup: from the binary log")
+    """The rows and users written before the last backup are in the primary's binary logs no
+    more: the replica has them only if it was seeded from the backup. The row written after
+    it comes from the primary's binary log, from the backup's GTID position on."""
+    primary = cluster.primary
+    open_at_backup = primary.sql("SHOW BINARY LOGS").splitlines()[-1].split("\t")[0]
+    primary.sql(f"PURGE BINARY LOGS TO '{open_at_backup}'")
+    assert primary.sql("SHOW BINARY LOGS").splitlines()[0].startswith(open_at_backup)
+    write_messages(primary, cluster, "after the backup: from the binary log")
     replica = cluster.replica
     assert replica.run("install") == 0
     assert "read_only = ON" in replica.host.server_config().read_text()

@@ -73,6 +73,7 @@ REPLICATION_WAIT_SECONDS = 120.0
 COMMAND_TIMEOUT_SECONDS = 120.0
 BACKUP_TIMEOUT_SECONDS = 6 * 3600.0
 POLL_SECONDS = 2.0
+UPLOAD_PART_BYTES = 32 << 20  # 320 GiB at most in 10,000 parts; two parts in memory at once
 CONNECT_TIMEOUT_SECONDS = 10
 
 # The app's tables and rights: components/functions/app_db_user.py's SCHEMA and GRANTS (a test
@@ -245,12 +246,9 @@ class Backups:
 
     def full(self, before: datetime.datetime | None = None) -> str | None:
         """The latest full backup, by the UTC time in its name (taken before `before`)."""
-        latest = None
-        for key, _ in self.keys("full"):
-            taken = backup_time(key)
-            if taken is not None and (before is None or taken <= before):
-                latest = key if latest is None or taken > backup_time(latest) else latest  # type: ignore[operator]
-        return latest
+        taken = [(backup_time(key), key) for key, _ in self.keys("full")]
+        kept = [(t, key) for t, key in taken if t is not None and (before is None or t <= before)]
+        return max(kept)[1] if kept else None
 
 
 def backup_time(key: str) -> datetime.datetime | None:
@@ -378,9 +376,11 @@ def sql(
 
 
 def redact(text: str, hidden: tuple[str, ...]) -> str:
+    """The error's last line, without the hidden values, as given or as quoted for SQL."""
     for value in hidden:
-        if value:
-            text = text.replace(value, "***")
+        for form in sorted({value, quote(value)[1:-1]}, key=len, reverse=True):
+            if form:
+                text = text.replace(form, "***")
     return text.splitlines()[-1] if text else "no message"
 
 
@@ -813,7 +813,10 @@ def take_backup(host: Host, config: Config, backups: Backups) -> str:
         )
         try:
             backups.s3.upload_fileobj(
-                Checked(process, errors, "mariadb-backup"), config.bucket, key
+                Checked(process, errors, "mariadb-backup"),
+                config.bucket,
+                key,
+                Config=transfer_config(),
             )
         except Failure:
             raise
@@ -825,6 +828,18 @@ def take_backup(host: Host, config: Config, backups: Backups) -> str:
                 process.wait()
     log(f"full backup uploaded to s3://{config.bucket}/{key}")
     return key
+
+
+def transfer_config() -> Any:
+    """A stream is uploaded in parts held in memory: few, and big enough for a large datadir
+    (S3 takes at most 10,000 parts)."""
+    from boto3.s3.transfer import TransferConfig  # noqa: PLC0415 - the host's python3-boto3
+
+    return TransferConfig(
+        multipart_threshold=UPLOAD_PART_BYTES,
+        multipart_chunksize=UPLOAD_PART_BYTES,
+        max_concurrency=2,
+    )
 
 
 def backup(host: Host, config: Config) -> int:
