@@ -239,6 +239,7 @@ def cluster() -> Iterator[Cluster]:
         patch.setattr(database_node.Host, "mount", lambda self, mount: None)
         patch.setattr(database_node, "POLL_SECONDS", 0.2)
         patch.setattr(database_node, "PRIMARY_WAIT_SECONDS", 60.0)
+        patch.setattr(database_node, "REPLICATION_WAIT_SECONDS", 60.0)
         # S3's smallest part: the backups are uploaded in several parts, as large ones are.
         patch.setattr(database_node, "UPLOAD_PART_BYTES", 5 << 20)
         argv: list[list[str]] = []

@@ -749,11 +749,22 @@ def bootstrap_replica(host: Host, config: Config) -> int:
         hidden=(login.password,),
     )
 
+    healthy = [0]
+
     def running() -> bool:
+        """Both threads running in two checks in a row; a thread that stopped on an error (the
+        primary no longer has the binary logs since the backup, say) ends the wait at once."""
         status = slave_status(host)
-        if status.get("Last_IO_Error") or status.get("Last_SQL_Error"):
-            log(f"replication: {status.get('Last_IO_Error') or status.get('Last_SQL_Error')}")
-        return status.get("Slave_IO_Running") == "Yes" and status.get("Slave_SQL_Running") == "Yes"
+        for thread in ("IO", "SQL"):
+            if status.get(f"Slave_{thread}_Running") == "No" and status.get(f"Last_{thread}_Error"):
+                raise Failure(f"replication stopped: {status[f'Last_{thread}_Error']}")
+        if status.get("Slave_IO_Running") == "Yes" and status.get("Slave_SQL_Running") == "Yes":
+            healthy[0] += 1
+        else:
+            healthy[0] = 0
+            if status.get("Last_IO_Error"):
+                log(f"replication: {status['Last_IO_Error']}")
+        return healthy[0] >= 2
 
     wait_for("replication running", running, REPLICATION_WAIT_SECONDS)
     log(f"replicating from {config.primary_host} over TLS")
