@@ -12,6 +12,7 @@ replicating; then the binary logs, a restore, and the readiness check.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -448,6 +449,32 @@ def test_a_second_install_and_bootstrap_of_the_primary_change_nothing(cluster: C
     assert primary.sql("SELECT @@gtid_binlog_pos") == position, "the second bootstrap wrote"
     assert messages(primary) == rows
     assert len(cluster.objects("full")) == 1, "a backup exists: no new one"
+
+
+def test_the_replica_reaches_the_primary_only_over_tls_it_verifies(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    config = database_node.Config.load(str(cluster.replica.config_path))
+    login = database_node.Login(USERNAMES["replication"], PASSWORDS["replication"])
+    assert database_node.remote_answers(config, login)
+    other = CertificateAuthority.create("another CA").write_root(tmp_path / "other-ca.pem")
+    elsewhere = dataclasses.replace(config, tls={**config.tls, "ca_file": str(other)})
+    assert not database_node.remote_answers(elsewhere, login), "a server the CA did not sign"
+    wrong = database_node.Login(login.username, login.password + "x")
+    assert not database_node.remote_answers(config, wrong)
+
+
+def test_a_secret_that_cannot_be_read_fails_in_bounded_time_without_its_value(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(database_node, "SECRET_WAIT_SECONDS", 0.5)
+    config = database_node.Config.load(str(cluster.primary.config_path))
+    missing = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:nothing-here"
+    started = time.monotonic()
+    with pytest.raises(database_node.Failure) as failed:
+        database_node.secret(config, missing)
+    assert time.monotonic() - started < 10
+    assert str(failed.value) == f"reading the secret {missing} failed: ResourceNotFoundException"
 
 
 def test_the_schema_and_rights_are_the_ones_the_program_gives_on_rds() -> None:

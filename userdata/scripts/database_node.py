@@ -68,6 +68,8 @@ BACKUP_UNIT, BINLOG_UNIT = "database-backup", "database-binlogs"
 
 VOLUME_WAIT_SECONDS = 300.0
 SERVER_WAIT_SECONDS = 300.0
+SERVICE_START_SECONDS = 900.0
+SECRET_WAIT_SECONDS = 120.0  # the role's policy may reach IAM a little after the instance boots
 PRIMARY_WAIT_SECONDS = 900.0  # the replica's wait for the primary and its first backup
 REPLICATION_WAIT_SECONDS = 120.0
 COMMAND_TIMEOUT_SECONDS = 120.0
@@ -203,12 +205,20 @@ def client(service: str, region: str) -> Any:
 
 
 def secret(config: Config, secret_id: str) -> str:
-    try:
-        value = client("secretsmanager", config.region).get_secret_value(SecretId=secret_id)
-        return str(value["SecretString"])
-    except Exception as error:  # the value is never in the error: only the call's
-        code = getattr(error, "response", {}).get("Error", {}).get("Code", type(error).__name__)
-        raise Failure(f"reading the secret {secret_id} failed: {code}") from None
+    """A secret's string, asked again until SECRET_WAIT_SECONDS; an error names the call's
+    failure, never a value."""
+    secrets = client("secretsmanager", config.region)
+    deadline = time.monotonic() + SECRET_WAIT_SECONDS
+    while True:
+        try:
+            return str(secrets.get_secret_value(SecretId=secret_id)["SecretString"])
+        except Exception as error:
+            response = getattr(error, "response", None) or {}
+            code = response.get("Error", {}).get("Code", type(error).__name__)
+            if time.monotonic() >= deadline:
+                raise Failure(f"reading the secret {secret_id} failed: {code}") from None
+            log(f"reading the secret {secret_id} failed ({code}); asking again")
+            time.sleep(POLL_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -278,7 +288,8 @@ class Host:
         return self.path(SERVER_CONFIG)
 
     def systemctl(self, *arguments: str) -> subprocess.CompletedProcess[str]:
-        return run(["systemctl", *arguments], check=False, timeout=SERVER_WAIT_SECONDS)
+        # mariadb.service's own start timeout: InnoDB may recover a crashed server's log first.
+        return run(["systemctl", *arguments], check=False, timeout=SERVICE_START_SECONDS)
 
     def mounted(self, mount: Path) -> bool:
         with open("/proc/self/mounts") as f:
@@ -575,16 +586,12 @@ WantedBy=timers.target
 
 
 def start_server(host: Host) -> None:
-    result = host.systemctl("restart", SERVICE)
-    if result.returncode != 0:
-        raise Failure(f"systemctl restart {SERVICE} failed: {result.stderr.strip()}")
+    systemctl(host, "restart", SERVICE)
     wait_for("MariaDB answering on its socket", lambda: answers(host), SERVER_WAIT_SECONDS)
 
 
 def stop_server(host: Host) -> None:
-    result = host.systemctl("stop", SERVICE)
-    if result.returncode != 0:
-        raise Failure(f"systemctl stop {SERVICE} failed: {result.stderr.strip()}")
+    systemctl(host, "stop", SERVICE)
 
 
 def install(host: Host, config: Config, config_path: str) -> int:
@@ -605,20 +612,22 @@ def install(host: Host, config: Config, config_path: str) -> int:
     initialise(config)
     for name, text in units(config_path).items():
         write_file(host.path(f"{UNIT_DIR}/{name}"), text)
-    for step in (
-        ("daemon-reload",),
-        ("enable", SERVICE),
-        ("enable", "--now", f"{BACKUP_UNIT}.timer", f"{BINLOG_UNIT}.timer"),
-    ):
-        result = host.systemctl(*step)
-        if result.returncode != 0:
-            raise Failure(f"systemctl {' '.join(step)} failed: {result.stderr.strip()}")
+    systemctl(host, "daemon-reload")
+    systemctl(host, "enable", SERVICE)
     if changed or not running:
         start_server(host)
         log(f"MariaDB runs as the {config.role} (server id {config.server_id})")
     else:
         log("MariaDB runs with these settings already; not restarted")
+    # Only now: their first run finds MariaDB running on the volume.
+    systemctl(host, "enable", "--now", f"{BACKUP_UNIT}.timer", f"{BINLOG_UNIT}.timer")
     return 0
+
+
+def systemctl(host: Host, *arguments: str) -> None:
+    result = host.systemctl(*arguments)
+    if result.returncode != 0:
+        raise Failure(f"systemctl {' '.join(arguments)} failed: {result.stderr.strip()}")
 
 
 # --- bootstrap --------------------------------------------------------------------------------
