@@ -26,6 +26,21 @@ bucket. Subcommands, each ending with one clear line on failure, every wait boun
   it too, for a replay with mariadb-binlog.
 - `check`: MariaDB answers, and on the replica both replication threads run.
 
+Restoring a host's data from the bucket (as root on a database host, or any host with
+mariadb-backup and the bucket's read rights):
+
+    python3 database_node.py restore --to /srv/database/mysql.restored \
+        --binlogs /srv/database/binlogs [--at 2026-12-03T10:00:00Z]
+    systemctl stop mariadb
+    mv /srv/database/mysql /srv/database/mysql.before-restore
+    mv /srv/database/mysql.restored /srv/database/mysql
+    chown -R mysql:mysql /srv/database/mysql && systemctl start mariadb
+
+then, for the transactions after the backup, the mariadb-binlog command the restore printed
+(it starts at the backup's GTID position and stops at `--at`). On the primary, `backup` then
+makes the restored data the newest backup, and the replica is seeded again from it: stop
+MariaDB there, empty its datadir, and run `install` and `bootstrap`.
+
 Retention is the bucket's lifecycle rule, not this script's. The primary keeps its own binary
 logs as long as the backups are kept, so a replica seeded from any kept backup finds on the
 primary every transaction since. Passwords and the key go to MariaDB on standard input or in a
