@@ -591,6 +591,33 @@ def test_check_passes_while_replicating_and_fails_when_replication_stops(
     database_node.wait_for("replication again", lambda: cluster.replica.run("check") == 0, 30)
 
 
+def test_a_rotated_replication_password_reaches_the_replica_by_bootstrap(
+    cluster: Cluster,
+) -> None:
+    """A new password in the secret: the primary's bootstrap sets it; the replica, refused at
+    its next connection, takes it from the secret at its next bootstrap."""
+    new = secrets.token_urlsafe(12) + "'\\n"
+    PASSWORDS["rotated replication"] = new
+    boto3.client("secretsmanager", region_name=REGION).put_secret_value(
+        SecretId=cluster.secret_arns["replication"],
+        SecretString=json.dumps({"username": USERNAMES["replication"], "password": new}),
+    )
+    assert cluster.primary.run("bootstrap") == 0
+    replica = cluster.replica
+    replica.sql("STOP SLAVE; START SLAVE")
+    database_node.wait_for(
+        "the primary refusing the old password",
+        lambda: database_node.slave_status(replica.host).get("Last_IO_Errno") == "1045",
+        30,
+    )
+    assert replica.run("check") == 1
+    assert replica.run("bootstrap") == 0
+    assert replica.run("check") == 0
+    write_messages(cluster.primary, cluster, "after the rotation")
+    wait_replicated(cluster)
+    assert messages(replica) == messages(cluster.primary)
+
+
 def test_backup_and_ship_binlogs_do_nothing_on_the_replica(cluster: Cluster) -> None:
     before = cluster.objects("full"), cluster.objects("binlog")
     assert cluster.replica.run("backup") == 0

@@ -109,7 +109,10 @@ SCHEMA = (
     "ALTER TABLE messages ADD UNIQUE KEY idempotency_key (idempotency_key)",
 )
 GRANTS = {"messages": ("SELECT", "INSERT"), "heartbeat": ("SELECT", "UPDATE")}
-ALREADY_THERE = ("ERROR 1060", "ERROR 1061")  # duplicate column, duplicate key name
+ALREADY_THERE = ("ERROR 1060", "ERROR 1061")
+ACCESS_DENIED = (
+    "1045"  # the primary's answer to a wrong password  # duplicate column, duplicate key name
+)
 IDENTIFIER = re.compile(r"[A-Za-z0-9_]{1,32}")
 ADMIN_PRIVILEGES = "ALL PRIVILEGES"
 BINLOG_INFO = ("mariadb_backup_binlog_info", "xtrabackup_binlog_info")
@@ -728,7 +731,20 @@ def bootstrap_primary(host: Host, config: Config) -> int:
 def bootstrap_replica(host: Host, config: Config) -> int:
     status = slave_status(host)
     if status:
-        if status.get("Slave_SQL_Running") != "Yes" or status.get("Slave_IO_Running") == "No":
+        if status.get("Last_IO_Errno") == ACCESS_DENIED:
+            # The replication password was rotated (the primary's bootstrap set the new one).
+            login = Login.of(config, "replication")
+            sql(
+                host,
+                "STOP SLAVE;\n"
+                f"CHANGE MASTER TO MASTER_USER={quote(login.username)}, "
+                f"MASTER_PASSWORD={quote(login.password)};\n"
+                "START SLAVE;",
+                hidden=(login.password,),
+            )
+            log("the primary refused the replication password: set the secret's, restarted")
+            wait_running(host)
+        elif status.get("Slave_SQL_Running") != "Yes" or status.get("Slave_IO_Running") == "No":
             sql(host, "START SLAVE")
             log("replication was set up but stopped: started it")
         else:
@@ -773,6 +789,12 @@ def bootstrap_replica(host: Host, config: Config) -> int:
         hidden=(login.password,),
     )
 
+    wait_running(host)
+    log(f"replicating from {config.primary_host} over TLS")
+    return 0
+
+
+def wait_running(host: Host) -> None:
     healthy = [0]
 
     def running() -> bool:
@@ -791,8 +813,6 @@ def bootstrap_replica(host: Host, config: Config) -> int:
         return healthy[0] >= 2
 
     wait_for("replication running", running, REPLICATION_WAIT_SECONDS)
-    log(f"replicating from {config.primary_host} over TLS")
-    return 0
 
 
 def chown_tree(top: Path) -> None:
