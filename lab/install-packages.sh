@@ -9,12 +9,13 @@
 # stand-in for the apt mirror, iproute2 for its bridge. openssl: the labs' test certificates.
 # curl: the README's lab walk-through (a minimal Debian image has none). keepalived: the
 # load-balancer pair's config is checked by the real one (tests/test_elastic_address.py).
+# mariadb-backup: the database hosts' backups and restores (tests/test_database_node.py).
 # tests/test_install_packages.py checks this list against every command the tests and labs run.
 set -euo pipefail
 PACKAGES=(haproxy nginx-light mariadb-server mariadb-client cloud-init wrk gunicorn openssl
           python3-pymysql python3-boto3 graphviz dnsmasq-base nftables certbot pebble
           systemd-container iproute2 mmdebstrap apt-cacher-ng prometheus-nginx-exporter curl
-          keepalived)
+          keepalived mariadb-backup)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \

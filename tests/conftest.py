@@ -64,6 +64,7 @@ KINDS = {
         "test_lab_errors",
         "test_app_mariadb",
         "test_benchmark_smoke",
+        "test_database_node",
     },
 }
 # Files named like a lab's that need none: fast tests.

