@@ -72,6 +72,7 @@ BASE = {
     "nsenter": "util-linux",
     "dpkg-query": "dpkg",
     "mkfs.ext4": "e2fsprogs",
+    "rm": "coreutils",
 }
 # Installed by another step of `make setup`: the command, its package and the script.
 ELSEWHERE = {"node": ("nodejs", ROOT / ".github" / "scripts" / "install-actionlint.sh")}
