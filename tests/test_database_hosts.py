@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from iam_support import host_policies
 from system_tools import require
+from test_iam_policies import cloudsplaining_findings, parliament_findings
 
 from components.database_hosts import backup_statements, read_secrets_statement
 from components.rendered_hosts import (
@@ -213,6 +214,17 @@ def test_each_host_reads_exactly_its_secrets_and_backups(run: ProgramRun, host: 
     assert not allowed(documents, "s3:PutBucketPolicy", bucket)
     assert not allowed(documents, "rds:DescribeDBInstances", "*")
     assert not allowed(documents, "ec2:AttachVolume", "*")
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_every_policy_a_database_host_holds_passes_both_analysers(
+    run: ProgramRun, host: str
+) -> None:
+    findings = {
+        name: [*parliament_findings(doc), *cloudsplaining_findings(doc)]
+        for name, doc in host_policies(run)[host].documents.items()
+    }
+    assert not {name: f for name, f in findings.items() if f}, findings
 
 
 def test_the_web_nodes_read_the_app_secret_the_primary_sets(run: ProgramRun) -> None:
@@ -466,3 +478,13 @@ def test_the_web_document_change_fails_loudly_when_its_target_moves() -> None:
     moved = web.replace("rds-ca-bundle.service", "ca-download.service")
     with pytest.raises(ValueError, match="no longer downloads RDS's CA bundle"):
         with_database_ca(moved, "CA\n")
+
+
+def test_a_first_preview_of_an_ec2_stack_registers_every_database_resource() -> None:
+    """Before anything exists, the hosts' userdata waits for their volume, secrets and
+    certificate: the preview still shows every resource that would be made."""
+    preview = run_program({"dbMode": "ec2"}, preview=True)
+    assert len(preview.instances("database")) == 2
+    assert len(preview.of_type(VOLUME)) == 2
+    assert len(preview.of_type(ATTACHMENT)) == 2
+    assert not [r for r in preview.registrations if r.type.startswith("aws:rds/")]
