@@ -488,3 +488,10 @@ def test_a_first_preview_of_an_ec2_stack_registers_every_database_resource() -> 
     assert len(preview.of_type(VOLUME)) == 2
     assert len(preview.of_type(ATTACHMENT)) == 2
     assert not [r for r in preview.registrations if r.type.startswith("aws:rds/")]
+
+
+def test_no_web_node_gets_a_database_host_s_address() -> None:
+    """The most web nodes `ec2` allows: the addresses AWS hands out skip the reservations."""
+    big = run_program({"dbMode": "ec2", "webNodeCount": 11})
+    addresses = [r.outputs["privateIp"] for r in big.of_type(INSTANCE)]
+    assert len(addresses) == len(set(addresses)) == 11 + 2 + 2

@@ -268,6 +268,11 @@ class AwsMocks(pulumi.runtime.Mocks):
         if typ == "aws:ec2/volumeAttachment:VolumeAttachment":
             return f"vai-{seed[:10]}", {}
         if typ == "aws:ec2/subnetCidrReservation:SubnetCidrReservation":
+            if inputs["reservationType"] == "explicit":
+                # AWS no longer hands out the reserved addresses by itself.
+                reserved = ipaddress.IPv4Network(inputs["cidrBlock"])
+                free = self.subnet_hosts[inputs["subnetId"]]
+                self.subnet_hosts[inputs["subnetId"]] = (a for a in free if a not in reserved)
             return f"scr-{seed}", {"ownerId": ACCOUNT}
         if typ.startswith("tls:index/"):
             return f"{name}-{seed[:8]}", tls_outputs(typ, seed, inputs)
