@@ -124,6 +124,11 @@ def test_the_data_volume_outlives_the_instance(run: ProgramRun, index: int, host
     assert volume.inputs["size"] == 50
     assert volume.inputs["finalSnapshot"] is True
     assert volume.inputs["availabilityZone"] == ["eu-west-1a", "eu-west-1b"][index]
+    (subnet,) = [
+        r for r in run.of_type("aws:ec2/subnet:Subnet") if r.id == instance.inputs["subnetId"]
+    ]
+    assert subnet.inputs["availabilityZone"] == volume.inputs["availabilityZone"]
+    assert subnet.inputs["cidrBlock"] == ["10.20.128.0/18", "10.20.192.0/18"][index], "private"
     # Nothing of the instance (image, userdata) reaches the volume: no change of it replaces it.
     assert not run.depends_on(volume, instance)
     assert volume.dependencies == set()
