@@ -14,17 +14,24 @@ deleted before a replacement is created (RDS would refuse a second instance of t
 the final snapshot's name is unique per stack lifetime, so a second destroy is not blocked by
 the first one's snapshot; and whether changes apply at once or in the maintenance window is a
 setting (`dbApplyImmediately`).
+
+The database tier has two variants behind one interface, `DatabaseTier`, chosen by `dbMode`:
+`RdsTier` (these instances and the bootstrap that creates the app's user) and
+`components.database_hosts.DatabaseHosts` (MariaDB on two EC2 hosts of the stack's own).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
+
+from components.database_bootstrap import DatabaseBootstrap
+from components.readiness_gate import GateSettings
 
 ENGINE = "mysql"
 ENGINE_VERSION = "8.4"
@@ -169,3 +176,95 @@ def _secret_arn(secrets: Sequence[aws.rds.outputs.InstanceMasterUserSecret]) -> 
     if not secrets or not secrets[0].secret_arn:
         raise ValueError("RDS reported no master user secret for the primary")
     return secrets[0].secret_arn
+
+
+@dataclass(frozen=True)
+class DatabaseLaunch:
+    """What a database tier of its own hosts boots them with, once the private zone exists."""
+
+    ami: Callable[[str], str]
+    """The AMI for an instance type."""
+    artifacts_arn: pulumi.Input[str]
+    gates: GateSettings
+    boot_needs: Sequence[pulumi.Resource]
+    """What every instance waits for: NAT routes, egress rules, the artifacts."""
+    zone_id: pulumi.Input[str]
+
+
+class DatabaseTier(Protocol):
+    """What the rest of the stack sees of the database, whichever variant runs it."""
+
+    @property
+    def primary_endpoint(self) -> pulumi.Output[str]:
+        """host:port of the primary (the stack output `db_primary_endpoint`)."""
+
+    @property
+    def replica_endpoint(self) -> pulumi.Output[str]: ...
+
+    @property
+    def primary_name(self) -> pulumi.Input[str]:
+        """The DNS name `db-primary.<zone>` points at."""
+
+    @property
+    def replica_name(self) -> pulumi.Input[str]: ...
+
+    @property
+    def app_secret_arn(self) -> pulumi.Output[str]:
+        """The app's user and password, which the web nodes read."""
+
+    @property
+    def boot_before(self) -> Sequence[pulumi.Resource]:
+        """What every other instance waits for (the database hosts' address reservations)."""
+
+    @property
+    def resources(self) -> Sequence[pulumi.Resource]:
+        """What creates the databases (monitoring waits for them)."""
+
+    def web_user_data(self, rendered: str) -> pulumi.Input[str]:
+        """A web node's userdata, given the one rendered for the stack."""
+
+    def launch(self, launch: DatabaseLaunch) -> None:
+        """Boot the tier's own hosts, if it has any."""
+
+
+@dataclass(frozen=True)
+class RdsTier:
+    """`dbMode: rds`: the RDS primary and replica, and the bootstrap that creates the app's
+    user; the app verifies them with RDS's CA bundle, which the web nodes download."""
+
+    database: Database
+    bootstrap: DatabaseBootstrap
+
+    @property
+    def primary_endpoint(self) -> pulumi.Output[str]:
+        return self.database.primary_endpoint
+
+    @property
+    def replica_endpoint(self) -> pulumi.Output[str]:
+        return self.database.replica_endpoint
+
+    @property
+    def primary_name(self) -> pulumi.Input[str]:
+        return self.database.primary_address
+
+    @property
+    def replica_name(self) -> pulumi.Input[str]:
+        return self.database.replica_address
+
+    @property
+    def app_secret_arn(self) -> pulumi.Output[str]:
+        return self.bootstrap.app_secret_arn
+
+    @property
+    def boot_before(self) -> Sequence[pulumi.Resource]:
+        return []
+
+    @property
+    def resources(self) -> Sequence[pulumi.Resource]:
+        return [self.database]
+
+    def web_user_data(self, rendered: str) -> pulumi.Input[str]:
+        return rendered
+
+    def launch(self, launch: DatabaseLaunch) -> None:
+        """RDS runs the instances."""

@@ -2,7 +2,9 @@
 
 Internet -> load balancer on 80/443; load balancer -> web tier on the web port; web tier and
 the database bootstrap function -> database on 3306; a pair of load balancers -> each other, VRRP
-only. No SSH anywhere: Session Manager is the
+only. With database hosts of the stack's own (`dbMode: ec2`) there is no bootstrap function:
+the hosts admit the web tier and each other (replication) on 3306, and reach apt and AWS's APIs
+(80, 443) through the NAT gateway. No SSH anywhere: Session Manager is the
 way in (it needs no inbound port). Rules are separate resources, so groups can reference each
 other without a cycle.
 """
@@ -29,13 +31,16 @@ class FirewallArgs:
     database_port: int
     vrrp: bool = False
     """A pair of load balancers: VRRP (IP protocol 112) between the members of their group."""
+    database_hosts: bool = False
+    """The database runs on EC2 hosts of the stack's own, not RDS (no bootstrap function)."""
 
 
 class Firewall(pulumi.ComponentResource):
     load_balancer_group_id: pulumi.Output[str]
     web_group_id: pulumi.Output[str]
     database_group_id: pulumi.Output[str]
-    database_bootstrap_group_id: pulumi.Output[str]
+    database_bootstrap_group_id: pulumi.Output[str] | None
+    """None with database hosts: no bootstrap function runs."""
 
     def __init__(
         self, name: str, args: FirewallArgs, opts: pulumi.ResourceOptions | None = None
@@ -56,21 +61,34 @@ class Firewall(pulumi.ComponentResource):
         load_balancer = group("load-balancer", "HAProxy: HTTP(S) from the internet")
         web = group("web", "Web nodes: the web port from the load balancer only")
         database = group("database", "MySQL: 3306 from the web tier only")
-        bootstrap = group(
-            "database-bootstrap", "The database bootstrap function: MySQL and AWS APIs out"
+        bootstrap = (
+            None
+            if args.database_hosts
+            else group(
+                "database-bootstrap", "The database bootstrap function: MySQL and AWS APIs out"
+            )
         )
 
         for port in args.public_ports:
             self._ingress("load-balancer", port, load_balancer, cidr=ANYWHERE, why="public HTTP(S)")
         self._ingress("web", args.web_port, web, source=load_balancer, why="from HAProxy")
         self._ingress("database", args.database_port, database, source=web, why="from the web tier")
-        self._ingress(
-            "database-bootstrap",
-            args.database_port,
-            database,
-            source=bootstrap,
-            why="from the database bootstrap",
-        )
+        if bootstrap is not None:
+            self._ingress(
+                "database-bootstrap",
+                args.database_port,
+                database,
+                source=bootstrap,
+                why="from the database bootstrap",
+            )
+        else:
+            self._ingress(
+                "database-replication",
+                args.database_port,
+                database,
+                source=database,
+                why="replication between the database hosts",
+            )
 
         # Outbound: what each tier really calls. apt mirrors use 80, AWS APIs (SSM, Secrets
         # Manager, RDS) and the RDS CA download use 443. DNS and NTP go to the VPC's own
@@ -80,11 +98,18 @@ class Firewall(pulumi.ComponentResource):
                 self._egress(f"{role}-{port}", port, target, cidr=ANYWHERE)
         self._egress("load-balancer-web", args.web_port, load_balancer, destination=web)
         self._egress("web-database", args.database_port, web, destination=database)
-        # The bootstrap reads its secrets and the RDS CA bundle (443), then logs in to MySQL.
-        self._egress("database-bootstrap-443", 443, bootstrap, cidr=ANYWHERE)
-        self._egress(
-            "database-bootstrap-database", args.database_port, bootstrap, destination=database
-        )
+        if bootstrap is not None:
+            # The bootstrap reads its secrets and the RDS CA bundle (443), then logs in to MySQL.
+            self._egress("database-bootstrap-443", 443, bootstrap, cidr=ANYWHERE)
+            self._egress(
+                "database-bootstrap-database", args.database_port, bootstrap, destination=database
+            )
+        else:
+            # The hosts install from apt (80), read their secrets and write backups (443), and
+            # the replica reads from the primary.
+            for port in (80, 443):
+                self._egress(f"database-{port}", port, database, cidr=ANYWHERE)
+            self._egress("database-replication", args.database_port, database, destination=database)
 
         if args.vrrp:
             # keepalived's unicast advertisements, from and to the pair's own group only.
@@ -107,7 +132,7 @@ class Firewall(pulumi.ComponentResource):
         self.load_balancer_group_id = load_balancer.id
         self.web_group_id = web.id
         self.database_group_id = database.id
-        self.database_bootstrap_group_id = bootstrap.id
+        self.database_bootstrap_group_id = bootstrap.id if bootstrap is not None else None
         self.register_outputs(
             {
                 "load_balancer_group_id": self.load_balancer_group_id,

@@ -60,7 +60,8 @@ class InstanceSpec:
     subnet_id: pulumi.Input[str]
     security_group_id: pulumi.Input[str]
     instance_profile: pulumi.Input[str]
-    user_data: str
+    user_data: pulumi.Input[str]
+    """Known at preview, except a database host's (it names its volume and certificate)."""
     public_ip: bool
     private_ip: str | None = None
     """A fixed private address (the load-balancer pair's); None: the subnet picks one."""

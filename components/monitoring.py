@@ -93,6 +93,8 @@ class MonitoringArgs:
     """What creates the two DB instances: the event subscription waits for it, because RDS
     refuses a subscription to an instance that does not exist yet (SourceNotFound). Empty
     only when the instances exist already (another stack's, or in tests)."""
+    rds_events: bool = True
+    """Subscribe to the RDS instances' events; False when the database is not RDS."""
     load_balancer_names: Sequence[str] = ()
     """The pair's host names (`load-balancer-1`, `load-balancer-2`): its Elastic IP alarms and
     dashboard widget follow them. Empty (or one name) for a single load balancer."""
@@ -241,18 +243,20 @@ class Monitoring(pulumi.ComponentResource):
         )
         self.dashboard_url = dashboard_url(args.region, prefix)
 
-        aws.rds.EventSubscription(
-            f"{name}-db-events",
-            name=db_event_subscription_name(prefix),
-            sns_topic=topic.arn,
-            source_type="db-instance",
-            source_ids=[args.db_primary_identifier, args.db_replica_identifier],
-            event_categories=list(DB_EVENT_CATEGORIES),
-            enabled=True,
-            # The identifiers above are plain strings (the alarms need them at preview), so
-            # they carry no dependency of their own.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.databases)),
-        )
+        # RDS refuses a subscription to instances that do not exist (SourceNotFound).
+        if args.rds_events:
+            aws.rds.EventSubscription(
+                f"{name}-db-events",
+                name=db_event_subscription_name(prefix),
+                sns_topic=topic.arn,
+                source_type="db-instance",
+                source_ids=[args.db_primary_identifier, args.db_replica_identifier],
+                event_categories=list(DB_EVENT_CATEGORIES),
+                enabled=True,
+                # The identifiers above are plain strings (the alarms need them at preview), so
+                # they carry no dependency of their own.
+                opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.databases)),
+            )
 
         self.alarm_topic_arn = topic.arn
         self.health_check_alarm_topic_arn = health_check_topic.arn

@@ -49,7 +49,7 @@ class ReadinessGateArgs:
     instance_id: pulumi.Input[str]
     private_ip: pulumi.Input[str]
     """Passed through, so whatever routes to the host takes the address from the gate."""
-    userdata: str
+    userdata: pulumi.Input[str]
     """The rendered userdata the instance was launched with."""
     parameter_name: str
     """The SSM parameter the host writes its report to."""
@@ -78,7 +78,7 @@ class ReadinessGate(pulumi.dynamic.Resource, module="readiness", name="Readiness
                 "host": args.host,
                 "instance_id": args.instance_id,
                 "private_ip": args.private_ip,
-                "userdata_sha256": userdata_sha256(args.userdata),
+                "userdata_sha256": _digest(args.userdata),
                 "parameter_name": args.parameter_name,
                 "failure_record": args.failure_record,
                 "region": args.region,
@@ -88,6 +88,14 @@ class ReadinessGate(pulumi.dynamic.Resource, module="readiness", name="Readiness
             },
             opts,
         )
+
+
+def _digest(userdata: pulumi.Input[str]) -> pulumi.Input[str]:
+    """The userdata's digest: at once when it is known at preview (every host but a database
+    host, whose userdata names its volume and certificate)."""
+    if isinstance(userdata, str):
+        return userdata_sha256(userdata)
+    return pulumi.Output.all(userdata).apply(lambda known: userdata_sha256(known[0]))
 
 
 def failed_instances(names: Sequence[str], values: Sequence[str]) -> dict[str, str]:
@@ -195,7 +203,7 @@ def gate_for(
     *,
     host: str,
     instance: aws.ec2.Instance,
-    userdata: str,
+    userdata: pulumi.Input[str],
     parameter_name: str,
     settings: GateSettings,
     opts: pulumi.ResourceOptions,

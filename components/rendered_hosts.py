@@ -17,16 +17,21 @@ from typing import Any
 from components.artifacts import bucket_name
 from components.database_bootstrap import app_secret_name
 from settings import Settings
+from settings.database_hosts import HOSTS as DATABASE_HOSTS
+from settings.database_hosts import ROLES as DATABASE_ROLES
+from settings.database_hosts import server_id
 from settings.load_balancers import peer_of
 from settings.web_tier import MAX_WEB_NODES, web_node_names
 from userdata import cloud_config
 from userdata.cloudwatch_agent import agent_policy, cloud_config_fragment, merge_fragment
+from userdata.database_host import DatabaseHostConfig, DatabaseSecrets, render_database_host
 from userdata.metric_catalog import LOAD_BALANCER, StackShape, catalogue, log_sources
-from userdata.shipping import ArtifactStore, PublishedFile, offload, publish
+from userdata.shipping import ArtifactStore, PublishedFile, ShippedFile, offload, publish
 
 DATABASE_NAME = "webapp"
 MASTER_USERNAME = "webapp_admin"
 APP_USERNAME = "webapp_app"  # the app's own user: DML on its tables (app_db_user.GRANTS)
+REPLICATION_USERNAME = "webapp_replication"  # dbMode ec2: the replica's user on the primary
 
 
 def readiness_report(settings: Settings, region: str) -> cloud_config.ReadinessReport:
@@ -147,6 +152,13 @@ def render_hosts(
         )
         small, shipped[host] = offload(with_agent, store)
         userdata[host] = cloud_config.render(small)
+    if settings.db_mode == "ec2":
+        # Their userdata waits for AWS (the volumes, the secrets, the certificates); the files
+        # they fetch do not.
+        for host in DATABASE_HOSTS:
+            shipped[host] = database_host_userdata(
+                settings, region, account_id, DatabaseHostResources.unknown(), host
+            )[1]
     return RenderedHosts(
         {host: userdata.pop(host) for host in load_balancers}, userdata, publish(shipped), store
     )
@@ -175,3 +187,56 @@ def metrics_agent_policies(settings: Settings, region: str, account_id: str) -> 
         )
         for role in ("load-balancer", "web")
     }
+
+
+def backup_bucket_name(settings: Settings, account_id: str, region: str) -> str:
+    """The database hosts' backup bucket (`dbMode: ec2`), named like the artifacts bucket."""
+    return bucket_name(settings.name_prefix, account_id, region).removesuffix("-artifacts") + (
+        "-backups"
+    )
+
+
+@dataclass(frozen=True)
+class DatabaseHostResources:
+    """What AWS and pulumi-tls make for a database host, which its userdata names."""
+
+    volume_id: str
+    secrets: DatabaseSecrets
+    key_secret: str
+    ca_pem: str
+    cert_pem: str
+
+    @classmethod
+    def unknown(cls) -> DatabaseHostResources:
+        return cls("", DatabaseSecrets("", "", ""), "", "", "")
+
+
+def database_host_userdata(
+    settings: Settings,
+    region: str,
+    account_id: str,
+    made: DatabaseHostResources,
+    host: str,
+) -> tuple[str, list[ShippedFile]]:
+    """A database host's userdata (`dbMode: ec2`) and the files it fetches; pure."""
+    config = DatabaseHostConfig(
+        role=DATABASE_ROLES[host],
+        host_name=host,
+        server_id=server_id(host),
+        region=region,
+        database=DATABASE_NAME,
+        primary_host=cloud_config.host_name(DATABASE_HOSTS[0], settings.internal_zone),
+        volume_id=made.volume_id,
+        secrets=made.secrets,
+        key_secret=made.key_secret,
+        backup_bucket=backup_bucket_name(settings, account_id, region),
+        retention_days=settings.db_backup_retention_days,
+    )
+    return render_database_host(
+        config,
+        settings.internal_zone,
+        readiness_report(settings, region),
+        ArtifactStore(bucket_name(settings.name_prefix, account_id, region), region),
+        ca_pem=made.ca_pem,
+        cert_pem=made.cert_pem,
+    )

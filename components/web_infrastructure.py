@@ -1,10 +1,12 @@
 """The whole architecture as one component: network, firewall, database, web tier, load balancer.
 
-Build order follows the data: the network and firewall first; the database and the app's
-database secret next (the web tier's role names that secret, which does not wait for RDS; the
-bootstrap that creates the app's user does, and runs meanwhile); then the web nodes and
-HAProxy, whose userdata only names hosts in the private zone, each behind a readiness gate;
-last, the zone's records, which point those names at the addresses of hosts that serve.
+Build order follows the data: the network and firewall first; the database tier and the app's
+database secret next (the web tier's role names that secret, which does not wait for the
+database); then the web nodes and HAProxy, whose userdata only names hosts in the private zone,
+each behind a readiness gate; last, the zone's records, which point those names at the addresses
+of hosts that serve. The database tier is a variant chosen by `dbMode` (`components.database`):
+RDS and the bootstrap function that creates the app's user, or database hosts of the stack's
+own, which boot once the private zone holds their names.
 
 The constructor is that sequence and nothing else: each step is a method with one job that
 takes the slice of settings its tier needs into the tier's typed args (a new mode of a tier is a
@@ -25,12 +27,13 @@ import pulumi
 import pulumi_aws as aws
 
 from components.artifacts import Artifacts, ArtifactsArgs
-from components.database import Database, DatabaseArgs
+from components.database import Database, DatabaseArgs, DatabaseLaunch, DatabaseTier, RdsTier
 from components.database_bootstrap import (
     DatabaseBootstrap,
     DatabaseBootstrapArgs,
     app_secret_name,
 )
+from components.database_hosts import DatabaseHost, DatabaseHosts, DatabaseHostsArgs
 from components.firewall import Firewall, FirewallArgs
 from components.hardened_instance import ubuntu_ami
 from components.internal_dns import InternalDns, InternalDnsArgs
@@ -42,7 +45,11 @@ from components.rendered_hosts import (
     APP_USERNAME,
     DATABASE_NAME,
     MASTER_USERNAME,
+    REPLICATION_USERNAME,
+    DatabaseHostResources,
     RenderedHosts,
+    backup_bucket_name,
+    database_host_userdata,
     metrics_agent_policies,
     readiness_report,
     render_hosts,
@@ -51,9 +58,11 @@ from components.site_record import SiteRecord, SiteRecordArgs
 from components.stack_outputs import STACK_OUTPUTS
 from components.web_tier import WebNode, WebTier, WebTierArgs
 from settings import AwsProviderSettings, Settings
+from settings import database_hosts as database_shape
 from settings.instance_types import cpu_architecture
 from settings.load_balancers import PAIR, fixed_private_ip
 from userdata import cloud_config
+from userdata.database_host import DatabaseSecrets
 
 
 class WebInfrastructure(pulumi.ComponentResource):
@@ -61,7 +70,7 @@ class WebInfrastructure(pulumi.ComponentResource):
 
     network: Network
     firewall: Firewall
-    database: Database
+    database: DatabaseTier
     web: WebTier
     load_balancer: LoadBalancer
     outputs: dict[str, pulumi.Output[object]]
@@ -84,11 +93,11 @@ class WebInfrastructure(pulumi.ComponentResource):
 
         self.network = self._network(settings, where)
         self.firewall = self._firewall(settings)
-        self.database = self._database(settings)
-        bootstrap = self._database_bootstrap(settings)
+        self.database = self._database(settings, where)
         hosts = self._hosts(settings, aws_settings, where)
-        self.web = self._web_tier(settings, hosts, bootstrap)
+        self.web = self._web_tier(settings, hosts)
         dns = self._internal_dns(settings)
+        self._launch_database(hosts, dns)
         self.load_balancer = self._load_balancer(settings, hosts, where, dns)
         self._site_record(settings)
         monitoring = self._monitoring(settings, where, us_east_1)
@@ -117,11 +126,19 @@ class WebInfrastructure(pulumi.ComponentResource):
                 web_port=cloud_config.WEB_PORT,
                 database_port=cloud_config.MYSQL_PORT,
                 vrrp=settings.load_balancer_count == PAIR,
+                database_hosts=settings.db_mode == "ec2",
             ),
             opts=self._child,
         )
 
-    def _database(self, settings: Settings) -> Database:
+    def _database(self, settings: Settings, where: Placement) -> DatabaseTier:
+        """The database tier in the variant `dbMode` asks for."""
+        if settings.db_mode == "ec2":
+            return self._database_hosts(settings, where)
+        database = self._rds(settings)
+        return RdsTier(database, self._database_bootstrap(settings, database))
+
+    def _rds(self, settings: Settings) -> Database:
         return Database(
             f"{self._prefix}-database",
             DatabaseArgs(
@@ -142,8 +159,11 @@ class WebInfrastructure(pulumi.ComponentResource):
             opts=self._child,
         )
 
-    def _database_bootstrap(self, settings: Settings) -> DatabaseBootstrap:
+    def _database_bootstrap(self, settings: Settings, database: Database) -> DatabaseBootstrap:
         """The app's own user and secret; only the bootstrap reads the master secret."""
+        group = self.firewall.database_bootstrap_group_id
+        if group is None:
+            raise AssertionError("RDS's bootstrap needs its security group")
         return DatabaseBootstrap(
             f"{self._prefix}-database-bootstrap",
             DatabaseBootstrapArgs(
@@ -151,16 +171,82 @@ class WebInfrastructure(pulumi.ComponentResource):
                 secret_name=app_secret_name(self._prefix),
                 app_username=APP_USERNAME,
                 database_name=DATABASE_NAME,
-                primary_address=self.database.primary_address,
+                primary_address=database.primary_address,
                 port=cloud_config.MYSQL_PORT,
-                master_secret_arn=self.database.master_secret_arn,
+                master_secret_arn=database.master_secret_arn,
                 subnet_ids=[s.id for s in self.network.private_subnets],
-                security_group_id=self.firewall.database_bootstrap_group_id,
+                security_group_id=group,
                 ca_bundle_url=cloud_config.RDS_CA_URL,
                 log_retention_days=settings.log_retention_days,
                 run_after=[self.network, self.firewall],
             ),
             opts=self._child,
+        )
+
+    def _database_hosts(self, settings: Settings, where: Placement) -> DatabaseHosts:
+        """`dbMode: ec2`: the hosts' secrets, certificates, volumes and backups; the hosts
+        themselves boot in `_launch_database`, once the private zone exists."""
+        subnets = self.network.private_subnets
+
+        def render_userdata(
+            host: str,
+            *,
+            volume_id: str,
+            secrets: dict[str, str],
+            key_secret: str,
+            ca_pem: str,
+            cert_pem: str,
+        ) -> str:
+            made = DatabaseHostResources(
+                volume_id, DatabaseSecrets(**secrets), key_secret, ca_pem, cert_pem
+            )
+            return database_host_userdata(settings, where.region, where.account_id, made, host)[0]
+
+        readiness = readiness_report(settings, where.region)
+        return DatabaseHosts(
+            f"{self._prefix}-database-hosts",
+            DatabaseHostsArgs(
+                name_prefix=self._prefix,
+                hosts=[
+                    DatabaseHost(
+                        name=host,
+                        role=database_shape.ROLES[host],
+                        # One per zone: database-1 in the first, database-2 in the second.
+                        subnet_id=subnets[i].id,
+                        availability_zone=where.zones[i],
+                        private_ip=database_shape.fixed_private_ip(settings.vpc_cidr, i),
+                        reserved_cidr=database_shape.reserved_cidr(settings.vpc_cidr, i),
+                        ready_parameter=readiness.parameter(host),
+                    )
+                    for i, host in enumerate(database_shape.HOSTS)
+                ],
+                instance_type=settings.db_instance_type,
+                data_volume_gb=settings.db_allocated_storage_gb,
+                security_group_id=self.firewall.database_group_id,
+                zone_name=settings.internal_zone,
+                usernames={
+                    "admin": MASTER_USERNAME,
+                    "replication": REPLICATION_USERNAME,
+                    "app": APP_USERNAME,
+                },
+                app_secret_name=app_secret_name(self._prefix),
+                backup_bucket_name=backup_bucket_name(settings, where.account_id, where.region),
+                backup_retention_days=settings.db_backup_retention_days,
+                render_userdata=render_userdata,
+            ),
+            opts=self._child,
+        )
+
+    def _launch_database(self, hosts: Hosts, dns: InternalDns) -> None:
+        """The database tier's own hosts, if it has any, named in the private zone."""
+        self.database.launch(
+            DatabaseLaunch(
+                ami=hosts.ami,
+                artifacts_arn=hosts.artifacts.files_arn,
+                gates=hosts.gates,
+                boot_needs=hosts.boot_needs,
+                zone_id=dns.zone_id,
+            )
         )
 
     def _hosts(
@@ -200,11 +286,12 @@ class WebInfrastructure(pulumi.ComponentResource):
             agent_policies=metrics_agent_policies(settings, where.region, where.account_id),
             # Instances boot into apt and fetch the app: they wait for the NAT routes, the egress
             # rules and the artifacts. Nothing else does (the IAM roles are created meanwhile).
-            boot_needs=[self.network, self.firewall, artifacts],
+            # And a database host's fixed address is reserved before any other host launches.
+            boot_needs=[self.network, self.firewall, artifacts, *self.database.boot_before],
             ami=ami,
         )
 
-    def _web_tier(self, settings: Settings, hosts: Hosts, bootstrap: DatabaseBootstrap) -> WebTier:
+    def _web_tier(self, settings: Settings, hosts: Hosts) -> WebTier:
         subnets = self.network.private_subnets
         return WebTier(
             f"{self._prefix}-web",
@@ -217,14 +304,14 @@ class WebInfrastructure(pulumi.ComponentResource):
                         name=node,
                         # Round the zones: web-1 in the first, web-2 in the second, ...
                         subnet_id=subnets[i % len(subnets)].id,
-                        user_data=hosts.rendered.web[node],
+                        user_data=self.database.web_user_data(hosts.rendered.web[node]),
                         ready_parameter=hosts.readiness.parameter(node),
                     )
                     for i, node in enumerate(settings.web_node_names)
                 ],
                 batches=settings.rollout_batches,
                 security_group_id=self.firewall.web_group_id,
-                app_secret_arn=bootstrap.app_secret_arn,
+                app_secret_arn=self.database.app_secret_arn,
                 artifacts_arn=hosts.artifacts.files_arn,
                 metrics_agent_policy=hosts.agent_policies["web"],
                 gates=hosts.gates,
@@ -245,8 +332,8 @@ class WebInfrastructure(pulumi.ComponentResource):
                 a_records={node: gate.private_ip for node, gate in self.web.gates.items()},
                 followed_by_haproxy=settings.web_node_names,
                 cname_records={
-                    "db-primary": self.database.primary_address,
-                    "db-replica": self.database.replica_address,
+                    "db-primary": self.database.primary_name,
+                    "db-replica": self.database.replica_name,
                 },
             ),
             opts=self._child,
@@ -326,7 +413,8 @@ class WebInfrastructure(pulumi.ComponentResource):
                 load_balancer_names=settings.load_balancer_names,
                 db_primary_identifier=settings.db_primary_identifier,
                 db_replica_identifier=settings.db_replica_identifier,
-                databases=[self.database],
+                databases=list(self.database.resources),
+                rds_events=settings.db_mode == "rds",
                 db_instance_class=settings.db_instance_class,
                 db_allocated_storage_gb=settings.db_allocated_storage_gb,
                 alarm_email=settings.alarm_email,

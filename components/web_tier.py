@@ -41,7 +41,8 @@ class WebNode:
     name: str
     """The node's name: web-1, web-2, ...; also its host name and `X-Served-By` value."""
     subnet_id: pulumi.Input[str]
-    user_data: str
+    user_data: pulumi.Input[str]
+    """Known at preview with RDS; with database hosts it carries their CA (pulumi-tls's)."""
     ready_parameter: str
     """The SSM parameter the node reports to once it serves."""
 

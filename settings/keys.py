@@ -18,6 +18,12 @@ from settings.web_tier import MAX_WEB_NODES, MIN_WEB_NODES, rollout_batches, web
 from userdata.metric_catalog import LOG_RETENTION_DAYS_ALLOWED
 
 NAMESPACE = "web-infra"
+DB_MODES = ("rds", "ec2")
+DB_INSTANCE_TYPE = "t4g.small"
+RDS_ONLY_KEYS = ("dbInstanceClass", "dbMultiAz", "dbApplyImmediately", "dbMaxAllocatedStorageGb")
+"""Keys that configure RDS itself: refused with `dbMode: ec2`, where nothing reads them."""
+EC2_DATABASE_KEYS = ("dbInstanceType",)
+"""Keys of the database hosts: refused with `dbMode: rds`, where nothing reads them."""
 
 
 @dataclass(frozen=True)
@@ -36,11 +42,14 @@ class Settings:
     """`loadBalancerCount`: 2 (a pair across two zones sharing the Elastic IP, the default) or
     1 (one instance: cheaper, and the site is down while it is)."""
     db_mode: str
-    """`dbMode`: how the database is run; `rds` (RDS MySQL primary + read replica)."""
+    """`dbMode`: how the database is run; `rds` (RDS MySQL primary + read replica) or `ec2`
+    (MariaDB on two EC2 hosts of the stack's own, `database-1` the primary and `database-2`
+    the replica)."""
     db_instance_class: str
-    """`dbInstanceClass`: RDS class of the primary and the replica."""
+    """`dbInstanceClass`: RDS class of the primary and the replica (`rds` only)."""
     db_allocated_storage_gb: int
-    """`dbAllocatedStorageGb`: gp3 storage of the primary, 20 to 16384 GiB."""
+    """`dbAllocatedStorageGb`: gp3 storage of each database, 20 to 16384 GiB: the RDS
+    instances' storage, or with `ec2` each database host's data volume."""
     db_backup_retention_days: int
     """`dbBackupRetentionDays`: automated backups kept on the primary, 1 to 35 days."""
     db_multi_az: bool
@@ -82,6 +91,8 @@ class Settings:
     """`alarmEmail`: an address subscribed to the stack's alarm topic (AWS asks to confirm)."""
     log_retention_days: int
     """`logRetentionDays`: how long the hosts' logs are kept in CloudWatch Logs."""
+    db_instance_type: str = DB_INSTANCE_TYPE
+    """`dbInstanceType`: EC2 type of each database host (`ec2` only)."""
 
     @property
     def name_prefix(self) -> str:
@@ -151,7 +162,7 @@ KEYS = (
         parsers.instance_type("t3.micro"),
     ),
     Key("loadBalancerCount", "load_balancer_count", PAIR, parsers.integer(SINGLE, PAIR)),
-    Key("dbMode", "db_mode", "rds", parsers.choice("rds")),
+    Key("dbMode", "db_mode", "rds", parsers.choice(*DB_MODES)),
     Key(
         "dbInstanceClass",
         "db_instance_class",
@@ -203,6 +214,12 @@ KEYS = (
         "log_retention_days",
         30,
         parsers.one_of_numbers(LOG_RETENTION_DAYS_ALLOWED),
+    ),
+    Key(
+        "dbInstanceType",
+        "db_instance_type",
+        DB_INSTANCE_TYPE,
+        parsers.instance_type(DB_INSTANCE_TYPE),
     ),
 )
 KNOWN_KEYS = tuple(key.name for key in KEYS)

@@ -13,7 +13,15 @@ from typing import Any
 
 from settings.aws_provider import parse_aws_provider
 from settings.errors import SettingsError, shown, shown_key
-from settings.keys import KEYS, KNOWN_KEYS, NAMESPACE, REMOVED_KEYS, Settings
+from settings.keys import (
+    EC2_DATABASE_KEYS,
+    KEYS,
+    KNOWN_KEYS,
+    NAMESPACE,
+    RDS_ONLY_KEYS,
+    REMOVED_KEYS,
+    Settings,
+)
 from settings.names import stack_name_problems
 from settings.web_tier import (
     CONNECTIONS_PER_NODE,
@@ -21,6 +29,9 @@ from settings.web_tier import (
     database_connections_needed,
 )
 from userdata.metric_catalog import estimated_max_connections, rds_class_memory_gib
+
+MARIADB_MAX_CONNECTIONS = 151
+"""The database hosts' limit (`dbMode: ec2`): MariaDB's default max_connections, which they keep."""
 
 
 def load_settings(raw: Mapping[str, Any], *, project: str = NAMESPACE, stack: str) -> Settings:
@@ -59,6 +70,8 @@ def load_settings(raw: Mapping[str, Any], *, project: str = NAMESPACE, stack: st
             problems.append(
                 f"{NAMESPACE}:{key.name} = {shown(values[key.name])} is not allowed; use {allowed}"
             )
+    given = {name for name, value in values.items() if value is not None}
+    problems += _database_mode_problems(fields.get("db_mode"), given)
     problems += _cross_key_problems(fields)
     problems += parse_aws_provider(raw)[1]
     problems += stack_name_problems(stack)
@@ -104,11 +117,36 @@ def _namespace_problems(raw: Mapping[Any, Any]) -> list[str]:
     return problems
 
 
+def _database_mode_problems(mode: object, given: set[str]) -> list[str]:
+    """Keys of the other database mode: nothing would read them, so they are refused rather
+    than silently ignored (the user believes they took effect)."""
+    if mode == "ec2":
+        return [
+            f"{NAMESPACE}:{key} configures RDS, and {NAMESPACE}:dbMode = 'ec2' runs the "
+            f"database on EC2 hosts: remove it with `pulumi config rm {NAMESPACE}:{key}` (the "
+            f"hosts' type is {NAMESPACE}:dbInstanceType), or set {NAMESPACE}:dbMode rds"
+            for key in RDS_ONLY_KEYS
+            if key in given
+        ]
+    if mode == "rds":
+        return [
+            f"{NAMESPACE}:{key} configures the database hosts of {NAMESPACE}:dbMode = 'ec2', "
+            f"and this stack runs RDS: remove it with `pulumi config rm {NAMESPACE}:{key}` "
+            f"(RDS's class is {NAMESPACE}:dbInstanceClass), or set {NAMESPACE}:dbMode ec2"
+            for key in EC2_DATABASE_KEYS
+            if key in given
+        ]
+    return []
+
+
 def _cross_key_problems(fields: dict[str, Any]) -> list[str]:
     """Rules between keys, checked only when each key on its own is valid."""
     problems = []
+    rds = fields.get("db_mode") == "rds"
     nodes, db_class = fields.get("web_node_count"), fields.get("db_instance_class")
-    if isinstance(nodes, int) and isinstance(db_class, str):
+    # The connection budget is RDS's (its class sets max_connections); the database hosts
+    # configure theirs.
+    if rds and isinstance(nodes, int) and isinstance(db_class, str):
         try:
             limit = estimated_max_connections(rds_class_memory_gib(db_class))
         except ValueError as error:
@@ -123,11 +161,21 @@ def _cross_key_problems(fields: dict[str, Any]) -> list[str]:
                     f"dbInstanceClass (e.g. db.t4g.medium allows about 311) or at most {fits} "
                     "web nodes"
                 )
+    if fields.get("db_mode") == "ec2" and isinstance(nodes, int):
+        needed = database_connections_needed(nodes)
+        if needed > MARIADB_MAX_CONNECTIONS:
+            fits = (MARIADB_MAX_CONNECTIONS - DATABASE_CONNECTION_HEADROOM) // CONNECTIONS_PER_NODE
+            problems.append(
+                f"{NAMESPACE}:webNodeCount = {nodes} may open {needed} connections to each "
+                f"database, but MariaDB on the database hosts allows {MARIADB_MAX_CONNECTIONS} "
+                f"(its default max_connections): use at most {fits} web nodes with "
+                f"{NAMESPACE}:dbMode = 'ec2'"
+            )
     storage, ceiling = (
         fields.get("db_allocated_storage_gb"),
         fields.get("db_max_allocated_storage_gb"),
     )
-    if isinstance(storage, int) and isinstance(ceiling, int) and ceiling <= storage:
+    if rds and isinstance(storage, int) and isinstance(ceiling, int) and ceiling <= storage:
         problems.append(
             f"{NAMESPACE}:dbMaxAllocatedStorageGb = {ceiling} must be larger than "
             f"dbAllocatedStorageGb = {storage}, or storage could never grow; raise it"

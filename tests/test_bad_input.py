@@ -39,7 +39,7 @@ from settings import Settings, SettingsError, load_settings, load_stack_file
 from settings.aws_provider import AWS_KEYS
 from settings.errors import MAX_SHOWN, shown
 from settings.instance_types import cpu_architecture, ec2_instance_types
-from settings.keys import KNOWN_KEYS, NAMESPACE
+from settings.keys import EC2_DATABASE_KEYS, KNOWN_KEYS, NAMESPACE
 from tools import ami
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,6 +78,7 @@ VALID = {
     "dbMaxReplicaLagSeconds": "3",
     "alarmEmail": "ops@example.com",
     "logRetentionDays": "30",
+    "dbInstanceType": "t4g.small",
 }
 assert set(VALID) == set(KNOWN_KEYS), "a new key needs a valid example here"
 VALID_AWS = {
@@ -237,6 +238,8 @@ def test_every_key_accepts_its_documented_example(key: str) -> None:
     name = key.removeprefix(f"{NAMESPACE}:")
     https = ("domain", "acmeEmail", "publicZoneId")  # each needs the others (cross-key rules)
     extra = {k: VALID[k] for k in https[:2]} if name in https else {}
+    if name in EC2_DATABASE_KEYS:  # the database hosts' keys need their mode
+        extra = {"dbMode": "ec2"}
     load_settings({**extra, key: VALID[name], **VALID_AWS}, stack="dev")
 
 

@@ -95,7 +95,8 @@ def test_accepts_good_values(raw: dict[str, object], field: str, expected: objec
         ("webNodeCount", "two", "a whole number from 2 to 20"),
         ("webNodeCount", True, "a whole number from 2 to 20"),
         ("webNodeCount", "2.5", "a whole number from 2 to 20"),
-        ("dbMode", "aurora", "one of 'rds'"),
+        ("dbMode", "aurora", "one of 'rds', 'ec2'"),
+        ("dbInstanceType", "db.t4g.micro", "an EC2 instance type such as t4g.small"),
         ("natGateways", "none", "one of 'single', 'perAz'"),
         ("vpcCidr", "10.0.0.0/33", "a private IPv4 CIDR"),
         ("vpcCidr", "10.0.0.1/16", "a private IPv4 CIDR"),
@@ -287,3 +288,52 @@ def test_aws_settings_are_honoured_or_refused() -> None:
     assert "aws:assumeRoles is not honoured" in message
     assert "pulumi config rm aws:assumeRoles" in message
     assert "aws:allowedAccountIds = '[42]' is not allowed; use a list of 12-digit" in message
+
+
+def test_database_on_ec2_has_its_own_keys_and_defaults() -> None:
+    settings = load_settings({"dbMode": "ec2"}, stack="dev")
+    assert (settings.db_mode, settings.db_instance_type) == ("ec2", "t4g.small")
+    sized = load_settings(
+        {"dbMode": "ec2", "dbInstanceType": "m7g.large", "dbAllocatedStorageGb": 200},
+        stack="dev",
+    )
+    # The volume's size alone: RDS's autoscaling ceiling is not a rule of the hosts' volumes.
+    assert (sized.db_instance_type, sized.db_allocated_storage_gb) == ("m7g.large", 200)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("dbInstanceClass", "db.t4g.small"),
+        ("dbMultiAz", True),
+        ("dbApplyImmediately", False),
+        ("dbMaxAllocatedStorageGb", 200),
+    ],
+)
+def test_rds_keys_are_refused_on_ec2_with_a_fix(key: str, value: object) -> None:
+    """A key nothing reads is refused, not ignored: even set to its default value."""
+    with pytest.raises(SettingsError) as error:
+        load_settings({"dbMode": "ec2", key: value}, stack="dev")
+    message = str(error.value)
+    assert f"web-infra:{key} configures RDS" in message
+    assert f"pulumi config rm web-infra:{key}" in message
+    assert message.count("configures RDS") == 1
+    assert load_settings({"dbMode": "rds", key: value}, stack="dev").db_mode == "rds"
+
+
+def test_the_database_hosts_type_is_refused_with_rds() -> None:
+    for raw in ({"dbInstanceType": "t4g.small"}, {"dbMode": "rds", "dbInstanceType": "t3.large"}):
+        with pytest.raises(SettingsError) as error:
+            load_settings(raw, stack="dev")
+        assert "web-infra:dbInstanceType configures the database hosts" in str(error.value)
+        assert "pulumi config rm web-infra:dbInstanceType" in str(error.value)
+
+
+def test_the_database_hosts_take_every_connection_the_web_tier_may_open() -> None:
+    """The RDS class's limit does not apply to the hosts; MariaDB's default does."""
+    assert load_settings({"dbMode": "ec2", "webNodeCount": 11}, stack="dev").web_node_count == 11
+    with pytest.raises(SettingsError) as error:
+        load_settings({"dbMode": "ec2", "webNodeCount": 12}, stack="dev")
+    assert "webNodeCount = 12 may open 154 connections" in str(error.value)
+    assert "MariaDB on the database hosts allows 151" in str(error.value)
+    assert "at most 11 web nodes" in str(error.value)

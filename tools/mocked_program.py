@@ -9,6 +9,7 @@ like a first `pulumi preview`: whatever AWS computes (ids, addresses, endpoints)
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import ipaddress
 import json
@@ -55,6 +56,8 @@ class Registration:
     in `dependencies`; these are the ones no input carries)."""
     parent: str = ""
     """The parent's URN (the stack's for top-level resources)."""
+    protect: bool = False
+    """The `protect` option: Pulumi refuses to delete (or replace) the resource."""
 
 
 @dataclass
@@ -150,6 +153,7 @@ class AwsMocks(pulumi.runtime.Mocks):
         registration.delete_before_replace = bool(request.deleteBeforeReplace)
         registration.replace_on_changes = list(request.replaceOnChanges)
         registration.parent = request.parent
+        registration.protect = bool(request.protect)
         if request.HasField("replacement_trigger"):
             registration.replacement_trigger = json_format.MessageToDict(
                 request.replacement_trigger
@@ -259,10 +263,128 @@ class AwsMocks(pulumi.runtime.Mocks):
         if typ == "random:index/randomId:RandomId":
             raw = bytes.fromhex(seed[: 2 * int(inputs["byteLength"])].ljust(8, "0"))
             return seed[:8], {"hex": raw.hex(), "dec": str(int.from_bytes(raw, "big"))}
+        if typ == "aws:ebs/volume:Volume":
+            return f"vol-{seed}", {"arn": f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-{seed}"}
+        if typ == "aws:ec2/volumeAttachment:VolumeAttachment":
+            return f"vai-{seed[:10]}", {}
+        if typ == "aws:ec2/subnetCidrReservation:SubnetCidrReservation":
+            if inputs["reservationType"] == "explicit":
+                # AWS no longer hands out the reserved addresses by itself.
+                reserved = ipaddress.IPv4Network(inputs["cidrBlock"])
+                free = self.subnet_hosts[inputs["subnetId"]]
+                self.subnet_hosts[inputs["subnetId"]] = (a for a in free if a not in reserved)
+            return f"scr-{seed}", {"ownerId": ACCOUNT}
+        if typ.startswith("tls:index/"):
+            return f"{name}-{seed[:8]}", tls_outputs(typ, seed, inputs)
         if typ.startswith("pulumi-python:dynamic"):
             # A gate's create waits for a host's report; AWS answered at once here.
             return f"{name}-{seed[:8]}", {"ready_at": "2026-01-01T00:00:00Z"}
         return f"{name}-{seed[:8]}", {"arn": arn}
+
+
+def tls_outputs(typ: str, seed: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """What pulumi-tls computes, for real: keys, requests and certificates a TLS client
+    accepts (P-256 keys from the resource's seed, deterministic signatures, fixed dates)."""
+    from cryptography import x509  # noqa: PLC0415 - only programs that use pulumi-tls
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: PLC0415
+
+    def load_key(pem: Any) -> ec.EllipticCurvePrivateKey:
+        # A secret input arrives wrapped: {<the secret signature>: ..., "value": the PEM}.
+        text = pem["value"] if isinstance(pem, dict) else pem
+        key = serialization.load_pem_private_key(text.encode(), password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return key
+
+    def subject(args: dict[str, Any] | None) -> x509.Name:
+        args = args or {}
+        names = [x509.NameAttribute(NameOID.COMMON_NAME, args.get("commonName", "mock"))]
+        if args.get("organization"):
+            names.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, args["organization"]))
+        return x509.Name(names)
+
+    def certificate(
+        builder: x509.CertificateBuilder, issuer_key: ec.EllipticCurvePrivateKey, is_ca: bool
+    ) -> str:
+        hours = int(inputs["validityPeriodHours"])
+        start = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+        builder = (
+            builder.serial_number(int(seed, 16))
+            .not_valid_before(start)
+            .not_valid_after(start + datetime.timedelta(hours=hours))
+            .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
+        )
+        uses = set(inputs.get("allowedUses", []))
+        extended = [
+            oid
+            for use, oid in (
+                ("server_auth", ExtendedKeyUsageOID.SERVER_AUTH),
+                ("client_auth", ExtendedKeyUsageOID.CLIENT_AUTH),
+            )
+            if use in uses
+        ]
+        if extended:
+            builder = builder.add_extension(x509.ExtendedKeyUsage(extended), critical=False)
+        signed = builder.sign(issuer_key, hashes.SHA256(), ecdsa_deterministic=True)
+        return signed.public_bytes(serialization.Encoding.PEM).decode()
+
+    if typ == "tls:index/privateKey:PrivateKey":
+        key = ec.derive_private_key(int(seed, 16), ec.SECP256R1())
+        public = key.public_key()
+        return {
+            "privateKeyPem": key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.TraditionalOpenSSL,
+                serialization.NoEncryption(),
+            ).decode(),
+            "publicKeyPem": public.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ).decode(),
+        }
+    if typ == "tls:index/selfSignedCert:SelfSignedCert":
+        key = load_key(inputs["privateKeyPem"])
+        name = subject(inputs.get("subject"))
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .add_extension(
+                x509.KeyUsage(True, False, False, False, False, True, True, False, False),
+                critical=True,
+            )
+        )
+        return {"certPem": certificate(builder, key, bool(inputs.get("isCaCertificate")))}
+    if typ == "tls:index/certRequest:CertRequest":
+        key = load_key(inputs["privateKeyPem"])
+        request = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(subject(inputs.get("subject")))
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName(dns) for dns in inputs.get("dnsNames", [])]
+                ),
+                critical=False,
+            )
+            .sign(key, hashes.SHA256(), ecdsa_deterministic=True)
+        )
+        return {"certRequestPem": request.public_bytes(serialization.Encoding.PEM).decode()}
+    if typ == "tls:index/locallySignedCert:LocallySignedCert":
+        request = x509.load_pem_x509_csr(inputs["certRequestPem"].encode())
+        ca = x509.load_pem_x509_certificate(inputs["caCertPem"].encode())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(request.subject)
+            .issuer_name(ca.subject)
+            .public_key(request.public_key())
+            .add_extension(
+                request.extensions.get_extension_for_class(x509.SubjectAlternativeName).value,
+                critical=False,
+            )
+        )
+        return {"certPem": certificate(builder, load_key(inputs["caPrivateKeyPem"]), False)}
+    raise AssertionError(f"no mock for {typ}")
 
 
 class RecordingMonitor(MockMonitor):

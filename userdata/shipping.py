@@ -71,6 +71,8 @@ class PublishedFile:
             who = "web"
         elif all(h.startswith("load-balancer-") for h in self.hosts):
             who = "load-balancer"
+        elif all(h.startswith("database-") for h in self.hosts):
+            who = "database"
         else:
             who = "hosts"
         return f"{who}-{posixpath.basename(self.file.destination)}"
