@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from components.stack_outputs import SECURITY_GROUP_KEYS
-from tools.verify.outputs import Endpoint, Outputs
+from tools.verify.outputs import Endpoint, Outputs, on_rds
 from tools.verify.report import Check, Facts
 
 GROUP_LABELS = {"load_balancer": "lb sg", "web": "web sg", "database": "db sg"}
@@ -22,14 +22,18 @@ LIVE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
 
 def aws_session(outputs: Outputs, region: str | None = None) -> Any:
     """A boto3 session from the standard environment; region: `region`, else the environment's,
-    else the one in the RDS endpoint (`<id>.<hash>.<region>.rds.amazonaws.com`)."""
+    else the one in the RDS endpoint (`<id>.<hash>.<region>.rds.amazonaws.com`), else the
+    alarm topic's (`arn:aws:sns:<region>:...`; the database hosts' endpoints name none)."""
     import boto3  # noqa: PLC0415 - `--skip-aws` and `--help` work without loading boto3
 
     session = boto3.session.Session(region_name=region)
     if session.region_name is None:
         labels = outputs.db_primary_endpoint.host.split(".")
+        arn = outputs.monitoring.alarm_topic_arn.split(":")
         if len(labels) >= 5 and labels[-3:-1] == ["rds", "amazonaws"]:
             session = boto3.session.Session(region_name=labels[-4])
+        elif len(arn) >= 4 and arn[3]:
+            session = boto3.session.Session(region_name=arn[3])
     return session
 
 
@@ -197,7 +201,11 @@ def check_security_groups(ec2: Any, outputs: Outputs) -> list[Check]:
     groups = {str(g["GroupId"]): g for g in response.get("SecurityGroups", [])}
     checks: list[Check] = []
 
+    # On EC2 the database hosts also replicate to each other (components/firewall.py).
+    peers = {GROUP_LABELS["web"]} | (set() if on_rds(outputs) else {GROUP_LABELS["database"]})
     db_expected = f"only tcp/{MYSQL_PORT} from web sg ({ids['web']})"
+    if not on_rds(outputs):
+        db_expected += " and db sg (replication)"
     database = groups.get(ids["database"])
     if database is None:
         checks.append(Check("db sg ingress", db_expected, f"{ids['database']} not found", False))
@@ -206,7 +214,7 @@ def check_security_groups(ec2: Any, outputs: Outputs) -> list[Check]:
         for permission in database.get("IpPermissions", []):
             mysql = _is_single_port(permission, [MYSQL_PORT])
             for source in _sources(permission, labels):
-                good = mysql and source == GROUP_LABELS["web"]
+                good = mysql and source in peers
                 facts.add(f"{_ports(permission)} from {source}", good)
         if not facts.items:
             facts.add("no ingress rules", False)

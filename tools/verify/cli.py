@@ -22,9 +22,10 @@ from tools.verify.aws import (
     check_web_nodes,
 )
 from tools.verify.certificate import check_certificate
+from tools.verify.database_hosts import check_database_hosts
 from tools.verify.http_checks import check_http
 from tools.verify.monitoring import check_monitoring
-from tools.verify.outputs import Outputs, OutputsError, parse_outputs
+from tools.verify.outputs import Outputs, OutputsError, on_rds, parse_outputs
 from tools.verify.report import MAX_VALUE_CHARS, Check, cut, render_table, shorten, summary
 
 EXIT_OK = 0
@@ -49,7 +50,10 @@ def check_aws(outputs: Outputs, session: Any) -> list[Check]:
     checks += _guarded("load balancer", lambda: check_load_balancer(ec2, outputs))
     checks += _guarded("web nodes", lambda: check_web_nodes(ec2, outputs))
     checks += _guarded("security groups", lambda: check_security_groups(ec2, outputs))
-    checks += _guarded("database", lambda: check_database(rds, outputs))
+    if on_rds(outputs):
+        checks += _guarded("database", lambda: check_database(rds, outputs))
+    else:
+        checks += _guarded("database", lambda: check_database_hosts(ec2, outputs))
     checks += _guarded("monitoring", lambda: check_monitoring(session, config, outputs))
     return checks
 

@@ -238,3 +238,9 @@ def _https_outputs(raw: Mapping[str, Any], problems: list[str]) -> tuple[bool, s
     if enabled and not url:
         problems.append("https_url: required when https_enabled is true")
     return enabled, url.rstrip("/")
+
+
+def on_rds(outputs: Outputs) -> bool:
+    """True when the database is RDS's (`dbMode: rds`): its endpoints are RDS's
+    (`<id>.<hash>.<region>.rds.amazonaws.com`), not the database hosts' private records."""
+    return outputs.db_primary_endpoint.host.endswith(".rds.amazonaws.com")

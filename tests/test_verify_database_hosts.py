@@ -1,0 +1,150 @@
+"""tools.verify on a `dbMode: ec2` stack: the database hosts as EC2 sees them (moto).
+
+The stack is the RDS design of verify_fixtures with its database moved onto two EC2 hosts, as
+components/database_hosts.py makes them: Role=database, Name=<prefix>-database-N, a private
+subnet per zone, the database group (which also admits the other host: replication), and an
+encrypted data volume at /dev/sdf. The outputs name the hosts' private records.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from moto import mock_aws
+from verify_fixtures import AMI, Clients, _tags, build_stack
+
+from tools import verify
+from tools.verify.aws import aws_session
+from tools.verify.cli import check_aws
+from tools.verify.database_hosts import check_database_hosts
+
+ZONES = ("us-east-1a", "us-east-1b")
+_stacks = itertools.count(1)
+
+
+@pytest.fixture
+def clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clients]:
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with mock_aws():
+        yield Clients()
+
+
+def ec2_mode_stack(
+    clients: Clients, *, zones: tuple[str, str] = ZONES, encrypted: bool = True
+) -> dict[str, Any]:
+    """The design with its database on two hosts: outputs as `pulumi stack output --json`."""
+    prefix = f"web-infra-e{next(_stacks)}"
+    raw = build_stack(clients, prefix, replica=False)
+    ec2 = clients.ec2
+    db_sg = raw["security_group_ids"]["database"]
+    ec2.authorize_security_group_ingress(
+        GroupId=db_sg,
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 3306,
+                "ToPort": 3306,
+                "UserIdGroupPairs": [{"GroupId": db_sg}],
+            }
+        ],
+    )
+    subnets = ec2.describe_subnets(SubnetIds=raw["private_subnet_ids"])["Subnets"]
+    by_zone = {s["AvailabilityZone"]: s["SubnetId"] for s in subnets}
+    for index, zone in enumerate(zones, start=1):
+        instance = ec2.run_instances(
+            ImageId=AMI,
+            MinCount=1,
+            MaxCount=1,
+            InstanceType="t4g.small",
+            SubnetId=by_zone[zone],
+            SecurityGroupIds=[db_sg],
+            TagSpecifications=_tags("instance", f"{prefix}-database-{index}", "database"),
+        )["Instances"][0]
+        volume = ec2.create_volume(
+            AvailabilityZone=zone, Size=20, VolumeType="gp3", Encrypted=encrypted
+        )
+        ec2.attach_volume(
+            VolumeId=volume["VolumeId"], InstanceId=instance["InstanceId"], Device="/dev/sdf"
+        )
+    zone_name = f"{prefix}.internal"
+    return {
+        **raw,
+        "db_primary_endpoint": f"database-1.{zone_name}:3306",
+        "db_replica_endpoint": f"database-2.{zone_name}:3306",
+    }
+
+
+def database_checks(clients: Clients, raw: dict[str, Any]) -> dict[str, verify.Check]:
+    outputs = verify.parse_outputs(json.dumps(raw))
+    return {c.check: c for c in check_database_hosts(clients.ec2, outputs)}
+
+
+def test_the_database_hosts_pass_and_rds_is_not_asked(clients: Clients) -> None:
+    raw = ec2_mode_stack(clients)
+    checks = {c.check: c for c in check_aws(verify.parse_outputs(json.dumps(raw)), clients)}
+    database = ["db primary", "db replica", "db hosts AZ spread"]
+    assert [name for name in checks if name.startswith("db ")][-3:] == database
+    assert "db replication" not in checks  # RDS's source link: no such thing here
+    bad = {name: c.found for name, c in checks.items() if name.startswith("db") and not c.ok}
+    assert bad == {}
+    assert checks["db sg ingress"].found == "tcp/3306 from web sg, tcp/3306 from db sg"
+    assert "and db sg (replication)" in checks["db sg ingress"].expected
+    assert checks["db hosts AZ spread"].found == "database-1: us-east-1a, database-2: us-east-1b"
+    assert "encrypted data volume vol-" in checks["db primary"].found
+
+
+def test_an_unencrypted_data_volume_fails_its_host(clients: Clients) -> None:
+    checks = database_checks(clients, ec2_mode_stack(clients, encrypted=False))
+    assert {n for n, c in checks.items() if not c.ok} == {"db primary", "db replica"}
+    assert "unencrypted data volume" in checks["db replica"].found
+
+
+def test_both_hosts_in_one_zone_fail_the_spread(clients: Clients) -> None:
+    checks = database_checks(clients, ec2_mode_stack(clients, zones=(ZONES[0], ZONES[0])))
+    assert {n for n, c in checks.items() if not c.ok} == {"db hosts AZ spread"}
+
+
+def test_a_terminated_host_fails_its_line_only(clients: Clients) -> None:
+    raw = ec2_mode_stack(clients)
+    replica = clients.ec2.describe_instances(
+        Filters=[{"Name": "tag:Name", "Values": ["*-database-2"]}]
+    )["Reservations"][0]["Instances"][0]
+    clients.ec2.terminate_instances(InstanceIds=[replica["InstanceId"]])
+    checks = database_checks(clients, raw)
+    assert checks["db replica"].found.startswith("0 Role=database instances named *-database-2")
+    assert not checks["db replica"].ok
+    assert checks["db primary"].ok
+
+
+def test_without_a_region_the_alarm_topics_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_CONFIG_FILE", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    raw = {
+        "url": "https://www.example.com/",
+        "load_balancer_public_ip": "203.0.113.10",
+        "load_balancer_public_dns": "ec2-203-0-113-10.compute-1.amazonaws.com",
+        "web_private_ips": ["10.0.10.10", "10.0.11.10"],
+        "db_primary_endpoint": "database-1.web-infra-dev.internal:3306",
+        "db_replica_endpoint": "database-2.web-infra-dev.internal:3306",
+        "vpc_id": "vpc-1",
+        "public_subnet_ids": ["subnet-1"],
+        "private_subnet_ids": ["subnet-2"],
+        "security_group_ids": {"load_balancer": "sg-1", "web": "sg-2", "database": "sg-3"},
+        "alarm_topic_arn": "arn:aws:sns:eu-west-3:123456789012:web-infra-dev-alarms",
+        "health_check_alarm_topic_arn": "arn:aws:sns:us-east-1:123456789012:x",
+        "dashboard_url": "https://eu-west-3.console.aws.amazon.com/cloudwatch/home"
+        "?region=eu-west-3#dashboards/dashboard/web-infra-dev",
+        "health_check_id": "00000000-0000-0000-0000-000000000000",
+    }
+    session = aws_session(verify.parse_outputs(json.dumps(raw)))
+    assert session.region_name == "eu-west-3"
