@@ -180,3 +180,21 @@ def test_committed_diagram_matches_the_program(dev_run: ProgramRun) -> None:
     current = architecture_model(dev_run).to_json()
     if committed.read_text() != current:
         pytest.fail(STALE, pytrace=False)
+
+
+def test_on_ec2_the_database_is_two_hosts_in_their_subnets_with_the_admitted_flows() -> None:
+    """`dbMode: ec2`: no RDS; database-1 takes the writes, database-2 the reads, and the
+    primary replicates to the replica, each flow drawn because the firewall admits it."""
+    model = architecture_model(run_program(stack_config(db_mode="ec2")))
+    primary, replica = one(model, "db-primary"), one(model, "db-replica")
+    assert (primary, replica) == ("db-database-1", "db-database-2")
+    labels = {n.id: n.label for n in model.nodes}
+    assert "MariaDB" in labels[primary]
+    assert "primary, data on its own EBS volume" in labels[primary]
+    flows = {(e.source, e.target, e.kind) for e in model.edges}
+    for web in ("web-1", "web-2"):
+        assert (web, primary, "write") in flows
+        assert (web, replica, "read") in flows
+    assert (primary, replica, "replication") in flows
+    clusters = {n.id: n.cluster for n in model.nodes}
+    assert clusters[primary] != clusters[replica]  # one private subnet (zone) each

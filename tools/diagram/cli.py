@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from settings.keys import DB_MODES, EC2_DATABASE_KEYS, RDS_ONLY_KEYS
 from tools.diagram.drawing import render
 from tools.diagram.registrations import architecture_model
 from tools.mocked_program import ROOT, run_program
@@ -23,8 +24,11 @@ DEFAULT_OUTPUT = ROOT / "docs" / "architecture.png"
 STACK = "dev"
 
 
-def stack_config(stack: str = STACK, web_nodes: int | None = None) -> dict[str, Any]:
-    """The stack's `web-infra:` config from Pulumi.<stack>.yaml, with an optional override."""
+def stack_config(
+    stack: str = STACK, web_nodes: int | None = None, db_mode: str | None = None
+) -> dict[str, Any]:
+    """The stack's `web-infra:` config from Pulumi.<stack>.yaml, with optional overrides; a
+    `db_mode` other than the file's drops the other mode's keys (the settings refuse them)."""
     document = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text()) or {}
     namespace = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["name"] + ":"
     config = {
@@ -34,6 +38,10 @@ def stack_config(stack: str = STACK, web_nodes: int | None = None) -> dict[str, 
     }
     if web_nodes is not None:
         config["webNodeCount"] = web_nodes
+    if db_mode is not None and db_mode != config.get("dbMode", "rds"):
+        other = RDS_ONLY_KEYS if db_mode != "rds" else EC2_DATABASE_KEYS
+        config = {key: value for key, value in config.items() if key not in other}
+        config["dbMode"] = db_mode
     return config
 
 
@@ -49,6 +57,9 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--web-nodes", type=int, help="web nodes to draw (default: the dev stack's)"
     )
+    parser.add_argument(
+        "--db-mode", choices=DB_MODES, help="the database to draw (default: the dev stack's)"
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="PNG to write")
     return parser.parse_args(argv)
 
@@ -61,7 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    model = architecture_model(run_program(stack_config(web_nodes=args.web_nodes), stack=STACK))
+    model = architecture_model(
+        run_program(stack_config(web_nodes=args.web_nodes, db_mode=args.db_mode), stack=STACK)
+    )
     image = render(model, args.output)
     fingerprint = fingerprint_path(image)
     fingerprint.write_text(model.to_json())

@@ -33,7 +33,7 @@ DB_SUBNET_GROUP = "aws:rds/subnetGroup:SubnetGroup"
 ZONE = "aws:route53/zone:Zone"
 
 # What runs on an instance, by its Role tag (the userdata installs it).
-SOFTWARE = {"load-balancer": "HAProxy", "web": "Nginx + gunicorn"}
+SOFTWARE = {"load-balancer": "HAProxy", "web": "Nginx + gunicorn", "database": "MariaDB"}
 ENGINES = {"mysql": "MySQL", "mariadb": "MariaDB", "postgres": "PostgreSQL"}
 BALANCE = {"roundrobin": "round robin", "leastconn": "least connections", "source": "source hash"}
 
@@ -69,6 +69,9 @@ def _admits(run: ProgramRun, group: str, port: int, *, source: str) -> bool:
 
 def _groups(registration: Registration) -> list[str]:
     return list(registration.inputs.get("vpcSecurityGroupIds", []))
+
+
+MYSQL_PORT = 3306
 
 
 def _admits_any(run: ProgramRun, target: Registration, port: int, sources: Sequence[str]) -> bool:
@@ -259,6 +262,53 @@ def _web_tier(
 
 
 def _database(
+    run: ProgramRun, stack: _Stack, web_nodes: Sequence[Registration]
+) -> tuple[list[Node], list[Edge]]:
+    """The database as the program runs it: RDS instances (`dbMode: rds`) or the database
+    hosts (`dbMode: ec2`)."""
+    if not run.of_type(DB_INSTANCE):
+        return _database_hosts(run, stack, web_nodes)
+    return _rds_database(run, stack, web_nodes)
+
+
+def _database_hosts(
+    run: ProgramRun, stack: _Stack, web_nodes: Sequence[Registration]
+) -> tuple[list[Node], list[Edge]]:
+    """database-1 (the primary) and database-2 (its replica), each in its private subnet, and
+    the flows the firewall admits: writes to the first, reads from the second."""
+    hosts = sorted(run.instances("database"), key=lambda r: _natural(r.inputs["tags"]["Name"]))
+    if len(hosts) != 2:
+        raise ModelError(f"expected no RDS instance and two database hosts, found {len(hosts)}")
+    primary, replica = hosts
+    roles: tuple[tuple[Registration, NodeKind, str], ...] = (
+        (primary, "db-primary", "primary"),
+        (replica, "db-replica", "read replica"),
+    )
+    primary_node, replica_node = (
+        Node(
+            f"db-{stack.short(host.inputs['tags']['Name'])}",
+            kind,
+            _instance_label(run, stack, host, f"\n{role}, data on its own EBS volume"),
+            stack.subnet_clusters[host.inputs["subnetId"]],
+        )
+        for host, kind, role in roles
+    )
+    edges: list[Edge] = []
+    for web in web_nodes:
+        web_id = stack.short(web.inputs["tags"]["Name"])
+        flows: tuple[tuple[Registration, Node, EdgeKind, str], ...] = (
+            (primary, primary_node, "write", "writes"),
+            (replica, replica_node, "read", "reads"),
+        )
+        for host, target, kind, verb in flows:
+            if _admits_any(run, host, MYSQL_PORT, _groups(web)):
+                edges.append(Edge(web_id, target.id, kind, f"{verb} :{MYSQL_PORT}"))
+    if _admits_any(run, primary, MYSQL_PORT, _groups(replica)):
+        edges.append(Edge(primary_node.id, replica_node.id, "replication", "GTID replication, TLS"))
+    return [primary_node, replica_node], edges
+
+
+def _rds_database(
     run: ProgramRun, stack: _Stack, web_nodes: Sequence[Registration]
 ) -> tuple[list[Node], list[Edge]]:
     """The primary, the replicas that name it as their source, and the flows between them."""
