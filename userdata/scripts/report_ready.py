@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     if not wait_for_service(
         args.check_url, args.timeout, tls_unverified=args.tls_unverified, certificate=certificate
     ):
-        log(f"{args.check_url} did not serve within {args.timeout:g} s; not reporting ready")
+        log(f"{args.check_url} did not answer within {args.timeout:g} s; not reporting ready")
         return 1
     report = build_report(args.userdata_file, args.instance_id_file)
     if not write_report(args.parameter, args.region, report, deadline_seconds=args.write_deadline):
