@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -97,7 +97,11 @@ class MonitoringArgs:
     """Subscribe to the RDS instances' events; False when the database is not RDS."""
     load_balancer_names: Sequence[str] = ()
     """The pair's host names (`load-balancer-1`, `load-balancer-2`): its Elastic IP alarms and
-    dashboard widget follow them. Empty (or one name) for a single load balancer."""
+    dashboard widget follow them, and each host's instance alarms (status checks, CPU, memory,
+    disk) watch each. Empty (or one name) for a single load balancer."""
+    load_balancer_instance_ids: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    """Each of the pair's instance ids by host name (every name of `load_balancer_names`);
+    a single load balancer's is `load_balancer_instance_id`."""
 
     def shape(self) -> StackShape:
         return StackShape(
@@ -134,6 +138,13 @@ class MonitoringArgs:
             )
         if not self.web_instance_ids:
             problems.append("web_instance_ids: empty; pass each web node's instance id by name")
+        pair = self.shape().pair
+        if pair and sorted(self.load_balancer_instance_ids) != sorted(pair):
+            problems.append(
+                f"load_balancer_instance_ids: {sorted(self.load_balancer_instance_ids)}; pass "
+                f"each of the pair's instance ids by name ({', '.join(pair)}): their instance "
+                "alarms watch each"
+            )
         if self.db_memory_gib is None:
             try:
                 rds_class_memory_gib(self.db_instance_class)
@@ -203,6 +214,7 @@ class Monitoring(pulumi.ComponentResource):
         refs: dict[Ref, pulumi.Input[str]] = {
             HEALTH_CHECK: health_check.id,
             instance_ref("load-balancer"): args.load_balancer_instance_id,
+            **{instance_ref(host): i for host, i in args.load_balancer_instance_ids.items()},
             **{instance_ref(node): i for node, i in args.web_instance_ids.items()},
         }
         self.alarm_names = []

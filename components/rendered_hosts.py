@@ -135,17 +135,18 @@ def render_hosts(
     shape = stack_shape(settings, region)
     metrics = {node: catalogue(shape) for node in settings.web_node_names}
     # HAProxy has a slot for every possible node, and so has its metrics agent: the load
-    # balancer's files must not change with webNodeCount (only the alarms do). The catalogue
-    # knows the load balancers as one publisher (`load-balancer`): both of a pair publish the
-    # same series, which the alarms read together.
-    metrics[LOAD_BALANCER] = catalogue(
+    # balancer's files must not change with webNodeCount (only the alarms do). HAProxy's series
+    # have one publisher (`load-balancer`): both of a pair publish them, and the alarms read
+    # them together; each of a pair publishes its own memory and disk under its own name.
+    every_slot = catalogue(
         dataclasses.replace(shape, web_nodes=tuple(web_node_names(MAX_WEB_NODES)))
     )
+    metrics |= dict.fromkeys((LOAD_BALANCER, *shape.pair), every_slot)
     load_balancers = load_balancer_documents(settings, region)
     documents = {**load_balancers, **web_node_documents(settings, region, app_source=app_source)}
     userdata, shipped = {}, {}
     for host, document in documents.items():
-        publisher = LOAD_BALANCER if host in load_balancers else host
+        publisher = host if host in shape.pair or host not in load_balancers else LOAD_BALANCER
         # The metrics agent, its config built from the same catalogue as the alarms.
         with_agent = cloud_config.report_ready_last(
             merge_fragment(document, cloud_config_fragment(metrics[publisher], publisher, region))

@@ -405,12 +405,14 @@ class WebInfrastructure(pulumi.ComponentResource):
                 public_host=settings.domain or self.load_balancer.public_dns,
                 https=settings.domain is not None,
                 web_instance_ids={node: gate.instance_id for node, gate in self.web.gates.items()},
-                # The catalogue knows one load balancer host (the pair publishes as one):
-                # its instance alarms watch the first.
                 load_balancer_instance_id=self.load_balancer.instance_ids[
                     settings.load_balancer_names[0]
                 ],
                 load_balancer_names=settings.load_balancer_names,
+                # A pair: each host's instance alarms watch it.
+                load_balancer_instance_ids=(
+                    self.load_balancer.instance_ids if len(settings.load_balancer_names) > 1 else {}
+                ),
                 db_primary_identifier=settings.db_primary_identifier,
                 db_replica_identifier=settings.db_replica_identifier,
                 databases=list(self.database.resources),

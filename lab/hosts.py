@@ -180,6 +180,8 @@ class Hosts(Routing):
         )
         command = list(readiness.command)
         command[command.index("--timeout") + 1] = str(self.ready_timeout)
+        if "--domain" in command:  # the site's certificate chains to pebble's root here
+            command += ["--ca-file", str(self._acme_server().issuing_root)]
         stand_in = self.network.address(5)
         environment = {**os.environ, **aws.environment(stand_in, Ports.for_user(state.is_root).aws)}
         log = (Path(instance.directory) / "report-ready.log").open("ab")

@@ -101,6 +101,9 @@ def run_monitoring(
                 alarm_email=email,
                 health_check_provider=provider,
                 load_balancer_names=PAIR if pair else ("load-balancer-1",),
+                load_balancer_instance_ids={host: instance_id(host) for host in PAIR}
+                if pair
+                else {},
             ),
         )
         return pulumi.Output.all(

@@ -12,6 +12,7 @@ from userdata.metric_catalog import (
     StackShape,
     catalogue,
     estimated_max_connections,
+    instance_ref,
     log_sources,
     rds_class_memory_gib,
 )
@@ -100,7 +101,7 @@ def test_every_metric_of_the_table_is_read_and_every_key_is_known() -> None:
     assert metric_keys - read == set(), "metrics in the table that nothing reads"
     assert len(metric_keys) == len(METRICS), "a metric key repeats"
     alarm_keys = {a.key for a in catalogue(shape(2, pair=True)).alarms}
-    drawn = {key for widget in WIDGETS for key in widget.thresholds}
+    drawn = {key.format(host="load-balancer-1") for w in WIDGETS for key in w.thresholds}
     assert drawn <= alarm_keys, f"widgets draw unknown alarms: {sorted(drawn - alarm_keys)}"
 
 
@@ -136,7 +137,46 @@ def test_the_pairs_records_exist_only_with_a_pair() -> None:
     for host in ("load-balancer", "load-balancer-1", "load-balancer-2"):
         assert all(m.name not in ("ElasticIpHeld", "ElasticIpTakeovers")
                    for m in pair.agent_metrics(host))  # fmt: skip
-    assert pair.agent_metrics("load-balancer") == single.agent_metrics("load-balancer")
+    # Each of the pair publishes HAProxy's series as a single load balancer does (the alarms
+    # read both together), and its own memory and disk under its own name.
+    alone = single.agent_metrics("load-balancer")
+    for host in ("load-balancer-1", "load-balancer-2"):
+        published = pair.agent_metrics(host)
+        assert [m for m in published if m.source.prometheus] == [
+            m for m in alone if m.source.prometheus
+        ]
+        own = {(m.name, dict(m.dimensions)["Node"]) for m in published if not m.source.prometheus}
+        assert own == {("mem_used_percent", host), ("disk_used_percent", host)}
+
+
+INSTANCE_ALARMS = ("cpu", "memory", "disk", "instance-check", "system-check-recover")
+
+
+def test_each_load_balancer_of_the_pair_has_its_own_instance_alarms() -> None:
+    """Status checks, CPU, memory and disk watch load-balancer-1 and load-balancer-2 alike, as
+    the single load balancer's watch it: same rule, severity and tier, each its own instance
+    (or `Node`), and each recovers its own instance."""
+    pair = catalogue(shape(2, pair=True))
+    single = catalogue(shape(2))
+    keys = {a.key for a in pair.alarms}
+    assert not {f"load-balancer-{kind}" for kind in INSTANCE_ALARMS} & keys
+    for host in ("load-balancer-1", "load-balancer-2"):
+        for kind in INSTANCE_ALARMS:
+            alarm, alone = pair.alarm(f"{host}-{kind}"), single.alarm(f"load-balancer-{kind}")
+            assert (alarm.rule(), alarm.severity, alarm.tier) == (
+                alone.rule(),
+                alone.severity,
+                alone.tier,
+            )
+            assert isinstance(alarm.signal, Metric)
+            dimensions = dict(alarm.signal.dimensions)
+            if "InstanceId" in dimensions:
+                assert dimensions["InstanceId"] == instance_ref(host)
+            else:
+                assert dimensions["Node"] == host
+        assert pair.alarm(f"{host}-instance-check").severity == "critical"
+        assert pair.alarm(f"{host}-system-check-recover").recover_instance == host
+    assert instance_ref("load-balancer") not in pair.refs(), "nothing watches a third host"
 
 
 def test_the_metrics_are_the_names_elastic_address_publishes() -> None:

@@ -145,6 +145,48 @@ def test_status_check_alarms_recover_every_instance(five: MonitoringRun) -> None
     assert len(recovering) == 6
 
 
+def test_a_pairs_instance_alarms_watch_each_load_balancer() -> None:
+    """With the pair, status checks, CPU, memory and disk watch load-balancer-1 and
+    load-balancer-2, each its own instance, and each agent publishes what its alarms read."""
+    run = run_monitoring(2, pair=True)
+    alarms = run.alarms()
+    assert not [name for name in alarms if name.startswith(f"{PREFIX}-load-balancer-c")]
+    for host in ("load-balancer-1", "load-balancer-2"):
+        for kind in ("cpu", "instance-check", "system-check-recover"):
+            inputs = alarms[f"{PREFIX}-{host}-{kind}"].inputs
+            assert inputs["dimensions"] == {"InstanceId": instance_id(host)}, (host, kind)
+        assert RECOVER in alarms[f"{PREFIX}-{host}-system-check-recover"].inputs["alarmActions"]
+        published = published_by_agent(shape(2, pair=True), host)
+        for kind in ("memory", "disk"):
+            inputs = alarms[f"{PREFIX}-{host}-{kind}"].inputs
+            assert inputs["dimensions"]["Node"] == host
+            metric = (
+                inputs["namespace"],
+                inputs["metricName"],
+                frozenset(inputs["dimensions"].items()),
+            )
+            assert metric in published, (host, kind, "the agent does not publish it")
+
+
+@pytest.mark.parametrize("given", [{}, {"load-balancer-1": "i-1"}])
+def test_a_pair_without_each_instance_id_is_refused(given: dict[str, str]) -> None:
+    args = MonitoringArgs(
+        name_prefix=PREFIX,
+        region="us-east-1",
+        public_host=PUBLIC_HOST,
+        web_instance_ids={"web-1": "i-0"},
+        load_balancer_instance_id="i-1",
+        db_primary_identifier=PRIMARY,
+        db_replica_identifier=REPLICA,
+        db_instance_class="db.t4g.micro",
+        db_allocated_storage_gb=20,
+        load_balancer_names=("load-balancer-1", "load-balancer-2"),
+        load_balancer_instance_ids=given,
+    )
+    with pytest.raises(ValueError, match="load_balancer_instance_ids"):
+        args.check()
+
+
 def test_thresholds_that_depend_on_the_stack(two: MonitoringRun) -> None:
     alarms = two.alarms()
     storage = alarms[f"{PREFIX}-db-primary-free-storage"].inputs

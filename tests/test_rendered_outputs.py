@@ -89,9 +89,11 @@ def test_the_golden_files_cover_every_alarm_and_host() -> None:
     """Guards the golden files themselves: a capture that missed the alarms or the agent
     files would pin nothing."""
     document = json.loads((GOLDEN / "20-nodes.json").read_text(encoding="utf-8"))
-    assert len(document["alarms"]) == 1 + 4 + 2 + 20 + 21 * 5 + 9  # 2: the pair's Elastic IP
-    hosts = {name.rsplit("-", 1)[0] for name in document["agent_files"] if "agent.json" in name}
-    assert hosts == {"load-balancer", *(f"web-{i}" for i in range(1, 21))}
+    # 2: the pair's Elastic IP; 22 * 5: each host's (the pair's two and 20 web nodes)
+    assert len(document["alarms"]) == 1 + 4 + 2 + 20 + 22 * 5 + 9
+    agents = [name for name in document["agent_files"] if name.endswith("-agent.json")]
+    hosts = {name.removesuffix("-agent.json") for name in agents}
+    assert hosts == {"load-balancer-1", "load-balancer-2", *(f"web-{i}" for i in range(1, 21))}
     assert json.loads(document["dashboard"]["dashboardBody"])["widgets"]
 
 

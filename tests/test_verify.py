@@ -355,7 +355,10 @@ def test_the_pairs_elastic_ip_alarms_are_checked(clients: Clients, stack: Stack)
         "Maximum < 1 in 2 of 2 periods of 60 s"
     )
     assert checks["alarm lb-address-moved"].expected.startswith("Sum >= 1 in 1 of 1 periods")
-    assert "alarm load-balancer-cpu" in checks, "the instance alarms watch load-balancer-1"
+    for host in ("load-balancer-1", "load-balancer-2"):  # the instance alarms watch each
+        for alarm in ("cpu", "memory", "disk", "instance-check", "system-check-recover"):
+            assert checks[f"alarm {host}-{alarm}"].ok, checks[f"alarm {host}-{alarm}"]
+    assert "alarm load-balancer-cpu" not in checks
     prefix = raw["dashboard_url"].rsplit("/", 1)[1]
     clients.client("cloudwatch").delete_alarms(AlarmNames=[f"{prefix}-lb-no-address-holder"])
     checks = aws_checks(clients, raw)

@@ -139,8 +139,9 @@ def build_stack(
             "instance", f"{prefix}-load-balancer" + ("-1" if pair else ""), "load-balancer"
         ),
     )["Instances"][0]
+    pair_ids = {}
     if pair:
-        ec2.run_instances(
+        second = ec2.run_instances(
             ImageId=AMI,
             MinCount=1,
             MaxCount=1,
@@ -148,7 +149,8 @@ def build_stack(
             SubnetId=public[zones[1]],
             SecurityGroupIds=[lb_sg],
             TagSpecifications=_tags("instance", f"{prefix}-load-balancer-2", "load-balancer"),
-        )
+        )["Instances"][0]
+        pair_ids = {"load-balancer-1": lb["InstanceId"], "load-balancer-2": second["InstanceId"]}
     eip = ec2.allocate_address(Domain="vpc")
     ec2.associate_address(InstanceId=lb["InstanceId"], AllocationId=eip["AllocationId"])
     lb = ec2.describe_instances(InstanceIds=[lb["InstanceId"]])["Reservations"][0]["Instances"][0]
@@ -208,7 +210,9 @@ def build_stack(
         20,
         load_balancers=("load-balancer-1", "load-balancer-2") if pair else (),
     )
-    instance_ids = {LOAD_BALANCER: lb["InstanceId"], **web_ids}
+    # A pair's instance alarms watch each host (load-balancer-1, -2); a single one's is the
+    # catalogue's `load-balancer`.
+    instance_ids = {LOAD_BALANCER: lb["InstanceId"], **pair_ids, **web_ids}
     monitoring_outputs = build_monitoring(
         clients, shape, instance_ids, lb["PublicDnsName"], create=monitoring
     )

@@ -398,6 +398,8 @@ def load_balancer_cloud_config(
     report_ready[report_ready.index("--check-url") : report_ready.index("--check-url")] = [
         "--tls-unverified"
     ]
+    if tls.domain and tls.secret_id:  # and then serve the pair's certificate, once there is one
+        report_ready += ["--domain", tls.domain, "--certificate-secret", tls.secret_id]
     certificate_script = _file(
         SITE_CERTIFICATE, SITE_CERTIFICATE_SOURCE.read_text(), permissions="0755"
     )

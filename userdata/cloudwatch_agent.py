@@ -152,11 +152,11 @@ def _literal(text: str) -> str:
 
 def _job(host: str) -> str:
     """The Prometheus job: also the log stream of its metric events."""
-    return "haproxy" if host == LOAD_BALANCER else f"nginx-{host}"
+    return "haproxy" if role_of(host) == LOAD_BALANCER else f"nginx-{host}"
 
 
 def _endpoint(host: str) -> Endpoint:
-    return HAPROXY_METRICS if host == LOAD_BALANCER else NGINX_METRICS
+    return HAPROXY_METRICS if role_of(host) == LOAD_BALANCER else NGINX_METRICS
 
 
 def _prometheus_metrics(catalogue: Catalogue, host: str) -> list[Metric]:
@@ -199,7 +199,7 @@ def prometheus_config(catalogue: Catalogue, host: str) -> dict[str, Any]:
             }
         ],
     }
-    if host == LOAD_BALANCER:
+    if role_of(host) == LOAD_BALANCER:
         job["params"] = {"scope": list(HAPROXY_SCOPES)}
     return {
         "global": {"scrape_interval": f"{SCRAPE_INTERVAL_SECONDS}s", "scrape_timeout": "10s"},

@@ -58,9 +58,10 @@ def _monitored(ec2: Any, rds: Any, outputs: Outputs) -> _Monitored:
         numbered = re.search(rf"-({LOAD_BALANCER}-[12])$", name)
         if tags.get("Role") == "load-balancer" and numbered:
             load_balancers.add(numbered.group(1))
+            # A pair's instance alarms watch each host by its name; a single load balancer's
+            # are the catalogue's one `load-balancer` host.
+            refs[instance_ref(numbered.group(1))] = str(instance["InstanceId"])
             if numbered.group(1) == f"{LOAD_BALANCER}-1":
-                # The catalogue's one load-balancer host: the program's instance alarms watch
-                # the first of the pair (or the only one).
                 refs[instance_ref(LOAD_BALANCER)] = str(instance["InstanceId"])
     primary_id = outputs.db_primary_endpoint.identifier
     replica_id = outputs.db_replica_endpoint.identifier

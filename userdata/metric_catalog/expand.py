@@ -15,6 +15,7 @@ from typing import Any
 
 from userdata.metric_catalog.model import (
     GIB,
+    LOAD_BALANCER,
     ROLES,
     TIERS,
     AlarmSpec,
@@ -256,7 +257,9 @@ class Catalogue:
                 lines=lines,
                 statistic=record.statistic,
                 period=record.period,
-                thresholds=tuple(self.alarm(key) for key in record.thresholds),
+                thresholds=tuple(
+                    self.alarm(key.format(host=self.shape.hosts[0])) for key in record.thresholds
+                ),
                 y_min=record.y_min,
             )
 
@@ -273,10 +276,15 @@ class Catalogue:
             yield from widget.metrics
 
     def agent_metrics(self, host: str) -> list[Metric]:
-        """What the agent on `host` publishes: the metrics its config is built from."""
+        """What the agent on `host` publishes: the metrics its config is built from. Each of a
+        pair publishes its own host's series (`Node` = its name) and the load balancer's
+        (`load-balancer`: HAProxy's, which the alarms read for both together)."""
+        publishers = {host}
+        if role_of(host) == LOAD_BALANCER:
+            publishers.add(LOAD_BALANCER)
         found: dict[tuple[str, tuple[tuple[str, DimensionValue], ...]], Metric] = {}
         for metric in self._all_metrics():
-            if metric.host == host and metric.source.agent:
+            if metric.host in publishers and metric.source.agent:
                 found.setdefault((metric.name, metric.dimensions), metric)
         return list(found.values())
 

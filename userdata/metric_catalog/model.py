@@ -254,8 +254,9 @@ class StackShape:
 
     @property
     def hosts(self) -> tuple[str, ...]:
-        """Every EC2 host: the load balancer first, then the web nodes in order."""
-        return (LOAD_BALANCER, *self.web_nodes)
+        """Every EC2 host: the load balancer first (each of a pair: `load-balancer-1`,
+        `load-balancer-2`; a single one is `load-balancer`), then the web nodes in order."""
+        return (*(self.pair or (LOAD_BALANCER,)), *self.web_nodes)
 
     @property
     def memory_gib(self) -> float:
@@ -322,8 +323,11 @@ class LogSource:
 
 
 def role_of(host: str) -> str:
-    """`load-balancer` for the load balancer, `web` for web-1, web-2, ..."""
-    return LOAD_BALANCER if host == LOAD_BALANCER else WEB
+    """`load-balancer` for the load balancer (and each of a pair, `load-balancer-1`, ...),
+    `web` for web-1, web-2, ..."""
+    if host == LOAD_BALANCER or re.fullmatch(rf"{LOAD_BALANCER}-\d+", host):
+        return LOAD_BALANCER
+    return WEB
 
 
 # --- RDS classes: memory, and what MySQL allows ------------------------------------------------

@@ -447,7 +447,8 @@ WIDGETS = (
                  60, thresholds=("site-health-check",), y_min=0),
     WidgetRecord("Hosts: memory and disk used %",
                  (Line("host-memory", "host"), Line("host-disk", "host")), "Maximum", 300,
-                 thresholds=(f"{LOAD_BALANCER}-memory", f"{LOAD_BALANCER}-disk"), y_min=0),
+                 # `{host}`: the first host's (every host's are the same).
+                 thresholds=("{host}-memory", "{host}-disk"), y_min=0),
     WidgetRecord("Database CPU %", (Line("rds-cpu", "db"),), "Average", 300,
                  thresholds=("db-primary-cpu",), y_min=0),
     WidgetRecord("Database connections", (Line("rds-connections", "db"),), "Maximum", 60,
