@@ -94,7 +94,8 @@ class MonitoringArgs:
     refuses a subscription to an instance that does not exist yet (SourceNotFound). Empty
     only when the instances exist already (another stack's, or in tests)."""
     rds_events: bool = True
-    """Subscribe to the RDS instances' events; False when the database is not RDS."""
+    """The database is RDS: subscribe to its instances' events and watch its metrics; False
+    with `dbMode: ec2` (no RDS instance to watch)."""
     load_balancer_names: Sequence[str] = ()
     """The pair's host names (`load-balancer-1`, `load-balancer-2`): its Elastic IP alarms and
     dashboard widget follow them, and each host's instance alarms (status checks, CPU, memory,
@@ -114,6 +115,7 @@ class MonitoringArgs:
             db_allocated_storage_gb=self.db_allocated_storage_gb,
             db_memory_gib=self.db_memory_gib,
             metrics_namespace=self.metrics_namespace,
+            db_on_rds=self.rds_events,
             load_balancers=tuple(self.load_balancer_names),
         )
 

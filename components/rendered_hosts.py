@@ -61,6 +61,7 @@ def stack_shape(settings: Settings, region: str) -> StackShape:
         db_replica=settings.db_replica_identifier,
         db_instance_class=settings.db_instance_class,
         db_allocated_storage_gb=settings.db_allocated_storage_gb,
+        db_on_rds=settings.db_mode == "rds",
         load_balancers=tuple(settings.load_balancer_names),
     )
 

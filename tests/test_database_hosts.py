@@ -500,3 +500,21 @@ def test_no_web_node_gets_a_database_host_s_address() -> None:
     big = run_program({"dbMode": "ec2", "webNodeCount": 11})
     addresses = [r.outputs["privateIp"] for r in big.of_type(INSTANCE)]
     assert len(addresses) == len(set(addresses)) == 11 + 2 + 2
+
+
+def test_no_alarm_or_dashboard_line_watches_rds_that_is_not_there(run: ProgramRun) -> None:
+    """On EC2 there is no RDS instance: an RDS alarm would sit without data for ever, and a
+    dashboard line would stay empty. (The database hosts' own alarms are not made yet.)"""
+    alarms = run.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+    assert alarms, "the stack's other alarms are still made"
+    watched = {
+        str(query.get("metric", {}).get("namespace"))
+        for alarm in alarms
+        for query in [alarm.inputs, *alarm.inputs.get("metricQueries", [])]
+        if isinstance(query, dict)
+    } | {str(alarm.inputs.get("namespace")) for alarm in alarms}
+    assert "AWS/RDS" not in watched
+    assert not [a.inputs["name"] for a in alarms if "-db-" in a.inputs["name"]]
+    (dashboard,) = run.of_type("aws:cloudwatch/dashboard:Dashboard")
+    assert "AWS/RDS" not in str(dashboard.inputs["dashboardBody"])
+    assert "Healthy web nodes" in str(dashboard.inputs["dashboardBody"])  # the rest stays

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tools.verify.aws import db_instance, live_instances, tags_of
-from tools.verify.outputs import Outputs
+from tools.verify.outputs import Outputs, on_rds
 from tools.verify.report import Check, Facts
 from userdata.metric_catalog import (
     COMPARISON_SIGNS,
@@ -65,7 +65,10 @@ def _monitored(ec2: Any, rds: Any, outputs: Outputs) -> _Monitored:
                 refs[instance_ref(LOAD_BALANCER)] = str(instance["InstanceId"])
     primary_id = outputs.db_primary_endpoint.identifier
     replica_id = outputs.db_replica_endpoint.identifier
-    sized = db_instance(rds, primary_id) or db_instance(rds, replica_id)
+    # The database hosts (dbMode: ec2) have no RDS instance to size the RDS alarms by.
+    sized: dict[str, Any] | None = {"DBInstanceClass": "-", "AllocatedStorage": 1}
+    if on_rds(outputs):
+        sized = db_instance(rds, primary_id) or db_instance(rds, replica_id)
     if sized is None:
         return _Monitored(None, refs, f"neither {primary_id} nor {replica_id} exists")
     shape = StackShape(
@@ -77,6 +80,7 @@ def _monitored(ec2: Any, rds: Any, outputs: Outputs) -> _Monitored:
         db_instance_class=str(sized.get("DBInstanceClass", "?")),
         db_allocated_storage_gb=int(sized.get("AllocatedStorage") or 1),
         metrics_namespace=outputs.monitoring.metrics_namespace,
+        db_on_rds=on_rds(outputs),
         # Two running load balancers are the pair: its Elastic IP alarms are expected too.
         load_balancers=tuple(sorted(load_balancers)),
     )
@@ -115,7 +119,8 @@ def check_monitoring(session: Any, config: Any, outputs: Outputs) -> list[Check]
         outputs,
     )
     checks.append(check_dashboard(client("cloudwatch"), monitored))
-    checks.append(check_db_events(client("rds"), outputs))
+    if on_rds(outputs):  # the database hosts send no RDS events
+        checks.append(check_db_events(client("rds"), outputs))
     checks.append(check_log_groups(client("logs"), monitored.catalogue.shape.name_prefix))
     return checks
 

@@ -85,20 +85,19 @@ def stack_quantities(shape: StackShape) -> dict[str, float]:
 
 def _each(shape: StackShape, per: Per) -> list[dict[str, str]]:
     """The template values for each repetition of a record repeated `per`."""
-    if per == "node":
-        return [{"node": node} for node in shape.web_nodes]
-    if per == "host":
-        return [{"host": host, "host_role": role_of(host)} for host in shape.hosts]
-    if per == "db":
-        return [
-            {"role": "primary", "db": shape.db_primary},
-            {"role": "replica", "db": shape.db_replica},
-        ]
-    if per == "pair":
-        return [{}] if shape.pair else []
-    if per == "load_balancer":
-        return [{"lb": host} for host in shape.pair]
-    return [{}]
+    dbs = [
+        {"role": "primary", "db": shape.db_primary},
+        {"role": "replica", "db": shape.db_replica},
+    ]
+    repeated: dict[str, list[dict[str, str]]] = {
+        "node": [{"node": node} for node in shape.web_nodes],
+        "host": [{"host": host, "host_role": role_of(host)} for host in shape.hosts],
+        "db": dbs if shape.db_on_rds else [],
+        "rds": [{}] if shape.db_on_rds else [],
+        "pair": [{}] if shape.pair else [],
+        "load_balancer": [{"lb": host} for host in shape.pair],
+    }
+    return repeated.get(per, [{}])
 
 
 def _tier(text: str) -> Tier:

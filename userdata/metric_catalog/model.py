@@ -223,6 +223,10 @@ class StackShape:
     """The class's memory; None looks it up from `db_instance_class` (`rds_class_memory_gib`)."""
     metrics_namespace: str | None = None
     """Where the agent publishes; None means `default_namespace(name_prefix)`."""
+    db_on_rds: bool = True
+    """False with `dbMode: ec2`: the database is no RDS instance, so RDS's metrics, alarms
+    and widgets (records repeated `per` `db` or `rds`) are left out, and nothing is sized by
+    `db_instance_class`."""
     load_balancers: tuple[str, ...] = ()
     """The load balancers' host names (`load-balancer-1`, `load-balancer-2`) when a pair shares
     the Elastic IP: the pair's records (`Per` `pair`, `load_balancer`) follow them. Empty, or
@@ -262,6 +266,8 @@ class StackShape:
     def memory_gib(self) -> float:
         if self.db_memory_gib is not None:
             return self.db_memory_gib
+        if not self.db_on_rds:
+            return 0.0  # no RDS class to size; only RDS's records use it
         return rds_class_memory_gib(self.db_instance_class)
 
 
@@ -377,7 +383,7 @@ def estimated_max_connections(memory_gib: float) -> int:
 
 # --- the table's records: one metric, alarm or widget, written once for every stack ------------
 
-Per = Literal["stack", "node", "host", "db", "pair", "load_balancer"]
+Per = Literal["stack", "node", "host", "db", "rds", "pair", "load_balancer"]
 """What a record is repeated for: once, each web node (`{node}`), each host (`{host}`, with
 `{host_role}`), each DB instance (`{db}`, with `{role}`: primary, replica), once if the load
 balancers are a pair (`pair`; never for a single one) or each load balancer of the pair (`{lb}`;

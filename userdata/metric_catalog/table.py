@@ -408,7 +408,7 @@ ALARMS = (
             treat_missing_data="missing",
         ),
     )),
-    AlarmGroup("stack", (
+    AlarmGroup("rds", (
         AlarmRecord(
             key="db-replica-lag",
             tier="database",
@@ -453,7 +453,7 @@ WIDGETS = (
                  thresholds=("db-primary-cpu",), y_min=0),
     WidgetRecord("Database connections", (Line("rds-connections", "db"),), "Maximum", 60,
                  thresholds=("db-primary-connections",), y_min=0),
-    WidgetRecord("Replica lag (s)", (Line("rds-replica-lag"),), "Maximum", 60,
+    WidgetRecord("Replica lag (s)", (Line("rds-replica-lag", "rds"),), "Maximum", 60,
                  thresholds=("db-replica-lag",), y_min=0),
     WidgetRecord("Database free storage (bytes)", (Line("rds-free-storage", "db"),), "Minimum",
                  300, thresholds=("db-primary-free-storage",), y_min=0),
