@@ -1,7 +1,9 @@
 """The settings loader, table-driven and without Pulumi: every bad value names key and fix."""
 
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,6 +13,7 @@ from settings import (
     load_aws_provider_settings,
     load_settings,
     load_stack_file,
+    parsers,
 )
 from settings.instance_types import cpu_architecture
 from settings.keys import KNOWN_KEYS
@@ -287,3 +290,119 @@ def test_aws_settings_are_honoured_or_refused() -> None:
     assert "aws:assumeRoles is not honoured" in message
     assert "pulumi config rm aws:assumeRoles" in message
     assert "aws:allowedAccountIds = '[42]' is not allowed; use a list of 12-digit" in message
+
+
+# --- the value parsers on their own: bounds, what they return, what their refusals say ---
+
+
+def refusal(parse: Callable[[Any], Any], raw: object) -> str:
+    """What `parse` says when it refuses `raw`; the test fails if it takes it."""
+    try:
+        accepted = parse(raw)
+    except ValueError as error:
+        return str(error)
+    pytest.fail(f"{raw!r} was taken as {accepted!r}")
+
+
+@pytest.mark.parametrize(("low", "high"), [(2, 20), (3, 120), (0, 100)])
+def test_a_whole_number_range_includes_both_ends_and_nothing_beyond(low: int, high: int) -> None:
+    parse = parsers.integer(low, high)
+    assert parse(low) == low
+    assert parse(str(high)) == high
+    for outside in (low - 1, high + 1, str(high + 1)):
+        with pytest.raises(ValueError, match=rf"^a whole number from {low} to {high}$"):
+            parse(outside)
+
+
+@pytest.mark.parametrize("raw", ["two", "3.0", "1e1", " 3", True, 3.0, None, [3]])
+def test_only_plain_whole_numbers_are_whole_numbers(raw: object) -> None:
+    with pytest.raises(ValueError, match="a whole number from 1 to 10"):
+        parsers.integer(1, 10)(raw)
+
+
+def test_a_choice_returns_the_value_chosen_and_names_every_option_when_refused() -> None:
+    parse = parsers.choice("single", "perAz")
+    assert parse("perAz") == "perAz"
+    assert parse("single") == "single"
+    for wrong in ("PerAz", "none", "", 1, None, ["single"]):
+        assert refusal(parse, wrong) == "one of 'single', 'perAz'"
+
+
+def test_a_pattern_parser_takes_whole_matches_of_text_only() -> None:
+    parse = parsers.matching(parsers.HOSTED_ZONE_ID, "a Route 53 hosted zone id")
+    assert parse("Z0123456789ABCDEF") == "Z0123456789ABCDEF"
+    for wrong in ("z0123456789abcdef", "Z0123456789ABCDEF\n", "xZ0123456789", 12345, None):
+        assert refusal(parse, wrong) == "a Route 53 hosted zone id"
+
+
+def test_an_instance_type_must_exist_and_boot_ubuntu() -> None:
+    parse = parsers.instance_type("t3.small")
+    assert parse("t3.small") == "t3.small"
+    assert parse("m7g.large") == "m7g.large"
+    for wrong in ("t3.huge", "T3.SMALL", "", 3, None):
+        message = refusal(parse, wrong)
+        assert message.startswith("an EC2 instance type such as t3.small")
+        assert "a type newer than the locked boto3 needs a boto3 bump" in message
+        assert "macOS" not in message
+    with pytest.raises(ValueError, match=r"such as t3\.small .*; Mac instances boot macOS only"):
+        parse("mac2.metal")
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "ops@example.com",
+        "first.last+alerts@mail.example.co.uk",
+        "ops_team%1@example.org",
+        "ops@lab.test",  # the labs' own ACME server and mail use the reserved .test domain
+        "a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 57 + ".com",  # 254: the most
+    ],
+)
+def test_an_e_mail_address_is_taken_as_written(address: str) -> None:
+    assert parsers.email("for the alarms")(address) == address
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "ops",
+        "ops at example.com",
+        "mailto:ops@example.com",
+        "ops$(id)@example.com",
+        "o'brien@example.com",
+        '"ops"@example.com',
+        "ops;x@example.com",
+        ".ops@example.com",
+        "ops.@example.com",
+        "ops@example",
+        "ops@localhost",
+        "ops@@example.com",
+        "ops@example.com\n",
+        "a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 58 + ".com",  # 255
+        42,
+        None,
+    ],
+)
+def test_an_e_mail_address_a_shell_or_template_could_misread_is_refused(address: object) -> None:
+    message = refusal(parsers.email("for the alarms"), address)
+    assert message.startswith("an e-mail address for the alarms, like ops@example.com")
+    assert "letters, digits and . _ % + - before the @" in message
+    assert "no spaces, quotes, scheme (mailto:) or control characters" in message
+
+
+def test_an_e_mail_address_the_validator_rejects_says_why() -> None:
+    with pytest.raises(ValueError, match=r"an e-mail address for the ACME account.*\(.*period"):
+        parsers.email("for the ACME account")("ops@localhost")
+
+
+def test_an_e_mail_address_in_another_case_is_refused_with_its_usual_spelling() -> None:
+    with pytest.raises(ValueError, match=r"; write it as ops@example\.com$"):
+        parsers.email("for the alarms")("ops@EXAMPLE.COM")
+
+
+def test_one_of_some_numbers_accepts_each_and_lists_them_when_refused() -> None:
+    parse = parsers.one_of_numbers((1, 3, 7))
+    assert parse("3") == 3
+    assert parse(7) == 7
+    for wrong in ("2", 8, "seven", True, None):
+        assert refusal(parse, wrong) == "one of 1, 3, 7"
