@@ -406,3 +406,135 @@ def test_one_of_some_numbers_accepts_each_and_lists_them_when_refused() -> None:
     assert parse(7) == 7
     for wrong in ("2", 8, "seven", True, None):
         assert refusal(parse, wrong) == "one of 1, 3, 7"
+
+
+# --- the stack's config as a whole: empty values, unknown keys and namespaces, the message ---
+
+
+def problems_of(raw: dict[Any, object], stack: str = "dev") -> str:
+    with pytest.raises(SettingsError) as error:
+        load_settings(raw, stack=stack)
+    return str(error.value)
+
+
+def test_a_key_left_empty_takes_its_default() -> None:
+    """`webNodeCount:` with no value in a stack file is YAML's null: the default, not an error."""
+    settings = load_settings({"webNodeCount": None, "web-infra:hsts": None}, stack="dev")
+    assert settings.web_node_count == 2
+    assert settings.hsts is True
+
+
+def test_the_error_lists_each_problem_on_its_own_line_and_says_how_to_fix_them() -> None:
+    assert problems_of({"dbMode": "aurora", "web-infra:natGateways": "none"}) == (
+        "invalid stack configuration:\n"
+        "  - web-infra:dbMode = 'aurora' is not allowed; use one of 'rds'\n"
+        "  - web-infra:natGateways = 'none' is not allowed; use one of 'single', 'perAz'\n"
+        "fix it with `pulumi config set web-infra:<key> <value>` or in Pulumi.<stack>.yaml"
+    )
+
+
+def test_a_key_like_no_setting_lists_the_known_keys() -> None:
+    message = problems_of({"frobnicate": "1"})
+    assert (
+        "web-infra:frobnicate is not a setting of this program; known keys: "
+        + ", ".join(KNOWN_KEYS)
+    ) in message
+
+
+def test_removed_and_unknown_keys_are_each_named_in_order() -> None:
+    message = problems_of({"amiId": "ami-01234567", "adminCidrs": "[]", "zzz": 1, "aaa": 2})
+    lines = [line for line in message.splitlines() if line.startswith("  - ")]
+    assert [line.split()[1] for line in lines] == [
+        "web-infra:adminCidrs",
+        "web-infra:amiId",
+        "web-infra:aaa",
+        "web-infra:zzz",
+    ]
+
+
+def test_a_key_that_is_not_text_is_refused() -> None:
+    assert (
+        "the key 42 is not a config key; keys are text such as web-infra:webNodeCount"
+        in problems_of({42: "x"})
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "hint"),
+    [
+        ("web-infa:instanceTyp", "did you mean web-infra:instanceType?"),
+        ("webinfra:qqqqqq", "did you mean web-infra:qqqqqq?"),
+        ("aw:region", "did you mean aws:region?"),
+        ("pulumii:template", "did you mean pulumi:template?"),
+        ("gcp:project", "this program reads the namespaces web-infra:, aws:, pulumi:, random:"),
+    ],
+)
+def test_a_key_in_a_misspelt_or_foreign_namespace_is_refused_with_a_hint(
+    key: str, hint: str
+) -> None:
+    message = problems_of({key: "x"})
+    assert f"{key} is in a namespace no part of this program reads; {hint}" in message
+
+
+def test_keys_of_pulumis_and_the_random_providers_namespaces_are_left_to_them() -> None:
+    settings = load_settings(
+        {"pulumi:disable-default-providers": '["*"]', "random:seed": "1"}, stack="dev"
+    )
+    assert settings.web_node_count == 2
+
+
+def test_settings_carry_the_project_and_the_stack() -> None:
+    settings = load_settings({}, project="shop", stack="prod")
+    assert (settings.project, settings.stack) == ("shop", "prod")
+    assert settings.name_prefix == "shop-prod"
+    assert load_settings({}, stack="prod").project == "web-infra"
+
+
+def test_a_bad_stack_name_is_reported_with_the_other_problems() -> None:
+    message = problems_of({"dbMode": "x"}, stack="my stack")
+    assert "web-infra:dbMode = 'x' is not allowed" in message
+    assert "stack name 'my stack' is not allowed" in message
+
+
+def test_storage_may_grow_by_as_little_as_one_gib() -> None:
+    settings = load_settings(
+        {"dbAllocatedStorageGb": 100, "dbMaxAllocatedStorageGb": 101}, stack="dev"
+    )
+    assert settings.db_max_allocated_storage_gb == 101
+    assert "dbMaxAllocatedStorageGb = 99 must be larger than dbAllocatedStorageGb = 100" in (
+        problems_of({"dbAllocatedStorageGb": 100, "dbMaxAllocatedStorageGb": 99})
+    )
+
+
+def test_the_largest_web_tier_a_database_class_takes_is_accepted() -> None:
+    """db.t4g.micro allows about 61 connections: 4 nodes need 58, 5 need 70."""
+    assert database_connections_needed(4) == 58
+    assert load_settings({"webNodeCount": 4}, stack="dev").web_node_count == 4
+    message = problems_of({"webNodeCount": 5, "dbInstanceClass": "db.t3.micro"})
+    assert (
+        "web-infra:webNodeCount = 5 may open 70 connections to each database, but db.t3.micro "
+        "allows about 61: use a larger dbInstanceClass (e.g. db.t4g.medium allows about 311) or "
+        "at most 4 web nodes"
+    ) in message
+
+
+def test_a_domain_with_its_acme_address_and_zone_is_one_working_whole() -> None:
+    settings = load_settings(
+        {"domain": "www.example.com", "acmeEmail": "ops@example.com", "publicZoneId": "Z0123ABC"},
+        stack="dev",
+    )
+    assert (settings.domain, settings.acme_email, settings.public_zone_id) == (
+        "www.example.com",
+        "ops@example.com",
+        "Z0123ABC",
+    )
+    message = problems_of({"domain": "www.example.com"})
+    assert (
+        "web-infra:domain = 'www.example.com' needs an ACME account e-mail (the CA writes to it "
+        "before a certificate expires); set web-infra:acmeEmail"
+    ) in message
+    message = problems_of({"publicZoneId": "Z0123ABC"})
+    assert (
+        "web-infra:publicZoneId has no effect without a domain; set web-infra:domain (the "
+        "site's DNS name) or remove it with `pulumi config rm web-infra:publicZoneId`"
+    ) in message
