@@ -27,6 +27,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 from pulumi.dynamic.dynamic import serialize_provider
 
+from components import readiness_wait
 from components.by_value import by_value
 from components.readiness_wait import (
     AwsClients,
@@ -299,7 +300,10 @@ def test_only_a_new_host_or_boot_makes_the_gate_wait_again() -> None:
 
 
 def aws_error(code: str, message: str = "refused", operation: str = "GetParameter") -> Exception:
-    return botocore.exceptions.ClientError({"Error": {"Code": code, "Message": message}}, operation)
+    error: Exception = botocore.exceptions.ClientError(
+        {"Error": {"Code": code, "Message": message}}, operation
+    )
+    return error
 
 
 class FakeSsm:
@@ -751,3 +755,46 @@ def test_recording_a_failure_is_not_retried_once_its_two_minutes_are_up() -> Non
     )
     assert error is not None
     assert slept == []
+
+
+def test_a_dead_instances_failure_still_shows_the_last_report_and_aws_trouble() -> None:
+    stale = json.dumps({"instance_id": "i-0old", "userdata_sha256": "cd" * 32, "ready_at": "T0"})
+    ssm = FakeSsm([stale, aws_error("ThrottlingException", "Rate exceeded")])
+    clock = Clock()
+    gone = iter([None, "is terminated and cannot become ready"])
+    spec = ReadinessSpec("web-1", "i-0a", PARAMETER, DIGEST, 900)
+    with pytest.raises(HostNotReadyError) as error:
+        wait_for_report(spec, ssm, lambda _: next(gone), clock=clock, sleep=clock.sleep)
+    message = str(error.value)
+    assert message.startswith(
+        "web-1 (instance i-0a) is terminated and cannot become ready (the last look at AWS "
+        "failed: throttled, ThrottlingException: Rate exceeded).\n"
+    )
+    assert "the last report there: instance i-0old, userdata sha256 cdcdcdcdcdcd..., at T0." in (
+        message
+    )
+
+
+def test_a_report_without_a_time_leaves_the_ready_time_empty() -> None:
+    bare = json.dumps({"instance_id": "i-0a", "userdata_sha256": DIGEST})
+    provider, _ = provider_with(Sessions(ssm=FakeSsm([bare]), ec2=FakeEc2("running")))
+    created = provider.create(props_for())
+    assert created.outs is not None
+    assert created.outs["ready_at"] == ""
+
+
+def test_a_provider_restored_from_an_older_state_makes_boto3s_clients(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A provider stored before clients could be handed in has no `_clients`: it uses the
+    deployer's profile and region as the boto3 clients would."""
+    made: list[tuple[str, str]] = []
+
+    def boto3_like(profile: str, region: str) -> AwsClients:
+        made.append((profile, region))
+        return AwsClients(Sessions(ssm=FakeSsm([MATCHING]), ec2=FakeEc2("running")), region)
+
+    monkeypatch.setattr(readiness_wait, "boto3_clients", boto3_like)
+    provider = ReadinessProvider.__new__(ReadinessProvider)
+    assert provider.create(props_for()).id == "web-1/i-0a"
+    assert made == [("deployer", REGION)]

@@ -13,6 +13,7 @@ from settings import (
     load_aws_provider_settings,
     load_settings,
     load_stack_file,
+    loader,
     parsers,
 )
 from settings.instance_types import cpu_architecture
@@ -538,3 +539,38 @@ def test_a_domain_with_its_acme_address_and_zone_is_one_working_whole() -> None:
         "web-infra:publicZoneId has no effect without a domain; set web-infra:domain (the "
         "site's DNS name) or remove it with `pulumi config rm web-infra:publicZoneId`"
     ) in message
+
+
+def test_every_key_in_a_wrong_namespace_is_named_not_just_the_first() -> None:
+    message = problems_of(
+        {"aws:region": "eu-west-1", 7: "x", "web-infa:instanceType": "t3.small", 8: "y"}
+    )
+    assert "the key 7 is not a config key" in message
+    assert "the key 8 is not a config key" in message
+    assert "web-infa:instanceType is in a namespace no part of this program reads" in message
+
+
+def test_a_database_class_whose_memory_is_unknown_is_refused_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The class pattern and the memory table are kept apart: a class the pattern takes but the
+    table cannot size is an error on that key, not a crash or an unchecked tier."""
+
+    def unknown(instance_class: str) -> float:
+        raise ValueError(f"cannot tell the memory of RDS class {instance_class!r}")
+
+    monkeypatch.setattr(loader, "rds_class_memory_gib", unknown)
+    assert (
+        "web-infra:dbInstanceClass = 'db.r6g.large': cannot tell the memory of RDS class "
+        "'db.r6g.large'"
+    ) in problems_of({"dbInstanceClass": "db.r6g.large"})
+
+
+def test_a_web_tier_that_needs_exactly_the_database_limit_fits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(loader, "estimated_max_connections", lambda _memory: 58)
+    assert load_settings({"webNodeCount": 4}, stack="dev").web_node_count == 4
+    assert "may open 70 connections to each database, but db.t4g.micro allows about 58" in (
+        problems_of({"webNodeCount": 5})
+    )
