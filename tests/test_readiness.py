@@ -371,8 +371,8 @@ class Sessions:
 
 
 class Clock:
-    def __init__(self, step: float = 0.0) -> None:
-        self.now = 0.0
+    def __init__(self, step: float = 0.0, start: float = 0.0) -> None:
+        self.now = start  # a monotonic clock starts anywhere
         self.step = step  # time that passes at each look at the clock (an AWS call's time)
         self.sleeps: list[float] = []
 
@@ -798,3 +798,11 @@ def test_a_provider_restored_from_an_older_state_makes_boto3s_clients(
     provider = ReadinessProvider.__new__(ReadinessProvider)
     assert provider.create(props_for()).id == "web-1/i-0a"
     assert made == [("deployer", REGION)]
+
+
+def test_the_deadline_counts_from_when_the_wait_started() -> None:
+    clock = Clock(start=5000.0)
+    spec = ReadinessSpec("web-1", "i-0a", PARAMETER, DIGEST, 30)
+    with pytest.raises(HostNotReadyError, match="within 30 s"):
+        wait_for_report(spec, FakeSsm(["{}"]), clock=clock, sleep=clock.sleep)
+    assert clock.now == 5030.0

@@ -574,3 +574,96 @@ def test_a_web_tier_that_needs_exactly_the_database_limit_fits(
     assert "may open 70 connections to each database, but db.t4g.micro allows about 58" in (
         problems_of({"webNodeCount": 5})
     )
+
+
+VPC_CIDR_RULE = (
+    "a private IPv4 CIDR in an RFC 1918 range (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16) "
+    "from /16 to /24 with no host bits set, e.g. 10.20.0.0/16"
+)
+
+
+def test_a_vpc_range_is_private_and_from_16_to_24_bits() -> None:
+    for good in ("10.0.0.0/16", "172.31.0.0/16", "192.168.10.0/24", "10.20.0.0/20"):
+        assert parsers.vpc_cidr(good) == good
+    for wrong in (
+        "10.0.0.0/15",
+        "10.0.0.0/25",
+        "10.0.0.1/16",
+        "100.64.0.0/16",
+        "169.254.0.0/16",
+        "127.0.0.0/16",
+        "172.32.0.0/16",
+        "300.0.0.0/16",
+        "10.0.0.0",
+        "10.0.0.0/16\n",
+        " 10.0.0.0/16",
+        1016,
+        None,
+    ):
+        assert refusal(parsers.vpc_cidr, wrong) == VPC_CIDR_RULE
+
+
+AMI_IDS_RULE = (
+    "a map of CPU architecture to AMI id, e.g. {amd64: ami-0123456789abcdef0} "
+    "(`python -m tools.ami --stack <stack> --write` pins Canonical's current images)"
+)
+
+
+def test_an_empty_image_map_leaves_every_architecture_unpinned() -> None:
+    """`pulumi config set web-infra:amiIds ""` (or spaces) pins nothing, as no key does."""
+    assert parsers.ami_ids("") == {}
+    assert parsers.ami_ids("  ") == {}
+    assert parsers.ami_ids("{}") == {}
+
+
+@pytest.mark.parametrize(
+    "raw", ['["ami-0123456789abcdef0"]', "ami-0123456789abcdef0", "{", 42, None, "[" * 5000]
+)
+def test_an_image_map_that_is_not_a_map_says_what_one_looks_like(raw: object) -> None:
+    assert refusal(parsers.ami_ids, raw) == AMI_IDS_RULE
+
+
+def test_true_or_false_is_all_a_switch_takes() -> None:
+    assert parsers.boolean("TRUE") is True
+    assert parsers.boolean("False") is False
+    for wrong in ("yes", "1", 1, 0, None, "true "):
+        assert refusal(parsers.boolean, wrong) == "true or false"
+
+
+def test_a_domain_is_written_in_ascii_letters_digits_hyphens_and_dots() -> None:
+    rule = (
+        "a DNS name you control, such as www.example.com (letters, digits, hyphens and dots; "
+        "no scheme, path, port or wildcard)"
+    )
+    assert parsers.domain("xn--bcher-kva.example") == "xn--bcher-kva.example"
+    for wrong in ("bücher.example", "www.example.com/", "-a.example.com", 42, None):
+        assert refusal(parsers.domain, wrong) == rule
+
+
+def test_an_acme_server_is_any_https_directory_url_without_shell_characters() -> None:
+    rule = (
+        f"an https:// ACME directory URL: {LETS_ENCRYPT_PRODUCTION} (the default) or, for "
+        f"trials, Let's Encrypt's staging server {LETS_ENCRYPT_STAGING}"
+    )
+    for good in (
+        LETS_ENCRYPT_PRODUCTION,
+        LETS_ENCRYPT_STAGING,
+        "https://CA.Example.test:14000/Directory",
+    ):
+        assert parsers.acme_directory_url(good) == good
+    for wrong in (
+        "http://acme.example/dir",
+        "https://acme.example",
+        "https://acme.example/dir;reboot",
+        "https://acme.example/$(id)",
+        "https://acme.example/a b",
+        None,
+    ):
+        assert refusal(parsers.acme_directory_url, wrong) == rule
+
+
+def test_an_unknown_instance_type_is_refused_with_the_whole_rule() -> None:
+    assert refusal(parsers.instance_type("t3.micro"), "t3.huge") == (
+        "an EC2 instance type such as t3.micro (families like t3, t4g, m7i, c7g; a type newer "
+        "than the locked boto3 needs a boto3 bump)"
+    )
