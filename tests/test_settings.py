@@ -426,10 +426,10 @@ def test_a_key_left_empty_takes_its_default() -> None:
 
 
 def test_the_error_lists_each_problem_on_its_own_line_and_says_how_to_fix_them() -> None:
-    assert problems_of({"dbMode": "aurora", "web-infra:natGateways": "none"}) == (
+    assert problems_of({"natGateways": "none", "web-infra:hsts": "on"}) == (
         "invalid stack configuration:\n"
-        "  - web-infra:dbMode = 'aurora' is not allowed; use one of 'rds'\n"
         "  - web-infra:natGateways = 'none' is not allowed; use one of 'single', 'perAz'\n"
+        "  - web-infra:hsts = 'on' is not allowed; use true or false\n"
         "fix it with `pulumi config set web-infra:<key> <value>` or in Pulumi.<stack>.yaml"
     )
 
