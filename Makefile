@@ -75,8 +75,9 @@ diagram: setup
 
 # Mutation testing: mutmut plants small slips in the core modules ([tool.mutmut] in
 # pyproject.toml) and runs the fast tests that cover each; the survivors are slips the fast loop
-# would let through. Minutes, so not part of `make test`; the README has the latest score.
+# would let through. Minutes, so not part of `make test`; the README has the latest score. At
+# the lowest priority, so a shared machine's other work goes first.
 mutation: setup
 	rm -rf mutants
-	$(UV) run mutmut run --max-children 2
+	nice -n 19 $(UV) run mutmut run --max-children 2
 	$(UV) run mutmut results
