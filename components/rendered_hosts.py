@@ -11,6 +11,7 @@ bucket (`userdata/shipping.py`), each object once however many hosts install it.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,7 +97,7 @@ def load_balancer_documents(settings: Settings, region: str) -> dict[str, dict[s
 
 
 def web_node_documents(
-    settings: Settings, region: str, *, app_source: bytes | None = None
+    settings: Settings, region: str, *, app: Mapping[str, bytes] | None = None
 ) -> dict[str, dict[str, Any]]:
     """Each web node's cloud-config (Nginx, gunicorn, the app), by node name."""
     database = cloud_config.AppDatabase(
@@ -113,18 +114,19 @@ def web_node_documents(
             database,
             readiness,
             load_balancer_cidr=settings.vpc_cidr,
-            app_source=app_source,
+            app=app,
         )
         for node in settings.web_node_names
     }
 
 
 def render_hosts(
-    settings: Settings, region: str, account_id: str, *, app_source: bytes | None = None
+    settings: Settings, region: str, account_id: str, *, app: Mapping[str, bytes] | None = None
 ) -> RenderedHosts:
     """Every host's userdata and the files it fetches; pure and known at preview.
 
-    `app_source` replaces the repository's app (the lab rolls out a release with it).
+    `app` (the app's modules by file name) replaces the repository's app (the lab rolls out
+    a release with it).
     """
     store = ArtifactStore(bucket_name(settings.name_prefix, account_id, region), region)
     shape = stack_shape(settings, region)
@@ -137,7 +139,7 @@ def render_hosts(
         dataclasses.replace(shape, web_nodes=tuple(web_node_names(MAX_WEB_NODES)))
     )
     load_balancers = load_balancer_documents(settings, region)
-    documents = {**load_balancers, **web_node_documents(settings, region, app_source=app_source)}
+    documents = {**load_balancers, **web_node_documents(settings, region, app=app)}
     userdata, shipped = {}, {}
     for host, document in documents.items():
         publisher = LOAD_BALANCER if host in load_balancers else host
@@ -153,11 +155,11 @@ def render_hosts(
 
 
 def userdata_for(
-    settings: Settings, region: str, account_id: str, *, app_source: bytes | None = None
+    settings: Settings, region: str, account_id: str, *, app: Mapping[str, bytes] | None = None
 ) -> tuple[str, dict[str, str]]:
     """The first load balancer's and each web node's rendered userdata; pure, known at preview.
     (The pair's second load balancer differs from the first only in its name and its peer.)"""
-    hosts = render_hosts(settings, region, account_id, app_source=app_source)
+    hosts = render_hosts(settings, region, account_id, app=app)
     return next(iter(hosts.load_balancers.values())), hosts.web
 
 

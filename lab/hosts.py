@@ -17,7 +17,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -505,12 +505,12 @@ class Hosts(Routing):
     # --- helpers -----------------------------------------------------------------------------
 
     def _userdata(
-        self, settings: Settings, app_source: bytes | None = None
+        self, settings: Settings, app: Mapping[str, bytes] | None = None
     ) -> tuple[dict[str, str], dict[str, str]]:
         """The program's userdata (each load balancer's, each web node's), with the app's code
         uploaded where it names it (as the program's Artifacts component does before any
         instance boots)."""
-        hosts = render_hosts(settings, LAB_REGION, LAB_ACCOUNT, app_source=app_source)
+        hosts = render_hosts(settings, LAB_REGION, LAB_ACCOUNT, app=app)
         s3 = aws.client("s3", self.network.address(5), Ports.for_user(os.geteuid() == 0).aws)
         with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
             s3.create_bucket(

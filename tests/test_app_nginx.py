@@ -25,7 +25,6 @@ from userdata import cloud_config
 
 NGINX = ("127.0.40.20", 8080)
 BALANCER, STRANGER = "127.0.40.21", "127.0.40.22"  # a trusted and an untrusted peer
-APP_SOURCE = Path(__file__).resolve().parent.parent / "userdata" / "app" / "web_app.py"
 
 
 @dataclass
@@ -94,8 +93,10 @@ def shipped_nginx_conf(folder: Path, socket: Path) -> Path:
 
 
 def start_app(folder: Path, socket: Path) -> processes.Daemon:
-    (folder / "app").mkdir()
-    shutil.copy(APP_SOURCE, folder / "app" / "web_app.py")
+    package = folder / "app" / "web_app"  # as shipped: APP_DIR/web_app/
+    package.mkdir(parents=True)
+    for name, content in cloud_config.app_files().items():
+        (package / name).write_bytes(content)
     config = cloud_config.AppDatabase("test.internal", "webapp", "local", "db").app_config("web-1")
     # Nothing listens there: every database call is refused at once.
     config["database"].update(primary_host="127.0.40.23", replica_host="127.0.40.23")

@@ -18,6 +18,7 @@ import gzip
 import io
 import json
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from settings.web_tier import (
 
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
-APP_SOURCE = HERE / "app" / "web_app.py"
+APP_PACKAGE = HERE / "web_app"
 REPORT_READY_SOURCE = HERE / "scripts" / "report_ready.py"
 SITE_CERTIFICATE_SOURCE = HERE / "scripts" / "site_certificate.py"
 ELASTIC_ADDRESS_SOURCE = HERE / "scripts" / "elastic_address.py"
@@ -45,6 +46,8 @@ MYSQL_PORT = 3306
 EC2_USERDATA_LIMIT = 16 * 1024  # bytes, before base64
 
 APP_DIR = "/opt/web-app"
+# Where the app's package goes: gunicorn imports it from APP_DIR (`web_app:application`).
+APP_PACKAGE_DIR = f"{APP_DIR}/web_app"
 APP_CONFIG_DIR = "/etc/web-app"
 RDS_CA_BUNDLE = f"{APP_CONFIG_DIR}/rds-ca.pem"
 RDS_CA_URL = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
@@ -281,6 +284,15 @@ def report_ready_last(document: dict[str, Any]) -> dict[str, Any]:
     return {**document, "runcmd": rest + report}
 
 
+def app_files(folder: Path = APP_PACKAGE) -> dict[str, bytes]:
+    """The app's modules by file name, in name order: every `*.py` of its package's folder
+    (the repository's, or a release's copy of it)."""
+    files = {path.name: path.read_bytes() for path in sorted(folder.glob("*.py"))}
+    if "__init__.py" not in files:
+        raise ValueError(f"{folder} holds no __init__.py; pass the app's package folder")
+    return files
+
+
 def gunicorn_config() -> str:
     text = render_template("gunicorn.conf.py")
     # The database's connection budget (settings.web_tier.database_connections_needed) counts these.
@@ -452,10 +464,10 @@ def web_node_cloud_config(
     readiness: ReadinessReport,
     *,
     load_balancer_cidr: str = "127.0.0.1/32",
-    app_source: bytes | None = None,
+    app: Mapping[str, bytes] | None = None,
 ) -> dict[str, Any]:
-    """Nginx in front of gunicorn running the app (`app_source`, default: the repository's),
-    for the web node `node_name`.
+    """Nginx in front of gunicorn running the app (`app`: its modules by file name, as
+    `app_files` reads them; default: the repository's), for the web node `node_name`.
 
     Nginx believes X-Forwarded-For only from `load_balancer_cidr` (the VPC's range, where
     HAProxy lives); the default trusts no other host.
@@ -466,9 +478,9 @@ def web_node_cloud_config(
     document = _base(node_name, database.zone, WEB_NODE_PACKAGES)
     # Ready once the app answers its health check through Nginx, as HAProxy will ask it.
     report_script, report_ready = readiness.steps(node_name, f"http://127.0.0.1:{WEB_PORT}/health")
-    source = APP_SOURCE.read_bytes() if app_source is None else app_source
+    modules = app_files() if app is None else app
     document["write_files"] = [
-        _file(f"{APP_DIR}/web_app.py", source.decode()),
+        *(_file(f"{APP_PACKAGE_DIR}/{name}", modules[name].decode()) for name in sorted(modules)),
         _file(
             f"{APP_CONFIG_DIR}/config.json",
             json.dumps(database.app_config(node_name), indent=2) + "\n",
