@@ -3,9 +3,10 @@
 The program (`web_infrastructure.WebInfrastructure`) and the labs read the same documents:
 `render_hosts` builds them from the stack's settings, the region and the account, with no
 Pulumi runtime and no AWS call, so they are known at preview and the lab boots exactly what a
-deployed host would. Each tier's document comes from `userdata/cloud_config.py`; here it gets the
-metrics agent (from the same catalogue as the alarms), and the big files move to the artifacts
-bucket (`userdata/shipping.py`), each object once however many hosts install it.
+deployed host would. Each tier's document comes from `userdata/load_balancer_config.py` or
+`userdata/web_node_config.py`; here it gets the metrics agent (from the same catalogue as the
+alarms), and the big files move to the artifacts bucket (`userdata/shipping.py`), each object
+once however many hosts install it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from components.database_bootstrap import app_secret_name
 from settings import Settings
 from settings.load_balancers import peer_of
 from settings.web_tier import MAX_WEB_NODES, web_node_names
-from userdata import cloud_config
+from userdata import cloud_config, load_balancer_config, web_node_config
 from userdata.cloudwatch_agent import agent_policy, cloud_config_fragment, merge_fragment
 from userdata.metric_catalog import LOAD_BALANCER, StackShape, catalogue, log_sources
 from userdata.shipping import ArtifactStore, PublishedFile, offload, publish
@@ -34,10 +35,10 @@ def readiness_report(settings: Settings, region: str) -> cloud_config.ReadinessR
     return cloud_config.ReadinessReport(settings.readiness_parameter_prefix, region)
 
 
-def site_tls(settings: Settings, region: str) -> cloud_config.SiteTls:
+def site_tls(settings: Settings, region: str) -> load_balancer_config.SiteTls:
     """HTTPS at the load balancer, as the settings ask for it; with a domain, the load balancers
     share the certificate in the stack's secret."""
-    return cloud_config.SiteTls(
+    return load_balancer_config.SiteTls(
         domain=settings.domain,
         acme_email=settings.acme_email,
         acme_directory_url=settings.acme_directory_url,
@@ -77,12 +78,12 @@ def load_balancer_documents(settings: Settings, region: str) -> dict[str, dict[s
     private zone, never addresses; in a pair, keepalived names the peer the same way."""
     names = settings.load_balancer_names
     return {
-        host: cloud_config.load_balancer_cloud_config(
+        host: load_balancer_config.load_balancer_cloud_config(
             host,
             settings.internal_zone,
             readiness_report(settings, region),
             site_tls(settings, region),
-            pair=cloud_config.LoadBalancerPair(
+            pair=load_balancer_config.LoadBalancerPair(
                 peer=peer,
                 first=host == names[0],
                 address_parameter=settings.address_parameter,
@@ -100,7 +101,7 @@ def web_node_documents(
     settings: Settings, region: str, *, app: Mapping[str, bytes] | None = None
 ) -> dict[str, dict[str, Any]]:
     """Each web node's cloud-config (Nginx, gunicorn, the app), by node name."""
-    database = cloud_config.AppDatabase(
+    database = web_node_config.AppDatabase(
         zone=settings.internal_zone,
         database_name=DATABASE_NAME,
         region=region,
@@ -109,7 +110,7 @@ def web_node_documents(
     )
     readiness = readiness_report(settings, region)
     return {
-        node: cloud_config.web_node_cloud_config(
+        node: web_node_config.web_node_cloud_config(
             node,
             database,
             readiness,

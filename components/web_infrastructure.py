@@ -53,7 +53,7 @@ from components.web_tier import WebNode, WebTier, WebTierArgs
 from settings import AwsProviderSettings, Settings
 from settings.instance_types import cpu_architecture
 from settings.load_balancers import PAIR, fixed_private_ip
-from userdata import cloud_config
+from userdata import cloud_config, web_node_config
 
 
 class WebInfrastructure(pulumi.ComponentResource):
@@ -156,7 +156,7 @@ class WebInfrastructure(pulumi.ComponentResource):
                 master_secret_arn=self.database.master_secret_arn,
                 subnet_ids=[s.id for s in self.network.private_subnets],
                 security_group_id=self.firewall.database_bootstrap_group_id,
-                ca_bundle_url=cloud_config.RDS_CA_URL,
+                ca_bundle_url=web_node_config.RDS_CA_URL,
                 log_retention_days=settings.log_retention_days,
                 run_after=[self.network, self.firewall],
             ),

@@ -24,7 +24,7 @@ from settings.errors import shown
 from settings.web_tier import MAX_WEB_NODES, MIN_WEB_NODES
 from tools import arguments
 from tools.ami import is_file
-from userdata import cloud_config
+from userdata import web_node_config
 
 ROOT = Path(__file__).resolve().parent.parent
 PROG = "python -m lab"
@@ -234,7 +234,7 @@ def run(lab: Lab, args: argparse.Namespace) -> None:
         print(f"{args.host} replaced\n")
         print(table(lab.status()))
     else:
-        lab.release(cloud_config.app_files(args.app), batch_size=args.batch_size)
+        lab.release(web_node_config.app_files(args.app), batch_size=args.batch_size)
         print(f"released {args.app} to every web node\n")
         print(table(lab.status()))
 

@@ -95,7 +95,7 @@ class Operations(Hosts):
 
     def release(self, app: Mapping[str, bytes], batch_size: int | None = None) -> None:
         """Replace every web node with ones running `app` (its modules by file name, as
-        `userdata.cloud_config.app_files` reads them), canary first, in batches."""
+        `userdata.web_node_config.app_files` reads them), canary first, in batches."""
         state = self._load()
         userdata = self._userdata(state.settings, app)[1]
         batches = rollout_batches(web_node_names(state.settings.web_node_count), batch_size)

@@ -33,7 +33,8 @@ from fake_mysql import (
 from moto import mock_aws
 
 from lab.certificates import write_tls_files
-from userdata.cloud_config import TEMPLATES, AppDatabase
+from userdata.cloud_config import TEMPLATES
+from userdata.web_node_config import AppDatabase
 
 
 @pytest.fixture

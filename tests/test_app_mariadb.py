@@ -35,7 +35,7 @@ from system_tools import require
 from lab import mariadb, processes
 from lab.certificates import TlsFiles, write_tls_files
 from lab.topology import Host
-from userdata import cloud_config
+from userdata import cloud_config, web_node_config
 
 PRIMARY = Host("db-primary", "database", "127.0.40.1", 3306)
 REPLICA = Host("db-replica", "database", "127.0.40.2", 3306)
@@ -115,11 +115,13 @@ def start_app(site: Site) -> processes.Daemon:
     """gunicorn with the shipped config and config.json, changed only where the lab does."""
     app_dir = site.folder / "app"
     (app_dir / "web_app").mkdir(parents=True)  # as shipped: APP_DIR/web_app/
-    for name, content in cloud_config.app_files().items():
+    for name, content in web_node_config.app_files().items():
         (app_dir / "web_app" / name).write_bytes(content)
     gunicorn_conf = site.folder / "gunicorn.conf.py"
     gunicorn_conf.write_text(cloud_config.render_template("gunicorn.conf.py"))
-    config = cloud_config.AppDatabase("test.internal", "webapp", "local", "db").app_config("web-9")
+    config = web_node_config.AppDatabase("test.internal", "webapp", "local", "db").app_config(
+        "web-9"
+    )
     config["database"].update(
         primary_host=PRIMARY.address,
         replica_host=REPLICA.address,

@@ -29,7 +29,7 @@ from lab.bench.cpu import CpuTimes
 from lab.localize import LabError
 from lab.state import Event
 from lab.traffic import Answer
-from userdata import cloud_config
+from userdata import web_node_config
 
 
 class RecordingLab:
@@ -82,7 +82,7 @@ def test_the_plan_scales_out_and_back_replaces_releases_and_moves_the_load_balan
     kind, app = lab.calls[5]
     assert kind == "release"
     assert isinstance(app, dict)
-    shipped = cloud_config.app_files()
+    shipped = web_node_config.app_files()
     assert app.keys() == shipped.keys(), "every module of the app"
     assert app["__init__.py"] == shipped["__init__.py"] + TAGGED_WRAPPER.encode()
     assert {n: app[n] for n in app if n != "__init__.py"} == {

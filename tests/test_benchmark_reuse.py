@@ -28,9 +28,9 @@ from lab.bench.reuse import (
     time_waits,
 )
 from lab.localize import LabError
-from userdata import cloud_config
+from userdata import web_node_config
 
-APP = cloud_config.app_files()
+APP = web_node_config.app_files()
 
 
 def load_app(app: Mapping[str, bytes], folder: Path) -> Any:

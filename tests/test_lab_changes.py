@@ -24,9 +24,9 @@ from lab.localize import LabError
 from lab.state import Event
 from lab.topology import Topology
 from lab.traffic import RequestStream
-from userdata import cloud_config
+from userdata import web_node_config
 
-APP = cloud_config.app_files()
+APP = web_node_config.app_files()
 # New app code, recognisable by a header, whatever the app's code looks like today: the
 # package's __init__.py (which defines `application`) changed, every module shipped.
 TAGGED_RELEASE = {

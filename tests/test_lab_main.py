@@ -14,7 +14,7 @@ import pytest
 
 from lab.__main__ import drained, parser, usage_problem
 from lab.state import Event
-from userdata import cloud_config
+from userdata import web_node_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,7 +50,7 @@ def test_release_takes_the_apps_package_folder_and_ships_each_of_its_modules(
     shutil.copytree(ROOT / "userdata" / "web_app", app)
     (app / "routes.py").write_text((app / "routes.py").read_text() + "# changed\n")
     assert usage_problem(parser().parse_args(["release", str(app)])) is None
-    modules = cloud_config.app_files(app)
+    modules = web_node_config.app_files(app)
     assert set(modules) == {p.name for p in (ROOT / "userdata" / "web_app").glob("*.py")}
     assert modules["routes.py"].endswith(b"# changed\n")
 

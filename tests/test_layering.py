@@ -29,7 +29,7 @@ FORBIDDEN = [
 CATALOGUE = "userdata/metric_catalog"
 APP = "userdata/web_app"
 # What a web node's Python has besides the standard library: Ubuntu's python3-pymysql and
-# python3-boto3 (userdata.cloud_config.WEB_NODE_PACKAGES).
+# python3-boto3 (userdata.web_node_config.WEB_NODE_PACKAGES).
 APP_MAY_IMPORT = frozenset({"pymysql", "boto3", "botocore"})
 
 

@@ -13,16 +13,8 @@ from system_tools import require
 from components.rendered_hosts import render_hosts, userdata_for
 from settings import load_settings
 from settings.web_tier import MAX_WEB_NODES
-from userdata.cloud_config import (
-    EC2_USERDATA_LIMIT,
-    HAPROXY_CERTIFICATE,
-    ISSUED_ACL,
-    SITE_CERTIFICATE_SOURCE,
-    _gzip_b64,
-    file_content,
-    parse,
-    render,
-)
+from userdata.cloud_config import EC2_USERDATA_LIMIT, _gzip_b64, file_content, parse, render
+from userdata.load_balancer_config import HAPROXY_CERTIFICATE, ISSUED_ACL, SITE_CERTIFICATE_SOURCE
 
 REGION = "eu-west-1"
 

@@ -37,7 +37,7 @@ from lab.localize import LabError
 from lab.state import Event
 from lab.traffic import Answer, RequestStream
 from settings.web_tier import MAX_WEB_NODES
-from userdata import cloud_config
+from userdata import web_node_config
 
 STREAM_RATE = 100.0
 STREAM_WORKERS = 4
@@ -61,7 +61,7 @@ if "application" in globals():
 
 def tagged_release() -> dict[str, bytes]:
     """The repository's app, its entry wrapped: every module ships, one of them changed."""
-    app = cloud_config.app_files()
+    app = web_node_config.app_files()
     return {**app, "__init__.py": app["__init__.py"] + TAGGED_WRAPPER.encode()}
 
 

@@ -44,7 +44,7 @@ from lab.bench.stats import ratio, rotated
 from lab.bench.table import HEADING_WIDTH, format_table, ms, ratio_text
 from lab.bench.wrk import READ_PATH, WrkResult
 from lab.localize import LabError
-from userdata import cloud_config
+from userdata import web_node_config
 
 POOL_MODULE = "database_host.py"
 """The app's module that keeps the idle connections, where the wrapper goes."""
@@ -340,7 +340,7 @@ def new_since(
 def measure(context: Context) -> Reuse:
     switch = context.lab.state / SWITCH_FILE
     context.say("connection reuse: releasing the app with its pool switchable ...")
-    context.lab.release(switchable_release(cloud_config.app_files(), switch))
+    context.lab.release(switchable_release(web_node_config.app_files(), switch))
     counters = Counters(context)
     counters.count_per_user(on=True)
     try:
