@@ -13,14 +13,14 @@ import signal
 import subprocess
 from collections.abc import Mapping
 
-from lab.hosts import Hosts
+from lab.host_faults import HostFaults
 from lab.localize import LabError
 from lab.state import Instance, State
 from lab.topology import Topology
 from settings.web_tier import rollout_batches, web_node_names
 
 
-class Operations(Hosts):
+class Operations(HostFaults):
     """scale, replace and release on a running lab."""
 
     def scale(self, web_nodes: int) -> None:
