@@ -309,6 +309,11 @@ class Hosts(Routing):
                 secrets.create_secret(Name=settings.certificate_secret)
         return hosts.load_balancers, hosts.web
 
+    def _acme_server(self) -> acme.AcmeServer:
+        """The lab's ACME CA (pebble): where a load balancer's certificate comes from, and
+        the root any host's check of the site's certificate trusts."""
+        return acme.AcmeServer(self.network, self.state / "acme")
+
     def _localizer(self, state: State) -> Localizer:
         return Localizer(self.topology(state), is_root=state.is_root)
 

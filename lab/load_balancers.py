@@ -131,9 +131,6 @@ class LoadBalancers(Hosts):
 
     # --- HTTPS: the ACME CA and the load balancers' certificate (see lab/acme.py) ------------
 
-    def _acme_server(self) -> acme.AcmeServer:
-        return acme.AcmeServer(self.network, self.state / "acme")
-
     def start_acme(self) -> None:
         """Start the lab's ACME CA (pebble), or start it again after `stop_host("acme")`."""
         self._start_acme(self._load())
