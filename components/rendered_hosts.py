@@ -3,14 +3,16 @@
 The program (`web_infrastructure.WebInfrastructure`) and the labs read the same documents:
 `render_hosts` builds them from the stack's settings, the region and the account, with no
 Pulumi runtime and no AWS call, so they are known at preview and the lab boots exactly what a
-deployed host would. Each tier's document comes from `userdata/cloud_config.py`; here it gets the
-metrics agent (from the same catalogue as the alarms), and the big files move to the artifacts
-bucket (`userdata/shipping.py`), each object once however many hosts install it.
+deployed host would. Each tier's document comes from `userdata/load_balancer_config.py` or
+`userdata/web_node_config.py`; here it gets the metrics agent (from the same catalogue as the
+alarms), and the big files move to the artifacts bucket (`userdata/shipping.py`), each object
+once however many hosts install it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +24,7 @@ from settings.database_hosts import ROLES as DATABASE_ROLES
 from settings.database_hosts import server_id
 from settings.load_balancers import peer_of
 from settings.web_tier import MAX_WEB_NODES, web_node_names
-from userdata import cloud_config
+from userdata import cloud_config, load_balancer_config, web_node_config
 from userdata.cloudwatch_agent import agent_policy, cloud_config_fragment, merge_fragment
 from userdata.database_host import DatabaseHostConfig, DatabaseSecrets, render_database_host
 from userdata.metric_catalog import LOAD_BALANCER, StackShape, catalogue, log_sources
@@ -38,10 +40,10 @@ def readiness_report(settings: Settings, region: str) -> cloud_config.ReadinessR
     return cloud_config.ReadinessReport(settings.readiness_parameter_prefix, region)
 
 
-def site_tls(settings: Settings, region: str) -> cloud_config.SiteTls:
+def site_tls(settings: Settings, region: str) -> load_balancer_config.SiteTls:
     """HTTPS at the load balancer, as the settings ask for it; with a domain, the load balancers
     share the certificate in the stack's secret."""
-    return cloud_config.SiteTls(
+    return load_balancer_config.SiteTls(
         domain=settings.domain,
         acme_email=settings.acme_email,
         acme_directory_url=settings.acme_directory_url,
@@ -82,12 +84,12 @@ def load_balancer_documents(settings: Settings, region: str) -> dict[str, dict[s
     private zone, never addresses; in a pair, keepalived names the peer the same way."""
     names = settings.load_balancer_names
     return {
-        host: cloud_config.load_balancer_cloud_config(
+        host: load_balancer_config.load_balancer_cloud_config(
             host,
             settings.internal_zone,
             readiness_report(settings, region),
             site_tls(settings, region),
-            pair=cloud_config.LoadBalancerPair(
+            pair=load_balancer_config.LoadBalancerPair(
                 peer=peer,
                 first=host == names[0],
                 address_parameter=settings.address_parameter,
@@ -102,10 +104,10 @@ def load_balancer_documents(settings: Settings, region: str) -> dict[str, dict[s
 
 
 def web_node_documents(
-    settings: Settings, region: str, *, app_source: bytes | None = None
+    settings: Settings, region: str, *, app: Mapping[str, bytes] | None = None
 ) -> dict[str, dict[str, Any]]:
     """Each web node's cloud-config (Nginx, gunicorn, the app), by node name."""
-    database = cloud_config.AppDatabase(
+    database = web_node_config.AppDatabase(
         zone=settings.internal_zone,
         database_name=DATABASE_NAME,
         region=region,
@@ -114,23 +116,24 @@ def web_node_documents(
     )
     readiness = readiness_report(settings, region)
     return {
-        node: cloud_config.web_node_cloud_config(
+        node: web_node_config.web_node_cloud_config(
             node,
             database,
             readiness,
             load_balancer_cidr=settings.vpc_cidr,
-            app_source=app_source,
+            app=app,
         )
         for node in settings.web_node_names
     }
 
 
 def render_hosts(
-    settings: Settings, region: str, account_id: str, *, app_source: bytes | None = None
+    settings: Settings, region: str, account_id: str, *, app: Mapping[str, bytes] | None = None
 ) -> RenderedHosts:
     """Every host's userdata and the files it fetches; pure and known at preview.
 
-    `app_source` replaces the repository's app (the lab rolls out a release with it).
+    `app` (the app's modules by file name) replaces the repository's app (the lab rolls out
+    a release with it).
     """
     store = ArtifactStore(bucket_name(settings.name_prefix, account_id, region), region)
     shape = stack_shape(settings, region)
@@ -144,7 +147,7 @@ def render_hosts(
     )
     metrics |= dict.fromkeys((LOAD_BALANCER, *shape.pair), every_slot)
     load_balancers = load_balancer_documents(settings, region)
-    documents = {**load_balancers, **web_node_documents(settings, region, app_source=app_source)}
+    documents = {**load_balancers, **web_node_documents(settings, region, app=app)}
     userdata, shipped = {}, {}
     for host, document in documents.items():
         publisher = host if host in shape.pair or host not in load_balancers else LOAD_BALANCER
@@ -167,11 +170,11 @@ def render_hosts(
 
 
 def userdata_for(
-    settings: Settings, region: str, account_id: str, *, app_source: bytes | None = None
+    settings: Settings, region: str, account_id: str, *, app: Mapping[str, bytes] | None = None
 ) -> tuple[str, dict[str, str]]:
     """The first load balancer's and each web node's rendered userdata; pure, known at preview.
     (The pair's second load balancer differs from the first only in its name and its peer.)"""
-    hosts = render_hosts(settings, region, account_id, app_source=app_source)
+    hosts = render_hosts(settings, region, account_id, app=app)
     return next(iter(hosts.load_balancers.values())), hosts.web
 
 

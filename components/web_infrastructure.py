@@ -61,7 +61,7 @@ from settings import AwsProviderSettings, Settings
 from settings import database_hosts as database_shape
 from settings.instance_types import cpu_architecture
 from settings.load_balancers import PAIR, fixed_private_ip
-from userdata import cloud_config
+from userdata import cloud_config, web_node_config
 from userdata.database_host import DatabaseSecrets
 
 
@@ -176,7 +176,7 @@ class WebInfrastructure(pulumi.ComponentResource):
                 master_secret_arn=database.master_secret_arn,
                 subnet_ids=[s.id for s in self.network.private_subnets],
                 security_group_id=group,
-                ca_bundle_url=cloud_config.RDS_CA_URL,
+                ca_bundle_url=web_node_config.RDS_CA_URL,
                 log_retention_days=settings.log_retention_days,
                 run_after=[self.network, self.firewall],
             ),

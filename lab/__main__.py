@@ -24,6 +24,7 @@ from settings.errors import shown
 from settings.web_tier import MAX_WEB_NODES, MIN_WEB_NODES
 from tools import arguments
 from tools.ami import is_file
+from userdata import web_node_config
 
 ROOT = Path(__file__).resolve().parent.parent
 PROG = "python -m lab"
@@ -137,7 +138,9 @@ def parser() -> argparse.ArgumentParser:
     release = commands.add_parser(
         "release", help="roll out app code to every web node, canary first, in batches"
     )
-    release.add_argument("app", type=Path, help="the app's source file (a web_app.py)")
+    release.add_argument(
+        "app", type=Path, help="the app's package folder (a copy of userdata/web_app, changed)"
+    )
     release.add_argument(
         "--batch-size",
         type=arguments.whole_number(1, MAX_WEB_NODES),
@@ -151,8 +154,11 @@ def usage_problem(args: argparse.Namespace) -> str | None:
     stack_file = ROOT / f"Pulumi.{args.stack}.yaml"
     if args.command == "up" and not stack_file.is_file():
         return f"argument --stack: there is no {stack_file.name}; pass the name of a stack file"
-    if args.command == "release" and not is_file(args.app):
-        return f"argument app: {shown(str(args.app))} is not a file; pass a web_app.py"
+    if args.command == "release" and not is_file(args.app / "__init__.py"):
+        return (
+            f"argument app: {shown(str(args.app))} is not the app's package folder (it has "
+            "no __init__.py); pass a folder like userdata/web_app"
+        )
     return None
 
 
@@ -228,7 +234,7 @@ def run(lab: Lab, args: argparse.Namespace) -> None:
         print(f"{args.host} replaced\n")
         print(table(lab.status()))
     else:
-        lab.release(args.app.read_bytes(), batch_size=args.batch_size)
+        lab.release(web_node_config.app_files(args.app), batch_size=args.batch_size)
         print(f"released {args.app} to every web node\n")
         print(table(lab.status()))
 

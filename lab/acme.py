@@ -39,7 +39,7 @@ from lab.localize import LabError, host_root, rewrite, rewrite_path, shipped_fil
 from lab.processes import program
 from lab.topology import Network, Ports
 from settings import Settings
-from userdata import cloud_config
+from userdata import cloud_config, load_balancer_config
 
 REQUIRED = ("certbot", "pebble")
 LAB_DOMAIN = "www.web-infra.test"  # .test: reserved (RFC 2606), never a real site
@@ -171,47 +171,51 @@ def localize(
     # step (Lab._fetch_files): certbot's settings and the certificate's units go there.
     files = shipped_files(userdata)
     for path in (
-        cloud_config.CERTBOT_CONFIG,
-        f"/etc/systemd/system/{cloud_config.FIRST_CERTIFICATE_UNIT}",
-        f"/etc/systemd/system/{cloud_config.CERTIFICATE_TIMER}",
+        load_balancer_config.CERTBOT_CONFIG,
+        f"/etc/systemd/system/{load_balancer_config.FIRST_CERTIFICATE_UNIT}",
+        f"/etc/systemd/system/{load_balancer_config.CERTIFICATE_TIMER}",
     ):
         fetched = host_root(directory) / path.lstrip("/")
         if path not in files and fetched.exists():
             files[path] = fetched.read_bytes()
     document = cloud_config.parse(userdata)
-    script = host_root(directory) / cloud_config.SITE_CERTIFICATE.lstrip("/")
+    script = host_root(directory) / load_balancer_config.SITE_CERTIFICATE.lstrip("/")
     if not script.exists():
         raise LabError(f"{script} was not installed; run the host's fetch step first")
     paths = [
-        (cloud_config.SITE_CERTIFICATE, str(script)),
-        (cloud_config.HAPROXY_CERTIFICATE, str(directory / "certs" / "site.pem")),
-        (cloud_config.HAPROXY_ADMIN_SOCKET, str(directory / "admin.sock")),
-        (cloud_config.ISSUED_ACL, str(directory / "certificate-issued.acl")),
+        (load_balancer_config.SITE_CERTIFICATE, str(script)),
+        (load_balancer_config.HAPROXY_CERTIFICATE, str(directory / "certs" / "site.pem")),
+        (load_balancer_config.HAPROXY_ADMIN_SOCKET, str(directory / "admin.sock")),
+        (load_balancer_config.ISSUED_ACL, str(directory / "certificate-issued.acl")),
     ]
     steps = [[str(part) for part in step] for step in document["runcmd"]]
-    made = [s for s in steps if s[:3] == ["python3", cloud_config.SITE_CERTIFICATE, "self-signed"]]
+    made = [
+        s
+        for s in steps
+        if s[:3] == ["python3", load_balancer_config.SITE_CERTIFICATE, "self-signed"]
+    ]
     if len(made) != 1:
         raise LabError("the userdata no longer makes a self-signed certificate once; update lab")
     self_signed = ["/usr/bin/python3", *(rewrite_path(p, paths) for p in made[0][1:])]
 
-    unit_path = f"/etc/systemd/system/{cloud_config.FIRST_CERTIFICATE_UNIT}"
+    unit_path = f"/etc/systemd/system/{load_balancer_config.FIRST_CERTIFICATE_UNIT}"
     if unit_path not in files:  # no domain: the self-signed certificate is the certificate
         return CertificateSteps(self_signed, [], [], {}, directory / "certs" / "site.pem", Path())
     issued_acl = directory / "certificate-issued.acl"
-    # The script's defaults are the shipped paths (cloud_config's): here, the folder's.
+    # The script's defaults are the shipped paths (load_balancer_config's): here, the folder's.
     serving = [
         *("--certificate", str(directory / "certs" / "site.pem")),
         *("--socket", str(directory / "admin.sock")),
         *("--issued-acl", str(issued_acl)),
     ]
     if not issued_acl.exists():  # at first boot only: later, the deploy hook's marker stays
-        issued_acl.write_bytes(files[cloud_config.ISSUED_ACL])
+        issued_acl.write_bytes(files[load_balancer_config.ISSUED_ACL])
 
     config = directory / "certbot" / "cli.ini"
     config.parent.mkdir(parents=True, exist_ok=True)
     certbot_state = directory / "certbot"
     ini = rewrite(
-        files[cloud_config.CERTBOT_CONFIG].decode(),
+        files[load_balancer_config.CERTBOT_CONFIG].decode(),
         [
             (
                 f"server = {_shipped_server(files)}\n",
@@ -219,7 +223,7 @@ def localize(
             ),
             ("http-01-address = 127.0.0.1\n", f"http-01-address = {balancer_address}\n"),
             (
-                f"/usr/bin/python3 {cloud_config.SITE_CERTIFICATE} deploy",
+                f"/usr/bin/python3 {load_balancer_config.SITE_CERTIFICATE} deploy",
                 f"/usr/bin/python3 {script} deploy {' '.join(serving)}",
             ),
         ],
@@ -237,14 +241,14 @@ def localize(
     if len(exec_start) != 1:
         raise LabError(f"{unit_path} has no single ExecStart; update lab/acme.py")
     command = shlex.split(exec_start[0].removeprefix("ExecStart="))
-    if command[1:3] != [cloud_config.SITE_CERTIFICATE, "obtain"] or "--" not in command:
+    if command[1:3] != [load_balancer_config.SITE_CERTIFICATE, "obtain"] or "--" not in command:
         raise LabError(f"{unit_path} no longer runs `site_certificate.py obtain ... -- certbot`")
     separator = command.index("--")
     if command[separator + 1] != "certbot":
         raise LabError(f"{unit_path} no longer runs certbot after `--`")
     vrrp_state = directory / "vrrp-state"
     options = [
-        str(vrrp_state) if option == cloud_config.VRRP_STATE else option
+        str(vrrp_state) if option == load_balancer_config.VRRP_STATE else option
         for option in command[3:separator]
     ]
     obtain = [
@@ -280,12 +284,12 @@ def localize(
         environment,
         directory / "certs" / "site.pem",
         directory / "certificate-issued.acl",
-        vrrp_state if cloud_config.VRRP_STATE in command else None,
+        vrrp_state if load_balancer_config.VRRP_STATE in command else None,
     )
 
 
 def _shipped_server(files: dict[str, bytes]) -> str:
-    for line in files[cloud_config.CERTBOT_CONFIG].decode().splitlines():
+    for line in files[load_balancer_config.CERTBOT_CONFIG].decode().splitlines():
         if line.startswith("server = "):
             return line.removeprefix("server = ")
     raise LabError("certbot's cli.ini names no ACME server; update lab/acme.py")
@@ -300,7 +304,9 @@ def ports_wanted(
         load_balancer = network.load_balancer(generation)
         wanted.append((load_balancer, ports.https, f"load-balancer-{generation} (HTTPS)"))
         if https:
-            wanted.append((load_balancer, cloud_config.ACME_CHALLENGE_PORT, "certbot's challenges"))
+            wanted.append(
+                (load_balancer, load_balancer_config.ACME_CHALLENGE_PORT, "certbot's challenges")
+            )
     if https:
         wanted += [
             (address(network), ACME_PORT, "the ACME server"),

@@ -2,22 +2,22 @@
 
 An instance gets a folder, its files from the stack's own userdata (localized by
 `lab.localize`), its daemons started and recorded by PID, and its readiness report, which the
-lab waits for with the program's own gate code. The same module stops, crashes, freezes and
-restarts hosts for the failure tests. It changes when what runs on a host changes (a new
-daemon, a new boot step); where names lead is `lab.routing`'s business.
+lab waits for with the program's own gate code; a retired one stops gracefully. It changes
+when what runs on a host changes (a new daemon, a new boot step). Where names lead is
+`lab.routing`'s business; what only a load balancer does (the public address, the site's
+certificate) is `lab.load_balancers`'; what the failure tests do to one host, `lab.host_faults`'.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from components.readiness_wait import (
     wait_for_report,
 )
 from components.rendered_hosts import render_hosts
-from lab import acme, aws, mariadb, processes, public_address
+from lab import acme, aws, mariadb, processes
 from lab.certificates import write_tls_files
 from lab.localize import LAB_ACCOUNT, LAB_REGION, LabError, Localizer
 from lab.routing import Routing
@@ -41,39 +41,6 @@ DRAIN_SECONDS = 1.0  # requests in flight on a host that HAProxy just stopped us
 
 class Hosts(Routing):
     """Launches, gates, stops and retires the lab's instances."""
-
-    def _bring_up_databases(self, state: State) -> None:
-        """Two MariaDB servers standing in for RDS: the primary, and a replica fed by GTID."""
-        started = {}
-        tls = write_tls_files(self.state / "tls", name="lab")
-        if state.is_root:  # mariadbd runs as mysql
-            shutil.chown(tls.key, "mysql")
-        for host, octet in (("db-primary", 51), ("db-replica", 52)):
-            instance = self._instance(state, host, "database", self.network.address(octet))
-            server = self._server(state, instance)
-            mariadb.initialise(server)
-            self._start(
-                state,
-                instance,
-                Spec(
-                    f"{host}/mariadbd",
-                    mariadb.server_command(server, replica=host == "db-replica", tls=tls),
-                    "mariadbd.log",
-                ),
-                self._ready_check(state, instance, "mariadbd"),
-            )
-            instance.serving = True
-            started[host] = (instance, server)
-        (_, primary), (replica_instance, replica) = started["db-primary"], started["db-replica"]
-        password = mariadb.set_up_primary(primary, self.state / "credentials.json", tls.ca)
-        mariadb.start_replication(replica, primary.host, password)
-        processes.wait_until(
-            lambda: mariadb.replication_summary(replica).startswith("replicating"),
-            daemon_of(replica_instance.daemons[0]),
-            what="replication from db-primary to db-replica",
-        )
-        self._save(state)
-        self._publish_records(state)
 
     # --- instances -----------------------------------------------------------------------
 
@@ -245,158 +212,11 @@ class Hosts(Routing):
             how = signal.SIGQUIT if sig == signal.SIGTERM and spec.kind == "nginx" else sig
             processes.stop(daemon, sig=how, timeout=30)
 
-    def _launch_load_balancer(
-        self, state: State, host: str, userdata: str
-    ) -> tuple[Instance, subprocess.Popen[bytes]]:
-        """A new instance of load balancer `host`: HAProxy and its readiness report, not yet
-        routed. Each instance has an address of its own; without nftables (not root) the
-        lab's first load balancer binds the public address itself, and none can be replaced
-        nor take the address from it."""
-        state.load_balancers_started += 1
-        generation = state.load_balancers_started
-        if state.moves_public_address:
-            address = self.network.load_balancer(generation)
-        elif generation == 1:
-            address = self.network.public  # no address to move: the load balancer binds it
-        elif generation <= len(state.settings.load_balancer_names):
-            address = self.network.load_balancer(generation)
-        else:
-            raise LabError(
-                "replacing a load balancer moves the public address with nftables, which "
-                "needs root and `nft` (make setup installs it)"
-            )
-        instance = self._instance(state, host, "load-balancer", address)
-        instance.userdata_sha256 = userdata_sha256(userdata)
-        ports = Ports.for_user(state.is_root)
-        localizer = self._localizer(state)
-        directory = Path(instance.directory)
-        self._fetch_files(state, localizer.fetch_files(userdata, directory), directory)
-        config = localizer.haproxy_config(userdata, directory, instance.address)
-        steps = self._certificate_steps(instance, userdata)  # the self-signed one first
-        self._start(
-            state,
-            instance,
-            Spec(
-                f"{host}/haproxy",
-                [processes.program("haproxy"), "-db", "-f", str(config)],
-                "haproxy.log",
-            ),
-            lambda: processes.port_is_open(instance.address, ports.http),
-        )
-        # site-certificate.service, on every load balancer as on AWS: the pair's certificate
-        # from the secret, or (on the holder of the public address only) certbot's.
-        self._obtain_certificate(state, instance, steps)
-        return instance, self._report_ready(state, instance, userdata)
-
-    def _hold_public_address(self, state: State, instance: Instance) -> None:
-        """Lead the public address to `instance`, a load balancer whose HAProxy serves, in one
-        rule swap (what keepalived's notify script does with the Elastic IP on AWS), and
-        tell each load balancer whether it holds it (keepalived's state file). The holder is
-        the one whose site-certificate loop may run certbot: the CA's HTTP-01 challenge
-        reaches the holder only; the others serve the certificate it stores in the secret."""
-        if state.address_holder and not state.moves_public_address:
-            raise LabError(
-                "moving the public address between load balancers takes nftables, which "
-                "needs root and `nft` (make setup installs it)"
-            )
-        if state.moves_public_address:
-            ports = Ports.for_user(state.is_root)
-            public_address.associate(
-                self.name, self.network.public, (ports.http, ports.https), instance.address
-            )
-        state.address_holder = instance.host
-        self._save(state)
-        for balancer in state.instances:
-            if balancer.role == "load-balancer":
-                vrrp = "MASTER" if balancer is instance else "BACKUP"
-                (Path(balancer.directory) / "vrrp-state").write_text(f"{vrrp}\n")
-        self._event("holds", instance)
-        if state.settings.domain and not self._certbots(state, instance):
-            userdata = self._userdata(state.settings)[0][instance.host]
-            self._obtain_certificate(state, instance, self._certificate_steps(instance, userdata))
-
-    def _ready_peer(self, state: State, host: str) -> Instance | None:
-        """The other load balancer of the pair, if its HAProxy runs and sees a web node UP."""
-        for name in state.settings.load_balancer_names:
-            if name == host:
-                continue
-            peer = state.current(name)
-            if (
-                peer.serving
-                and peer.daemons
-                and all(spec.running() for spec in peer.daemons)
-                and "UP" in self.rotation(self.topology(state), name).values()
-            ):
-                return peer
-        return None
-
-    # --- one host ----------------------------------------------------------------------------
-
-    def stop_host(self, name: str, *, kill: bool = False) -> str | None:
-        """Stop a host's daemons (SIGKILL with `kill`: a crash). A load balancer holding the
-        public address hands it to its peer first if that one is ready, as keepalived does
-        when it stops (after a crash, as the peer's keepalived does once it notices: here at
-        once); its HAProxy then stops gracefully (SIGUSR1: what it has in flight finishes).
-        Returns the load balancer that holds the address after it, if it moved."""
-        state = self._load()
-        instance = state.current(name)
-        holds = (
-            instance.role == "load-balancer"
-            and instance.host == state.address_holder
-            and state.moves_public_address
-        )
-        peer = self._ready_peer(state, instance.host) if holds else None
-        if peer is not None and not kill:
-            self._hold_public_address(state, peer)
-        graceful = signal.SIGUSR1 if instance.role == "load-balancer" else signal.SIGTERM
-        self._stop_instance(instance, signal.SIGKILL if kill else graceful)
-        if peer is not None and kill:
-            self._hold_public_address(state, peer)
-        return peer.host if peer is not None else None
-
-    def fail_over(self, to: str | None = None) -> str:
-        """Move the public address to the other load balancer (or to `to`), which must be
-        ready: what keepalived decides on AWS, done by the lab (keepalived refuses loopback).
-        Returns the load balancer that holds it now."""
-        state = self._load()
-        holder = state.current(HOLDER).host
-        names = state.settings.load_balancer_names
-        if to is not None and to not in names:
-            raise LabError(f"{to} is not a load balancer; they are: {', '.join(names)}")
-        if to == holder:
-            raise LabError(f"{to} already holds the public address")
-        peer = self._ready_peer(state, holder)
-        if peer is None or (to is not None and peer.host != to):
-            raise LabError(
-                f"no other load balancer is ready to take the public address from {holder} "
-                "(its HAProxy must run and see a web node UP)"
-            )
-        self._hold_public_address(state, peer)
-        return peer.host
-
-    def freeze(self, name: str) -> None:
-        """Hang a host without closing its sockets (SIGSTOP): connections stay open and
-        nothing answers, as when a database stalls."""
-        for spec in self._load().current(name).daemons:
-            if spec.running() and spec.pid:
-                os.kill(spec.pid, signal.SIGSTOP)
-
-    def thaw(self, name: str) -> None:
-        """Let a frozen host go on (SIGCONT)."""
-        for spec in self._load().current(name).daemons:
-            if spec.pid and spec.running():
-                os.kill(spec.pid, signal.SIGCONT)
-
-    def start_host(self, name: str) -> None:
-        state = self._load()
-        instance = state.current(name)
-        for spec in instance.daemons:
-            if not spec.running():
-                self._run(spec)
-                self._save(state)
-                processes.wait_until(
-                    self._ready_check(state, instance, spec.kind), daemon_of(spec), what=spec.name
-                )
+    @staticmethod
+    def _certbots(state: State, instance: Instance) -> list[Instance]:
+        """The certbot runs a load balancer started (stand-ins on its address): `_retire`
+        stops them with it."""
+        return [i for i in state.instances if i.host == "certbot" and i.address == instance.address]
 
     def _ready_check(self, state: State, instance: Instance, kind: str) -> Callable[[], bool]:
         """When a (re)started daemon of `kind` accepts work."""
@@ -414,6 +234,41 @@ class Hosts(Routing):
             return lambda: processes.port_is_open(instance.address, acme.ACME_PORT)
         return lambda: processes.port_is_open(instance.address, ports.http)
 
+    # --- the databases: MariaDB standing in for RDS -------------------------------------------
+
+    def _bring_up_databases(self, state: State) -> None:
+        """Two MariaDB servers standing in for RDS: the primary, and a replica fed by GTID."""
+        started = {}
+        tls = write_tls_files(self.state / "tls", name="lab")
+        if state.is_root:  # mariadbd runs as mysql
+            shutil.chown(tls.key, "mysql")
+        for host, octet in (("db-primary", 51), ("db-replica", 52)):
+            instance = self._instance(state, host, "database", self.network.address(octet))
+            server = self._server(state, instance)
+            mariadb.initialise(server)
+            self._start(
+                state,
+                instance,
+                Spec(
+                    f"{host}/mariadbd",
+                    mariadb.server_command(server, replica=host == "db-replica", tls=tls),
+                    "mariadbd.log",
+                ),
+                self._ready_check(state, instance, "mariadbd"),
+            )
+            instance.serving = True
+            started[host] = (instance, server)
+        (_, primary), (replica_instance, replica) = started["db-primary"], started["db-replica"]
+        password = mariadb.set_up_primary(primary, self.state / "credentials.json", tls.ca)
+        mariadb.start_replication(replica, primary.host, password)
+        processes.wait_until(
+            lambda: mariadb.replication_summary(replica).startswith("replicating"),
+            daemon_of(replica_instance.daemons[0]),
+            what="replication from db-primary to db-replica",
+        )
+        self._save(state)
+        self._publish_records(state)
+
     def _server(self, state: State, instance: Instance) -> mariadb.Server:
         host = Host(
             instance.host, "database", instance.address, Ports.for_user(state.is_root).mysql
@@ -429,90 +284,15 @@ class Hosts(Routing):
         state = self._load()
         return self._server(state, state.current(name))
 
-    # --- HTTPS: the ACME CA and the load balancers' certificate (see lab/acme.py) ------------
-
-    def _acme_server(self) -> acme.AcmeServer:
-        return acme.AcmeServer(self.network, self.state / "acme")
-
-    def start_acme(self) -> None:
-        """Start the lab's ACME CA (pebble), or start it again after `stop_host("acme")`."""
-        self._start_acme(self._load())
-
-    def _start_acme(self, state: State) -> None:
-        server = self._acme_server()
-        ports = Ports.for_user(state.is_root)
-        known = [i for i in state.instances if i.host == "acme"]
-        instance = (
-            known[0]
-            if known
-            else self._instance(state, "acme", "stand-in", acme.address(self.network))
-        )
-        instance.daemons = [d for d in instance.daemons if d.running()]
-        if instance.daemons:
-            return
-        # A new CA each start, as pebble makes new roots each start.
-        spec = Spec("acme/pebble", server.prepare(ports), "pebble.log", server.environment())
-        self._start(state, instance, spec, server.answers)
-
-    def _certificate_steps(self, instance: Instance, userdata: str) -> acme.CertificateSteps:
-        """The certificate steps of this load balancer; runs the first (self-signed)."""
-        directory = Path(instance.directory)
-        steps = acme.localize(
-            userdata, directory, instance.address, self.network, self._acme_server().listener_ca
-        )
-        acme.run_step(steps.self_signed, directory / "site-certificate.log", {}, timeout=60)
-        # The pair's secret is the AWS stand-in's (made by `_userdata`, as by the program).
-        stand_in = aws.environment(self.network.address(5), Ports.for_user(os.geteuid() == 0).aws)
-        return dataclasses.replace(steps, environment={**steps.environment, **stand_in})
-
-    @staticmethod
-    def _certbots(state: State, instance: Instance) -> list[Instance]:
-        return [i for i in state.instances if i.host == "certbot" and i.address == instance.address]
-
-    def _obtain_certificate(
-        self, state: State, instance: Instance, steps: acme.CertificateSteps
-    ) -> None:
-        """site-certificate.service: in the background, as on AWS (the site serves meanwhile)."""
-        if not steps.obtain:
-            return
-        client = self._instance(state, "certbot", "stand-in", instance.address)
-        spec = Spec(
-            "certbot/obtain",
-            steps.obtain,
-            str(Path(instance.directory) / "site-certificate.log"),
-            steps.environment,
-        )
-        client.daemons.append(spec)
-        self._run(spec)
-        self._save(state)
-
-    def check_certificate(self, host: str) -> None:
-        """What site-certificate.timer runs daily on load balancer `host`, run now: a newer
-        certificate from the secret, or (on the holder, when due) a new one."""
-        state = self._load()
-        instance = state.current(host)
-        steps = self._certificate_steps(instance, self._userdata(state.settings)[0][instance.host])
-        log = Path(instance.directory) / "site-certificate.log"
-        acme.run_step(steps.obtain, log, steps.environment, timeout=120)
-
-    def renew_certificate(self) -> None:
-        """What certbot.timer runs on the load balancer that holds the public address, forced:
-        a new certificate now."""
-        state = self._load()
-        instance = state.current(HOLDER)
-        steps = self._certificate_steps(instance, self._userdata(state.settings)[0][instance.host])
-        log = Path(instance.directory) / "site-certificate.log"
-        acme.run_step(steps.renew, log, steps.environment, timeout=120)
-
     # --- helpers -----------------------------------------------------------------------------
 
     def _userdata(
-        self, settings: Settings, app_source: bytes | None = None
+        self, settings: Settings, app: Mapping[str, bytes] | None = None
     ) -> tuple[dict[str, str], dict[str, str]]:
         """The program's userdata (each load balancer's, each web node's), with the app's code
         uploaded where it names it (as the program's Artifacts component does before any
         instance boots)."""
-        hosts = render_hosts(settings, LAB_REGION, LAB_ACCOUNT, app_source=app_source)
+        hosts = render_hosts(settings, LAB_REGION, LAB_ACCOUNT, app=app)
         s3 = aws.client("s3", self.network.address(5), Ports.for_user(os.geteuid() == 0).aws)
         with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
             s3.create_bucket(
@@ -530,6 +310,11 @@ class Hosts(Routing):
             with contextlib.suppress(secrets.exceptions.ResourceExistsException):
                 secrets.create_secret(Name=settings.certificate_secret)
         return hosts.load_balancers, hosts.web
+
+    def _acme_server(self) -> acme.AcmeServer:
+        """The lab's ACME CA (pebble): where a load balancer's certificate comes from, and
+        the root any host's check of the site's certificate trusts."""
+        return acme.AcmeServer(self.network, self.state / "acme")
 
     def _localizer(self, state: State) -> Localizer:
         return Localizer(self.topology(state), is_root=state.is_root)

@@ -18,8 +18,9 @@ the folder, the only place the lab writes (plus its own nftables table, when roo
 
 The code is split by what changes for different reasons: `lab.state` (what `state.json` records),
 `lab.routing` (DNS records, HAProxy's view of them), `lab.hosts` (instances and
-their daemons), `lab.operations` (scale, replace, release); this module starts and stops the
-whole lab and reports its status.
+their daemons), `lab.load_balancers` (the public address, the site's certificate),
+`lab.host_faults` (stop, start, freeze, thaw one host), `lab.operations` (scale, replace,
+release); this module starts and stops the whole lab and reports its status.
 """
 
 from __future__ import annotations

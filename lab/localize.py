@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.topology import Topology
-from userdata import cloud_config
+from userdata import cloud_config, load_balancer_config, web_node_config
 from userdata.shipping import FETCH_ARTIFACT
 
 LAB_REGION = "eu-west-1"  # the region the lab renders userdata for; moto serves any
@@ -114,15 +114,15 @@ class Localizer:
         """HTTPS in HAProxy's config: its port, and the files site_certificate.py keeps."""
         rewrites = [
             (f"bind *:{cloud_config.HTTPS_PORT} ", f"bind {address}:{self.ports.https} "),
-            (cloud_config.HAPROXY_CERTIFICATE, f"{directory}/certs/site.pem"),
+            (load_balancer_config.HAPROXY_CERTIFICATE, f"{directory}/certs/site.pem"),
         ]
         domain = self.topology.settings.domain
         if domain:
             rewrites += [
-                (cloud_config.ISSUED_ACL, f"{directory}/certificate-issued.acl"),
+                (load_balancer_config.ISSUED_ACL, f"{directory}/certificate-issued.acl"),
                 (
-                    f"server certbot 127.0.0.1:{cloud_config.ACME_CHALLENGE_PORT}",
-                    f"server certbot {address}:{cloud_config.ACME_CHALLENGE_PORT}",
+                    f"server certbot 127.0.0.1:{load_balancer_config.ACME_CHALLENGE_PORT}",
+                    f"server certbot {address}:{load_balancer_config.ACME_CHALLENGE_PORT}",
                 ),
             ]
             if self.ports.https != cloud_config.HTTPS_PORT:
@@ -177,14 +177,14 @@ class Localizer:
         gunicorn_conf = directory / "etc" / "gunicorn.conf.py"
         gunicorn_conf.write_text(
             rewrite(
-                files[f"{cloud_config.APP_CONFIG_DIR}/gunicorn.conf.py"],
+                files[f"{web_node_config.APP_CONFIG_DIR}/gunicorn.conf.py"],
                 [("unix:/run/web-app/gunicorn.sock", f"unix:{socket}")],
                 what="the gunicorn config",
             )
         )
-        app_dir = host_root(directory) / cloud_config.APP_DIR.lstrip("/")
+        app_dir = host_root(directory) / web_node_config.APP_DIR.lstrip("/")
 
-        config = json.loads(files[f"{cloud_config.APP_CONFIG_DIR}/config.json"])
+        config = json.loads(files[f"{web_node_config.APP_CONFIG_DIR}/config.json"])
         if config["node_name"] != name:
             raise LabError(f"the userdata for {name} configures {config['node_name']}")
         database = config["database"]
@@ -200,8 +200,8 @@ class Localizer:
 
         command, environment = self._service(files["/etc/systemd/system/web-app.service"])
         paths = [
-            (f"{cloud_config.APP_CONFIG_DIR}/", f"{directory}/etc/"),
-            (cloud_config.APP_DIR, str(app_dir)),
+            (f"{web_node_config.APP_CONFIG_DIR}/", f"{directory}/etc/"),
+            (web_node_config.APP_DIR, str(app_dir)),
         ]
         command = [rewrite_path(part, paths) for part in command]
         environment = {key: rewrite_path(value, paths) for key, value in environment.items()}

@@ -11,15 +11,16 @@ from __future__ import annotations
 import dataclasses
 import signal
 import subprocess
+from collections.abc import Mapping
 
-from lab.hosts import Hosts
+from lab.host_faults import HostFaults
 from lab.localize import LabError
 from lab.state import Instance, State
 from lab.topology import Topology
 from settings.web_tier import rollout_batches, web_node_names
 
 
-class Operations(Hosts):
+class Operations(HostFaults):
     """scale, replace and release on a running lab."""
 
     def scale(self, web_nodes: int) -> None:
@@ -92,10 +93,11 @@ class Operations(Hosts):
             self._hold_public_address(state, self._ready_peer(state, old.host) or new)
         self._retire(state, old)
 
-    def release(self, app_source: bytes, batch_size: int | None = None) -> None:
-        """Replace every web node with ones running `app_source`, canary first, in batches."""
+    def release(self, app: Mapping[str, bytes], batch_size: int | None = None) -> None:
+        """Replace every web node with ones running `app` (its modules by file name, as
+        `userdata.web_node_config.app_files` reads them), canary first, in batches."""
         state = self._load()
-        userdata = self._userdata(state.settings, app_source)[1]
+        userdata = self._userdata(state.settings, app)[1]
         batches = rollout_batches(web_node_names(state.settings.web_node_count), batch_size)
         self._roll(state, batches, userdata)
 

@@ -19,10 +19,10 @@ from typing import Any
 
 import pymysql
 
-from userdata.app import web_app as _web_app
+from userdata import web_app as _web_app
 
-# The app carries no annotations (it ships as one file for the system Python); through `Any`
-# the typed tests may call it.
+# The app carries no annotations (it ships as plain modules for the system Python); through
+# `Any` the typed tests may call it, each name through its module (`web_app.database.Database`).
 web_app: Any = _web_app
 
 PRIMARY = "db-primary.dev.web-infra.internal"
@@ -243,13 +243,13 @@ class FixedCredentials:
 
 
 def make_app(cluster: Cluster, credentials: Any = None, **config: Any) -> Any:
-    database = web_app.Database(
+    database = web_app.database.Database(
         {**CONFIG, **config},
         credentials or FixedCredentials(),
         connect=cluster.connect,
         clock=cluster.clock,
     )
-    return web_app.App("web-2", database)
+    return web_app.routes.App("web-2", database)
 
 
 @dataclass

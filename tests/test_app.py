@@ -33,7 +33,8 @@ from fake_mysql import (
 from moto import mock_aws
 
 from lab.certificates import write_tls_files
-from userdata.cloud_config import TEMPLATES, AppDatabase
+from userdata.cloud_config import TEMPLATES
+from userdata.web_node_config import AppDatabase
 
 
 @pytest.fixture
@@ -352,21 +353,22 @@ def test_a_busy_but_fast_host_is_waited_for(cluster: Cluster) -> None:
     primary = app.db.hosts[PRIMARY]
     held = primary.enter(False)
     started = time.monotonic()
-    with pytest.raises(web_app.NotTried, match="busy"):
+    with pytest.raises(web_app.failures.NotTried, match="busy"):
         primary.enter(False)
     waited = time.monotonic() - started
-    assert web_app.SLOT_WAIT_SECONDS - 0.01 < waited < web_app.SLOT_WAIT_SECONDS + 0.5, waited
+    slot_wait = web_app.database_host.SLOT_WAIT_SECONDS
+    assert slot_wait - 0.01 < waited < slot_wait + 0.5, waited
     cluster.tick(0.3)  # a call that takes 0.3 s on a busy machine: still waited for
     freed = threading.Timer(0.05, primary.leave, (held, True))
     started = time.monotonic()  # before the timer starts: it may free the slot at once
     freed.start()
     held = primary.enter(False)
     assert held is not None
-    assert 0.04 < time.monotonic() - started < web_app.SLOT_WAIT_SECONDS, "got the freed slot"
+    assert 0.04 < time.monotonic() - started < slot_wait, "got the freed slot"
     freed.join()
     cluster.tick(1)  # the call holding the slot has waited a second: the host hangs
     started = time.monotonic()
-    with pytest.raises(web_app.NotTried, match="busy"):
+    with pytest.raises(web_app.failures.NotTried, match="busy"):
         primary.enter(False)
     assert time.monotonic() - started < 0.05, "no wait behind a hung host"
     primary.leave(held, True)
@@ -537,13 +539,13 @@ def test_the_apps_secret_is_read_by_name_and_reread_after_rotation(
     """The app reads its own secret by the name in its config: no RDS API, no master secret."""
     secrets = boto3.client("secretsmanager", region_name="eu-west-1")
     secrets.create_secret(Name=SECRET, SecretString=app_secret("first"))
-    credentials = web_app.credentials_from(
+    credentials = web_app.credentials.credentials_from(
         {"source": "secrets-manager", "region": "eu-west-1", "secret_id": SECRET}
     )
     assert credentials.get() == ("webapp_app", "first")
     secrets.put_secret_value(SecretId=SECRET, SecretString=app_secret("second"))
     assert credentials.get() == ("webapp_app", "first"), "cached until MySQL refuses it"
-    monkeypatch.setattr(web_app, "SECRET_REREAD_SECONDS", 0.0)
+    monkeypatch.setattr(web_app.credentials, "SECRET_REREAD_SECONDS", 0.0)
     credentials.invalidate()
     assert credentials.get() == ("webapp_app", "second")
 
@@ -552,20 +554,22 @@ def test_a_missing_secret_is_asked_for_again_at_a_bounded_rate(aws: None) -> Non
     """Before the secret exists every request answers 503 at once; Secrets Manager is asked
     at most once per SECRET_RETRY_SECONDS, and the secret is picked up when it appears."""
     now = [100.0]
-    credentials = web_app.SecretsManagerSecret("eu-west-1", SECRET, clock=lambda: now[0])
+    credentials = web_app.credentials.SecretsManagerSecret(
+        "eu-west-1", SECRET, clock=lambda: now[0]
+    )
     calls: list[str] = []
     credentials.secrets.meta.events.register(
         "before-call.secrets-manager.GetSecretValue", lambda **_: calls.append("get")
     )
     for _ in range(3):
-        with pytest.raises(web_app.Unavailable, match="DB secret"):
+        with pytest.raises(web_app.failures.Unavailable, match="DB secret"):
             credentials.get()
     assert calls == ["get"], "one call, then answers from memory"
     boto3.client("secretsmanager", region_name="eu-west-1").create_secret(
         Name=SECRET, SecretString=app_secret("first")
     )
-    now[0] += web_app.SECRET_RETRY_SECONDS - 0.1
-    with pytest.raises(web_app.Unavailable):
+    now[0] += web_app.credentials.SECRET_RETRY_SECONDS - 0.1
+    with pytest.raises(web_app.failures.Unavailable):
         credentials.get()
     now[0] += 0.2
     assert credentials.get() == ("webapp_app", "first")
@@ -623,10 +627,10 @@ def test_first_boot_before_iam_and_rds_is_a_503_not_a_dead_app(aws: None, tmp_pa
 def test_file_credentials_for_the_local_lab(tmp_path: Path) -> None:
     path = tmp_path / "credentials.json"
     path.write_text(json.dumps({"username": "u", "password": "p"}))
-    credentials = web_app.credentials_from({"source": "file", "path": str(path)})
+    credentials = web_app.credentials.credentials_from({"source": "file", "path": str(path)})
     assert credentials.get() == ("u", "p")
     with pytest.raises(ValueError, match="unknown credentials source"):
-        web_app.credentials_from({"source": "vault"})
+        web_app.credentials.credentials_from({"source": "vault"})
 
 
 def test_gunicorn_has_threads_to_spare_beyond_the_database_limit() -> None:

@@ -35,12 +35,11 @@ from system_tools import require
 from lab import mariadb, processes
 from lab.certificates import TlsFiles, write_tls_files
 from lab.topology import Host
-from userdata import cloud_config
+from userdata import cloud_config, web_node_config
 
 PRIMARY = Host("db-primary", "database", "127.0.40.1", 3306)
 REPLICA = Host("db-replica", "database", "127.0.40.2", 3306)
 APP = ("127.0.40.10", 8000)
-APP_SOURCE = Path(__file__).resolve().parent.parent / "userdata" / "app" / "web_app.py"
 
 
 @dataclass
@@ -115,11 +114,14 @@ def start_database(server: mariadb.Server, tls: TlsFiles, *, replica: bool) -> p
 def start_app(site: Site) -> processes.Daemon:
     """gunicorn with the shipped config and config.json, changed only where the lab does."""
     app_dir = site.folder / "app"
-    app_dir.mkdir()
-    shutil.copy(APP_SOURCE, app_dir / "web_app.py")
+    (app_dir / "web_app").mkdir(parents=True)  # as shipped: APP_DIR/web_app/
+    for name, content in web_node_config.app_files().items():
+        (app_dir / "web_app" / name).write_bytes(content)
     gunicorn_conf = site.folder / "gunicorn.conf.py"
     gunicorn_conf.write_text(cloud_config.render_template("gunicorn.conf.py"))
-    config = cloud_config.AppDatabase("test.internal", "webapp", "local", "db").app_config("web-9")
+    config = web_node_config.AppDatabase("test.internal", "webapp", "local", "db").app_config(
+        "web-9"
+    )
     config["database"].update(
         primary_host=PRIMARY.address,
         replica_host=REPLICA.address,
@@ -405,12 +407,12 @@ def test_the_ca_chain_is_verified(site: Site, tmp_path: Path) -> None:
         "replica_host": REPLICA.address,
         "port": PRIMARY.port,
     }
-    credentials = web_app.FileCredentials(str(site.credentials))
-    good = web_app.App(
-        "t", web_app.Database({**base, "tls_ca_file": str(site.tls.ca)}, credentials)
+    credentials = web_app.credentials.FileCredentials(str(site.credentials))
+    good = web_app.routes.App(
+        "t", web_app.database.Database({**base, "tls_ca_file": str(site.tls.ca)}, credentials)
     )
     assert good.db.read_messages(1).source == "primary"
     other_ca = write_tls_files(tmp_path, name="other").ca
-    bad = web_app.Database({**base, "tls_ca_file": str(other_ca)}, credentials)
-    with pytest.raises(web_app.Unavailable, match="CERTIFICATE_VERIFY_FAILED"):
+    bad = web_app.database.Database({**base, "tls_ca_file": str(other_ca)}, credentials)
+    with pytest.raises(web_app.failures.Unavailable, match="CERTIFICATE_VERIFY_FAILED"):
         bad.read_messages(1)

@@ -21,11 +21,10 @@ import pytest
 from system_tools import require
 
 from lab import processes
-from userdata import cloud_config
+from userdata import cloud_config, web_node_config
 
 NGINX = ("127.0.40.20", 8080)
 BALANCER, STRANGER = "127.0.40.21", "127.0.40.22"  # a trusted and an untrusted peer
-APP_SOURCE = Path(__file__).resolve().parent.parent / "userdata" / "app" / "web_app.py"
 
 
 @dataclass
@@ -70,8 +69,8 @@ def request(
 
 def shipped_nginx_conf(folder: Path, socket: Path) -> Path:
     """The web node's nginx.conf from its userdata, with paths and address made local."""
-    database = cloud_config.AppDatabase("test.internal", "webapp", "local", "db")
-    document = cloud_config.web_node_cloud_config(
+    database = web_node_config.AppDatabase("test.internal", "webapp", "local", "db")
+    document = web_node_config.web_node_cloud_config(
         "web-1",
         database,
         cloud_config.ReadinessReport("/web-infra-test/ready", "local"),
@@ -94,9 +93,13 @@ def shipped_nginx_conf(folder: Path, socket: Path) -> Path:
 
 
 def start_app(folder: Path, socket: Path) -> processes.Daemon:
-    (folder / "app").mkdir()
-    shutil.copy(APP_SOURCE, folder / "app" / "web_app.py")
-    config = cloud_config.AppDatabase("test.internal", "webapp", "local", "db").app_config("web-1")
+    package = folder / "app" / "web_app"  # as shipped: APP_DIR/web_app/
+    package.mkdir(parents=True)
+    for name, content in web_node_config.app_files().items():
+        (package / name).write_bytes(content)
+    config = web_node_config.AppDatabase("test.internal", "webapp", "local", "db").app_config(
+        "web-1"
+    )
     # Nothing listens there: every database call is refused at once.
     config["database"].update(primary_host="127.0.40.23", replica_host="127.0.40.23")
     del config["database"]["tls_ca_file"]

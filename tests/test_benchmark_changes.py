@@ -7,7 +7,6 @@ import http.server
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -30,6 +29,7 @@ from lab.bench.cpu import CpuTimes
 from lab.localize import LabError
 from lab.state import Event
 from lab.traffic import Answer
+from userdata import web_node_config
 
 
 class RecordingLab:
@@ -45,8 +45,8 @@ class RecordingLab:
     def replace(self, host: str) -> None:
         self.calls.append(("replace", host))
 
-    def release(self, app_source: bytes, batch_size: int | None = None) -> None:
-        self.calls.append(("release", app_source))
+    def release(self, app: dict[str, bytes], batch_size: int | None = None) -> None:
+        self.calls.append(("release", app))
 
 
 def plan(
@@ -79,11 +79,15 @@ def test_the_plan_scales_out_and_back_replaces_releases_and_moves_the_load_balan
         ("replace", "web-1"),
         ("replace", "web-2"),
     ]
-    kind, source = lab.calls[5]
+    kind, app = lab.calls[5]
     assert kind == "release"
-    assert isinstance(source, bytes)
-    assert source.endswith(TAGGED_WRAPPER.encode())
-    assert source.startswith(Path("userdata/app/web_app.py").read_bytes())
+    assert isinstance(app, dict)
+    shipped = web_node_config.app_files()
+    assert app.keys() == shipped.keys(), "every module of the app"
+    assert app["__init__.py"] == shipped["__init__.py"] + TAGGED_WRAPPER.encode()
+    assert {n: app[n] for n in app if n != "__init__.py"} == {
+        n: shipped[n] for n in shipped if n != "__init__.py"
+    }
     assert lab.calls[6] == ("replace", "load-balancer")
 
 

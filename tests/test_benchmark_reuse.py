@@ -3,7 +3,10 @@ databases' counters and the kernel's TIME_WAIT sockets, and its table."""
 
 from __future__ import annotations
 
-import types
+import importlib
+import sys
+import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,7 @@ from benchmark_fixtures import line_with, wrk_result
 
 from lab.bench.reuse import (
     APP_CONNECTIONS,
+    POOL_MODULE,
     POOLED,
     STATUS_QUERY,
     WITHOUT,
@@ -24,14 +28,23 @@ from lab.bench.reuse import (
     time_waits,
 )
 from lab.localize import LabError
+from userdata import web_node_config
 
-APP = Path("userdata/app/web_app.py").read_text()
+APP = web_node_config.app_files()
 
 
-def load_app(source: str) -> Any:
-    module = types.ModuleType("web_app_under_test")
-    exec(compile(source, "web_app.py", "exec"), module.__dict__)
-    return module
+def load_app(app: Mapping[str, bytes], folder: Path) -> Any:
+    """The pool's module of `app`, imported as gunicorn imports the shipped package: from a
+    folder of its own, under a new name (no module of an earlier test is reused)."""
+    package = folder / f"web_app_{uuid.uuid4().hex}"
+    package.mkdir()
+    for name, content in app.items():
+        (package / name).write_bytes(content)
+    sys.path.insert(0, str(folder))
+    try:
+        return importlib.import_module(f"{package.name}.{POOL_MODULE.removesuffix('.py')}")
+    finally:
+        sys.path.remove(str(folder))
 
 
 class Connection:
@@ -43,8 +56,8 @@ class Connection:
         self.closed = True
 
 
-def test_the_shipped_app_keeps_a_given_back_connection_for_the_next_call() -> None:
-    app = load_app(APP)
+def test_the_shipped_app_keeps_a_given_back_connection_for_the_next_call(tmp_path: Path) -> None:
+    app = load_app(APP, tmp_path)
     host = app.Host("db-primary", 2, lambda: 1.0)
     connection = Connection()
     host.give_back(connection)
@@ -54,7 +67,7 @@ def test_the_shipped_app_keeps_a_given_back_connection_for_the_next_call() -> No
 
 def test_the_switch_file_turns_the_pool_off_and_on(tmp_path: Path) -> None:
     switch = tmp_path / "no-connection-reuse"
-    app = load_app(switchable_release(APP, switch))
+    app = load_app(switchable_release(APP, switch), tmp_path)
     host = app.Host("db-primary", 2, lambda: 1.0)
 
     pooled = Connection()
@@ -75,10 +88,19 @@ def test_the_switch_file_turns_the_pool_off_and_on(tmp_path: Path) -> None:
 
 
 def test_the_wrapper_is_refused_when_the_app_no_longer_fits_it(tmp_path: Path) -> None:
-    changed = APP.replace("def give_back(self, connection):", "def put(self, c):")
+    pool = APP[POOL_MODULE]
+    changed = {
+        **APP,
+        POOL_MODULE: pool.replace(b"def give_back(self, connection):", b"def put(c):"),
+    }
     with pytest.raises(LabError, match=r"def give_back\(self, connection\).*lab/bench/reuse.py"):
         switchable_release(changed, tmp_path / "switch")
-    assert switchable_release(APP, tmp_path / "switch").startswith(APP)
+    moved = {name: content for name, content in APP.items() if name != POOL_MODULE}
+    with pytest.raises(LabError, match=rf"{POOL_MODULE} no longer has class Host:"):
+        switchable_release(moved, tmp_path / "switch")
+    released = switchable_release(APP, tmp_path / "switch")
+    assert released[POOL_MODULE].startswith(pool)
+    assert {name: released[name] for name in APP if name != POOL_MODULE} == moved, "shipped as is"
 
 
 def test_the_status_query_reads_the_app_users_connections() -> None:

@@ -54,7 +54,7 @@ PER_INSTANCE = (
     "config_scripts_user",
 )
 # State written at the first boot that a reboot must keep.
-PERSISTENT_FILES = ("etc/web-app/rds-ca.pem", "opt/web-app/web_app.py", "etc/machine-id")
+PERSISTENT_FILES = ("etc/web-app/rds-ca.pem", "opt/web-app/web_app/__init__.py", "etc/machine-id")
 
 
 # Debian 12 last: test_boot_pair goes on with that lab (boot_support.StandardLabs).

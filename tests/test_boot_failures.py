@@ -43,7 +43,7 @@ from lab.boot.containers import Container
 from lab.boot.standins import MOTO_ACCOUNT
 from lab.localize import LabError
 from tools.verify import http_request
-from userdata.cloud_config import RDS_CA_ATTEMPT_SECONDS
+from userdata.web_node_config import RDS_CA_ATTEMPT_SECONDS
 
 NORMAL_BOOT_SECONDS = 180.0
 """A web node's first boot with everything reachable, from its start to cloud-init's end: about

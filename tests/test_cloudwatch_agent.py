@@ -18,7 +18,7 @@ from system_tools import require
 from components.rendered_hosts import userdata_for
 from settings import load_settings
 from settings.web_tier import MAX_WEB_NODES
-from userdata import cloud_config
+from userdata import cloud_config, load_balancer_config
 from userdata.cloudwatch_agent import (
     AGENT_CONFIG_PATH,
     AGENT_SIGNING_KEY_FINGERPRINT,
@@ -322,7 +322,7 @@ def test_the_shipped_configs_serve_what_the_agent_scrapes() -> None:
         nginx_status_server,
     )
 
-    haproxy = cloud_config.haproxy_config("dev.web-infra.internal")
+    haproxy = load_balancer_config.haproxy_config("dev.web-infra.internal")
     stats = haproxy[haproxy.index("frontend stats") :]
     assert f"bind {HAPROXY_METRICS.address}\n" in stats
     assert f"    {haproxy_exporter_directive()}\n" in stats

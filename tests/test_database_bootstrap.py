@@ -58,7 +58,7 @@ class Primary:
         return app_db_user.ensure_app_user(**{**arguments, **changes})
 
     def app(self, password: str, *, tls: bool = True) -> pymysql.Connection[Any]:
-        """Connected as the app connects (web_app.Database._open)."""
+        """Connected as the app connects (web_app.database.Database._open)."""
         return pymysql.connect(
             host=PRIMARY.address,
             port=PRIMARY.port,
@@ -149,17 +149,17 @@ def test_the_app_user_runs_every_statement_the_app_runs(primary: Primary) -> Non
     """A grant missing for one of the app's statements would fail its writes or beat on AWS."""
     primary.bootstrap("first-Pa55")
     with primary.app("first-Pa55") as connection, connection.cursor() as cursor:
-        cursor.execute(web_app.INSERT, ("hello", "web-1", "key-1"))
+        cursor.execute(web_app.database.INSERT, ("hello", "web-1", "key-1"))
         written = cursor.lastrowid
-        cursor.execute(web_app.WRITTEN + "id = %s", (written,))
+        cursor.execute(web_app.database.WRITTEN + "id = %s", (written,))
         assert cursor.fetchone()["text"] == "hello"
-        cursor.execute(web_app.WRITTEN + "idempotency_key = %s", ("key-1",))
+        cursor.execute(web_app.database.WRITTEN + "idempotency_key = %s", ("key-1",))
         assert cursor.fetchone()["id"] == written
-        cursor.execute(web_app.NEWEST, (5,))
+        cursor.execute(web_app.database.NEWEST, (5,))
         assert cursor.fetchall()[0]["id"] == written
         primary.admin(f"UPDATE {DATABASE}.heartbeat SET ts = ts - INTERVAL 1 SECOND")
-        assert cursor.execute(web_app.BEAT) == 1, "the heartbeat's row exists and moves"
-        cursor.execute(web_app.LAG)
+        assert cursor.execute(web_app.database.BEAT) == 1, "the heartbeat's row exists and moves"
+        cursor.execute(web_app.database.LAG)
         assert len(cursor.fetchall()) == 1
 
 
@@ -201,7 +201,7 @@ def test_running_again_is_harmless_and_rotates_the_password(primary: Primary) ->
     grants = primary.grants()
     assert "`webapp`.`messages`" in grants, grants
     with primary.app("first-Pa55") as connection, connection.cursor() as cursor:
-        cursor.execute(web_app.INSERT, ("kept", "web-2", "key-kept"))
+        cursor.execute(web_app.database.INSERT, ("kept", "web-2", "key-kept"))
     rows = primary.admin(f"SELECT COUNT(*) FROM {DATABASE}.messages")
 
     assert primary.bootstrap("first-Pa55")["user"] == f"{APP}@{CLIENTS}"
@@ -211,7 +211,7 @@ def test_running_again_is_harmless_and_rotates_the_password(primary: Primary) ->
     primary.bootstrap("second-Pa55 with 'quotes' and \\ backslash")
     with pytest.raises(pymysql.err.OperationalError) as refused_old:
         primary.app("first-Pa55")
-    assert refused_old.value.args[0] == web_app.ACCESS_DENIED
+    assert refused_old.value.args[0] == web_app.failures.ACCESS_DENIED
     primary.app("second-Pa55 with 'quotes' and \\ backslash").close()
     assert primary.grants() == grants
 

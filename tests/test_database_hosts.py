@@ -32,7 +32,7 @@ from lab.boot.policy import Decision, Request, evaluate
 from settings import load_settings
 from settings.database_hosts import fixed_private_ip, reserved_cidr
 from tools.mocked_program import ACCOUNT, REGION, ProgramRun, Registration, run_program
-from userdata.cloud_config import EC2_USERDATA_LIMIT, RDS_CA_BUNDLE, file_content, parse
+from userdata.cloud_config import EC2_USERDATA_LIMIT, file_content, parse
 from userdata.database_host import (
     CA_FILE,
     CERT_FILE,
@@ -42,6 +42,7 @@ from userdata.database_host import (
     DatabaseSecrets,
     with_database_ca,
 )
+from userdata.web_node_config import RDS_CA_BUNDLE
 
 HOSTS = ("database-1", "database-2")
 INSTANCE = "aws:ec2/instance:Instance"

@@ -37,7 +37,8 @@ ROLE_POLICY_TYPES = (
 RDS = "aws:rds/instance:Instance"
 
 # Actions only the running app uses, each through a client that treats AccessDenied as
-# "not yet" and asks again on the next request (userdata/app/web_app.py, RdsManagedSecret).
+# "not yet" and asks again on the next request (userdata/web_app/credentials.py,
+# SecretsManagerSecret).
 # A policy that grants nothing else may appear after its host boots, so the web tier does not
 # wait for the database (6-15 minutes) whose ARNs that policy names.
 # The load-balancer pair's right to take the Elastic IP names the host's own instance, so it

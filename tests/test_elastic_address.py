@@ -24,7 +24,7 @@ from moto import mock_aws
 from system_tools import require
 
 from settings import load_settings
-from userdata import cloud_config
+from userdata import cloud_config, load_balancer_config
 from userdata.scripts import elastic_address
 
 REGION = "eu-west-1"
@@ -254,8 +254,8 @@ def test_the_install_step_makes_the_hold_service_report_as_the_host(
     template.write_text("${interface} ${self_address} ${peer_address}\n")
     monkeypatch.setattr(elastic_address, "KEEPALIVED_TEMPLATE", str(template))
     document = rendered_document(first=False)
-    (step,) = [s for s in document["runcmd"] if cloud_config.ELASTIC_ADDRESS in s]
-    assert step[:2] == ["python3", cloud_config.ELASTIC_ADDRESS]
+    (step,) = [s for s in document["runcmd"] if load_balancer_config.ELASTIC_ADDRESS in s]
+    assert step[:2] == ["python3", load_balancer_config.ELASTIC_ADDRESS]
     elastic_address.main(step[2:])
     unit = written[elastic_address.HOLD_UNIT]
     assert f"--namespace {NAMESPACE} --node load-balancer-2 hold" in unit
@@ -265,7 +265,7 @@ def test_the_install_step_makes_the_hold_service_report_as_the_host(
 
 
 def test_the_template_is_where_cloud_init_writes_it() -> None:
-    assert elastic_address.KEEPALIVED_TEMPLATE == cloud_config.KEEPALIVED_TEMPLATE
+    assert elastic_address.KEEPALIVED_TEMPLATE == load_balancer_config.KEEPALIVED_TEMPLATE
 
 
 def test_release_waits_for_the_peer_and_gives_up_at_its_timeout(
@@ -308,11 +308,11 @@ def test_the_interface_is_the_one_holding_the_hosts_address() -> None:
 
 def rendered_document(first: bool) -> dict[str, Any]:
     settings = load_settings({}, stack="dev")
-    return cloud_config.load_balancer_cloud_config(
+    return load_balancer_config.load_balancer_cloud_config(
         "load-balancer-1" if first else "load-balancer-2",
         settings.internal_zone,
         cloud_config.ReadinessReport(settings.readiness_parameter_prefix, REGION),
-        pair=cloud_config.LoadBalancerPair(
+        pair=load_balancer_config.LoadBalancerPair(
             peer="load-balancer-2" if first else "load-balancer-1",
             first=first,
             address_parameter=settings.address_parameter,
@@ -325,7 +325,7 @@ def rendered_document(first: bool) -> dict[str, Any]:
 def rendered_template(first: bool) -> str:
     document = rendered_document(first)
     (template,) = [
-        f for f in document["write_files"] if f["path"] == cloud_config.KEEPALIVED_TEMPLATE
+        f for f in document["write_files"] if f["path"] == load_balancer_config.KEEPALIVED_TEMPLATE
     ]
     return cloud_config.file_content(template).decode()
 

@@ -35,7 +35,7 @@ from lab import processes
 from lab.certificates import CertificateAuthority, write_lineage
 from lab.localize import rewrite, shipped_files
 from settings import load_settings
-from userdata import cloud_config
+from userdata import cloud_config, load_balancer_config
 from userdata.scripts import elastic_address, site_certificate
 
 DOMAIN = "www.web-infra.test"
@@ -83,18 +83,18 @@ def local_haproxy_config(userdata: str, folder: Path) -> tuple[str, Path, Path, 
         ("    daemon\n", ""),
         ("    chroot /var/lib/haproxy\n", ""),
         ("    user haproxy\n    group haproxy\n", ""),
-        (cloud_config.HAPROXY_ADMIN_SOCKET, str(admin)),
+        (load_balancer_config.HAPROXY_ADMIN_SOCKET, str(admin)),
         (f"bind *:{cloud_config.HTTP_PORT}\n", f"bind {ADDRESS}:{HTTP}\n"),
         (f"bind *:{cloud_config.HTTPS_PORT} ", f"bind {ADDRESS}:{HTTPS} "),
         ("bind 127.0.0.1:8404", f"bind {ADDRESS}:{STATS}"),
-        (cloud_config.HAPROXY_CERTIFICATE, str(certificate)),
+        (load_balancer_config.HAPROXY_CERTIFICATE, str(certificate)),
         # No resolver answers: every web node slot stays empty, HAProxy answers 503 itself.
         ("    parse-resolv-conf\n", f"    nameserver none {ADDRESS}:9\n"),
     ]
-    if cloud_config.ISSUED_ACL in text:
+    if load_balancer_config.ISSUED_ACL in text:
         replacements += [
-            (cloud_config.ISSUED_ACL, str(acl)),
-            (f"127.0.0.1:{cloud_config.ACME_CHALLENGE_PORT}", f"{ADDRESS}:{CHALLENGE}"),
+            (load_balancer_config.ISSUED_ACL, str(acl)),
+            (f"127.0.0.1:{load_balancer_config.ACME_CHALLENGE_PORT}", f"{ADDRESS}:{CHALLENGE}"),
         ]
     return rewrite(text, replacements, what="HAProxy's config"), certificate, admin, acl
 
@@ -105,10 +105,10 @@ def start_balancer(userdata: str, folder: Path) -> Balancer:
     files = shipped_files(userdata)
     # Offloaded to the artifacts bucket (userdata/shipping.py); the host installs these bytes.
     script = folder / "site_certificate.py"
-    script.write_bytes(cloud_config.SITE_CERTIFICATE_SOURCE.read_bytes())
+    script.write_bytes(load_balancer_config.SITE_CERTIFICATE_SOURCE.read_bytes())
     config, certificate, admin, acl = local_haproxy_config(userdata, folder)
-    if cloud_config.ISSUED_ACL in files:
-        acl.write_bytes(files[cloud_config.ISSUED_ACL])
+    if load_balancer_config.ISSUED_ACL in files:
+        acl.write_bytes(files[load_balancer_config.ISSUED_ACL])
     (folder / "haproxy.cfg").write_text(config)
     made = subprocess.run(
         [
@@ -348,32 +348,32 @@ def test_certbot_is_configured_from_the_settings() -> None:
     installed = installed_with_domain(
         acmeDirectoryUrl="https://acme-staging-v02.api.letsencrypt.org/directory"
     )
-    ini = installed[cloud_config.CERTBOT_CONFIG].decode()
+    ini = installed[load_balancer_config.CERTBOT_CONFIG].decode()
     assert "server = https://acme-staging-v02.api.letsencrypt.org/directory\n" in ini
     assert "email = ops@web-infra.test\n" in ini
-    assert f"http-01-port = {cloud_config.ACME_CHALLENGE_PORT}\n" in ini
+    assert f"http-01-port = {load_balancer_config.ACME_CHALLENGE_PORT}\n" in ini
     secret = "--secret-id web-infra-dev/load-balancer/certificate --region eu-west-1"
     assert (
         "deploy-hook = /usr/bin/python3 /usr/local/lib/web-infra/site_certificate.py deploy "
         f"{secret}\n"
     ) in ini
-    unit = installed[f"/etc/systemd/system/{cloud_config.FIRST_CERTIFICATE_UNIT}"]
+    unit = installed[f"/etc/systemd/system/{load_balancer_config.FIRST_CERTIFICATE_UNIT}"]
     assert (
-        f"site_certificate.py obtain {secret} --vrrp-state {cloud_config.VRRP_STATE} -- "
+        f"site_certificate.py obtain {secret} --vrrp-state {load_balancer_config.VRRP_STATE} -- "
         f"certbot certonly --cert-name site --domains {DOMAIN}\n"
     ) in unit.decode()
-    timer = installed[f"/etc/systemd/system/{cloud_config.CERTIFICATE_TIMER}"]
+    timer = installed[f"/etc/systemd/system/{load_balancer_config.CERTIFICATE_TIMER}"]
     assert "OnCalendar=daily\n" in timer.decode(), "the daily check runs the same service"
     runcmd = document["runcmd"]
     start = [
         *("systemctl", "enable", "--now", "--no-block"),
-        *(cloud_config.FIRST_CERTIFICATE_UNIT, cloud_config.CERTIFICATE_TIMER),
+        *(load_balancer_config.FIRST_CERTIFICATE_UNIT, load_balancer_config.CERTIFICATE_TIMER),
     ]
     assert runcmd.index(start) > runcmd.index(["systemctl", "restart", "haproxy"])
     single = installed_with_domain(loadBalancerCount=1)
     assert (
         "--vrrp-state"
-        not in single[f"/etc/systemd/system/{cloud_config.FIRST_CERTIFICATE_UNIT}"].decode()
+        not in single[f"/etc/systemd/system/{load_balancer_config.FIRST_CERTIFICATE_UNIT}"].decode()
     )
 
 
@@ -569,7 +569,7 @@ def test_the_secret_keeps_the_newest_certificate_and_only_for_the_domain(
 def test_the_script_defaults_are_the_shipped_paths() -> None:
     """The unit and the hook pass only the secret (userdata stays small): the script's
     defaults must be where cloud-init puts HAProxy's files."""
-    assert site_certificate.CERTIFICATE == cloud_config.HAPROXY_CERTIFICATE
-    assert site_certificate.ADMIN_SOCKET == cloud_config.HAPROXY_ADMIN_SOCKET
-    assert site_certificate.ISSUED_ACL == cloud_config.ISSUED_ACL
-    assert cloud_config.VRRP_STATE == elastic_address.STATE_FILE, "keepalived's state"
+    assert site_certificate.CERTIFICATE == load_balancer_config.HAPROXY_CERTIFICATE
+    assert site_certificate.ADMIN_SOCKET == load_balancer_config.HAPROXY_ADMIN_SOCKET
+    assert site_certificate.ISSUED_ACL == load_balancer_config.ISSUED_ACL
+    assert load_balancer_config.VRRP_STATE == elastic_address.STATE_FILE, "keepalived's state"

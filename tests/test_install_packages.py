@@ -82,7 +82,7 @@ PYTHON_MODULES_OF = {
     "boto3": "python3-boto3",
     "botocore": "python3-boto3",  # python3-botocore, which python3-boto3 depends on
 }
-SYSTEM_PYTHON_CODE = (ROOT / "userdata" / "app", ROOT / "userdata" / "scripts")
+SYSTEM_PYTHON_CODE = (ROOT / "userdata" / "web_app", ROOT / "userdata" / "scripts")
 
 LOOKUPS = {"require", "program", "find_program", "which"}
 RUNNERS = {"run", "Popen", "check_output", "check_call", "call"}
@@ -177,6 +177,8 @@ def system_python_modules() -> set[str]:
     """Modules outside the standard library that code run by Debian's Python imports."""
     modules: set[str] = set()
     for folder in SYSTEM_PYTHON_CODE:
+        # A folder that moved would scan nothing, and its imports would go unchecked.
+        assert folder.is_dir(), f"{folder} is gone; update SYSTEM_PYTHON_CODE"
         for path in folder.glob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Import):

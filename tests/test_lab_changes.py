@@ -14,7 +14,6 @@ import functools
 import os
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from system_tools import require, unavailable
@@ -25,13 +24,15 @@ from lab.localize import LabError
 from lab.state import Event
 from lab.topology import Topology
 from lab.traffic import RequestStream
+from userdata import web_node_config
 
-ROOT = Path(__file__).resolve().parent.parent
-APP = (ROOT / "userdata" / "app" / "web_app.py").read_text()
-# New app code, recognisable by a header, whatever the app's code looks like today.
-TAGGED_RELEASE = (
-    APP
-    + """
+APP = web_node_config.app_files()
+# New app code, recognisable by a header, whatever the app's code looks like today: the
+# package's __init__.py (which defines `application`) changed, every module shipped.
+TAGGED_RELEASE = {
+    **APP,
+    "__init__.py": APP["__init__.py"]
+    + b"""
 
 if "application" in globals():
     _this_release = application
@@ -41,12 +42,13 @@ if "application" in globals():
             return start_response(status, [*headers, ("X-App-Release", "2")], *rest)
 
         return _this_release(environ, tagged)
-"""
-)
+""",
+}
 # A release whose health check never passes.
-BROKEN_RELEASE = (
-    APP
-    + """
+BROKEN_RELEASE = {
+    **APP,
+    "__init__.py": APP["__init__.py"]
+    + b"""
 
 if "application" in globals():
     _this_release = application
@@ -56,8 +58,8 @@ if "application" in globals():
             start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
             return [b"this release never becomes healthy"]
         return _this_release(environ, start_response)
-"""
-)
+""",
+}
 NEW_CODE_SERVED_WITHIN = 3.0  # seconds after HAProxy followed the last switch
 
 
@@ -154,7 +156,7 @@ def test_new_code_rolls_out_canary_first_without_a_failed_request(
 ) -> None:
     the_lab, topology = lab
     the_lab.events.clear()
-    stream = under_load(topology, lambda: the_lab.release(TAGGED_RELEASE.encode()))
+    stream = under_load(topology, lambda: the_lab.release(TAGGED_RELEASE))
     assert_no_request_failed(stream, "a release")
     switched = events(the_lab, "switched")
     assert [e.host for e in switched] == ["web-1", "web-2"], "canary first, then the next batch"
@@ -193,7 +195,7 @@ def test_a_broken_release_stops_at_the_canary_and_the_old_nodes_serve(
 
     def release() -> None:
         with pytest.raises(LabError) as error:
-            the_lab.release(BROKEN_RELEASE.encode())
+            the_lab.release(BROKEN_RELEASE)
         failure.append(str(error.value))
 
     stream = under_load(topology, release)

@@ -11,6 +11,7 @@ that fails names the file, the line and the import.
 from __future__ import annotations
 
 import ast
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,10 @@ FORBIDDEN = [
     ("components", ("tools", "lab")),
 ]
 CATALOGUE = "userdata/metric_catalog"
+APP = "userdata/web_app"
+# What a web node's Python has besides the standard library: Ubuntu's python3-pymysql and
+# python3-boto3 (userdata.web_node_config.WEB_NODE_PACKAGES).
+APP_MAY_IMPORT = frozenset({"pymysql", "boto3", "botocore"})
 
 
 def python_files(where: str) -> list[Path]:
@@ -72,6 +77,39 @@ def test_the_catalogue_imports_nothing_of_the_project_but_itself() -> None:
         and not module.startswith("userdata.metric_catalog")
     ]
     assert found == []
+
+
+def foreign_imports(path: Path) -> list[str]:
+    """The modules `path` imports absolutely that are neither the standard library's nor in
+    APP_MAY_IMPORT (relative imports, the app's own, are not listed)."""
+    allowed = sys.stdlib_module_names | APP_MAY_IMPORT
+    return [module for _, module in imports(path) if module.split(".")[0] not in allowed]
+
+
+def test_the_app_imports_its_own_modules_relatively_and_nothing_of_the_project() -> None:
+    """The app ships alone, as the package `web_app` in /opt/web-app: `userdata.web_app.database`
+    imports in the tests and fails on a web node, as would a package only pip installs."""
+    assert len(python_files(APP)) > 1, f"{APP}: the app's modules not found; update APP"
+    found = [
+        f"{path.relative_to(ROOT)} imports {module}"
+        for path in python_files(APP)
+        for module in foreign_imports(path)
+    ]
+    assert found == []
+
+
+def test_the_check_sees_an_import_the_app_cannot_make_on_a_web_node(tmp_path: Path) -> None:
+    module = tmp_path / "routes.py"
+    module.write_text(
+        "import json\nimport pymysql\nfrom . import database\n"
+        "from userdata.web_app import failures\nimport requests\n",
+        encoding="utf-8",
+    )
+    assert foreign_imports(module) == [
+        "userdata.web_app",
+        "userdata.web_app.failures",
+        "requests",
+    ]
 
 
 def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:

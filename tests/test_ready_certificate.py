@@ -32,7 +32,7 @@ from cryptography.x509.oid import NameOID
 from moto.server import ThreadedMotoServer
 
 from lab.certificates import CertificateAuthority, Issued, _pem_key
-from userdata import cloud_config
+from userdata import cloud_config, load_balancer_config
 from userdata.scripts import report_ready
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -364,7 +364,7 @@ def test_the_wait_lasts_until_the_stored_certificate_serves(
 
 
 def test_the_load_balancers_userdata_asks_for_the_pairs_certificate() -> None:
-    tls = cloud_config.SiteTls(
+    tls = load_balancer_config.SiteTls(
         domain=DOMAIN,
         acme_email="ops@example.test",
         acme_directory_url="https://acme.example.test/dir",
@@ -372,7 +372,7 @@ def test_the_load_balancers_userdata_asks_for_the_pairs_certificate() -> None:
         region=REGION,
     )
     readiness = cloud_config.ReadinessReport("/web-infra-test/ready", REGION)
-    document = cloud_config.load_balancer_cloud_config(
+    document = load_balancer_config.load_balancer_cloud_config(
         "load-balancer-2", "test.internal", readiness, tls
     )
     step = document["runcmd"][-1]
@@ -380,7 +380,9 @@ def test_the_load_balancers_userdata_asks_for_the_pairs_certificate() -> None:
     assert step[step.index("--domain") + 1] == DOMAIN
     assert step[step.index("--certificate-secret") + 1] == SECRET
     assert "--ca-file" not in step, "on AWS: the system's trust store"
-    plain = cloud_config.load_balancer_cloud_config("load-balancer-1", "test.internal", readiness)
+    plain = load_balancer_config.load_balancer_cloud_config(
+        "load-balancer-1", "test.internal", readiness
+    )
     assert "--domain" not in plain["runcmd"][-1], "no domain: as before"
 
 

@@ -13,16 +13,8 @@ from system_tools import require
 from components.rendered_hosts import render_hosts, userdata_for
 from settings import load_settings
 from settings.web_tier import MAX_WEB_NODES
-from userdata.cloud_config import (
-    EC2_USERDATA_LIMIT,
-    HAPROXY_CERTIFICATE,
-    ISSUED_ACL,
-    SITE_CERTIFICATE_SOURCE,
-    _gzip_b64,
-    file_content,
-    parse,
-    render,
-)
+from userdata.cloud_config import EC2_USERDATA_LIMIT, _gzip_b64, file_content, parse, render
+from userdata.load_balancer_config import HAPROXY_CERTIFICATE, ISSUED_ACL, SITE_CERTIFICATE_SOURCE
 
 REGION = "eu-west-1"
 
@@ -140,12 +132,16 @@ def test_big_files_come_from_s3_exactly_as_the_repository_has_them(
     )
     hosts = render_hosts(settings, "ap-southeast-2", "123456789012")
     assert hosts.web == largest[1], "the same documents as userdata_for"
-    published = {p.file.destination: p for p in hosts.files if p.label == "web-web_app.py"}
-    app = published["/opt/web-app/web_app.py"]
-    source = (root / "userdata" / "app" / "web_app.py").read_bytes()
-    assert app.file.content == source
-    assert app.file.key == f"files/{hashlib.sha256(source).hexdigest()}/web_app.py"
-    assert len(app.hosts) == MAX_WEB_NODES, "one object for every node"
+    published = {p.file.destination: p for p in hosts.files}
+    modules = sorted((root / "userdata" / "web_app").glob("*.py"))
+    assert len(modules) > 1, "the app's package and its modules"
+    for module in modules:
+        app = published[f"/opt/web-app/web_app/{module.name}"]  # every module of the package
+        source = module.read_bytes()
+        assert app.file.content == source, module.name
+        assert app.file.key == f"files/{hashlib.sha256(source).hexdigest()}/{module.name}"
+        assert app.label == f"web-{module.name}"
+        assert len(app.hosts) == MAX_WEB_NODES, "one object for every node"
     for host, userdata in [("load-balancer-1", largest[0]), *largest[1].items()]:
         document = parse(userdata)
         fetch = document["runcmd"][0]

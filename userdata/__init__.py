@@ -2,6 +2,7 @@
 
 Import the modules themselves (`from userdata import cloud_config`). This package imports
 nothing on its own: `settings/` reads the metric catalogue (`userdata.metric_catalog`), and
-`userdata.cloud_config` reads `settings/`, so importing `cloud_config` here would make
-importing the catalogue import settings while settings is still being loaded.
+the hosts' builders (`userdata.web_node_config`, `userdata.load_balancer_config`) read
+`settings/`, so importing them here would make importing the catalogue import settings while
+settings is still being loaded.
 """

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from userdata import cloud_config
+from userdata import cloud_config, web_node_config
 from userdata.shipping import ArtifactStore, ShippedFile, offload
 
 HERE = Path(__file__).parent
@@ -35,10 +35,10 @@ CERT_FILE = f"{TLS_DIR}/server.pem"
 KEY_FILE = f"{TLS_DIR}/server.key"
 BACKUP_PREFIX = "database/"
 PACKAGES = ["mariadb-server", "mariadb-backup", "python3-boto3"]
-WEB_CA_FILE = f"{cloud_config.APP_CONFIG_DIR}/database-ca.pem"
+WEB_CA_FILE = f"{web_node_config.APP_CONFIG_DIR}/database-ca.pem"
 """Where a web node keeps the stack's database CA (the app's `tls_ca_file`)."""
 _RDS_CA_UNIT = "rds-ca-bundle.service"
-_APP_CONFIG = f"{cloud_config.APP_CONFIG_DIR}/config.json"
+_APP_CONFIG = f"{web_node_config.APP_CONFIG_DIR}/config.json"
 
 
 @dataclass(frozen=True)

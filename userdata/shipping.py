@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from userdata import cloud_config
+from userdata import cloud_config, web_node_config
 
 FETCH_ARTIFACT_SOURCE = Path(__file__).parent / "scripts" / "fetch_artifact.py"
 FETCH_ARTIFACT = "/usr/local/lib/web-infra/fetch_artifact.py"
@@ -26,7 +26,7 @@ KEY_PREFIX = "files"
 # certbot's settings and the certificate's units (a domain's load balancer would pass 16 KiB).
 # haproxy.cfg and Nginx's config stay inline, so a preview shows their diff as text.
 OFFLOADED_PREFIXES = (
-    cloud_config.APP_DIR + "/",
+    web_node_config.APP_DIR + "/",
     "/usr/local/lib/web-infra/",
     "/usr/local/sbin/",
     "/etc/cloudwatch-agent/",

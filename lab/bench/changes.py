@@ -26,7 +26,6 @@ import textwrap
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from lab.bench.cpu import other_cores
@@ -38,14 +37,15 @@ from lab.localize import LabError
 from lab.state import Event
 from lab.traffic import Answer, RequestStream
 from settings.web_tier import MAX_WEB_NODES
+from userdata import web_node_config
 
 STREAM_RATE = 100.0
 STREAM_WORKERS = 4
 LEAD_IN_S = 1.0
 TAIL_S = 1.5
 RELEASE_TAG = "bench"
-APP = Path(__file__).resolve().parents[2] / "userdata" / "app" / "web_app.py"
-# New app code, recognisable by a header, whatever the app's code looks like today.
+# New app code, recognisable by a header, whatever the app's code looks like today: appended
+# to the package's __init__.py, which defines `application`.
 TAGGED_WRAPPER = f"""
 
 if "application" in globals():
@@ -59,8 +59,10 @@ if "application" in globals():
 """
 
 
-def tagged_release() -> bytes:
-    return (APP.read_text() + TAGGED_WRAPPER).encode()
+def tagged_release() -> dict[str, bytes]:
+    """The repository's app, its entry wrapped: every module ships, one of them changed."""
+    app = web_node_config.app_files()
+    return {**app, "__init__.py": app["__init__.py"] + TAGGED_WRAPPER.encode()}
 
 
 @dataclass(frozen=True)

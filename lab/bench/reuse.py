@@ -1,9 +1,9 @@
 """Connection reuse between the app and its databases: with the app's pool, and without it.
 
 The app keeps idle database connections per worker process and server, and leases one per call
-(userdata/app/web_app.py: `Host.take` and `Host.give_back`). To compare the pool with no pool
-on the same processes, the repository's app is released once to every web node with a small
-wrapper (`switchable_release`): while a switch file exists in the lab's folder, `give_back`
+(userdata/web_app/database_host.py: `Host.take` and `Host.give_back`). To compare the pool with
+no pool on the same processes, the repository's app is released once to every web node with a
+small wrapper (`switchable_release`): while a switch file exists in the lab's folder, `give_back`
 closes the connection instead of keeping it, so every database call opens a new connection (a
 new TLS handshake too, when the databases speak TLS), as the app did before it had a pool; while
 it does not, the shipped pool runs, plus one file check per database call. The runs alternate:
@@ -32,7 +32,7 @@ import statistics
 import struct
 import textwrap
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,8 +44,10 @@ from lab.bench.stats import ratio, rotated
 from lab.bench.table import HEADING_WIDTH, format_table, ms, ratio_text
 from lab.bench.wrk import READ_PATH, WrkResult
 from lab.localize import LabError
+from userdata import web_node_config
 
-APP = Path(__file__).resolve().parents[2] / "userdata" / "app" / "web_app.py"
+POOL_MODULE = "database_host.py"
+"""The app's module that keeps the idle connections, where the wrapper goes."""
 SWITCH_FILE = "no-connection-reuse"
 """In the lab's state folder: while it exists, the released app closes every connection."""
 NO_REUSE_NEEDS = ("class Host:", "def give_back(self, connection):", "def close(connection):")
@@ -60,24 +62,25 @@ VARIANTS = (WITHOUT, POOLED)
 ENDPOINTS = ("read", "write")
 
 
-def switchable_release(source: str, switch: Path) -> str:
-    """The app, whose connection pool is off while `switch` exists; refuses an app that no
-    longer has what the wrapper replaces."""
+def switchable_release(app: Mapping[str, bytes], switch: Path) -> dict[str, bytes]:
+    """The app (its modules by file name), whose connection pool is off while `switch`
+    exists; refuses an app whose POOL_MODULE no longer has what the wrapper replaces."""
+    source = app.get(POOL_MODULE, b"").decode()
     missing = [needed for needed in NO_REUSE_NEEDS if needed not in source]
     if missing:
         raise LabError(
-            f"the app no longer has {', '.join(missing)}: update switchable_release in "
-            "lab/bench/reuse.py to turn its connection pool off"
+            f"the app's {POOL_MODULE} no longer has {', '.join(missing)}: update "
+            "switchable_release in lab/bench/reuse.py to turn its connection pool off"
         )
-    return (
-        source
-        + f"""
+    wrapper = f"""
+
+import os as _os
 
 _pooled_give_back = Host.give_back
 
 
 def _give_back_unless_switched(self, connection):
-    if os.path.exists({str(switch)!r}):  # the benchmark's switch: no reuse
+    if _os.path.exists({str(switch)!r}):  # the benchmark's switch: no reuse
         close(connection)
     else:
         _pooled_give_back(self, connection)
@@ -85,7 +88,7 @@ def _give_back_unless_switched(self, connection):
 
 Host.give_back = _give_back_unless_switched
 """
-    )
+    return {**app, POOL_MODULE: (source + wrapper).encode()}
 
 
 def parse_status(text: str) -> dict[str, int]:
@@ -337,7 +340,7 @@ def new_since(
 def measure(context: Context) -> Reuse:
     switch = context.lab.state / SWITCH_FILE
     context.say("connection reuse: releasing the app with its pool switchable ...")
-    context.lab.release(switchable_release(APP.read_text(), switch).encode())
+    context.lab.release(switchable_release(web_node_config.app_files(), switch))
     counters = Counters(context)
     counters.count_per_user(on=True)
     try:
