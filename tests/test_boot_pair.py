@@ -96,6 +96,8 @@ class Answer:
     started: float
     ok: bool
     served_by: str | None
+    certificate: str | None = None
+    """The SHA-256 of the leaf certificate a TLS handshake presented (None: none, or HTTP)."""
 
 
 def get(url: str) -> Answer:

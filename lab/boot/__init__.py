@@ -8,7 +8,8 @@ userdata, on the host side of the bridge. Modules, one concern each: `network` (
 address plan), `images` (base image build and cache), `seed` (what each container gets instead
 of EC2's metadata), `containers` (running one container), `standins`, `truststore`, `database`
 and `pki` (the stand-ins for AWS and the test CA they share), `elastic_ip` (the public address
-that follows the Elastic IP in the EC2 stand-in), `faults` (a host cut off from a stand-in, the
+that follows the Elastic IP in the EC2 stand-in), `acme` (with `up --https`: the site's domain
+and its ACME CA, pebble), `faults` (a host cut off from a stand-in, the
 pair's VRRP cut), `state` (what a run records in `state.json`), `bootlab` (bringing a run up; its
 `BootLab` combines the rest, and replaces a host), `host_operations` (waiting for a boot,
 reboot, kill and start, cutting a host off a stand-in), `teardown` (`down`: exactly what the

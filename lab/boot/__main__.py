@@ -112,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="boot every host, then print status and timings")
     up.add_argument(
+        "--https",
+        action="store_true",
+        help="the site has the lab's domain and an ACME CA (pebble): certbot gets its certificate",
+    )
+    up.add_argument(
         "--web-nodes",
         type=arguments.whole_number(MIN_WEB_NODES, MAX_WEB_NODES),
         help="override webNodeCount (2 to 20)",
@@ -156,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "up":
             started = time.monotonic()
-            lab.up(web_nodes=args.web_nodes, image=args.image)
+            lab.up(web_nodes=args.web_nodes, image=args.image, https=args.https)
             print(f"The boot lab is up in {time.monotonic() - started:.0f} s: {lab.url()}\n")
             print(status_table(lab.status()))
             print()

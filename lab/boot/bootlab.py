@@ -37,7 +37,7 @@ from components.rendered_hosts import (
     render_hosts,
 )
 from lab import checks, mariadb, processes
-from lab.boot import database, elastic_ip, images, metadata, network, seed, standins
+from lab.boot import acme, database, elastic_ip, images, metadata, network, seed, standins
 from lab.boot.host_operations import STAND_INS, HostOperations
 from lab.boot.pki import CertificateAuthority
 from lab.boot.readings import Readings
@@ -91,13 +91,17 @@ class BootLab(HostOperations, Teardown, Readings):
         *,
         cut_off: Mapping[str, Sequence[str]] | None = None,
         wait: bool = True,
+        https: bool = False,
     ) -> State:
         """Boot every host and wait until each has booted and the load balancer rotates over
         every web node. `cut_off` (host -> stand-in names) makes stand-ins unreachable from
         hosts before they boot, and `wait=False` returns once every container has started
-        (failure-injection tests)."""
+        (failure-injection tests). `https`: the site has the lab's domain, and its ACME CA
+        runs (`lab.boot.acme`)."""
         recipe = images.recipe_for(image)
         settings = self.settings(web_nodes)
+        if https:
+            settings = acme.with_domain(settings)
         cuts = {host: list(names) for host, names in (cut_off or {}).items()}
         hosts = [*settings.load_balancer_names, *settings.web_node_names]
         for host, names in cuts.items():
@@ -150,6 +154,11 @@ class BootLab(HostOperations, Teardown, Readings):
         self._helper(state, standins.start_truststore(standing_in, authority))
         self._helper(state, standins.start_aws_api(standing_in, authority, state.region))
         self._helper(state, standins.start_secret_store(standing_in, authority, state.region))
+        if settings.domain:
+            # The ACME CA, and the pair's certificate secret as the program makes it: empty.
+            self._helper(state, acme.start(standing_in / "acme", authority))
+            secrets = standins.aws_client("secretsmanager", state.region, authority)
+            secrets.create_secret(Name=settings.certificate_secret)
         master = standins.create_rds_primary(
             state.region,
             authority,
@@ -175,8 +184,10 @@ class BootLab(HostOperations, Teardown, Readings):
         # finds its peer by name), and the database pair's.
         records = {host.name: host.address for host in state.hosts}
         records |= {"db-primary": network.DB_PRIMARY, "db-replica": network.DB_REPLICA}
+        names = acme.dns_names() if settings.domain else {}
         self._helper(
-            state, standins.start_dns(standing_in, settings.internal_zone, records, state.region)
+            state,
+            standins.start_dns(standing_in, settings.internal_zone, records, state.region, names),
         )
 
         rendered = render_hosts(settings, state.region, standins.MOTO_ACCOUNT)
@@ -247,7 +258,7 @@ class BootLab(HostOperations, Teardown, Readings):
             instance_id=host.instance_id,
             address=host.address,
             userdata=userdata,
-            ca_pem=authority.pem,
+            ca_pem=self._trusted(authority),
             base=image_root,
         )
         metadata.write_route(container.layer)
@@ -257,6 +268,12 @@ class BootLab(HostOperations, Teardown, Readings):
         host.nspawn_pid, host.leader_pid = container.nspawn_pid, container.leader_pid
         host.boots, host.booted_seconds, host.started_at = 1, None, time.time()
         self._save(state)
+
+    def _trusted(self, authority: CertificateAuthority) -> bytes:
+        """What the hosts trust besides the image's CAs: the lab's CA, and with a domain the
+        ACME CA's root (as Ubuntu's trust store has Let's Encrypt's)."""
+        root = acme.issuing_root(self.folder / "standins" / "acme")
+        return authority.pem + (root.read_bytes() if root.exists() else b"")
 
     def replace(self, name: str, timeout: float = FIRST_BOOT_TIMEOUT) -> float:
         """Replace a host as a rolling update does: its instance is terminated (a clean
@@ -327,7 +344,10 @@ class BootLab(HostOperations, Teardown, Readings):
 
     def wait_serving(self, state: State, timeout: float = SERVING_TIMEOUT) -> checks.Check:
         nodes = [h.name for h in state.hosts if h.role == "web"]
-        result = checks.wait_for(lambda: checks.check_rotation(self.url(), nodes), timeout)
+        if state.settings.get("domain"):  # HTTP may redirect by now: asked as browsers do
+            result = checks.wait_for(lambda: acme.check_rotation(nodes), timeout)
+        else:
+            result = checks.wait_for(lambda: checks.check_rotation(self.url(), nodes), timeout)
         if not result.ok:
             raise LabError(f"the public address does not rotate over every node: {result.found}")
         return result

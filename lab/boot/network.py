@@ -37,6 +37,8 @@ TRUSTSTORE = _address(3)
 """The RDS CA bundle URL, truststore.pki.rds.amazonaws.com."""
 SECRET_STORE = _address(4)
 """Secrets Manager's and RDS's APIs (a moto of their own), so they can fail on their own."""
+ACME = _address(5)
+"""The ACME CA (pebble), with `up --https`: `lab.boot.acme`."""
 METADATA = "169.254.169.254"
 """The instance metadata service (`lab.boot.metadata`), as on EC2."""
 DB_PRIMARY = _address(51)
@@ -49,7 +51,7 @@ connections to it are sent to whichever load balancer holds the Elastic IP in th
 stand-in (`lab.boot.elastic_ip`)."""
 APT_PROXY_PORT = 13142  # not apt-cacher-ng's usual 3142, which a system service may hold
 
-HOST_SIDE = (GATEWAY, AWS_API, TRUSTSTORE, SECRET_STORE, DB_PRIMARY, DB_REPLICA)
+HOST_SIDE = (GATEWAY, AWS_API, TRUSTSTORE, SECRET_STORE, ACME, DB_PRIMARY, DB_REPLICA)
 
 
 def load_balancer_address(index: int) -> str:

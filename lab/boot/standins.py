@@ -55,8 +55,15 @@ def secret_store_names(region: str) -> list[str]:
     return [f"{service}.{region}.amazonaws.com" for service in SECRET_STORE_SERVICES]
 
 
-def dns_config(zone: str, records: dict[str, str], log: Path, region: str) -> str:
-    """dnsmasq: authoritative for the zone, AWS names to the stand-ins, nothing else resolved."""
+def dns_config(
+    zone: str,
+    records: dict[str, str],
+    log: Path,
+    region: str,
+    names: dict[str, str] | None = None,
+) -> str:
+    """dnsmasq: authoritative for the zone, AWS names to the stand-ins, nothing else resolved
+    (but `names`, full names: the site's domain and its ACME CA with `up --https`)."""
     lines = [
         f"listen-address={network.GATEWAY}",
         "bind-interfaces",
@@ -70,6 +77,7 @@ def dns_config(zone: str, records: dict[str, str], log: Path, region: str) -> st
         f"log-facility={log}",
         f"local=/{zone}/",
         *(f"host-record={name}.{zone},{address}" for name, address in records.items()),
+        *(f"host-record={name},{address}" for name, address in (names or {}).items()),
         # dnsmasq answers from the longest matching domain: these before *.amazonaws.com.
         f"address=/amazonaws.com/{network.AWS_API}",
         f"address=/truststore.pki.rds.amazonaws.com/{network.TRUSTSTORE}",
@@ -78,10 +86,16 @@ def dns_config(zone: str, records: dict[str, str], log: Path, region: str) -> st
     return "\n".join(lines) + "\n"
 
 
-def start_dns(folder: Path, zone: str, records: dict[str, str], region: str) -> Daemon:
+def start_dns(
+    folder: Path,
+    zone: str,
+    records: dict[str, str],
+    region: str,
+    names: dict[str, str] | None = None,
+) -> Daemon:
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "dnsmasq.conf"
-    config.write_text(dns_config(zone, records, folder / "queries.log", region))
+    config.write_text(dns_config(zone, records, folder / "queries.log", region, names))
     daemon = processes.start(
         "dns/dnsmasq",
         [program("dnsmasq"), "--keep-in-foreground", f"--conf-file={config}"],
