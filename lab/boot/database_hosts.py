@@ -102,8 +102,12 @@ def detach_volume(loop: str, image: str) -> bool:
 
 
 def bind_arguments(volume: dict[str, str] | None) -> list[str]:
-    """systemd-nspawn's arguments that attach the host's volume."""
-    return [f"--bind={volume['loop']}:{DEVICE_IN_CONTAINER}"] if volume else []
+    """systemd-nspawn's arguments that attach the host's volume: as `/dev/xvdf`, and under
+    its own name, which is what /proc/partitions lists (no udev runs in a container to make
+    the /dev/disk/by-uuid link that mount's `UUID=` would otherwise find it by)."""
+    if not volume:
+        return []
+    return [f"--bind={volume['loop']}:{DEVICE_IN_CONTAINER}", f"--bind={volume['loop']}"]
 
 
 def provision(
