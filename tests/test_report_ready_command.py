@@ -27,20 +27,21 @@ def stored() -> str:
 def report_ready(
     command: str, extra: list[str], timeout: float = 30
 ) -> subprocess.CompletedProcess[str]:
+    line = [
+        "/usr/bin/python3",
+        str(SCRIPT),
+        "--parameter",
+        PARAMETER,
+        "--region",
+        REGION,
+        "--check-command",
+        command,
+        "--timeout",
+        str(timeout),
+        *extra,
+    ]
     return subprocess.run(
-        [
-            "/usr/bin/python3",
-            str(SCRIPT),
-            "--parameter",
-            PARAMETER,
-            "--region",
-            REGION,
-            "--check-command",
-            command,
-            "--timeout",
-            str(timeout),
-            *extra,
-        ],
+        line,
         capture_output=True,
         text=True,
         timeout=120,
@@ -97,19 +98,20 @@ def test_a_check_command_that_cannot_run_reports_nothing(tmp_path: Path) -> None
 
 
 def test_a_url_and_a_command_are_not_both_given(tmp_path: Path) -> None:
+    line = [
+        "/usr/bin/python3",
+        str(SCRIPT),
+        "--parameter",
+        PARAMETER,
+        "--region",
+        REGION,
+        "--check-url",
+        "http://127.0.0.1:9/",
+        "--check-command",
+        "/bin/true",
+    ]
     result = subprocess.run(
-        [
-            "/usr/bin/python3",
-            str(SCRIPT),
-            "--parameter",
-            PARAMETER,
-            "--region",
-            REGION,
-            "--check-url",
-            "http://127.0.0.1:9/",
-            "--check-command",
-            "/bin/true",
-        ],
+        line,
         capture_output=True,
         text=True,
         timeout=30,
