@@ -7,12 +7,16 @@ data volume (a loop device as `/dev/xvdf`). Nothing then touches MariaDB but the
 `database_node.py`: the primary creates the users and takes the first backup, the replica
 waits for it, seeds itself from that backup and replicates over verified TLS; the web nodes
 verify both with the stack's CA. Then: a write through the load balancer is read back from
-the replica; the replica's host killed, the reads come from the primary.
+the replica; the primary's host replaced under a stream of writes (the same volume attached to
+the new instance) loses no acknowledged write; the replica's host killed, the reads come from
+the primary.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import threading
 import time
 from collections.abc import Iterator
 
@@ -106,6 +110,63 @@ def test_a_write_through_the_load_balancer_is_read_back_from_the_replica(lab: Bo
             break
         time.sleep(2)
     assert result.ok, result.found
+
+
+def write_stream(url: str, stop: threading.Event, answers: list[tuple[float, str, int]]) -> None:
+    """Keyed writes one after the other until `stop`: (time, text, status; 0 = no answer)."""
+    for number in itertools.count():
+        if stop.is_set():
+            return
+        text = f"replaced-primary {number}"
+        try:
+            posted = http_request(
+                "POST", f"{url.rstrip('/')}/api/messages", timeout=3, payload={"text": text}
+            )
+            status = posted.status
+        except HttpFailure:
+            status = 0
+        answers.append((time.monotonic(), text, status))
+        if status != 201:
+            time.sleep(0.2)
+
+
+def texts(lab: BootLab, host: str, like: str) -> list[str]:
+    query = f"SELECT text FROM webapp.messages WHERE text LIKE '{like}%'"
+    return sql(lab, host, query).splitlines()[1:]
+
+
+def test_the_primary_replaced_under_writes_loses_no_acknowledged_write(lab: BootLab) -> None:
+    """`replace database-1` as `pulumi up` does after a change: the instance stopped cleanly,
+    a new one from the same userdata attaching the same volume. Writes fail while it is away
+    and succeed after; every acknowledged write is there once, on both hosts."""
+    stop, answers = threading.Event(), list[tuple[float, str, int]]()
+    writer = threading.Thread(target=write_stream, args=(lab.url(), stop, answers), daemon=True)
+    writer.start()
+    time.sleep(5)
+    seconds = lab.replace("database-1")
+    MEASURED["database-1 replaced (stop to booted)"] = seconds
+    time.sleep(5)
+    stop.set()
+    writer.join(30)
+    acknowledged = [text for _, text, status in answers if status == 201]
+    failed = [(at, status) for at, _, status in answers if status != 201]
+    assert acknowledged[:5], "no write succeeded before the replacement"
+    assert failed, "no write failed: was the primary replaced at all?"
+    assert answers[-1][2] == 201, "writes did not come back after the replacement"
+    MEASURED["writes failing while the primary was away"] = failed[-1][0] - failed[0][0]
+    print(f"\n{len(acknowledged)} writes acknowledged, {len(failed)} refused or unanswered")
+    on_primary = texts(lab, "database-1", "replaced-primary ")
+    assert sorted(set(acknowledged) - set(on_primary)) == [], "acknowledged writes lost"
+    assert len(on_primary) == len(set(on_primary)), "a write stored twice"
+    # The replica reconnects by itself and has them too.
+    deadline = time.monotonic() + 60
+    while set(acknowledged) - set(texts(lab, "database-2", "replaced-primary ")):
+        assert time.monotonic() < deadline, "the replica did not catch up with the new primary"
+        time.sleep(1)
+    assert lab.status()["replication"].startswith("replicating")
+    container = lab.container(lab.load().host("database-1"))
+    output = container.execute("cat", "/var/log/cloud-init-output.log").stdout
+    assert "holds no filesystem" not in output, "the replacement formatted the data volume"
 
 
 def read_source(url: str) -> tuple[int, str | None]:
