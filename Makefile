@@ -26,10 +26,11 @@ lab-status:
 lab-down:
 	$(UV) run python -m lab down
 
-# Every host's real cloud-config booted in containers (root; IMAGE=bookworm for Debian 12).
+# Every host's real cloud-config booted in containers (root; IMAGE=bookworm for Debian 12;
+# DB_MODE=ec2 boots the database hosts too, on bookworm).
 IMAGE ?= trixie
 boot: setup
-	$(UV) run python -m lab.boot up --image $(IMAGE)
+	$(UV) run python -m lab.boot up $(if $(DB_MODE),--db-mode $(DB_MODE) --image bookworm,--image $(IMAGE))
 
 boot-status:
 	$(UV) run python -m lab.boot status

@@ -131,8 +131,9 @@ def read_secrets_statement(secret_arns: Sequence[str]) -> dict[str, object]:
 
 
 def backup_statements(bucket_arn: str) -> list[dict[str, object]]:
-    """List, read and write the backups under `database/`: nothing else of the bucket, and no
-    delete (the bucket's lifecycle rule expires old backups; versioning keeps overwritten ones)."""
+    """List, read and write the backups under `database/` (and abort a multipart upload
+    there): nothing else of the bucket, and no delete (the bucket's lifecycle rule expires old
+    backups; versioning keeps overwritten ones)."""
     return [
         {
             "Sid": "ListTheBackups",
@@ -144,7 +145,9 @@ def backup_statements(bucket_arn: str) -> list[dict[str, object]]:
         {
             "Sid": "ReadAndWriteTheBackups",
             "Effect": "Allow",
-            "Action": ["s3:GetObject", "s3:PutObject"],
+            # A backup is uploaded in parts: a failed one aborts its upload (the lifecycle
+            # rule aborts what a killed host left behind).
+            "Action": ["s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"],
             "Resource": f"{bucket_arn}/{BACKUP_PREFIX}*",
         },
     ]

@@ -11,9 +11,11 @@ small enough, and holds no secret.
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from cryptography import x509
@@ -32,7 +34,12 @@ from lab.boot.policy import Decision, Request, evaluate
 from settings import load_settings
 from settings.database_hosts import fixed_private_ip, reserved_cidr
 from tools.mocked_program import ACCOUNT, REGION, ProgramRun, Registration, run_program
-from userdata.cloud_config import EC2_USERDATA_LIMIT, file_content, parse
+from userdata.cloud_config import (
+    EC2_USERDATA_LIMIT,
+    REPORT_READY_TIMEOUT_SECONDS,
+    file_content,
+    parse,
+)
 from userdata.database_host import (
     CA_FILE,
     CERT_FILE,
@@ -42,6 +49,7 @@ from userdata.database_host import (
     DatabaseSecrets,
     with_database_ca,
 )
+from userdata.scripts import database_node, report_ready
 from userdata.web_node_config import RDS_CA_BUNDLE
 
 HOSTS = ("database-1", "database-2")
@@ -217,6 +225,11 @@ def test_each_host_reads_exactly_its_secrets_and_backups(run: ProgramRun, host: 
     assert not allowed(documents, "s3:ListBucket", bucket, **{"s3:prefix": "other/"})
     assert not allowed(documents, "s3:GetObject", f"{bucket}/other/file")
     assert not allowed(documents, "s3:DeleteObject", f"{bucket}/database/full/x")
+    # The script's keys, and a failed upload in parts aborted.
+    assert allowed(documents, "s3:PutObject", f"{bucket}/database/full/20260101T000000Z.xbstream")
+    assert allowed(documents, "s3:PutObject", f"{bucket}/database/binlog/{host}/{host}-bin.000001")
+    assert allowed(documents, "s3:AbortMultipartUpload", f"{bucket}/database/full/x.xbstream")
+    assert not allowed(documents, "s3:AbortMultipartUpload", f"{bucket}/other/x")
     assert not allowed(documents, "s3:PutBucketPolicy", bucket)
     assert not allowed(documents, "rds:DescribeDBInstances", "*")
     assert not allowed(documents, "ec2:AttachVolume", "*")
@@ -250,7 +263,7 @@ def test_the_statements_name_what_they_are_given() -> None:
     listing, objects = backup_statements("arn:aws:s3:::bucket")
     assert listing["Resource"] == "arn:aws:s3:::bucket"
     assert objects["Resource"] == "arn:aws:s3:::bucket/database/*"
-    assert objects["Action"] == ["s3:GetObject", "s3:PutObject"]
+    assert objects["Action"] == ["s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"]
 
 
 # --- the firewall ---------------------------------------------------------------------------
@@ -334,6 +347,22 @@ def test_the_server_certificate_is_the_ca_s_for_the_host_s_names(
     assert "PRIVATE KEY" in json.dumps(version.inputs["secretString"])
 
 
+def test_the_replica_verifies_the_primary_by_a_name_its_certificate_holds(
+    run: ProgramRun,
+) -> None:
+    """The replica connects to `primary_host` with MASTER_SSL_VERIFY_SERVER_CERT: the primary's
+    certificate must name it, and be the CA's the replica holds."""
+    replica = userdata_of(run, "database-2")
+    primary = userdata_of(run, "database-1")
+    wanted = json.loads(written(replica, CONFIG_FILE))["primary_host"]
+    server = x509.load_pem_x509_certificate(written(primary, CERT_FILE).encode())
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert wanted in names.get_values_for_type(x509.DNSName)
+    server.verify_directly_issued_by(
+        x509.load_pem_x509_certificate(written(replica, CA_FILE).encode())
+    )
+
+
 def test_the_backup_bucket_is_private_versioned_encrypted_and_expires_backups(
     run: ProgramRun,
 ) -> None:
@@ -365,6 +394,8 @@ def test_the_backup_bucket_is_private_versioned_encrypted_and_expires_backups(
     assert expire["filter"]["prefix"] == "database/"
     assert expire["expiration"]["days"] == 9
     assert expire["noncurrentVersionExpiration"]["noncurrentDays"] == 9
+    # A host killed during a backup leaves an upload in parts: S3 aborts it the next day.
+    assert expire["abortIncompleteMultipartUpload"]["daysAfterInitiation"] == 1
     assert run.depends_on(lifecycle, versioning)
 
 
@@ -415,6 +446,39 @@ def test_the_host_config_is_the_scripts_interface(run: ProgramRun, host: str, ro
     assert steps[3].startswith("python3 /usr/local/lib/web-infra/report_ready.py")
     assert f"/web-infra-dev/ready/{host}" in steps[3]
     assert f"--check-command python3 {DATABASE_NODE} check --config {CONFIG_FILE}" in steps[3]
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_every_command_line_the_host_runs_is_the_script_s(run: ProgramRun, host: str) -> None:
+    """The runcmd steps, the readiness report's check and the timers' units, parsed by the
+    real script's (and the report's) argument parsers: a renamed option fails here, not at
+    boot."""
+    document = userdata_of(run, host)
+    parsed = []
+    node_steps = [step for step in document["runcmd"] if step[1] == DATABASE_NODE]
+    (report,) = [step for step in document["runcmd"] if step[1].endswith("/report_ready.py")]
+    check = shlex.split(report[report.index("--check-command") + 1])
+    units = database_node.units(CONFIG_FILE)
+    execs = [
+        shlex.split(line.removeprefix("ExecStart="))
+        for text in units.values()
+        for line in text.splitlines()
+        if line.startswith("ExecStart=")
+    ]
+    for words in [*node_steps, check, *execs]:
+        assert words[0].rsplit("/", 1)[-1] == "python3", words
+        assert words[1] == DATABASE_NODE, words
+        args = database_node.arguments().parse_args(words[2:])
+        assert args.config == CONFIG_FILE, words
+        parsed.append(args.step)
+    assert parsed == ["install", "bootstrap", "check", "backup", "ship-binlogs"]
+    # The report's own options, by its parser: the check runs (here: fails at once), no usage
+    # error.
+    with patch.object(report_ready, "wait_for_command", return_value=False) as waited:
+        assert report_ready.main(report[2:]) == 1
+    (command, timeout), _ = waited.call_args
+    assert shlex.split(command) == check
+    assert timeout == REPORT_READY_TIMEOUT_SECONDS
 
 
 def test_the_database_script_is_an_artifact(run: ProgramRun) -> None:

@@ -69,6 +69,7 @@ BASE = {
     "tar": "tar",
     "mount": "mount",
     "umount": "mount",
+    "losetup": "mount",
     "nsenter": "util-linux",
     "dpkg-query": "dpkg",
     "mkfs.ext4": "e2fsprogs",

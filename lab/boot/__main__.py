@@ -124,8 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument(
         "--image",
         choices=images.SUITES,
-        default="trixie",
-        help="Debian 13 (default; the newer bracket of Ubuntu 24.04) or 12 (the older)",
+        help="Debian 13 (default; the newer bracket of Ubuntu 24.04) or 12 (the older; the "
+        "default with --db-mode ec2)",
+    )
+    up.add_argument(
+        "--db-mode",
+        choices=("rds", "ec2"),
+        help="override dbMode: ec2 boots the database hosts from their userdata",
     )
     status = commands.add_parser("status", help="each host, cloud-init's result, services")
     status.add_argument("--json", action="store_true", help="machine-readable status")
@@ -161,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "up":
             started = time.monotonic()
-            lab.up(web_nodes=args.web_nodes, image=args.image, https=args.https)
+            image = args.image or ("bookworm" if args.db_mode == "ec2" else "trixie")
+            lab.up(web_nodes=args.web_nodes, image=image, https=args.https, db_mode=args.db_mode)
             print(f"The boot lab is up in {time.monotonic() - started:.0f} s: {lab.url()}\n")
             print(status_table(lab.status()))
             print()

@@ -37,7 +37,17 @@ from components.rendered_hosts import (
     render_hosts,
 )
 from lab import checks, mariadb, processes
-from lab.boot import acme, database, elastic_ip, images, metadata, network, seed, standins
+from lab.boot import (
+    acme,
+    database,
+    database_hosts,
+    elastic_ip,
+    images,
+    metadata,
+    network,
+    seed,
+    standins,
+)
 from lab.boot.host_operations import STAND_INS, HostOperations
 from lab.boot.pki import CertificateAuthority
 from lab.boot.readings import Readings
@@ -46,6 +56,7 @@ from lab.boot.teardown import Teardown
 from lab.localize import LabError
 from lab.processes import Daemon
 from settings import Settings, load_settings, load_stack_file
+from userdata.database_host import with_database_ca
 
 REQUIRED = (
     "systemd-nspawn",
@@ -77,11 +88,14 @@ def stack_region(stack: str) -> str:
 class BootLab(HostOperations, Teardown, Readings):
     """One boot lab, by its state folder: `up` here, the rest from the classes it combines."""
 
-    def settings(self, web_nodes: int | None) -> Settings:
+    def settings(self, web_nodes: int | None, db_mode: str | None = None) -> Settings:
         settings = load_stack_file(ROOT / f"Pulumi.{self.stack}.yaml", stack=self.stack)
         if web_nodes is not None:
             checked = load_settings({"webNodeCount": web_nodes}, stack=self.stack)
             settings = dataclasses.replace(settings, web_node_count=checked.web_node_count)
+        if db_mode is not None:
+            checked = load_settings({"dbMode": db_mode}, stack=self.stack)
+            settings = dataclasses.replace(settings, db_mode=checked.db_mode)
         return settings
 
     def up(
@@ -92,16 +106,23 @@ class BootLab(HostOperations, Teardown, Readings):
         cut_off: Mapping[str, Sequence[str]] | None = None,
         wait: bool = True,
         https: bool = False,
+        db_mode: str | None = None,
     ) -> State:
         """Boot every host and wait until each has booted and the load balancer rotates over
         every web node. `cut_off` (host -> stand-in names) makes stand-ins unreachable from
         hosts before they boot, and `wait=False` returns once every container has started
         (failure-injection tests). `https`: the site has the lab's domain, and its ACME CA
-        runs (`lab.boot.acme`)."""
+        runs (`lab.boot.acme`). `db_mode="ec2"` boots the database hosts from their userdata
+        instead of running the RDS stand-ins (`lab.boot.database_hosts`)."""
         recipe = images.recipe_for(image)
-        settings = self.settings(web_nodes)
+        settings = self.settings(web_nodes, db_mode)
         if https:
             settings = acme.with_domain(settings)
+        if settings.db_mode == "ec2" and image != "bookworm":
+            raise LabError(
+                "the database hosts boot on bookworm (MariaDB 10.11, as Ubuntu 24.04; trixie's "
+                "image lacks mkfs.ext4, which Ubuntu's has): --image bookworm"
+            )
         cuts = {host: list(names) for host, names in (cut_off or {}).items()}
         hosts = [*settings.load_balancer_names, *settings.web_node_names]
         for host, names in cuts.items():
@@ -125,6 +146,7 @@ class BootLab(HostOperations, Teardown, Readings):
         self.folder.mkdir(parents=True)
         _ensure_others_can_enter(self.folder)
         state = State(image, "", self.stack, region, dataclasses.asdict(settings))
+        state.db_mode = settings.db_mode
         state.cut_off = cuts
         self._save(state)
         try:
@@ -133,6 +155,12 @@ class BootLab(HostOperations, Teardown, Readings):
             self.down()
             raise
         return state
+
+    def _start_acme(self, state: State, settings: Settings, standing_in: Path) -> None:
+        """The ACME CA, and the pair's certificate secret as the program makes it: empty."""
+        self._helper(state, acme.start(standing_in / "acme", self.authority))
+        secrets = standins.aws_client("secretsmanager", state.region, self.authority)
+        secrets.create_secret(Name=settings.certificate_secret)
 
     def _bring_up(
         self,
@@ -155,22 +183,21 @@ class BootLab(HostOperations, Teardown, Readings):
         self._helper(state, standins.start_aws_api(standing_in, authority, state.region))
         self._helper(state, standins.start_secret_store(standing_in, authority, state.region))
         if settings.domain:
-            # The ACME CA, and the pair's certificate secret as the program makes it: empty.
-            self._helper(state, acme.start(standing_in / "acme", authority))
-            secrets = standins.aws_client("secretsmanager", state.region, authority)
-            secrets.create_secret(Name=settings.certificate_secret)
-        master = standins.create_rds_primary(
-            state.region,
-            authority,
-            identifier=settings.db_primary_identifier,
-            database_name=DATABASE_NAME,
-            master_username=MASTER_USERNAME,
-        )
-        # The app's secret, as the program creates it before any instance boots.
-        app = mariadb.Login.new(APP_USERNAME)
-        standins.create_app_secret(
-            state.region, authority, name=app_secret_name(settings.name_prefix), login=app
-        )
+            self._start_acme(state, settings, standing_in)
+        ec2 = settings.db_mode == "ec2"
+        if not ec2:
+            master = standins.create_rds_primary(
+                state.region,
+                authority,
+                identifier=settings.db_primary_identifier,
+                database_name=DATABASE_NAME,
+                master_username=MASTER_USERNAME,
+            )
+            # The app's secret, as the program creates it before any instance boots.
+            app = mariadb.Login.new(APP_USERNAME)
+            standins.create_app_secret(
+                state.region, authority, name=app_secret_name(settings.name_prefix), login=app
+            )
 
         state.hosts = [
             HostRecord(name, "load-balancer", network.load_balancer_address(i), 80)
@@ -185,6 +212,9 @@ class BootLab(HostOperations, Teardown, Readings):
         records = {host.name: host.address for host in state.hosts}
         records |= {"db-primary": network.DB_PRIMARY, "db-replica": network.DB_REPLICA}
         names = acme.dns_names() if settings.domain else {}
+        database_userdata, database_ca = (
+            self._database_hosts(state, settings, records) if ec2 else ({}, b"")
+        )
         self._helper(
             state,
             standins.start_dns(standing_in, settings.internal_zone, records, state.region, names),
@@ -198,6 +228,11 @@ class BootLab(HostOperations, Teardown, Readings):
             {published.file.key: published.file.content for published in rendered.files},
         )
         userdata = {**rendered.load_balancers, **rendered.web}
+        if ec2:  # the web nodes verify the database hosts with the stack's database CA
+            userdata |= {
+                name: with_database_ca(userdata[name], database_ca.decode())
+                for name in rendered.web
+            }
         # The instances in the EC2 stand-in, the Elastic IP and its allocation id's parameter,
         # as the program creates them before any instance boots; then the lab's public
         # address follows whichever instance the Elastic IP is associated with.
@@ -233,13 +268,33 @@ class BootLab(HostOperations, Teardown, Readings):
         )
         self._apply_faults(state)
         for host in state.hosts:
-            self._boot_new(state, host, userdata[host.name].encode(), authority, image.root)
+            data = database_userdata.get(host.name) or userdata[host.name].encode()
+            self._boot_new(state, host, data, authority, image.root)
         # The database pair comes up while the hosts install their packages, as RDS may still
         # be creating while the instances boot on AWS; the app answers 503 until it is there.
-        self._start_databases(state, authority, settings.internal_zone, master, app)
+        # Both database hosts boot at once: the replica waits (bounded) for the primary.
+        if not ec2:
+            self._start_databases(state, authority, settings.internal_zone, master, app)
         if wait:
             self.wait_booted(state, FIRST_BOOT_TIMEOUT)
             self.wait_serving(state)
+
+    def _database_hosts(
+        self, state: State, settings: Settings, records: dict[str, str]
+    ) -> tuple[dict[str, bytes], bytes]:
+        """`dbMode: ec2`: the hosts' records, volumes, secrets, certificates and bucket; their
+        userdata and the stack's database CA."""
+        volumes = {}
+        for name, address in database_hosts.ADDRESSES.items():
+            volumes[name] = database_hosts.attach_volume(self.folder / "volumes", name)
+            state.volumes[name] = dataclasses.asdict(volumes[name])
+            self._save(state)
+            state.hosts.append(HostRecord(name, database_hosts.ROLE, address, database_hosts.PORT))
+            records[name] = address
+            records[database_hosts.ALIASES[name]] = address
+        return database_hosts.provision(
+            self.folder, settings, state.region, self.authority, volumes
+        )
 
     def _boot_new(
         self,
@@ -264,7 +319,7 @@ class BootLab(HostOperations, Teardown, Readings):
         metadata.write_route(container.layer)
         container.mount(image_root)
         self._save(state)
-        container.start()
+        container.start(database_hosts.bind_arguments(state.volumes.get(host.name)))
         host.nspawn_pid, host.leader_pid = container.nspawn_pid, container.leader_pid
         host.boots, host.booted_seconds, host.started_at = 1, None, time.time()
         self._save(state)

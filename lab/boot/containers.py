@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,8 +86,9 @@ class Container:
 
     # --- processes -----------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Boot the container; returns once its PID 1 exists (not when it has booted)."""
+    def start(self, extra: Sequence[str] = ()) -> None:
+        """Boot the container (`extra`: more systemd-nspawn arguments, a device to attach);
+        returns once its PID 1 exists (not when it has booted)."""
         cgroups = self.cgroups
         if not cgroups:
             raise LabError(f"no cgroup hierarchy under {CGROUP_ROOT}: cannot run containers")
@@ -109,6 +111,7 @@ class Container:
             "--resolv-conf=off",
             "--timezone=off",
             "--link-journal=no",
+            *extra,
         ]
         with self.console.open("ab") as output:
             process = subprocess.Popen(  # noqa: S603 - fixed command

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from lab import processes
-from lab.boot import faults, inspect, network
+from lab.boot import database_hosts, faults, inspect, network
 from lab.boot.containers import Container
 from lab.boot.state import BootRecords, HostRecord, State
 from lab.localize import LabError
@@ -98,7 +98,7 @@ class HostOperations(BootRecords):
     ) -> None:
         """Start a stopped host's container from its own disk and wait until it has booted."""
         container.kill_cgroup_members()
-        container.start()
+        container.start(database_hosts.bind_arguments(state.volumes.get(host.name)))
         host.nspawn_pid, host.leader_pid = container.nspawn_pid, container.leader_pid
         host.boots += 1
         host.started_at = time.time()

@@ -18,6 +18,7 @@ from lab.localize import LabError
 SERVICES = {
     "load-balancer": ("haproxy.service",),
     "web": ("nginx.service", "web-app.service", "prometheus-nginx-exporter.service"),
+    "database": ("mariadb.service",),
 }
 # cloud-init's own final stage: every host must have run it, at every boot.
 COMMON_SERVICES = ("cloud-final.service",)

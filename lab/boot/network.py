@@ -43,6 +43,9 @@ METADATA = "169.254.169.254"
 """The instance metadata service (`lab.boot.metadata`), as on EC2."""
 DB_PRIMARY = _address(51)
 DB_REPLICA = _address(52)
+DATABASE_1 = _address(61)
+DATABASE_2 = _address(62)
+"""`dbMode: ec2`: the database hosts' containers (the program's fixed addresses)."""
 LOAD_BALANCER_BASE = 7  # load-balancer-i is .(7 + i): load-balancer-1 is 169.254.77.8
 WEB_BASE = 10  # web-i is .(10 + i): web-1 is 169.254.77.11
 PUBLIC = _address(100)

@@ -15,6 +15,7 @@ from lab import mariadb, processes
 from lab.boot import aws_api, database, elastic_ip, inspect, network, standins
 from lab.boot.state import BootRecords
 from lab.processes import Daemon
+from userdata.database_host import CONFIG_FILE, DATABASE_NODE
 
 
 class Readings(BootRecords):
@@ -62,13 +63,13 @@ class Readings(BootRecords):
                         "cloud_init": None,
                     }
                 )
-        _, replica = database.servers(self.folder / "databases")
         return {
             "url": self.url(),
             "image": state.image,
             "hosts": hosts,
             "public_address": self.public_address(),
-            "replication": mariadb.replication_summary(replica),
+            "db_mode": state.db_mode,
+            "replication": self.replication(),
             "stand_ins": {
                 h["name"].split("/")[0]: "up" if processes.is_running(Daemon(**h)) else "down"
                 for h in state.helpers
@@ -76,6 +77,24 @@ class Readings(BootRecords):
             },
             "cut_off": {host: names for host, names in state.cut_off.items() if names},
         }
+
+    def replication(self) -> str:
+        """The replica's replication: the RDS stand-in's, or (`dbMode: ec2`) what the replica
+        host's own `database_node.py check` says."""
+        state = self.load()
+        if state.db_mode != "ec2":
+            _, replica = database.servers(self.folder / "databases")
+            return mariadb.replication_summary(replica)
+        host = state.host("database-2")
+        container = self.container(host)
+        if not container.running():
+            return "replica down"
+        checked = container.execute(
+            "python3", DATABASE_NODE, "check", "--config", CONFIG_FILE, timeout=30
+        )
+        lines = (checked.stderr or checked.stdout).strip().splitlines()
+        said = lines[-1].removeprefix("database-node: ") if lines else f"exit {checked.returncode}"
+        return said if checked.returncode == 0 else f"not replicating: {said}"
 
     def public_address(self) -> dict[str, Any]:
         """The lab's Elastic IP: `ip` (where the site is), `holder` (the host whose instance

@@ -63,6 +63,9 @@ class State:
     cut_off: dict[str, list[str]] = field(default_factory=dict)
     """Host name -> the stand-ins it cannot reach (failure injection)."""
     image_timing: dict[str, float | None] = field(default_factory=dict)
+    db_mode: str = "rds"
+    volumes: dict[str, dict[str, str]] = field(default_factory=dict)
+    """`dbMode: ec2`: host name -> its data volume's stand-in (`lab.boot.database_hosts`)."""
 
     def settings_object(self) -> Settings:
         # JSON turned the settings' tuples into lists; nothing in them is a list otherwise.

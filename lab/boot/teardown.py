@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from lab import processes
-from lab.boot import elastic_ip, faults
+from lab.boot import database_hosts, elastic_ip, faults
 from lab.boot.containers import CGROUP_GROUP, Container, cgroup_hierarchies
 from lab.boot.state import BootRecords, State
 from lab.localize import LabError
@@ -34,6 +34,9 @@ class Teardown(BootRecords):
             state = self.load()
         others = other_labs_containers(self.folder, proc_mounts())
         removed = self._remove_containers(state, others)
+        for host, volume in (state.volumes if state else {}).items():
+            if database_hosts.detach_volume(volume["loop"], volume["image"]):
+                removed.append(f"{host}'s volume {volume['loop']}")
         if processes.find_program("nft") is not None and not others:
             faults.clear()
             faults.heal_vrrp()

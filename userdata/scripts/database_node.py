@@ -85,7 +85,12 @@ VOLUME_WAIT_SECONDS = 300.0
 SERVER_WAIT_SECONDS = 300.0
 SERVICE_START_SECONDS = 900.0
 SECRET_WAIT_SECONDS = 120.0  # the role's policy may reach IAM a little after the instance boots
-PRIMARY_WAIT_SECONDS = 900.0  # the replica's wait for the primary and its first backup
+PRIMARY_WAIT_SECONDS = 600.0
+"""The replica's wait for the primary and its first backup, together. The primary takes that
+backup before it reports ready, and the replica's instance is created only after the
+primary's gate passed: the wait covers the records and firewall settling, and a primary
+restarting meanwhile, well inside the replica's own gate (readinessTimeoutMinutes, 15 by
+default, for the packages, install, this wait, the seeding and the readiness report)."""
 REPLICATION_WAIT_SECONDS = 120.0
 COMMAND_TIMEOUT_SECONDS = 120.0
 BACKUP_TIMEOUT_SECONDS = 6 * 3600.0
@@ -756,13 +761,17 @@ def bootstrap_replica(host: Host, config: Config) -> int:
             "not overwriting it (seed it by hand, or empty the datadir)"
         )
     login = Login.of(config, "replication")
+    # One bound for both waits: the replica's gate gives the whole boot readinessTimeoutMinutes.
+    deadline = time.monotonic() + PRIMARY_WAIT_SECONDS
     wait_for(
         f"the primary {config.primary_host} answering the replication user",
         lambda: remote_answers(config, login),
         PRIMARY_WAIT_SECONDS,
     )
     backups = Backups(config)
-    key = wait_for("a full backup in the bucket", backups.full, PRIMARY_WAIT_SECONDS)
+    key = wait_for(
+        "a full backup in the bucket", backups.full, max(deadline - time.monotonic(), 0.0)
+    )
     seed = config.mount / "mysql.seed"
     if seed.exists():
         shutil.rmtree(seed)
@@ -1066,18 +1075,27 @@ def check(host: Host, config: Config) -> int:
 # --- main -------------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
+def arguments() -> argparse.ArgumentParser:
+    """The command line: the one cloud-init, the readiness report and the timers run."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--config", default=CONFIG)
     parser.add_argument("--root", default="/", help=argparse.SUPPRESS)  # the tests' host folder
+    # `--config` before or after the step: cloud-init's runcmd and the readiness report give
+    # it after (`database_node.py install --config ...`), the timers before.
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument("--config", default=argparse.SUPPRESS, help="the host's config file")
     steps = parser.add_subparsers(dest="step", required=True)
     for name in ("install", "bootstrap", "backup", "ship-binlogs", "check"):
-        steps.add_parser(name)
-    back = steps.add_parser("restore")
+        steps.add_parser(name, parents=[after])
+    back = steps.add_parser("restore", parents=[after])
     back.add_argument("--to", type=Path, required=True, help="a new, empty datadir")
     back.add_argument("--at", help="the latest full backup taken at or before this UTC time")
     back.add_argument("--binlogs", type=Path, help="also download the binary logs shipped since")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments().parse_args(argv)
     host = Host(args.root)
     steps_of: dict[str, Callable[[Config], int]] = {
         "install": lambda config: install(host, config, args.config),

@@ -2,7 +2,8 @@
 
 The last step of cloud-init on every host: wait until the host's own service answers locally
 (`--check-url`: the app's health through Nginx on a web node, a request through HAProxy on the
-load balancer), then write to the host's SSM parameter which instance booted which userdata:
+load balancer; `--check-command`: a command that exits 0, `database_node.py check` on a database
+host), then write to the host's SSM parameter which instance booted which userdata:
 
     {"instance_id": "i-...", "userdata_sha256": "...", "ready_at": "2026-11-26T03:12:00Z"}
 
@@ -31,6 +32,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import socket
 import ssl
 import subprocess
@@ -275,6 +277,31 @@ class CertificateCheck:
         return certificate_problem(self.host, self.port, self.domain, chain, self.ca_file)
 
 
+def wait_for_command(
+    command: str, timeout: float, interval: float = 5.0, attempt_timeout: float = 120.0
+) -> bool:
+    """`--check-command`: run `command` (split like a shell's words, no shell) until it exits
+    0, each run at most `attempt_timeout` seconds, all of them within `timeout`."""
+    words = shlex.split(command)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            result = subprocess.run(  # noqa: S603 - the host's own check, from its userdata
+                words, timeout=max(min(attempt_timeout, left), 1.0), check=False
+            )
+            if result.returncode == 0:
+                return True
+            log(f"{words[0]} ... exited {result.returncode}")
+        except subprocess.TimeoutExpired:
+            log(f"{words[0]} ... did not finish in {attempt_timeout:g} s")
+        except OSError as error:
+            log(f"{words[0]} could not run: {error}")
+        if time.monotonic() + interval >= deadline:
+            return False
+        time.sleep(interval)
+
+
 def build_report(userdata_file: str, instance_id_file: str) -> dict[str, str]:
     with open(userdata_file, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
@@ -322,7 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--parameter", required=True, help="SSM parameter of this host")
     parser.add_argument("--region", required=True)
-    parser.add_argument("--check-url", required=True, help="answers 2xx once the host serves")
+    check = parser.add_mutually_exclusive_group(required=True)
+    check.add_argument("--check-url", help="answers 2xx once the host serves")
+    check.add_argument("--check-command", help="exits 0 once the host serves (no shell)")
     parser.add_argument(
         "--tls-unverified",
         action="store_true",
@@ -351,7 +380,11 @@ def main(argv: list[str] | None = None) -> int:
         certificate = CertificateCheck(
             args.check_url, args.domain, args.certificate_secret, args.region, ca_file=args.ca_file
         )
-    if not wait_for_service(
+    if args.check_command is not None:
+        if not wait_for_command(args.check_command, args.timeout):
+            log(f"the check command failed for {args.timeout:g} s; not reporting ready")
+            return 1
+    elif not wait_for_service(
         args.check_url, args.timeout, tls_unverified=args.tls_unverified, certificate=certificate
     ):
         log(f"{args.check_url} did not answer within {args.timeout:g} s; not reporting ready")

@@ -1,0 +1,203 @@
+"""`dbMode: ec2` booted: database-1 and database-2 from their real cloud-configs.
+
+The boot lab (`up(db_mode="ec2")`, lab/boot/database_hosts.py) makes what the program makes
+before the hosts boot (the users' secrets and the hosts' TLS keys in the secret store's moto,
+the stack's database CA and each host's certificate, the backup bucket) and gives each host a
+data volume (a loop device as `/dev/xvdf`). Nothing then touches MariaDB but the hosts' own
+`database_node.py`: the primary creates the users and takes the first backup, the replica
+waits for it, seeds itself from that backup and replicates over verified TLS; the web nodes
+verify both with the stack's CA. Then: a write through the load balancer is read back from
+the replica; the primary's host replaced under a stream of writes (the same volume attached to
+the new instance) loses no acknowledged write; the replica's host killed, the reads come from
+the primary.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from boot_support import TEST_STATE, boot_lab, require_boot_capabilities
+
+from lab import checks
+from lab.boot.bootlab import BootLab
+from tools.verify import HttpFailure, http_request
+from userdata.database_host import CONFIG_FILE, DATABASE_NODE, MOUNT
+
+HOSTS = ("database-1", "database-2")
+ZONE = "dev.web-infra.internal"
+MEASURED: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[BootLab]:
+    require_boot_capabilities()
+    started = time.monotonic()
+    with boot_lab(TEST_STATE / "database-ec2", image="bookworm", db_mode="ec2") as booted:
+        MEASURED["up, every host booted and serving"] = time.monotonic() - started
+        yield booted
+    print(
+        "\ndbMode ec2 boot lab, measured: "
+        + ", ".join(f"{what}: {seconds:.1f} s" for what, seconds in MEASURED.items())
+    )
+
+
+def sql(lab: BootLab, host: str, query: str) -> str:
+    """A query on a database host's own server, as root over its socket."""
+    container = lab.container(lab.load().host(host))
+    result = container.execute("mariadb", "--batch", "--execute", query, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_status_lists_both_database_hosts_booted_without_an_error(lab: BootLab) -> None:
+    status = lab.status()
+    assert status["db_mode"] == "ec2"
+    hosts = {h["name"]: h for h in status["hosts"]}
+    assert "db-primary" not in hosts, "no RDS stand-in in this mode"
+    for name in HOSTS:
+        host = hosts[name]
+        assert host["role"] == "database"
+        assert host["state"] == "up", host
+        assert host["cloud_init"]["errors"] == [], host["cloud_init"]
+        assert host["services"]["mariadb.service"] == "enabled/active"
+        MEASURED[f"{name} booted"] = host["booted_seconds"]
+    assert status["replication"].startswith("replicating"), status["replication"]
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_the_datadir_is_on_the_host_s_own_volume(lab: BootLab, host: str) -> None:
+    container = lab.container(lab.load().host(host))
+    found = container.execute("findmnt", "--json", "--output", "SOURCE,FSTYPE", MOUNT)
+    assert found.returncode == 0, f"{MOUNT} is not mounted: {found.stderr}"
+    (mount,) = json.loads(found.stdout)["filesystems"]
+    assert mount["fstype"] == "ext4"
+    assert mount["source"].startswith("/dev/"), mount
+    datadir = sql(lab, host, "SELECT @@datadir").split()[-1]
+    assert datadir.rstrip("/") == f"{MOUNT}/mysql"
+
+
+def test_replication_came_up_by_itself_over_verified_tls(lab: BootLab) -> None:
+    status = sql(lab, "database-2", "SHOW SLAVE STATUS\\G")
+    fields = dict(
+        line.strip().split(": ", 1) for line in status.splitlines() if ": " in line.strip()
+    )
+    assert fields["Master_Host"] == f"database-1.{ZONE}"
+    assert fields["Slave_IO_Running"] == "Yes"
+    assert fields["Slave_SQL_Running"] == "Yes"
+    assert fields["Master_SSL_Allowed"] == "Yes"
+    assert fields["Master_SSL_Verify_Server_Cert"] == "Yes"
+    assert fields["Using_Gtid"] == "Slave_Pos"
+    assert sql(lab, "database-2", "SELECT @@read_only").split()[-1] == "1"
+    # The replica was seeded from the primary's first backup in the bucket.
+    container = lab.container(lab.load().host("database-2"))
+    checked = container.execute("python3", DATABASE_NODE, "check", "--config", CONFIG_FILE)
+    assert checked.returncode == 0, checked.stderr
+    output = container.execute("cat", "/var/log/cloud-init-output.log").stdout
+    assert "seeded from database/full/" in output, output[-2000:]
+
+
+def test_a_write_through_the_load_balancer_is_read_back_from_the_replica(lab: BootLab) -> None:
+    # The web nodes came up with the databases still booting: their reads may need a moment.
+    deadline = time.monotonic() + 60
+    while True:
+        result = checks.check_read_back_from_replica(lab.url())
+        if result.ok or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert result.ok, result.found
+
+
+def write_stream(url: str, stop: threading.Event, answers: list[tuple[float, str, int]]) -> None:
+    """Keyed writes one after the other until `stop`: (time, text, status; 0 = no answer)."""
+    for number in itertools.count():
+        if stop.is_set():
+            return
+        text = f"replaced-primary {number}"
+        try:
+            posted = http_request(
+                "POST", f"{url.rstrip('/')}/api/messages", timeout=3, payload={"text": text}
+            )
+            status = posted.status
+        except HttpFailure:
+            status = 0
+        answers.append((time.monotonic(), text, status))
+        if status != 201:
+            time.sleep(0.2)
+
+
+def texts(lab: BootLab, host: str, like: str) -> list[str]:
+    query = f"SELECT text FROM webapp.messages WHERE text LIKE '{like}%'"
+    return sql(lab, host, query).splitlines()[1:]
+
+
+def test_the_primary_replaced_under_writes_loses_no_acknowledged_write(lab: BootLab) -> None:
+    """`replace database-1` as `pulumi up` does after a change: the instance stopped cleanly,
+    a new one from the same userdata attaching the same volume. Writes fail while it is away
+    and succeed after; every acknowledged write is there once, on both hosts."""
+    stop, answers = threading.Event(), list[tuple[float, str, int]]()
+    writer = threading.Thread(target=write_stream, args=(lab.url(), stop, answers), daemon=True)
+    writer.start()
+    time.sleep(5)
+    seconds = lab.replace("database-1")
+    MEASURED["database-1 replaced (stop to booted)"] = seconds
+    time.sleep(5)
+    stop.set()
+    writer.join(30)
+    acknowledged = [text for _, text, status in answers if status == 201]
+    failed = [(at, status) for at, _, status in answers if status != 201]
+    assert acknowledged[:5], "no write succeeded before the replacement"
+    assert failed, "no write failed: was the primary replaced at all?"
+    assert answers[-1][2] == 201, "writes did not come back after the replacement"
+    MEASURED["writes failing while the primary was away"] = failed[-1][0] - failed[0][0]
+    print(f"\n{len(acknowledged)} writes acknowledged, {len(failed)} refused or unanswered")
+    on_primary = texts(lab, "database-1", "replaced-primary ")
+    assert sorted(set(acknowledged) - set(on_primary)) == [], "acknowledged writes lost"
+    assert len(on_primary) == len(set(on_primary)), "a write stored twice"
+    # The replica reconnects by itself and has them too.
+    deadline = time.monotonic() + 60
+    while set(acknowledged) - set(texts(lab, "database-2", "replaced-primary ")):
+        assert time.monotonic() < deadline, "the replica did not catch up with the new primary"
+        time.sleep(1)
+    assert lab.status()["replication"].startswith("replicating")
+    container = lab.container(lab.load().host("database-1"))
+    output = container.execute("cat", "/var/log/cloud-init-output.log").stdout
+    assert "holds no filesystem" not in output, "the replacement formatted the data volume"
+
+
+def read_source(url: str) -> tuple[int, str | None]:
+    try:
+        page = http_request("GET", f"{url.rstrip('/')}/api/messages?limit=5", timeout=5)
+    except HttpFailure:
+        return 0, None
+    try:
+        return page.status, page.json().get("read_from")
+    except ValueError:
+        return page.status, None
+
+
+def test_the_replica_host_killed_reads_come_from_the_primary(lab: BootLab) -> None:
+    assert read_source(lab.url()) == (200, "replica")
+    started = time.monotonic()
+    lab.kill("database-2")
+    sources = []
+    deadline = started + 60
+    while time.monotonic() < deadline:
+        answered = read_source(lab.url())
+        sources.append(answered)
+        if answered == (200, "primary"):
+            break
+        time.sleep(0.5)
+    MEASURED["replica killed to a read from the primary"] = time.monotonic() - started
+    assert sources[-1] == (200, "primary"), sources[-10:]
+    # And it stays so: every read served, by the primary.
+    for _ in range(10):
+        assert read_source(lab.url()) == (200, "primary")
+    posted = http_request(
+        "POST", f"{lab.url().rstrip('/')}/api/messages", timeout=5, payload={"text": "no replica"}
+    )
+    assert posted.status == 201
