@@ -15,12 +15,12 @@ the account and the region instead of being generated.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
+from components.private_bucket import private_bucket
 from settings.names import fit_name
 from userdata.shipping import KEY_PREFIX, PublishedFile
 
@@ -51,33 +51,9 @@ class Artifacts(pulumi.ComponentResource):
     ) -> None:
         super().__init__("web-infra:artifacts:Artifacts", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        bucket = aws.s3.Bucket(
-            f"{name}-bucket",
-            bucket=args.bucket_name,
-            # Every object is the program's own and can be made again: destroy may empty it.
-            force_destroy=True,
-            opts=child,
-        )
-        aws.s3.BucketPublicAccessBlock(
-            f"{name}-no-public-access",
-            bucket=bucket.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=child,
-        )
-        aws.s3.BucketOwnershipControls(
-            f"{name}-owner-enforced",
-            bucket=bucket.id,
-            rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
-            opts=child,
-        )
-        aws.s3.BucketPolicy(
-            f"{name}-tls-only",
-            bucket=bucket.id,
-            policy=bucket.arn.apply(_tls_only),
-            opts=child,
+        # Every object is the program's own and can be made again: destroy may empty it.
+        bucket = private_bucket(
+            f"{name}-bucket", name, bucket_name=args.bucket_name, force_destroy=True, opts=child
         )
         self.objects = [
             aws.s3.BucketObjectv2(
@@ -94,21 +70,3 @@ class Artifacts(pulumi.ComponentResource):
         self.bucket_arn = bucket.arn
         self.files_arn = bucket.arn.apply(lambda arn: f"{arn}/{KEY_PREFIX}/*")
         self.register_outputs({"bucket_arn": self.bucket_arn})
-
-
-def _tls_only(bucket_arn: str) -> str:
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Sid": "DenyPlainHttp",
-                    "Effect": "Deny",
-                    "Principal": "*",
-                    "Action": "s3:*",
-                    "Resource": [bucket_arn, f"{bucket_arn}/*"],
-                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-                }
-            ],
-        }
-    )

@@ -37,7 +37,6 @@ import pulumi_aws as aws
 import pulumi_random as random
 import pulumi_tls as tls
 
-from components.artifacts import _tls_only
 from components.database import DatabaseLaunch
 from components.database_bootstrap import PASSWORD_LENGTH, SPECIAL_CHARACTERS
 from components.hardened_instance import InstanceSpec, hardened_instance
@@ -48,6 +47,7 @@ from components.instance_role import (
     policy_document,
     report_ready_statement,
 )
+from components.private_bucket import private_bucket
 from components.readiness_gate import ReadinessGate, gate_for, report_parameter
 from settings.names import host_role_name
 from userdata.database_host import BACKUP_PREFIX, DATA_DEVICE, with_database_ca
@@ -461,26 +461,12 @@ class DatabaseHosts(pulumi.ComponentResource):
         """Encrypted, versioned, private and TLS-only; `database/` objects expire after the
         retention (the hosts write full backups and binary logs there, and delete nothing)."""
         name, args, child = self._name, self._args, self._child
-        bucket = aws.s3.Bucket(
+        # Backups are not the program's to throw away: destroy stops at a non-empty bucket.
+        bucket = private_bucket(
             f"{name}-backups",
-            bucket=args.backup_bucket_name,
-            # Backups are not the program's to throw away: destroy stops at a non-empty bucket.
+            f"{name}-backups",
+            bucket_name=args.backup_bucket_name,
             force_destroy=False,
-            opts=child,
-        )
-        aws.s3.BucketPublicAccessBlock(
-            f"{name}-backups-no-public-access",
-            bucket=bucket.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=child,
-        )
-        aws.s3.BucketOwnershipControls(
-            f"{name}-backups-owner-enforced",
-            bucket=bucket.id,
-            rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
             opts=child,
         )
         aws.s3.BucketServerSideEncryptionConfiguration(
@@ -523,11 +509,5 @@ class DatabaseHosts(pulumi.ComponentResource):
             ],
             # S3 applies a lifecycle rule to a versioned bucket's versions once versioning is on.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]),
-        )
-        aws.s3.BucketPolicy(
-            f"{name}-backups-tls-only",
-            bucket=bucket.id,
-            policy=bucket.arn.apply(_tls_only),
-            opts=child,
         )
         return bucket
