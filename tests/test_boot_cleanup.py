@@ -8,6 +8,8 @@ crashed run blocks the next one and leaves daemons on the machine.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 from boot_support import TEST_STATE, leftovers, machine_lock, require_boot_capabilities
 
@@ -23,8 +25,8 @@ def test_ctrl_c_while_the_hosts_boot_removes_everything(
     started: set[int] = set()
     start_container, start_process = Container.start, processes.start
 
-    def record_container(self: Container) -> None:
-        start_container(self)
+    def record_container(self: Container, *args: Sequence[str]) -> None:
+        start_container(self, *args)
         started.update(pid for pid in (self.nspawn_pid, self.leader_pid) if pid)
 
     def record_process(*args: object, **kwargs: object) -> processes.Daemon:

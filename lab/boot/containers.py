@@ -86,6 +86,30 @@ class Container:
 
     # --- processes -----------------------------------------------------------------------
 
+    @property
+    def host_link(self) -> str:
+        """systemd-nspawn's host-side veth for this container (`vb-` + its name, cut to
+        the kernel's 15 characters)."""
+        return f"vb-{self.name}"[:15]
+
+    def _remove_stale_link(self) -> None:
+        """A veth of this name left by a container that did not stop cleanly (a killed
+        systemd-nspawn does not remove it, and its namespace may outlive it for a while):
+        nspawn would refuse to start with "File exists". Not running, so not ours to keep."""
+        if self.running():
+            return
+        link = subprocess.run(  # noqa: S603 - fixed command
+            [program("ip"), "link", "show", "dev", self.host_link],
+            capture_output=True,
+            check=False,
+        )
+        if link.returncode == 0:
+            subprocess.run(  # noqa: S603 - fixed command
+                [program("ip"), "link", "delete", "dev", self.host_link],
+                capture_output=True,
+                check=False,
+            )
+
     def start(self, extra: Sequence[str] = ()) -> None:
         """Boot the container (`extra`: more systemd-nspawn arguments, a device to attach);
         returns once its PID 1 exists (not when it has booted)."""
@@ -94,6 +118,7 @@ class Container:
             raise LabError(f"no cgroup hierarchy under {CGROUP_ROOT}: cannot run containers")
         for cgroup in cgroups:
             cgroup.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_link()
 
         def join_cgroups() -> None:  # in the child, before systemd-nspawn runs
             for cgroup in cgroups:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -74,11 +75,15 @@ class Teardown(BootRecords):
             self.container(records[n]) if n in records else Container(n, hosts_folder / n)
             for n in sorted(names)
         ]
-        # Killed, not shut down: the containers go with their state, so a clean shutdown
-        # would only be waited for (up to half a minute each: a load balancer's keepalived
-        # waits for a peer that is going down too before it lets HAProxy stop).
+        # Power every container off at once, then wait: a clean shutdown takes seconds each,
+        # and lets systemd-nspawn remove its own veth link (a killed one leaves it behind,
+        # and the next container of that name cannot start while it exists).
         for container in containers:
-            container.stop(grace=0)
+            if container.running() and container.nspawn_pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(container.nspawn_pid, signal.SIGTERM)
+        for container in containers:
+            container.stop()
             container.unmount()
             container.remove_cgroups()
             removed.append(f"container {container.name}")
