@@ -35,7 +35,8 @@ def status() -> dict[str, Any]:
         [sys.executable, "-m", "lab", "--lab", LAB, "status", "--json"],
         capture_output=True,
         text=True,
-        timeout=60,
+        # Seconds on an idle machine; minutes when the boot labs' tests share its two cores.
+        timeout=240,
         check=True,
     )
     answer: dict[str, Any] = json.loads(result.stdout)
