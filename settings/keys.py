@@ -18,12 +18,14 @@ from settings.web_tier import MAX_WEB_NODES, MIN_WEB_NODES, rollout_batches, web
 from userdata.metric_catalog import LOG_RETENTION_DAYS_ALLOWED
 
 NAMESPACE = "web-infra"
-DB_MODES = ("rds", "ec2")
+DB_MODES = ("rds", "ec2", "colocated")
 DB_INSTANCE_TYPE = "t4g.small"
 RDS_ONLY_KEYS = ("dbInstanceClass", "dbMultiAz", "dbApplyImmediately", "dbMaxAllocatedStorageGb")
-"""Keys that configure RDS itself: refused with `dbMode: ec2`, where nothing reads them."""
+"""Keys that configure RDS itself: refused with `dbMode: ec2` or `colocated`, where nothing
+reads them."""
 EC2_DATABASE_KEYS = ("dbInstanceType",)
-"""Keys of the database hosts: refused with `dbMode: rds`, where nothing reads them."""
+"""Keys of the database hosts: refused with `dbMode: rds` and `colocated` (the database runs
+on the web nodes, of `instanceType`), where nothing reads them."""
 
 
 @dataclass(frozen=True)
@@ -42,14 +44,16 @@ class Settings:
     """`loadBalancerCount`: 2 (a pair across two zones sharing the Elastic IP, the default) or
     1 (one instance: cheaper, and the site is down while it is)."""
     db_mode: str
-    """`dbMode`: how the database is run; `rds` (RDS MySQL primary + read replica) or `ec2`
+    """`dbMode`: how the database is run; `rds` (RDS MySQL primary + read replica), `ec2`
     (MariaDB on two EC2 hosts of the stack's own, `database-1` the primary and `database-2`
-    the replica)."""
+    the replica) or `colocated` (MariaDB on the web nodes themselves, the primary on `web-1`
+    and the replica on `web-2`)."""
     db_instance_class: str
     """`dbInstanceClass`: RDS class of the primary and the replica (`rds` only)."""
     db_allocated_storage_gb: int
     """`dbAllocatedStorageGb`: gp3 storage of each database, 20 to 16384 GiB: the RDS
-    instances' storage, or with `ec2` each database host's data volume."""
+    instances' storage, or with `ec2` (`colocated`) each database host's (web-1's and
+    web-2's) data volume."""
     db_backup_retention_days: int
     """`dbBackupRetentionDays`: automated backups kept on the primary, 1 to 35 days."""
     db_multi_az: bool

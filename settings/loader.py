@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from settings.aws_provider import parse_aws_provider
+from settings.colocated_database import COLOCATED_MIN_WEB_NODES
 from settings.errors import SettingsError, shown, shown_key
 from settings.keys import (
     EC2_DATABASE_KEYS,
@@ -31,7 +32,10 @@ from settings.web_tier import (
 from userdata.metric_catalog import estimated_max_connections, rds_class_memory_gib
 
 MARIADB_MAX_CONNECTIONS = 151
-"""The database hosts' limit (`dbMode: ec2`): MariaDB's default max_connections, which they keep."""
+"""The database hosts' limit (`dbMode: ec2` and `colocated`): MariaDB's default
+max_connections, which they keep."""
+MARIADB_MODES = ("ec2", "colocated")
+"""The modes that run MariaDB on EC2 instances of the stack's own."""
 
 
 def load_settings(raw: Mapping[str, Any], *, project: str = NAMESPACE, stack: str) -> Settings:
@@ -72,6 +76,7 @@ def load_settings(raw: Mapping[str, Any], *, project: str = NAMESPACE, stack: st
             )
     given = {name for name, value in values.items() if value is not None}
     problems += _database_mode_problems(fields.get("db_mode"), given)
+    problems += _colocated_node_problems(fields.get("db_mode"), values.get("webNodeCount"))
     problems += _cross_key_problems(fields)
     problems += parse_aws_provider(raw)[1]
     problems += stack_name_problems(stack)
@@ -128,6 +133,19 @@ def _database_mode_problems(mode: object, given: set[str]) -> list[str]:
             for key in RDS_ONLY_KEYS
             if key in given
         ]
+    if mode == "colocated":
+        # Each refused key names the mode it belongs to.
+        hosts = f"the database hosts of {NAMESPACE}:dbMode = 'ec2'"
+        owners = dict.fromkeys(RDS_ONLY_KEYS, ("RDS", "rds"))
+        owners |= dict.fromkeys(EC2_DATABASE_KEYS, (hosts, "ec2"))
+        return [
+            f"{NAMESPACE}:{key} configures {what}, and {NAMESPACE}:dbMode = 'colocated' runs "
+            f"the database on web-1 and web-2: remove it with `pulumi config rm "
+            f"{NAMESPACE}:{key}` (the web nodes' type is {NAMESPACE}:instanceType), or set "
+            f"{NAMESPACE}:dbMode {its_mode}"
+            for key, (what, its_mode) in owners.items()
+            if key in given
+        ]
     if mode == "rds":
         return [
             f"{NAMESPACE}:{key} configures the database hosts of {NAMESPACE}:dbMode = 'ec2', "
@@ -137,6 +155,23 @@ def _database_mode_problems(mode: object, given: set[str]) -> list[str]:
             if key in given
         ]
     return []
+
+
+def _colocated_node_problems(mode: object, nodes: object) -> list[str]:
+    """`colocated` puts the primary on web-1 and the replica on web-2: it needs both. (The
+    node count's own rule says the same today; this says why, should that rule ever change.)"""
+    try:
+        count = int(str(nodes))
+    except ValueError:
+        return []
+    if mode != "colocated" or nodes is None or count >= COLOCATED_MIN_WEB_NODES:
+        return []
+    return [
+        f"{NAMESPACE}:dbMode = 'colocated' runs the primary on web-1 and the replica on web-2, "
+        f"so it needs {NAMESPACE}:webNodeCount of at least {COLOCATED_MIN_WEB_NODES}: "
+        f"`pulumi config set {NAMESPACE}:webNodeCount {COLOCATED_MIN_WEB_NODES}`, or set "
+        f"{NAMESPACE}:dbMode ec2 (database hosts of their own)"
+    ]
 
 
 def _cross_key_problems(fields: dict[str, Any]) -> list[str]:
@@ -161,7 +196,8 @@ def _cross_key_problems(fields: dict[str, Any]) -> list[str]:
                     f"dbInstanceClass (e.g. db.t4g.medium allows about 311) or at most {fits} "
                     "web nodes"
                 )
-    if fields.get("db_mode") == "ec2" and isinstance(nodes, int):
+    mode = fields.get("db_mode")
+    if mode in MARIADB_MODES and isinstance(nodes, int):
         needed = database_connections_needed(nodes)
         if needed > MARIADB_MAX_CONNECTIONS:
             fits = (MARIADB_MAX_CONNECTIONS - DATABASE_CONNECTION_HEADROOM) // CONNECTIONS_PER_NODE
@@ -169,7 +205,7 @@ def _cross_key_problems(fields: dict[str, Any]) -> list[str]:
                 f"{NAMESPACE}:webNodeCount = {nodes} may open {needed} connections to each "
                 f"database, but MariaDB on the database hosts allows {MARIADB_MAX_CONNECTIONS} "
                 f"(its default max_connections): use at most {fits} web nodes with "
-                f"{NAMESPACE}:dbMode = 'ec2'"
+                f"{NAMESPACE}:dbMode = {mode!r}"
             )
     storage, ceiling = (
         fields.get("db_allocated_storage_gb"),

@@ -99,7 +99,7 @@ def test_accepts_good_values(raw: dict[str, object], field: str, expected: objec
         ("webNodeCount", "two", "a whole number from 2 to 20"),
         ("webNodeCount", True, "a whole number from 2 to 20"),
         ("webNodeCount", "2.5", "a whole number from 2 to 20"),
-        ("dbMode", "aurora", "one of 'rds', 'ec2'"),
+        ("dbMode", "aurora", "one of 'rds', 'ec2', 'colocated'"),
         ("dbInstanceType", "db.t4g.micro", "an EC2 instance type such as t4g.small"),
         ("natGateways", "none", "one of 'single', 'perAz'"),
         ("vpcCidr", "10.0.0.0/33", "a private IPv4 CIDR"),
@@ -331,6 +331,58 @@ def test_the_database_hosts_type_is_refused_with_rds() -> None:
             load_settings(raw, stack="dev")
         assert "web-infra:dbInstanceType configures the database hosts" in str(error.value)
         assert "pulumi config rm web-infra:dbInstanceType" in str(error.value)
+
+
+def test_colocated_runs_the_database_on_web_1_and_web_2_with_the_web_tier_s_type() -> None:
+    settings = load_settings({"dbMode": "colocated", "instanceType": "t3.medium"}, stack="dev")
+    assert (settings.db_mode, settings.instance_type) == ("colocated", "t3.medium")
+    assert settings.web_node_names[:2] == ["web-1", "web-2"]
+
+
+def test_colocated_needs_two_web_nodes_and_says_why() -> None:
+    with pytest.raises(SettingsError) as error:
+        load_settings({"dbMode": "colocated", "webNodeCount": 1}, stack="dev")
+    message = str(error.value)
+    assert "dbMode = 'colocated' runs the primary on web-1 and the replica on web-2" in message
+    assert "`pulumi config set web-infra:webNodeCount 2`" in message
+    # Only with colocated: the node count's own rule speaks for the other modes.
+    with pytest.raises(SettingsError) as error:
+        load_settings({"dbMode": "ec2", "webNodeCount": 1}, stack="dev")
+    assert "colocated" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fix"),
+    [
+        ("dbInstanceClass", "db.t4g.small", "set web-infra:dbMode rds"),
+        ("dbMultiAz", False, "set web-infra:dbMode rds"),
+        ("dbApplyImmediately", True, "set web-infra:dbMode rds"),
+        ("dbMaxAllocatedStorageGb", 200, "set web-infra:dbMode rds"),
+        ("dbInstanceType", "t4g.small", "set web-infra:dbMode ec2"),
+    ],
+)
+def test_keys_of_the_other_modes_are_refused_when_colocated_with_a_fix(
+    key: str, value: object, fix: str
+) -> None:
+    """Even at its default: the database runs on the web nodes, of `instanceType`."""
+    with pytest.raises(SettingsError) as error:
+        load_settings({"dbMode": "colocated", key: value}, stack="dev")
+    message = str(error.value)
+    assert f"web-infra:{key} configures" in message
+    assert "dbMode = 'colocated' runs the database on web-1 and web-2" in message
+    assert f"pulumi config rm web-infra:{key}" in message
+    assert fix in message
+    assert message.count(" configures ") == 1
+
+
+def test_the_colocated_database_takes_every_connection_the_web_tier_may_open() -> None:
+    """The same MariaDB limit as the database hosts': every node opens connections to web-1's
+    and web-2's databases."""
+    assert load_settings({"dbMode": "colocated", "webNodeCount": 11}, stack="dev")
+    with pytest.raises(SettingsError) as error:
+        load_settings({"dbMode": "colocated", "webNodeCount": 12}, stack="dev")
+    assert "webNodeCount = 12 may open 154 connections" in str(error.value)
+    assert "at most 11 web nodes with web-infra:dbMode = 'colocated'" in str(error.value)
 
 
 def test_the_database_hosts_take_every_connection_the_web_tier_may_open() -> None:
