@@ -16,13 +16,14 @@ the first one's snapshot; and whether changes apply at once or in the maintenanc
 setting (`dbApplyImmediately`).
 
 The database tier has two variants behind one interface, `DatabaseTier`, chosen by `dbMode`:
-`RdsTier` (these instances and the bootstrap that creates the app's user) and
-`components.database_hosts.DatabaseHosts` (MariaDB on two EC2 hosts of the stack's own).
+`RdsTier` (these instances and the bootstrap that creates the app's user),
+`components.database_hosts.DatabaseHosts` (MariaDB on two EC2 hosts of the stack's own) and
+`components.colocated_database.ColocatedDatabase` (MariaDB on web-1 and web-2).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,6 +33,7 @@ import pulumi_random as random
 
 from components.database_bootstrap import DatabaseBootstrap
 from components.readiness_gate import GateSettings
+from components.web_tier import NodeDatabase
 
 ENGINE = "mysql"
 ENGINE_VERSION = "8.4"
@@ -202,11 +204,9 @@ class DatabaseTier(Protocol):
     def replica_endpoint(self) -> pulumi.Output[str]: ...
 
     @property
-    def primary_name(self) -> pulumi.Input[str]:
-        """The DNS name `db-primary.<zone>` points at."""
-
-    @property
-    def replica_name(self) -> pulumi.Input[str]: ...
+    def aliases(self) -> Mapping[str, pulumi.Input[str]]:
+        """The app's names for the databases (`db-primary`, `db-replica`) and the DNS names
+        the private zone points them at; none when the tier makes those records itself."""
 
     @property
     def app_secret_arn(self) -> pulumi.Output[str]:
@@ -220,11 +220,15 @@ class DatabaseTier(Protocol):
     def resources(self) -> Sequence[pulumi.Resource]:
         """What creates the databases (monitoring waits for them)."""
 
-    def web_user_data(self, rendered: str) -> pulumi.Input[str]:
+    def web_user_data(self, node: str, rendered: str) -> pulumi.Input[str]:
         """A web node's userdata, given the one rendered for the stack."""
 
+    def web_node_database(self, node: str) -> NodeDatabase | None:
+        """What a web node that runs a database of the tier boots with, if it runs one."""
+
     def launch(self, launch: DatabaseLaunch) -> None:
-        """Boot the tier's own hosts, if it has any."""
+        """Boot the tier's own hosts, if it has any, or make what the web nodes running it
+        boot with; before the web tier."""
 
 
 @dataclass(frozen=True)
@@ -244,12 +248,11 @@ class RdsTier:
         return self.database.replica_endpoint
 
     @property
-    def primary_name(self) -> pulumi.Input[str]:
-        return self.database.primary_address
-
-    @property
-    def replica_name(self) -> pulumi.Input[str]:
-        return self.database.replica_address
+    def aliases(self) -> Mapping[str, pulumi.Input[str]]:
+        return {
+            "db-primary": self.database.primary_address,
+            "db-replica": self.database.replica_address,
+        }
 
     @property
     def app_secret_arn(self) -> pulumi.Output[str]:
@@ -263,8 +266,11 @@ class RdsTier:
     def resources(self) -> Sequence[pulumi.Resource]:
         return [self.database]
 
-    def web_user_data(self, rendered: str) -> pulumi.Input[str]:
+    def web_user_data(self, node: str, rendered: str) -> pulumi.Input[str]:
         return rendered
+
+    def web_node_database(self, node: str) -> NodeDatabase | None:
+        return None
 
     def launch(self, launch: DatabaseLaunch) -> None:
         """RDS runs the instances."""

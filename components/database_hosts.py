@@ -28,7 +28,7 @@ Security groups: 3306 to the hosts from the web tier and between the two hosts o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -37,6 +37,7 @@ import pulumi_aws as aws
 import pulumi_random as random
 import pulumi_tls as tls
 
+from components.data_volume import attach_data_volume
 from components.database import DatabaseLaunch
 from components.database_bootstrap import PASSWORD_LENGTH, SPECIAL_CHARACTERS
 from components.hardened_instance import InstanceSpec, hardened_instance
@@ -49,8 +50,9 @@ from components.instance_role import (
 )
 from components.private_bucket import private_bucket
 from components.readiness_gate import ReadinessGate, gate_for, report_parameter
+from components.web_tier import NodeDatabase
 from settings.names import host_role_name
-from userdata.database_host import BACKUP_PREFIX, DATA_DEVICE, with_database_ca
+from userdata.database_host import BACKUP_PREFIX, with_database_ca
 
 ROLE_TAG = "database"
 RECORD_TTL_SECONDS = 10
@@ -153,18 +155,28 @@ def backup_statements(bucket_arn: str) -> list[dict[str, object]]:
     ]
 
 
+@dataclass(frozen=True)
+class HostIdentity:
+    """What a host of the database boots with, made before it boots."""
+
+    policy: pulumi.Output[str]
+    """Its role's `database` policy: the users' secrets, its own key, the backups."""
+    user_data: pulumi.Output[str]
+
+
 class DatabaseHosts(pulumi.ComponentResource):
     """Made in two steps: its secrets, certificates, bucket, reservations and volumes first
     (the web tier reads the app's secret and the CA); its hosts with `launch`, once the
     private zone exists for their records."""
 
     ca_pem: pulumi.Output[str]
+    component_type = "web-infra:database_hosts:DatabaseHosts"
 
     def __init__(
         self, name: str, args: DatabaseHostsArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         args.check()
-        super().__init__("web-infra:database_hosts:DatabaseHosts", name, None, opts)
+        super().__init__(self.component_type, name, None, opts)
         self._name, self._args = name, args
         self._child = pulumi.ResourceOptions(parent=self)
         # Fixed names: a replacement deletes the old secret first, and destroy deletes at once
@@ -227,12 +239,8 @@ class DatabaseHosts(pulumi.ComponentResource):
         return self._endpoint(1)
 
     @property
-    def primary_name(self) -> pulumi.Input[str]:
-        return self._names[0]
-
-    @property
-    def replica_name(self) -> pulumi.Input[str]:
-        return self._names[1]
+    def aliases(self) -> Mapping[str, pulumi.Input[str]]:
+        return {"db-primary": self._names[0], "db-replica": self._names[1]}
 
     @property
     def app_secret_arn(self) -> pulumi.Output[str]:
@@ -246,8 +254,12 @@ class DatabaseHosts(pulumi.ComponentResource):
     def resources(self) -> Sequence[pulumi.Resource]:
         return [self]
 
-    def web_user_data(self, rendered: str) -> pulumi.Input[str]:
+    def web_user_data(self, node: str, rendered: str) -> pulumi.Input[str]:
         return self.ca_pem.apply(lambda ca: with_database_ca(rendered, ca))
+
+    def web_node_database(self, node: str) -> NodeDatabase | None:
+        """The web nodes only connect to the hosts."""
+        return None
 
     def _endpoint(self, index: int) -> pulumi.Output[str]:
         """host:port, once the host serves (as RDS's endpoint exists once RDS does)."""
@@ -274,9 +286,9 @@ class DatabaseHosts(pulumi.ComponentResource):
             }
         )
 
-    def _host(
-        self, host: DatabaseHost, launch: DatabaseLaunch, after: Sequence[pulumi.Resource]
-    ) -> ReadinessGate:
+    def _identity(self, host: DatabaseHost) -> HostIdentity:
+        """What a host needs before it boots, whoever launches it: its TLS key's secret (the
+        certificate's in its userdata), its role's database policy and its userdata."""
         args, child = self._args, self._child
         name = f"{args.name_prefix}-{host.name}"
         key, certificate = self._server_certificate(host)
@@ -293,39 +305,11 @@ class DatabaseHosts(pulumi.ComponentResource):
             secret_string=key.private_key_pem,
             opts=child,
         )
-        parameter = report_parameter(f"{name}-ready", host.ready_parameter, child)
         secret_arns = [secret.arn for secret in self._secrets.values()]
-        role = InstanceRole(
-            f"{name}-identity",
-            InstanceRoleArgs(
-                role_name=host_role_name(args.name_prefix, host.name),
-                description=f"MariaDB {host.role} {host.name}: Session Manager, its files and "
-                "report, the database's secrets and backups",
-                boot_policies={
-                    "boot": pulumi.Output.all(parameter.arn, launch.artifacts_arn).apply(
-                        lambda arns: policy_document(
-                            fetch_files_statement(arns[1]), report_ready_statement(arns[0])
-                        )
-                    ),
-                    "database": pulumi.Output.all(
-                        self._bucket.arn, key_secret.arn, *secret_arns
-                    ).apply(
-                        lambda arns: policy_document(
-                            read_secrets_statement(arns[1:]), *backup_statements(arns[0])
-                        )
-                    ),
-                },
-            ),
-            opts=child,
-        )
-        record = aws.route53.Record(
-            f"{name}-record",
-            zone_id=launch.zone_id,
-            name=f"{host.name}.{args.zone_name}",
-            type="A",
-            ttl=RECORD_TTL_SECONDS,
-            records=[host.private_ip],
-            opts=child,
+        policy = pulumi.Output.all(self._bucket.arn, key_secret.arn, *secret_arns).apply(
+            lambda arns: policy_document(
+                read_secrets_statement(arns[1:]), *backup_statements(arns[0])
+            )
         )
         volume = self._volumes[host.name]
         render = args.render_userdata
@@ -345,6 +329,43 @@ class DatabaseHosts(pulumi.ComponentResource):
                 secrets=dict(zip(self._secrets, made[4:], strict=True)),
             )
         )
+        return HostIdentity(policy=policy, user_data=user_data)
+
+    def _host(
+        self, host: DatabaseHost, launch: DatabaseLaunch, after: Sequence[pulumi.Resource]
+    ) -> ReadinessGate:
+        args, child = self._args, self._child
+        name = f"{args.name_prefix}-{host.name}"
+        identity = self._identity(host)
+        parameter = report_parameter(f"{name}-ready", host.ready_parameter, child)
+        role = InstanceRole(
+            f"{name}-identity",
+            InstanceRoleArgs(
+                role_name=host_role_name(args.name_prefix, host.name),
+                description=f"MariaDB {host.role} {host.name}: Session Manager, its files and "
+                "report, the database's secrets and backups",
+                boot_policies={
+                    "boot": pulumi.Output.all(parameter.arn, launch.artifacts_arn).apply(
+                        lambda arns: policy_document(
+                            fetch_files_statement(arns[1]), report_ready_statement(arns[0])
+                        )
+                    ),
+                    "database": identity.policy,
+                },
+            ),
+            opts=child,
+        )
+        record = aws.route53.Record(
+            f"{name}-record",
+            zone_id=launch.zone_id,
+            name=f"{host.name}.{args.zone_name}",
+            type="A",
+            ttl=RECORD_TTL_SECONDS,
+            records=[host.private_ip],
+            opts=child,
+        )
+        volume = self._volumes[host.name]
+        user_data = identity.user_data
         instance = hardened_instance(
             name,
             InstanceSpec(
@@ -375,16 +396,7 @@ class DatabaseHosts(pulumi.ComponentResource):
                 delete_before_replace=True,
             ),
         )
-        # Replaced with its instance (deleted first: the instance is stopped, so MariaDB shuts
-        # down cleanly, and the volume is detached); the host waits for it at boot.
-        aws.ec2.VolumeAttachment(
-            f"{name}-data-attachment",
-            device_name=DATA_DEVICE,
-            volume_id=volume.id,
-            instance_id=instance.id,
-            stop_instance_before_detaching=True,
-            opts=child,
-        )
+        attach_data_volume(f"{name}-data-attachment", volume.id, instance, child)
         return gate_for(
             f"{name}-gate",
             host=host.name,

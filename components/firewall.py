@@ -4,7 +4,9 @@ Internet -> load balancer on 80/443; load balancer -> web tier on the web port; 
 the database bootstrap function -> database on 3306; a pair of load balancers -> each other, VRRP
 only. With database hosts of the stack's own (`dbMode: ec2`) there is no bootstrap function:
 the hosts admit the web tier and each other (replication) on 3306, and reach apt and AWS's APIs
-(80, 443) through the NAT gateway. No SSH anywhere: Session Manager is the
+(80, 443) through the NAT gateway. With the database on web-1 and web-2 (`dbMode: colocated`)
+the web tier's own group admits 3306 from itself; the database group stays (the stack's
+outputs name it) with no member. No SSH anywhere: Session Manager is the
 way in (it needs no inbound port). Rules are separate resources, so groups can reference each
 other without a cycle.
 """
@@ -33,6 +35,9 @@ class FirewallArgs:
     """A pair of load balancers: VRRP (IP protocol 112) between the members of their group."""
     database_hosts: bool = False
     """The database runs on EC2 hosts of the stack's own, not RDS (no bootstrap function)."""
+    database_on_web_nodes: bool = False
+    """The database runs on web-1 and web-2 (`dbMode: colocated`; no bootstrap function):
+    3306 between the web nodes."""
 
 
 class Firewall(pulumi.ComponentResource):
@@ -63,7 +68,7 @@ class Firewall(pulumi.ComponentResource):
         database = group("database", "MySQL: 3306 from the web tier only")
         bootstrap = (
             None
-            if args.database_hosts
+            if args.database_hosts or args.database_on_web_nodes
             else group(
                 "database-bootstrap", "The database bootstrap function: MySQL and AWS APIs out"
             )
@@ -80,6 +85,14 @@ class Firewall(pulumi.ComponentResource):
                 database,
                 source=bootstrap,
                 why="from the database bootstrap",
+            )
+        elif args.database_on_web_nodes:
+            self._ingress(
+                "web-database",
+                args.database_port,
+                web,
+                source=web,
+                why="the database on web-1 and web-2, from the web tier (and replication)",
             )
         else:
             self._ingress(
@@ -98,7 +111,10 @@ class Firewall(pulumi.ComponentResource):
                 self._egress(f"{role}-{port}", port, target, cidr=ANYWHERE)
         self._egress("load-balancer-web", args.web_port, load_balancer, destination=web)
         self._egress("web-database", args.database_port, web, destination=database)
-        if bootstrap is not None:
+        if args.database_on_web_nodes:
+            # Every node reads from web-2's database and writes to web-1's; web-2 replicates.
+            self._egress("web-web-database", args.database_port, web, destination=web)
+        elif bootstrap is not None:
             # The bootstrap reads its secrets and the RDS CA bundle (443), then logs in to MySQL.
             self._egress("database-bootstrap-443", 443, bootstrap, cidr=ANYWHERE)
             self._egress(

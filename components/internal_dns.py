@@ -39,6 +39,10 @@ NEGATIVE_CACHE_SECONDS = 10
 class InternalDnsArgs:
     zone_name: str
     vpc_id: pulumi.Input[str]
+
+
+@dataclass(frozen=True)
+class HostRecords:
     a_records: Mapping[str, pulumi.Input[str]]
     """Host label -> private IPv4 address (web nodes, the load balancer), from their gates."""
     followed_by_haproxy: Sequence[str]
@@ -48,6 +52,9 @@ class InternalDnsArgs:
 
 
 class InternalDns(pulumi.ComponentResource):
+    """Made in two steps: the zone first (a tier may name its hosts in it before they boot),
+    then the hosts' records with `add_records`, from their gates."""
+
     zone_id: pulumi.Output[str]
 
     def __init__(
@@ -75,6 +82,14 @@ class InternalDns(pulumi.ComponentResource):
             records=[zone.primary_name_server.apply(_soa)],
             opts=child,
         )
+        self._name, self._zone_name, self._zone = name, args.zone_name, zone
+        self.zone_id = zone.zone_id
+        self.register_outputs({"zone_id": self.zone_id})
+
+    def add_records(self, args: HostRecords) -> None:
+        """The hosts' A records (HAProxy's followed and drained) and the CNAMEs."""
+        name, zone = self._name, self._zone
+        child = pulumi.ResourceOptions(parent=self)
         a_records = dict(args.a_records)
         for label in args.followed_by_haproxy:
             a_records[label] = DnsDrain(
@@ -89,7 +104,7 @@ class InternalDns(pulumi.ComponentResource):
             created[label] = aws.route53.Record(
                 f"{name}-{label}",
                 zone_id=zone.zone_id,
-                name=f"{label}.{args.zone_name}",
+                name=f"{label}.{self._zone_name}",
                 type=record_type,
                 ttl=RECORD_TTL_SECONDS,
                 records=[value],
@@ -106,8 +121,6 @@ class InternalDns(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        self.zone_id = zone.zone_id
-        self.register_outputs({"zone_id": self.zone_id})
 
 
 def _soa(primary_name_server: str) -> str:

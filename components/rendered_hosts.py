@@ -19,6 +19,9 @@ from typing import Any
 from components.artifacts import bucket_name
 from components.database_bootstrap import app_secret_name
 from settings import Settings
+from settings.colocated_database import HOSTS as COLOCATED_HOSTS
+from settings.colocated_database import ROLES as COLOCATED_ROLES
+from settings.colocated_database import server_id as colocated_server_id
 from settings.database_hosts import HOSTS as DATABASE_HOSTS
 from settings.database_hosts import ROLES as DATABASE_ROLES
 from settings.database_hosts import server_id
@@ -26,14 +29,24 @@ from settings.load_balancers import peer_of
 from settings.web_tier import MAX_WEB_NODES, web_node_names
 from userdata import cloud_config, load_balancer_config, web_node_config
 from userdata.cloudwatch_agent import agent_policy, cloud_config_fragment, merge_fragment
-from userdata.database_host import DatabaseHostConfig, DatabaseSecrets, render_database_host
-from userdata.metric_catalog import LOAD_BALANCER, StackShape, catalogue, log_sources
+from userdata.colocated_web_node import with_database
+from userdata.database_host import (
+    CA_FILE,
+    DatabaseHostConfig,
+    DatabaseSecrets,
+    app_trusts_database_ca,
+    database_host_cloud_config,
+    render_database_host,
+)
+from userdata.metric_catalog import LOAD_BALANCER, Catalogue, StackShape, catalogue, log_sources
 from userdata.shipping import ArtifactStore, PublishedFile, ShippedFile, offload, publish
 
 DATABASE_NAME = "webapp"
 MASTER_USERNAME = "webapp_admin"
 APP_USERNAME = "webapp_app"  # the app's own user: DML on its tables (app_db_user.GRANTS)
 REPLICATION_USERNAME = "webapp_replication"  # dbMode ec2: the replica's user on the primary
+PRIMARY_ALIAS = "db-primary"
+"""The app's name for the primary (and, with `dbMode: colocated`, the replica's)."""
 
 
 def readiness_report(settings: Settings, region: str) -> cloud_config.ReadinessReport:
@@ -151,21 +164,31 @@ def render_hosts(
     userdata, shipped = {}, {}
     for host, document in documents.items():
         publisher = host if host in shape.pair or host not in load_balancers else LOAD_BALANCER
-        # The metrics agent, its config built from the same catalogue as the alarms.
-        with_agent = cloud_config.report_ready_last(
-            merge_fragment(document, cloud_config_fragment(metrics[publisher], publisher, region))
-        )
-        small, shipped[host] = offload(with_agent, store)
+        small, shipped[host] = offload(with_agent(document, metrics[publisher], publisher), store)
         userdata[host] = cloud_config.render(small)
+    # Their userdata waits for AWS (the volumes, the secrets, the certificates); the files they
+    # fetch do not.
     if settings.db_mode == "ec2":
-        # Their userdata waits for AWS (the volumes, the secrets, the certificates); the files
-        # they fetch do not.
         for host in DATABASE_HOSTS:
             shipped[host] = database_host_userdata(
                 settings, region, account_id, DatabaseHostResources.unknown(), host
             )[1]
+    if settings.db_mode == "colocated":
+        for host in COLOCATED_HOSTS:
+            shipped[host] = colocated_web_userdata(
+                settings, region, account_id, DatabaseHostResources.unknown(), host, app=app
+            )[1]
     return RenderedHosts(
         {host: userdata.pop(host) for host in load_balancers}, userdata, publish(shipped), store
+    )
+
+
+def with_agent(document: dict[str, Any], metrics: Catalogue, publisher: str) -> dict[str, Any]:
+    """`document` with the metrics agent, its config built from the same catalogue as the
+    alarms, and its readiness report still last."""
+    region = metrics.shape.region
+    return cloud_config.report_ready_last(
+        merge_fragment(document, cloud_config_fragment(metrics, publisher, region))
     )
 
 
@@ -216,6 +239,48 @@ class DatabaseHostResources:
         return cls("", DatabaseSecrets("", "", ""), "", "", "")
 
 
+def database_host_resources(
+    *, volume_id: str, secrets: dict[str, str], key_secret: str, ca_pem: str, cert_pem: str
+) -> DatabaseHostResources:
+    """What `components.database_hosts.UserdataRenderer` is given, as the renderers take it."""
+    return DatabaseHostResources(
+        volume_id, DatabaseSecrets(**secrets), key_secret, ca_pem, cert_pem
+    )
+
+
+def _database_config(
+    settings: Settings,
+    region: str,
+    account_id: str,
+    made: DatabaseHostResources,
+    host: DatabaseHostShape,
+) -> DatabaseHostConfig:
+    return DatabaseHostConfig(
+        role=host.role,
+        host_name=host.name,
+        server_id=host.server_id,
+        region=region,
+        database=DATABASE_NAME,
+        primary_host=cloud_config.host_name(host.primary, settings.internal_zone),
+        volume_id=made.volume_id,
+        secrets=made.secrets,
+        key_secret=made.key_secret,
+        backup_bucket=backup_bucket_name(settings, account_id, region),
+        retention_days=settings.db_backup_retention_days,
+    )
+
+
+@dataclass(frozen=True)
+class DatabaseHostShape:
+    """Where a host of the database sits in its mode's layout."""
+
+    name: str
+    role: str
+    server_id: int
+    primary: str
+    """The name the replica replicates from (a label in the private zone)."""
+
+
 def database_host_userdata(
     settings: Settings,
     region: str,
@@ -224,24 +289,43 @@ def database_host_userdata(
     host: str,
 ) -> tuple[str, list[ShippedFile]]:
     """A database host's userdata (`dbMode: ec2`) and the files it fetches; pure."""
-    config = DatabaseHostConfig(
-        role=DATABASE_ROLES[host],
-        host_name=host,
-        server_id=server_id(host),
-        region=region,
-        database=DATABASE_NAME,
-        primary_host=cloud_config.host_name(DATABASE_HOSTS[0], settings.internal_zone),
-        volume_id=made.volume_id,
-        secrets=made.secrets,
-        key_secret=made.key_secret,
-        backup_bucket=backup_bucket_name(settings, account_id, region),
-        retention_days=settings.db_backup_retention_days,
-    )
+    shape = DatabaseHostShape(host, DATABASE_ROLES[host], server_id(host), DATABASE_HOSTS[0])
     return render_database_host(
-        config,
+        _database_config(settings, region, account_id, made, shape),
         settings.internal_zone,
         readiness_report(settings, region),
         ArtifactStore(bucket_name(settings.name_prefix, account_id, region), region),
         ca_pem=made.ca_pem,
         cert_pem=made.cert_pem,
     )
+
+
+def colocated_web_userdata(
+    settings: Settings,
+    region: str,
+    account_id: str,
+    made: DatabaseHostResources,
+    node: str,
+    *,
+    app: Mapping[str, bytes] | None = None,
+) -> tuple[str, list[ShippedFile]]:
+    """web-1's or web-2's userdata with `dbMode: colocated` (the web node's, running the
+    primary or the replica too) and the files it fetches; pure. The replica replicates from
+    `db-primary`, which names web-1 before either boots; the app verifies both databases with
+    the stack's CA."""
+    shape = DatabaseHostShape(node, COLOCATED_ROLES[node], colocated_server_id(node), PRIMARY_ALIAS)
+    database = database_host_cloud_config(
+        _database_config(settings, region, account_id, made, shape),
+        settings.internal_zone,
+        readiness_report(settings, region),
+        ca_pem=made.ca_pem,
+        cert_pem=made.cert_pem,
+    )
+    web = web_node_documents(settings, region, app=app)[node]
+    metrics = catalogue(stack_shape(settings, region))
+    document = with_database(with_agent(web, metrics, node), database)
+    # One copy of the CA on the node: MariaDB's, which the app reads too.
+    document = app_trusts_database_ca(document, made.ca_pem, written_at=CA_FILE)
+    store = ArtifactStore(bucket_name(settings.name_prefix, account_id, region), region)
+    small, shipped = offload(document, store)
+    return cloud_config.render(small), shipped

@@ -20,23 +20,30 @@ means the stack serves, and a change never routes a request to a host that does 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
 from components.artifacts import Artifacts, ArtifactsArgs
+from components.colocated_database import ColocatedDatabase
 from components.database import Database, DatabaseArgs, DatabaseLaunch, DatabaseTier, RdsTier
 from components.database_bootstrap import (
     DatabaseBootstrap,
     DatabaseBootstrapArgs,
     app_secret_name,
 )
-from components.database_hosts import DatabaseHost, DatabaseHosts, DatabaseHostsArgs
+from components.database_hosts import (
+    DatabaseHost,
+    DatabaseHosts,
+    DatabaseHostsArgs,
+    UserdataRenderer,
+)
 from components.firewall import Firewall, FirewallArgs
 from components.hardened_instance import ubuntu_ami
-from components.internal_dns import InternalDns, InternalDnsArgs
+from components.internal_dns import HostRecords, InternalDns, InternalDnsArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs, LoadBalancerHost
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
@@ -46,9 +53,10 @@ from components.rendered_hosts import (
     DATABASE_NAME,
     MASTER_USERNAME,
     REPLICATION_USERNAME,
-    DatabaseHostResources,
     RenderedHosts,
     backup_bucket_name,
+    colocated_web_userdata,
+    database_host_resources,
     database_host_userdata,
     metrics_agent_policies,
     readiness_report,
@@ -58,11 +66,11 @@ from components.site_record import SiteRecord, SiteRecordArgs
 from components.stack_outputs import STACK_OUTPUTS
 from components.web_tier import WebNode, WebTier, WebTierArgs
 from settings import AwsProviderSettings, Settings
+from settings import colocated_database as colocated_shape
 from settings import database_hosts as database_shape
 from settings.instance_types import cpu_architecture
 from settings.load_balancers import PAIR, fixed_private_ip
 from userdata import cloud_config, web_node_config
-from userdata.database_host import DatabaseSecrets
 
 
 class WebInfrastructure(pulumi.ComponentResource):
@@ -95,9 +103,10 @@ class WebInfrastructure(pulumi.ComponentResource):
         self.firewall = self._firewall(settings)
         self.database = self._database(settings, where)
         hosts = self._hosts(settings, aws_settings, where)
-        self.web = self._web_tier(settings, hosts)
         dns = self._internal_dns(settings)
         self._launch_database(hosts, dns)
+        self.web = self._web_tier(settings, hosts)
+        self._host_records(settings, dns)
         self.load_balancer = self._load_balancer(settings, hosts, where, dns)
         self._site_record(settings)
         monitoring = self._monitoring(settings, where, us_east_1)
@@ -127,6 +136,7 @@ class WebInfrastructure(pulumi.ComponentResource):
                 database_port=cloud_config.MYSQL_PORT,
                 vrrp=settings.load_balancer_count == PAIR,
                 database_hosts=settings.db_mode == "ec2",
+                database_on_web_nodes=settings.db_mode == "colocated",
             ),
             opts=self._child,
         )
@@ -135,6 +145,8 @@ class WebInfrastructure(pulumi.ComponentResource):
         """The database tier in the variant `dbMode` asks for."""
         if settings.db_mode == "ec2":
             return self._database_hosts(settings, where)
+        if settings.db_mode == "colocated":
+            return self._colocated_database(settings, where)
         database = self._rds(settings)
         return RdsTier(database, self._database_bootstrap(settings, database))
 
@@ -186,55 +198,93 @@ class WebInfrastructure(pulumi.ComponentResource):
     def _database_hosts(self, settings: Settings, where: Placement) -> DatabaseHosts:
         """`dbMode: ec2`: the hosts' secrets, certificates, volumes and backups; the hosts
         themselves boot in `_launch_database`, once the private zone exists."""
-        subnets = self.network.private_subnets
 
-        def render_userdata(
-            host: str,
-            *,
-            volume_id: str,
-            secrets: dict[str, str],
-            key_secret: str,
-            ca_pem: str,
-            cert_pem: str,
-        ) -> str:
-            made = DatabaseHostResources(
-                volume_id, DatabaseSecrets(**secrets), key_secret, ca_pem, cert_pem
-            )
-            return database_host_userdata(settings, where.region, where.account_id, made, host)[0]
+        def render_userdata(host: str, **made: Any) -> str:
+            resources = database_host_resources(**made)
+            return database_host_userdata(
+                settings, where.region, where.account_id, resources, host
+            )[0]
 
-        readiness = readiness_report(settings, where.region)
         return DatabaseHosts(
             f"{self._prefix}-database-hosts",
-            DatabaseHostsArgs(
-                name_prefix=self._prefix,
-                hosts=[
-                    DatabaseHost(
-                        name=host,
-                        role=database_shape.ROLES[host],
-                        # One per zone: database-1 in the first, database-2 in the second.
-                        subnet_id=subnets[i].id,
-                        availability_zone=where.zones[i],
-                        private_ip=database_shape.fixed_private_ip(settings.vpc_cidr, i),
-                        reserved_cidr=database_shape.reserved_cidr(settings.vpc_cidr, i),
-                        ready_parameter=readiness.parameter(host),
-                    )
-                    for i, host in enumerate(database_shape.HOSTS)
-                ],
+            self._mariadb_args(
+                settings,
+                where,
+                database_shape.HOSTS,
+                database_shape.ROLES,
                 instance_type=settings.db_instance_type,
-                data_volume_gb=settings.db_allocated_storage_gb,
                 security_group_id=self.firewall.database_group_id,
-                zone_name=settings.internal_zone,
-                usernames={
-                    "admin": MASTER_USERNAME,
-                    "replication": REPLICATION_USERNAME,
-                    "app": APP_USERNAME,
-                },
-                app_secret_name=app_secret_name(self._prefix),
-                backup_bucket_name=backup_bucket_name(settings, where.account_id, where.region),
-                backup_retention_days=settings.db_backup_retention_days,
                 render_userdata=render_userdata,
             ),
             opts=self._child,
+        )
+
+    def _colocated_database(self, settings: Settings, where: Placement) -> ColocatedDatabase:
+        """`dbMode: colocated`: the same database on web-1 and web-2, which the web tier boots
+        with what `_launch_database` makes for them."""
+
+        def render_userdata(host: str, **made: Any) -> str:
+            resources = database_host_resources(**made)
+            return colocated_web_userdata(
+                settings, where.region, where.account_id, resources, host
+            )[0]
+
+        return ColocatedDatabase(
+            f"{self._prefix}-colocated-database",
+            self._mariadb_args(
+                settings,
+                where,
+                colocated_shape.HOSTS,
+                colocated_shape.ROLES,
+                instance_type=settings.instance_type,
+                security_group_id=self.firewall.web_group_id,
+                render_userdata=render_userdata,
+            ),
+            opts=self._child,
+        )
+
+    def _mariadb_args(
+        self,
+        settings: Settings,
+        where: Placement,
+        names: Sequence[str],
+        roles: Mapping[str, str],
+        *,
+        instance_type: str,
+        security_group_id: pulumi.Input[str],
+        render_userdata: UserdataRenderer,
+    ) -> DatabaseHostsArgs:
+        """The MariaDB primary and replica on `names`: the first in the first zone's private
+        subnet, the second in the second's, each at the fixed address reserved there."""
+        subnets = self.network.private_subnets
+        readiness = readiness_report(settings, where.region)
+        return DatabaseHostsArgs(
+            name_prefix=self._prefix,
+            hosts=[
+                DatabaseHost(
+                    name=host,
+                    role=roles[host],
+                    subnet_id=subnets[i].id,
+                    availability_zone=where.zones[i],
+                    private_ip=database_shape.fixed_private_ip(settings.vpc_cidr, i),
+                    reserved_cidr=database_shape.reserved_cidr(settings.vpc_cidr, i),
+                    ready_parameter=readiness.parameter(host),
+                )
+                for i, host in enumerate(names)
+            ],
+            instance_type=instance_type,
+            data_volume_gb=settings.db_allocated_storage_gb,
+            security_group_id=security_group_id,
+            zone_name=settings.internal_zone,
+            usernames={
+                "admin": MASTER_USERNAME,
+                "replication": REPLICATION_USERNAME,
+                "app": APP_USERNAME,
+            },
+            app_secret_name=app_secret_name(self._prefix),
+            backup_bucket_name=backup_bucket_name(settings, where.account_id, where.region),
+            backup_retention_days=settings.db_backup_retention_days,
+            render_userdata=render_userdata,
         )
 
     def _launch_database(self, hosts: Hosts, dns: InternalDns) -> None:
@@ -304,8 +354,9 @@ class WebInfrastructure(pulumi.ComponentResource):
                         name=node,
                         # Round the zones: web-1 in the first, web-2 in the second, ...
                         subnet_id=subnets[i % len(subnets)].id,
-                        user_data=self.database.web_user_data(hosts.rendered.web[node]),
+                        user_data=self.database.web_user_data(node, hosts.rendered.web[node]),
                         ready_parameter=hosts.readiness.parameter(node),
+                        database=self.database.web_node_database(node),
                     )
                     for i, node in enumerate(settings.web_node_names)
                 ],
@@ -321,22 +372,22 @@ class WebInfrastructure(pulumi.ComponentResource):
         )
 
     def _internal_dns(self, settings: Settings) -> InternalDns:
-        """The private zone: the web nodes' and databases' names (the load balancers add
-        their own)."""
+        """The private zone; the hosts' records follow once they exist (`_host_records`)."""
         return InternalDns(
             f"{self._prefix}-dns",
-            InternalDnsArgs(
-                zone_name=settings.internal_zone,
-                vpc_id=self.network.vpc_id,
+            InternalDnsArgs(zone_name=settings.internal_zone, vpc_id=self.network.vpc_id),
+            opts=self._child,
+        )
+
+    def _host_records(self, settings: Settings, dns: InternalDns) -> None:
+        """The web nodes' and databases' names (the load balancers add their own)."""
+        dns.add_records(
+            HostRecords(
                 # Addresses from the readiness gates: a name points at a host once it serves.
                 a_records={node: gate.private_ip for node, gate in self.web.gates.items()},
                 followed_by_haproxy=settings.web_node_names,
-                cname_records={
-                    "db-primary": self.database.primary_name,
-                    "db-replica": self.database.replica_name,
-                },
-            ),
-            opts=self._child,
+                cname_records=self.database.aliases,
+            )
         )
 
     def _load_balancer(

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from components.data_volume import attach_data_volume
 from components.hardened_instance import InstanceSpec, hardened_instance
 from components.instance_role import (
     InstanceRole,
@@ -37,6 +38,22 @@ ROLE_TAG = "web"
 
 
 @dataclass(frozen=True)
+class NodeDatabase:
+    """A web node that runs a database too (`dbMode: colocated`: web-1 the primary, web-2 the
+    replica): what it needs besides a web node's, as a database host of `dbMode: ec2` has it."""
+
+    private_ip: str
+    """Fixed (an explicit subnet reservation): its database's names point there before it
+    boots, and a replacement comes back where the other node looks for it."""
+    volume_id: pulumi.Input[str]
+    """Its data volume, attached at /dev/sdf; it outlives the instance."""
+    policy: pulumi.Input[str]
+    """Its role's `database` policy: the database's secrets, its own TLS key, the backups."""
+    boot_after: Sequence[pulumi.Resource]
+    """What must exist before it boots: its address's reservation, its database's names."""
+
+
+@dataclass(frozen=True)
 class WebNode:
     name: str
     """The node's name: web-1, web-2, ...; also its host name and `X-Served-By` value."""
@@ -45,6 +62,8 @@ class WebNode:
     """Known at preview with RDS; with database hosts it carries their CA (pulumi-tls's)."""
     ready_parameter: str
     """The SSM parameter the node reports to once it serves."""
+    database: NodeDatabase | None = None
+    """The database it runs too, if any."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +135,7 @@ class WebTier(pulumi.ComponentResource):
                             )
                         ),
                         "metrics-agent": args.metrics_agent_policy,
+                        **({"database": node.database.policy} if node.database else {}),
                     },
                     runtime_policies={"database-secret": secret_policy},
                 ),
@@ -130,6 +150,7 @@ class WebTier(pulumi.ComponentResource):
         for batch in args.batches:
             for node_name in batch:
                 node = nodes[node_name]
+                database = node.database
                 instance = hardened_instance(
                     f"{name}-{node.name}",
                     InstanceSpec(
@@ -142,6 +163,7 @@ class WebTier(pulumi.ComponentResource):
                         instance_profile=roles[node.name].profile_name,
                         user_data=node.user_data,
                         public_ip=False,
+                        private_ip=database.private_ip if database else None,
                         replacement_trigger=args.gates.replacement_trigger(node.name),
                     ),
                     pulumi.ResourceOptions(
@@ -149,10 +171,17 @@ class WebTier(pulumi.ComponentResource):
                         depends_on=[
                             *args.instance_depends_on,
                             *roles[node.name].boot_policies,
+                            *(database.boot_after if database else []),
                             *previous_batch,
                         ],
+                        # A fixed address and a data volume are on one instance at a time.
+                        delete_before_replace=True if database else None,
                     ),
                 )
+                if database:
+                    attach_data_volume(
+                        f"{name}-{node.name}-data-attachment", database.volume_id, instance, child
+                    )
                 self.nodes[node.name] = instance
                 self.gates[node.name] = gate_for(
                     f"{name}-{node.name}-gate",

@@ -171,7 +171,16 @@ def with_database_ca(userdata: str, ca_pem: str) -> str:
     """A web node's userdata for the database hosts: the app verifies them with the stack's
     CA (`ca_pem`, public, inline) and no longer downloads RDS's bundle. Fails loudly when the
     web node's document no longer has what it replaces."""
-    document = cloud_config.parse(userdata)
+    return cloud_config.render(app_trusts_database_ca(cloud_config.parse(userdata), ca_pem))
+
+
+def app_trusts_database_ca(
+    document: dict[str, Any], ca_pem: str, *, written_at: str | None = None
+) -> dict[str, Any]:
+    """`with_database_ca` on a web node's document. `written_at`: the document already writes
+    the CA there (a web node running a database, `dbMode: colocated`) and the app reads that
+    copy instead of one of its own."""
+    document = dict(document)
     files = document["write_files"]
     kept = [f for f in files if f["path"] != f"/etc/systemd/system/{_RDS_CA_UNIT}"]
     (app_config,) = [f for f in kept if f["path"] == _APP_CONFIG]
@@ -179,11 +188,15 @@ def with_database_ca(userdata: str, ca_pem: str) -> str:
     download = ["systemctl", "start", _RDS_CA_UNIT]
     if len(kept) != len(files) - 1 or download not in steps:
         raise ValueError("the web node's document no longer downloads RDS's CA bundle here")
+    if written_at is not None and not [f for f in kept if f["path"] == written_at]:
+        raise ValueError(f"the web node's document writes no CA at {written_at}")
     config = json.loads(app_config["content"])
-    config["database"]["tls_ca_file"] = WEB_CA_FILE
-    app_config["content"] = json.dumps(config, indent=2) + "\n"
-    at = kept.index(app_config)
-    kept.insert(at + 1, _file(WEB_CA_FILE, ca_pem, "0644"))
+    config["database"]["tls_ca_file"] = written_at or WEB_CA_FILE
+    app_config = {**app_config, "content": json.dumps(config, indent=2) + "\n"}
+    kept = [app_config if f["path"] == _APP_CONFIG else f for f in kept]
+    if written_at is None:
+        at = kept.index(app_config)
+        kept.insert(at + 1, _file(WEB_CA_FILE, ca_pem, "0644"))
     document["write_files"] = kept
     document["runcmd"] = [step for step in steps if step != download]
-    return cloud_config.render(document)
+    return document
