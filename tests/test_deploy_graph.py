@@ -77,6 +77,9 @@ TOLERATED_REFERENCES: dict[str, str] = {
     # sees the site down, as it does until the load balancer serves anyway (its alarm may
     # notify once during a first run); nothing is refused.
     "aws:route53/healthCheck:HealthCheck": "fqdn",
+    # Route 53 accepts a CNAME to any name (`db-primary` -> `database-1.<zone>` with
+    # `dbMode: ec2`); it answers once the target's record exists, as a resolver would.
+    "aws:route53/record:Record": "records",
     # The hosts' files name their log groups, which the hosts do not wait for (the groups
     # belong to the monitoring, built after the hosts). They depend on nothing, so the
     # engine creates them in the first seconds of a run, while a host first waits for its
@@ -141,6 +144,14 @@ def test_hosts_boot_only_once_their_boot_permissions_exist(default_run: ProgramR
     policy of a host's role must exist before the host, except one granting only what the
     running app retries on its own (RUNTIME_ONLY_ACTIONS)."""
     problems = boot_problems(default_run)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("db_mode", ["ec2", "colocated"])
+def test_database_hosts_boot_only_once_their_boot_permissions_exist(db_mode: str) -> None:
+    """The same with MariaDB on EC2: a host that ran `database_node.py install` before its
+    database policy existed could not read its key or the users' secrets, nor back up."""
+    problems = boot_problems(run_program({"dbMode": db_mode}))
     assert not problems, "\n".join(problems)
 
 
@@ -239,8 +250,10 @@ def missing_dependencies(run: ProgramRun) -> list[str]:
             "publicZoneId": "Z0123456789ABCDEFGHIJ",
             "alarmEmail": "ops@example.com",
         },
+        {"dbMode": "ec2"},
+        {"dbMode": "colocated", "webNodeCount": 3},
     ],
-    ids=["defaults", "domain"],
+    ids=["defaults", "domain", "ec2", "colocated"],
 )
 def test_what_names_another_resource_waits_for_it(config: dict[str, Any]) -> None:
     """The RDS event subscription took the databases' identifiers as plain strings, so it was

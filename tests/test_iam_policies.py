@@ -22,7 +22,7 @@ from iam_support import HostPolicies, host_policies, instance_context, rendered_
 
 from lab.boot.calls import UnknownCall, classify
 from lab.boot.policy import Decision, Request, UnsupportedPolicy, evaluate
-from tools.mocked_program import ACCOUNT, REGION, ProgramRun
+from tools.mocked_program import ACCOUNT, REGION, ProgramRun, run_program
 
 ARTIFACTS = f"web-infra-dev-{ACCOUNT}-{REGION}-artifacts"
 
@@ -366,6 +366,18 @@ def test_cloudsplaining_finds_no_least_privilege_risk_in_any_policy_the_program_
 ) -> None:
     findings = {
         name: cloudsplaining_findings(doc) for name, doc in rendered_policies(default_run).items()
+    }
+    assert not {name: f for name, f in findings.items() if f}, findings
+
+
+@pytest.mark.parametrize("db_mode", ["ec2", "colocated"])
+def test_neither_analyser_finds_anything_with_mariadb_on_ec2(db_mode: str) -> None:
+    """The database's hosts (or web-1 and web-2 running it) add policies of their own."""
+    documents = rendered_policies(run_program({"dbMode": db_mode}))
+    assert [name for name in documents if name.endswith("-identity-database")]
+    findings = {
+        name: [*parliament_findings(doc), *cloudsplaining_findings(doc)]
+        for name, doc in documents.items()
     }
     assert not {name: f for name, f in findings.items() if f}, findings
 
