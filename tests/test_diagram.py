@@ -198,3 +198,20 @@ def test_on_ec2_the_database_is_two_hosts_in_their_subnets_with_the_admitted_flo
     assert (primary, replica, "replication") in flows
     clusters = {n.id: n.cluster for n in model.nodes}
     assert clusters[primary] != clusters[replica]  # one private subnet (zone) each
+
+
+def test_colocated_the_database_is_drawn_on_web_1_and_web_2_with_the_admitted_flows() -> None:
+    """`dbMode: colocated`: no RDS and no database host; web-1's MariaDB takes every node's
+    writes and web-2's the reads, each beside its node (in its subnet), replicating."""
+    model = architecture_model(run_program(stack_config(web_nodes=3, db_mode="colocated")))
+    primary, replica = one(model, "db-primary"), one(model, "db-replica")
+    assert (primary, replica) == ("db-web-1", "db-web-2")
+    labels = {n.id: n.label for n in model.nodes}
+    assert labels[primary] == "MariaDB primary on web-1\ndata on its own EBS volume"
+    flows = {(e.source, e.target, e.kind) for e in model.edges}
+    for web in ("web-1", "web-2", "web-3"):
+        assert (web, primary, "write") in flows
+        assert (web, replica, "read") in flows
+    assert (primary, replica, "replication") in flows
+    clusters = {n.id: n.cluster for n in model.nodes}
+    assert (clusters[primary], clusters[replica]) == (clusters["web-1"], clusters["web-2"])

@@ -148,3 +148,74 @@ def test_without_a_region_the_alarm_topics_is_used(monkeypatch: pytest.MonkeyPat
     }
     session = aws_session(verify.parse_outputs(json.dumps(raw)))
     assert session.region_name == "eu-west-3"
+
+
+def colocated_stack(clients: Clients, *, encrypted: bool = True) -> dict[str, Any]:
+    """The design with its database on web-1 and web-2 (`dbMode: colocated`): their data
+    volumes at /dev/sdf, the web group admitting 3306 from itself; the outputs name web-1's
+    and web-2's records."""
+    prefix = f"web-infra-c{next(_stacks)}"
+    raw = build_stack(clients, prefix, replica=False)
+    ec2 = clients.ec2
+    web_sg = raw["security_group_ids"]["web"]
+    ec2.authorize_security_group_ingress(
+        GroupId=web_sg,
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 3306,
+                "ToPort": 3306,
+                "UserIdGroupPairs": [{"GroupId": web_sg}],
+            }
+        ],
+    )
+    for name in ("web-1", "web-2"):
+        (node,) = ec2.describe_instances(
+            Filters=[{"Name": "tag:Name", "Values": [f"{prefix}-{name}"]}]
+        )["Reservations"][0]["Instances"]
+        volume = ec2.create_volume(
+            AvailabilityZone=node["Placement"]["AvailabilityZone"],
+            Size=20,
+            VolumeType="gp3",
+            Encrypted=encrypted,
+        )
+        ec2.attach_volume(
+            VolumeId=volume["VolumeId"], InstanceId=node["InstanceId"], Device="/dev/sdf"
+        )
+    zone_name = f"{prefix}.internal"
+    return {
+        **raw,
+        "db_primary_endpoint": f"web-1.{zone_name}:3306",
+        "db_replica_endpoint": f"web-2.{zone_name}:3306",
+    }
+
+
+def test_colocated_web_1_and_web_2_pass_as_the_database_and_rds_is_not_asked(
+    clients: Clients,
+) -> None:
+    raw = colocated_stack(clients)
+    checks = {c.check: c for c in check_aws(verify.parse_outputs(json.dumps(raw)), clients)}
+    bad = {name: c.found for name, c in checks.items() if name.startswith("db") and not c.ok}
+    assert bad == {}
+    assert "db replication" not in checks
+    assert "Role=web, Name=*-web-1, private subnet, web sg" in checks["db primary"].expected
+    assert "encrypted data volume vol-" in checks["db replica"].found
+    assert checks["db hosts AZ spread"].found == "web-1: us-east-1a, web-2: us-east-1b"
+    assert "replication" not in checks["db sg ingress"].expected
+
+
+def test_colocated_a_node_without_its_encrypted_data_volume_fails(clients: Clients) -> None:
+    checks = database_checks(clients, colocated_stack(clients, encrypted=False))
+    assert {n for n, c in checks.items() if not c.ok} == {"db primary", "db replica"}
+    assert "unencrypted data volume" in checks["db primary"].found
+    raw = colocated_stack(clients)
+    (volume,) = clients.ec2.describe_volumes(
+        Filters=[{"Name": "attachment.device", "Values": ["/dev/sdf"]}]
+    )["Volumes"][-1:]
+    (attachment,) = volume["Attachments"]
+    clients.ec2.detach_volume(
+        VolumeId=volume["VolumeId"], InstanceId=attachment["InstanceId"], Device="/dev/sdf"
+    )
+    checks = database_checks(clients, raw)
+    assert {n for n, c in checks.items() if not c.ok} == {"db replica"}
+    assert "no volume at /dev/sdf" in checks["db replica"].found

@@ -39,7 +39,11 @@ def stack_config(
     if web_nodes is not None:
         config["webNodeCount"] = web_nodes
     if db_mode is not None and db_mode != config.get("dbMode", "rds"):
-        other = RDS_ONLY_KEYS if db_mode != "rds" else EC2_DATABASE_KEYS
+        other = {
+            "rds": EC2_DATABASE_KEYS,
+            "ec2": RDS_ONLY_KEYS,
+            "colocated": (*RDS_ONLY_KEYS, *EC2_DATABASE_KEYS),
+        }[db_mode]
         config = {key: value for key, value in config.items() if key not in other}
         config["dbMode"] = db_mode
     return config

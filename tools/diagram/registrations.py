@@ -31,6 +31,7 @@ INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 DB_INSTANCE = "aws:rds/instance:Instance"
 DB_SUBNET_GROUP = "aws:rds/subnetGroup:SubnetGroup"
 ZONE = "aws:route53/zone:Zone"
+VOLUME_ATTACHMENT = "aws:ec2/volumeAttachment:VolumeAttachment"
 
 # What runs on an instance, by its Role tag (the userdata installs it).
 SOFTWARE = {"load-balancer": "HAProxy", "web": "Nginx + gunicorn", "database": "MariaDB"}
@@ -264,11 +265,13 @@ def _web_tier(
 def _database(
     run: ProgramRun, stack: _Stack, web_nodes: Sequence[Registration]
 ) -> tuple[list[Node], list[Edge]]:
-    """The database as the program runs it: RDS instances (`dbMode: rds`) or the database
-    hosts (`dbMode: ec2`)."""
-    if not run.of_type(DB_INSTANCE):
+    """The database as the program runs it: RDS instances (`dbMode: rds`), the database
+    hosts (`dbMode: ec2`) or web nodes with a data volume (`dbMode: colocated`)."""
+    if run.of_type(DB_INSTANCE):
+        return _rds_database(run, stack, web_nodes)
+    if run.instances("database"):
         return _database_hosts(run, stack, web_nodes)
-    return _rds_database(run, stack, web_nodes)
+    return _colocated_database(run, stack, web_nodes)
 
 
 def _database_hosts(
@@ -279,7 +282,39 @@ def _database_hosts(
     hosts = sorted(run.instances("database"), key=lambda r: _natural(r.inputs["tags"]["Name"]))
     if len(hosts) != 2:
         raise ModelError(f"expected no RDS instance and two database hosts, found {len(hosts)}")
+    return _mariadb_pair(run, stack, web_nodes, hosts, "data on its own EBS volume")
+
+
+def _colocated_database(
+    run: ProgramRun, stack: _Stack, web_nodes: Sequence[Registration]
+) -> tuple[list[Node], list[Edge]]:
+    """The web nodes with a data volume attached (web-1 the primary, web-2 its replica), each
+    database drawn beside its node, in the node's subnet."""
+    attached = {a.inputs["instanceId"] for a in run.of_type(VOLUME_ATTACHMENT)}
+    hosts = [web for web in web_nodes if web.id in attached]
+    if len(hosts) != 2:
+        raise ModelError(
+            f"expected RDS, database hosts or two web nodes with a data volume, found {len(hosts)}"
+        )
+    return _mariadb_pair(run, stack, web_nodes, hosts, "data on its own EBS volume")
+
+
+def _mariadb_pair(
+    run: ProgramRun,
+    stack: _Stack,
+    web_nodes: Sequence[Registration],
+    hosts: Sequence[Registration],
+    where: str,
+) -> tuple[list[Node], list[Edge]]:
+    """MariaDB's primary (`hosts[0]`) and replica, and the flows the firewall admits."""
     primary, replica = hosts
+    colocated = all(h.inputs["tags"]["Role"] == "web" for h in hosts)
+
+    def label(host: Registration, role: str) -> str:
+        if colocated:
+            return f"MariaDB {role} on {stack.short(host.inputs['tags']['Name'])}\n{where}"
+        return _instance_label(run, stack, host, f"\n{role}, {where}")
+
     roles: tuple[tuple[Registration, NodeKind, str], ...] = (
         (primary, "db-primary", "primary"),
         (replica, "db-replica", "read replica"),
@@ -288,7 +323,7 @@ def _database_hosts(
         Node(
             f"db-{stack.short(host.inputs['tags']['Name'])}",
             kind,
-            _instance_label(run, stack, host, f"\n{role}, data on its own EBS volume"),
+            label(host, role),
             stack.subnet_clusters[host.inputs["subnetId"]],
         )
         for host, kind, role in roles

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from components.stack_outputs import SECURITY_GROUP_KEYS
-from tools.verify.outputs import Endpoint, Outputs, on_rds
+from tools.verify.outputs import Endpoint, Outputs, on_rds, on_web_nodes
 from tools.verify.report import Check, Facts
 
 GROUP_LABELS = {"load_balancer": "lb sg", "web": "web sg", "database": "db sg"}
@@ -201,10 +201,13 @@ def check_security_groups(ec2: Any, outputs: Outputs) -> list[Check]:
     groups = {str(g["GroupId"]): g for g in response.get("SecurityGroups", [])}
     checks: list[Check] = []
 
-    # On EC2 the database hosts also replicate to each other (components/firewall.py).
-    peers = {GROUP_LABELS["web"]} | (set() if on_rds(outputs) else {GROUP_LABELS["database"]})
+    # On EC2 the database hosts also replicate to each other (components/firewall.py); on the
+    # web nodes (`dbMode: colocated`) the database group has no member and the web group
+    # admits the web tier.
+    hosts = not on_rds(outputs) and not on_web_nodes(outputs)
+    peers = {GROUP_LABELS["web"]} | ({GROUP_LABELS["database"]} if hosts else set())
     db_expected = f"only tcp/{MYSQL_PORT} from web sg ({ids['web']})"
-    if not on_rds(outputs):
+    if hosts:
         db_expected += " and db sg (replication)"
     database = groups.get(ids["database"])
     if database is None:

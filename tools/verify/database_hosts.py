@@ -1,5 +1,6 @@
 """The database checks of `tools.verify` for `dbMode: ec2`: the two database hosts as EC2 sees
-them (components/database_hosts.py), in place of RDS's instances.
+them (components/database_hosts.py), in place of RDS's instances; with `dbMode: colocated`,
+web-1 and web-2 (components/colocated_database.py), web nodes with the same data volumes.
 
 The endpoints name the hosts' records in the private zone (`database-1.<zone>:3306`), which
 only the VPC resolves; the hosts are found instead by their Role tag and their Name, which ends
@@ -12,10 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from tools.verify.aws import live_instances, tags_of
-from tools.verify.outputs import Endpoint, Outputs
+from tools.verify.outputs import Endpoint, Outputs, on_web_nodes
 from tools.verify.report import Check, Facts
 
 ROLE = "database"
+WEB_ROLE = "web"
 DATA_DEVICE = "/dev/sdf"
 MIN_DATABASE_AZS = 2
 
@@ -35,19 +37,24 @@ def _host_check(
 ) -> tuple[Check, str | None]:
     """One host's check and its availability zone (None when it was not found)."""
     name = endpoint.identifier
+    role, group, label = (
+        (WEB_ROLE, outputs.security_group_ids["web"], "web sg")
+        if on_web_nodes(outputs)
+        else (ROLE, outputs.security_group_ids["database"], "db sg")
+    )
     expected = (
-        f"running, Role={ROLE}, Name=*-{name}, private subnet, db sg, no public IP, "
+        f"running, Role={role}, Name=*-{name}, private subnet, {label}, no public IP, "
         f"encrypted data volume at {DATA_DEVICE}"
     )
     matches = [h for h in hosts if tags_of(h).get("Name", "").endswith(f"-{name}")]
     if len(matches) != 1:
-        found = f"{len(matches)} Role={ROLE} instances named *-{name} in {outputs.vpc_id}"
+        found = f"{len(matches)} Role={role} instances named *-{name} in {outputs.vpc_id}"
         return Check(what, expected, found, False), None
     instance = matches[0]
     facts = Facts()
     state = str(instance.get("State", {}).get("Name", "?"))
     facts.add(state, state == "running")
-    facts.add(f"Role={ROLE}")
+    facts.add(f"Role={role}")
     facts.add(f"Name={tags_of(instance).get('Name')}")
     subnet = str(instance.get("SubnetId", "-"))
     facts.add(
@@ -55,10 +62,7 @@ def _host_check(
         subnet in outputs.private_subnet_ids,
     )
     groups = {str(g["GroupId"]) for g in instance.get("SecurityGroups", [])}
-    facts.add(
-        "db sg" if outputs.security_group_ids["database"] in groups else "lacks db sg",
-        outputs.security_group_ids["database"] in groups,
-    )
+    facts.add(label if group in groups else f"lacks {label}", group in groups)
     public_ip = instance.get("PublicIpAddress")
     facts.add(f"public IP {public_ip}" if public_ip else "no public IP", not public_ip)
     volume = _data_volume(ec2, str(instance["InstanceId"]))
@@ -77,7 +81,8 @@ def _host_check(
 def check_database_hosts(ec2: Any, outputs: Outputs) -> list[Check]:
     """The primary's and the replica's hosts, and that they are in two zones."""
     vpc = {"Name": "vpc-id", "Values": [outputs.vpc_id]}
-    hosts = live_instances(ec2, [vpc, {"Name": "tag:Role", "Values": [ROLE]}])
+    role = WEB_ROLE if on_web_nodes(outputs) else ROLE
+    hosts = live_instances(ec2, [vpc, {"Name": "tag:Role", "Values": [role]}])
     checks: list[Check] = []
     zones: dict[str, str] = {}
     for what, endpoint in (

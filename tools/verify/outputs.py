@@ -240,6 +240,12 @@ def _https_outputs(raw: Mapping[str, Any], problems: list[str]) -> tuple[bool, s
     return enabled, url.rstrip("/")
 
 
+def on_web_nodes(outputs: Outputs) -> bool:
+    """True when the database runs on web-1 and web-2 (`dbMode: colocated`): its endpoints
+    name those nodes' records (`web-1.<zone>:3306`)."""
+    return outputs.db_primary_endpoint.identifier.startswith("web-")
+
+
 def on_rds(outputs: Outputs) -> bool:
     """True when the database is RDS's (`dbMode: rds`): its endpoints are RDS's
     (`<id>.<hash>.<region>.rds.amazonaws.com`), not the database hosts' private records."""
