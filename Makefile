@@ -27,7 +27,8 @@ lab-down:
 	$(UV) run python -m lab down
 
 # Every host's real cloud-config booted in containers (root; IMAGE=bookworm for Debian 12;
-# DB_MODE=ec2 boots the database hosts too, on bookworm).
+# DB_MODE=ec2 boots the database hosts too, DB_MODE=colocated web-1 and web-2 with the
+# database, both on bookworm).
 IMAGE ?= trixie
 boot: setup
 	$(UV) run python -m lab.boot up $(if $(DB_MODE),--db-mode $(DB_MODE) --image bookworm,--image $(IMAGE))

@@ -20,6 +20,7 @@ from lab.boot.bootlab import BootLab
 from lab.localize import LabError
 from lab.tables import columns, host_table
 from settings import SettingsError
+from settings.loader import MARIADB_MODES
 from settings.web_tier import MAX_WEB_NODES, MIN_WEB_NODES
 from tools import arguments
 
@@ -125,12 +126,13 @@ def main(argv: list[str] | None = None) -> int:
         "--image",
         choices=images.SUITES,
         help="Debian 13 (default; the newer bracket of Ubuntu 24.04) or 12 (the older; the "
-        "default with --db-mode ec2)",
+        "default with --db-mode ec2 or colocated)",
     )
     up.add_argument(
         "--db-mode",
-        choices=("rds", "ec2"),
-        help="override dbMode: ec2 boots the database hosts from their userdata",
+        choices=("rds", "ec2", "colocated"),
+        help="override dbMode: ec2 boots the database hosts from their userdata, colocated "
+        "boots web-1 and web-2 running the primary and the replica",
     )
     status = commands.add_parser("status", help="each host, cloud-init's result, services")
     status.add_argument("--json", action="store_true", help="machine-readable status")
@@ -166,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "up":
             started = time.monotonic()
-            image = args.image or ("bookworm" if args.db_mode == "ec2" else "trixie")
+            image = args.image or ("bookworm" if args.db_mode in MARIADB_MODES else "trixie")
             lab.up(web_nodes=args.web_nodes, image=image, https=args.https, db_mode=args.db_mode)
             print(f"The boot lab is up in {time.monotonic() - started:.0f} s: {lab.url()}\n")
             print(status_table(lab.status()))

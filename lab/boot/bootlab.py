@@ -56,6 +56,7 @@ from lab.boot.teardown import Teardown
 from lab.localize import LabError
 from lab.processes import Daemon
 from settings import Settings, load_settings, load_stack_file
+from settings.loader import MARIADB_MODES
 from userdata.database_host import with_database_ca
 
 REQUIRED = (
@@ -113,15 +114,17 @@ class BootLab(HostOperations, Teardown, Readings):
         hosts before they boot, and `wait=False` returns once every container has started
         (failure-injection tests). `https`: the site has the lab's domain, and its ACME CA
         runs (`lab.boot.acme`). `db_mode="ec2"` boots the database hosts from their userdata
-        instead of running the RDS stand-ins (`lab.boot.database_hosts`)."""
+        instead of running the RDS stand-ins (`lab.boot.database_hosts`); `"colocated"` boots
+        web-1 and web-2 from theirs, running the primary and the replica."""
         recipe = images.recipe_for(image)
         settings = self.settings(web_nodes, db_mode)
         if https:
             settings = acme.with_domain(settings)
-        if settings.db_mode == "ec2" and image != "bookworm":
+        if settings.db_mode in MARIADB_MODES and image != "bookworm":
             raise LabError(
-                "the database hosts boot on bookworm (MariaDB 10.11, as Ubuntu 24.04; trixie's "
-                "image lacks mkfs.ext4, which Ubuntu's has): --image bookworm"
+                f"dbMode {settings.db_mode}'s database hosts boot on bookworm (MariaDB 10.11, "
+                "as Ubuntu 24.04; trixie's image lacks mkfs.ext4, which Ubuntu's has): "
+                "--image bookworm"
             )
         cuts = {host: list(names) for host, names in (cut_off or {}).items()}
         hosts = [*settings.load_balancer_names, *settings.web_node_names]
@@ -184,8 +187,8 @@ class BootLab(HostOperations, Teardown, Readings):
         self._helper(state, standins.start_secret_store(standing_in, authority, state.region))
         if settings.domain:
             self._start_acme(state, settings, standing_in)
-        ec2 = settings.db_mode == "ec2"
-        if not ec2:
+        on_ec2 = settings.db_mode in MARIADB_MODES
+        if not on_ec2:
             master = standins.create_rds_primary(
                 state.region,
                 authority,
@@ -213,7 +216,7 @@ class BootLab(HostOperations, Teardown, Readings):
         records |= {"db-primary": network.DB_PRIMARY, "db-replica": network.DB_REPLICA}
         names = acme.dns_names() if settings.domain else {}
         database_userdata, database_ca = (
-            self._database_hosts(state, settings, records) if ec2 else ({}, b"")
+            self._database_hosts(state, settings, records) if on_ec2 else ({}, b"")
         )
         self._helper(
             state,
@@ -228,10 +231,11 @@ class BootLab(HostOperations, Teardown, Readings):
             {published.file.key: published.file.content for published in rendered.files},
         )
         userdata = {**rendered.load_balancers, **rendered.web}
-        if ec2:  # the web nodes verify the database hosts with the stack's database CA
+        if on_ec2:  # the web nodes verify the database hosts with the stack's database CA
             userdata |= {
                 name: with_database_ca(userdata[name], database_ca.decode())
                 for name in rendered.web
+                if name not in database_userdata
             }
         # The instances in the EC2 stand-in, the Elastic IP and its allocation id's parameter,
         # as the program creates them before any instance boots; then the lab's public
@@ -273,7 +277,7 @@ class BootLab(HostOperations, Teardown, Readings):
         # The database pair comes up while the hosts install their packages, as RDS may still
         # be creating while the instances boot on AWS; the app answers 503 until it is there.
         # Both database hosts boot at once: the replica waits (bounded) for the primary.
-        if not ec2:
+        if not on_ec2:
             self._start_databases(state, authority, settings.internal_zone, master, app)
         if wait:
             self.wait_booted(state, FIRST_BOOT_TIMEOUT)
@@ -283,8 +287,18 @@ class BootLab(HostOperations, Teardown, Readings):
         self, state: State, settings: Settings, records: dict[str, str]
     ) -> tuple[dict[str, bytes], bytes]:
         """`dbMode: ec2`: the hosts' records, volumes, secrets, certificates and bucket; their
-        userdata and the stack's database CA."""
+        userdata and the stack's database CA. `colocated`: web-1's and web-2's volumes, and
+        the database's names at their addresses."""
         volumes = {}
+        if settings.db_mode == "colocated":
+            for name, alias in database_hosts.COLOCATED_ALIASES.items():
+                volumes[name] = database_hosts.attach_volume(self.folder / "volumes", name)
+                state.volumes[name] = dataclasses.asdict(volumes[name])
+                self._save(state)
+                records[alias] = state.host(name).address
+            return database_hosts.provision(
+                self.folder, settings, state.region, self.authority, volumes
+            )
         for name, address in database_hosts.ADDRESSES.items():
             volumes[name] = database_hosts.attach_volume(self.folder / "volumes", name)
             state.volumes[name] = dataclasses.asdict(volumes[name])

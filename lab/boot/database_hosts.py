@@ -1,4 +1,5 @@
-"""`dbMode: ec2` in the boot lab: database-1 and database-2 boot their real cloud-configs.
+"""`dbMode: ec2` in the boot lab: database-1 and database-2 boot their real cloud-configs;
+with `dbMode: colocated`, web-1 and web-2 boot theirs, the web node's with the same database.
 
 Instead of the MariaDB stand-ins it runs for RDS, the lab makes what the program makes before
 the database hosts boot, and boots each host from the userdata the program renders for it
@@ -10,6 +11,9 @@ once AWS and pulumi-tls have made what it names):
 - a CA of the stack's own (not the lab's, which signs the stand-ins) and each host's
   certificate for `database-N.<zone>` and `db-primary|db-replica.<zone>`, as the program's;
 - the backup bucket, versioned, in the S3 stand-in;
+- with `colocated`, web-1's and web-2's userdata is theirs
+  (`components.rendered_hosts.colocated_web_userdata`), and `db-primary`/`db-replica` name
+  their addresses;
 - each host's data volume: a sparse file on this machine attached to a loop device, handed to
   the container as `/dev/xvdf` (the attachment's name on a Xen instance, which the host
   script looks for when the Nitro by-id link is absent). The script finds, formats (blank
@@ -33,13 +37,14 @@ from components.rendered_hosts import (
     REPLICATION_USERNAME,
     DatabaseHostResources,
     backup_bucket_name,
+    colocated_web_userdata,
     database_host_userdata,
 )
 from lab.boot import network, standins
 from lab.boot.pki import CertificateAuthority
 from lab.localize import LabError
 from lab.processes import program
-from settings import Settings
+from settings import Settings, colocated_database
 from settings.database_hosts import HOSTS
 from userdata.database_host import DatabaseSecrets
 
@@ -47,6 +52,7 @@ ROLE = "database"
 PORT = 3306
 ADDRESSES = {"database-1": network.DATABASE_1, "database-2": network.DATABASE_2}
 ALIASES = {"database-1": "db-primary", "database-2": "db-replica"}
+COLOCATED_ALIASES = {"web-1": "db-primary", "web-2": "db-replica"}
 USERNAMES = {"admin": MASTER_USERNAME, "replication": REPLICATION_USERNAME, "app": APP_USERNAME}
 VOLUME_BYTES = 2 << 30
 """Sparse: only what MariaDB writes takes room."""
@@ -83,7 +89,7 @@ def attach_volume(folder: Path, host: str) -> Volume:
     )
     if result.returncode != 0:
         raise LabError(f"no loop device for {host}'s data volume: {result.stderr.strip()}")
-    number = HOSTS.index(host) + 1
+    number = (*HOSTS, *colocated_database.HOSTS).index(host) + 1
     return Volume(str(image), result.stdout.strip(), f"vol-0b00710b0000000{number}")
 
 
@@ -117,9 +123,12 @@ def provision(
     authority: CertificateAuthority,
     volumes: dict[str, Volume],
 ) -> tuple[dict[str, bytes], bytes]:
-    """What the program makes before the database hosts boot; each host's userdata and the
-    stack's database CA (the web nodes verify the hosts with it)."""
+    """What the program makes before the database hosts (with `colocated`: web-1 and web-2)
+    boot; each host's userdata and the stack's database CA (the web nodes verify the hosts
+    with it)."""
     prefix, zone = settings.name_prefix, settings.internal_zone
+    colocated = settings.db_mode == "colocated"
+    aliases = COLOCATED_ALIASES if colocated else ALIASES
     client = standins.aws_client("secretsmanager", region, authority)
     arns = {}
     for user, name in secret_names(prefix).items():
@@ -132,8 +141,8 @@ def provision(
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     userdata = {}
-    for host in HOSTS:
-        pair = database_ca.issue(host, [f"{host}.{zone}", f"{ALIASES[host]}.{zone}"], [])
+    for host in aliases:
+        pair = database_ca.issue(host, [f"{host}.{zone}", f"{aliases[host]}.{zone}"], [])
         key_arn = client.create_secret(
             Name=f"{prefix}/{host}/tls-key", SecretString=pair.key.read_text()
         )["ARN"]
@@ -144,7 +153,8 @@ def provision(
             ca_pem=database_ca.pem.decode(),
             cert_pem=pair.certificate.read_text(),
         )
-        rendered, _ = database_host_userdata(settings, region, standins.MOTO_ACCOUNT, made, host)
+        render = colocated_web_userdata if colocated else database_host_userdata
+        rendered, _ = render(settings, region, standins.MOTO_ACCOUNT, made, host)
         userdata[host] = rendered.encode()
     return userdata, database_ca.pem
 

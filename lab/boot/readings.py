@@ -15,6 +15,8 @@ from lab import mariadb, processes
 from lab.boot import aws_api, database, elastic_ip, inspect, network, standins
 from lab.boot.state import BootRecords
 from lab.processes import Daemon
+from settings.colocated_database import ROLES as COLOCATED_ROLES
+from settings.loader import MARIADB_MODES
 from userdata.database_host import CONFIG_FILE, DATABASE_NODE
 
 
@@ -32,6 +34,12 @@ class Readings(BootRecords):
                 "address": record.address,
                 "port": record.port,
             }
+            # `dbMode: colocated`: web-1 runs the primary and web-2 the replica.
+            database_role = (
+                COLOCATED_ROLES.get(record.name) if state.db_mode == "colocated" else None
+            )
+            if database_role:
+                entry["database"] = database_role
             if not container.running():
                 entry |= {"state": "down", "cloud_init": None}
             else:
@@ -41,7 +49,8 @@ class Readings(BootRecords):
                     "state": "up" if system == "running" and result.status == "done" else system,
                     "system": system,
                     "cloud_init": result.as_dict(),
-                    "services": inspect.services(container, record.role),
+                    "services": inspect.services(container, record.role)
+                    | (inspect.services(container, "database") if database_role else {}),
                     "booted_seconds": record.booted_seconds,
                     "boots": record.boots,
                 }
@@ -79,13 +88,13 @@ class Readings(BootRecords):
         }
 
     def replication(self) -> str:
-        """The replica's replication: the RDS stand-in's, or (`dbMode: ec2`) what the replica
-        host's own `database_node.py check` says."""
+        """The replica's replication: the RDS stand-in's, or (`dbMode: ec2`, `colocated`) what
+        the replica host's (web-2's) own `database_node.py check` says."""
         state = self.load()
-        if state.db_mode != "ec2":
+        if state.db_mode not in MARIADB_MODES:
             _, replica = database.servers(self.folder / "databases")
             return mariadb.replication_summary(replica)
-        host = state.host("database-2")
+        host = state.host("web-2" if state.db_mode == "colocated" else "database-2")
         container = self.container(host)
         if not container.running():
             return "replica down"

@@ -1,0 +1,181 @@
+"""`dbMode: colocated` booted: web-1 runs the primary next to its app, web-2 the replica.
+
+The boot lab (`up(db_mode="colocated")`, lab/boot/database_hosts.py) makes what the program
+makes before the nodes boot (the users' secrets and the nodes' TLS keys, the stack's database
+CA and each node's certificate, the backup bucket, `db-primary` and `db-replica` at web-1's and
+web-2's addresses) and gives web-1 and web-2 a data volume each (a loop device as `/dev/xvdf`).
+Then web-1 and web-2 boot their own userdata, the web node's with the database's steps: the
+primary creates the users and takes the first backup, the replica seeds itself from it and
+replicates over verified TLS. Proven here, and no more (the rest is `dbMode: ec2`'s, whose
+boot test proves the same script): replication comes up by itself, a write through the load
+balancer is read back from the replica, and web-1 replaced under a stream of keyed writes
+loses no acknowledged write and stores none twice; how long writes stop is measured.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from boot_support import TEST_STATE, boot_lab, require_boot_capabilities
+
+from lab import checks
+from lab.boot.bootlab import BootLab
+
+NODES = ("web-1", "web-2")
+ZONE = "dev.web-infra.internal"
+MEASURED: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[BootLab]:
+    require_boot_capabilities()
+    started = time.monotonic()
+    with boot_lab(TEST_STATE / "database-colocated", image="bookworm", db_mode="colocated") as up:
+        MEASURED["up, every host booted and serving"] = time.monotonic() - started
+        yield up
+    print(
+        "\ndbMode colocated boot lab, measured: "
+        + ", ".join(f"{what}: {seconds:.1f} s" for what, seconds in MEASURED.items())
+    )
+
+
+def sql(lab: BootLab, host: str, query: str) -> str:
+    """A query on a node's own MariaDB, as root over its socket."""
+    container = lab.container(lab.load().host(host))
+    result = container.execute("mariadb", "--batch", "--execute", query, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_status_shows_the_database_on_web_1_and_web_2(lab: BootLab) -> None:
+    status = lab.status()
+    assert status["db_mode"] == "colocated"
+    hosts = {h["name"]: h for h in status["hosts"]}
+    assert not [h for h in hosts.values() if h["role"] == "database"], "no database host"
+    assert "db-primary" not in hosts, "no RDS stand-in in this mode"
+    for name, role in (("web-1", "primary"), ("web-2", "replica")):
+        host = hosts[name]
+        assert (host["role"], host["database"], host["state"]) == ("web", role, "up"), host
+        assert host["cloud_init"]["errors"] == [], host["cloud_init"]
+        assert host["services"]["mariadb.service"] == "enabled/active"
+        assert host["services"]["web-app.service"] == "enabled/active"
+        MEASURED[f"{name} booted"] = host["booted_seconds"]
+    assert status["replication"].startswith("replicating"), status["replication"]
+
+
+def test_replication_came_up_by_itself_over_verified_tls(lab: BootLab) -> None:
+    status = sql(lab, "web-2", "SHOW SLAVE STATUS\\G")
+    fields = dict(
+        line.strip().split(": ", 1) for line in status.splitlines() if ": " in line.strip()
+    )
+    assert fields["Master_Host"] == f"db-primary.{ZONE}"
+    assert (fields["Slave_IO_Running"], fields["Slave_SQL_Running"]) == ("Yes", "Yes")
+    assert fields["Master_SSL_Verify_Server_Cert"] == "Yes"
+    assert fields["Using_Gtid"] == "Slave_Pos"
+    assert sql(lab, "web-2", "SELECT @@read_only").split()[-1] == "1"
+    assert sql(lab, "web-1", "SELECT @@read_only").split()[-1] == "0"
+
+
+def test_a_write_through_the_load_balancer_is_read_back_from_the_replica(lab: BootLab) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        result = checks.check_read_back_from_replica(lab.url())
+        if result.ok or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert result.ok, result.found
+
+
+@dataclass
+class Attempt:
+    at: float
+    key: int
+    status: int
+    """The HTTP status; 0: no answer."""
+
+
+def post(url: str, key: int) -> int:
+    request = urllib.request.Request(
+        f"{url.rstrip('/')}/api/messages",
+        data=json.dumps({"text": f"colocated {key}"}).encode(),
+        headers={"Content-Type": "application/json", "Idempotency-Key": f"colocated-{key}"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=3) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+    except (OSError, TimeoutError):
+        return 0
+
+
+def keyed_writes(url: str, stop: threading.Event, attempts: list[Attempt]) -> None:
+    """Writes one after the other, each key retried until it is acknowledged (a client that
+    keeps its Idempotency-Key); returns at `stop`, once the key in hand is acknowledged."""
+    for key in itertools.count():
+        while True:
+            status = post(url, key)
+            attempts.append(Attempt(time.monotonic(), key, status))
+            if status == 201:
+                break
+            time.sleep(0.2)
+        if stop.is_set():
+            return
+
+
+def texts(lab: BootLab, host: str) -> list[str]:
+    query = "SELECT text FROM webapp.messages WHERE text LIKE 'colocated %'"
+    return sql(lab, host, query).splitlines()[1:]
+
+
+def test_web_1_replaced_under_keyed_writes_loses_none_and_stores_none_twice(
+    lab: BootLab,
+) -> None:
+    """`replace web-1` as `pulumi up` does after a change: its instance stopped cleanly, a new
+    one from the same userdata attaching the same volume. Writes stop while web-1's database
+    is away (HAProxy sends requests to web-2 meanwhile, whose app answers 503); each key is
+    retried until acknowledged, and every acknowledged one is there once, on both nodes."""
+    stop, attempts = threading.Event(), list[Attempt]()
+    writer = threading.Thread(target=keyed_writes, args=(lab.url(), stop, attempts), daemon=True)
+    writer.start()
+    time.sleep(5)
+    replaced_at = time.monotonic()
+    MEASURED["web-1 replaced (stop to booted)"] = lab.replace("web-1")
+    stop.set()
+    writer.join(120)
+    assert not writer.is_alive(), "writes did not come back after web-1's replacement"
+    acknowledged = {a.key for a in attempts if a.status == 201}
+    failed = [a for a in attempts if a.status != 201]
+    assert failed, "no write failed: was web-1 replaced at all?"
+    assert attempts[-1].status == 201
+    first_failure = failed[0].at
+    back = min(a.at for a in attempts if a.status == 201 and a.at > failed[-1].at)
+    MEASURED["writes stopped for"] = back - first_failure
+    MEASURED["first failed write after the replacement began"] = first_failure - replaced_at
+    print(
+        f"\n{len(acknowledged)} keyed writes acknowledged, {len(failed)} attempts refused or "
+        f"unanswered ({sorted({a.status for a in failed})})"
+    )
+    on_primary = texts(lab, "web-1")
+    wanted = {f"colocated {key}" for key in acknowledged}
+    assert sorted(wanted - set(on_primary)) == [], "acknowledged writes lost"
+    assert len(on_primary) == len(set(on_primary)), "a write stored twice"
+    deadline = time.monotonic() + 60
+    while wanted - set(texts(lab, "web-2")):
+        assert time.monotonic() < deadline, "the replica did not catch up with the new primary"
+        time.sleep(1)
+    replica = texts(lab, "web-2")
+    assert len(replica) == len(set(replica)), "a write stored twice on the replica"
+    assert lab.status()["replication"].startswith("replicating")
+    container = lab.container(lab.load().host("web-1"))
+    output = container.execute("cat", "/var/log/cloud-init-output.log").stdout
+    assert "holds no filesystem" not in output, "the replacement formatted the data volume"
