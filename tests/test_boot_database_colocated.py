@@ -9,7 +9,8 @@ primary creates the users and takes the first backup, the replica seeds itself f
 replicates over verified TLS. Proven here, and no more (the rest is `dbMode: ec2`'s, whose
 boot test proves the same script): replication comes up by itself, a write through the load
 balancer is read back from the replica, and web-1 replaced under a stream of keyed writes
-loses no acknowledged write and stores none twice; how long writes stop is measured.
+loses no acknowledged write and stores none twice; how long writes stop is measured; every
+AWS call web-1 and web-2 made is one their roles' rendered policies allow.
 """
 
 from __future__ import annotations
@@ -25,9 +26,15 @@ from dataclasses import dataclass
 
 import pytest
 from boot_support import TEST_STATE, boot_lab, require_boot_capabilities
+from iam_support import bind, host_policies, instance_context
 
 from lab import checks
+from lab.boot import standins
 from lab.boot.bootlab import BootLab
+from lab.boot.calls import classify_all
+from lab.boot.policy import Decision, Request, evaluate
+from lab.boot.standins import MOTO_ACCOUNT
+from tools.mocked_program import run_program
 
 NODES = ("web-1", "web-2")
 ZONE = "dev.web-infra.internal"
@@ -179,3 +186,49 @@ def test_web_1_replaced_under_keyed_writes_loses_none_and_stores_none_twice(
     container = lab.container(lab.load().host("web-1"))
     output = container.execute("cat", "/var/log/cloud-init-output.log").stdout
     assert "holds no filesystem" not in output, "the replacement formatted the data volume"
+
+
+# --- IAM: web-1's and web-2's calls, against their roles' rendered policies -------------------
+# Last in the module: the calls of the boot, the backups and the replacement are all in.
+
+
+def test_every_call_web_1_and_web_2_made_is_allowed_by_their_roles_policies(
+    lab: BootLab,
+) -> None:
+    """A web node running the database reads the users' secrets and its own key and writes
+    backups besides a web node's calls: the program's policies for web-1 and web-2 (under
+    mocks, this stack's config) allow every one of them, by AWS's evaluation rules."""
+    state = lab.load()
+    run = run_program({"dbMode": "colocated"}, stack=state.stack)
+    secrets = standins.aws_client("secretsmanager", state.region, lab.authority)
+    in_lab = {s["Name"]: s["ARN"] for s in secrets.list_secrets()["SecretList"]}
+    # What AWS names, bound to what the lab's moto named: the secrets' ARNs.
+    values = {
+        str(secret.outputs["arn"]): in_lab[secret.inputs["name"]]
+        for secret in run.of_type("aws:secretsmanager/secret:Secret")
+        if secret.inputs["name"] in in_lab
+    }
+    policies = host_policies(run, state.stack)
+    calls = [
+        call
+        for entry in lab.recorded_calls()
+        if entry["signed"] and entry["host"] in NODES
+        for call in classify_all(entry, MOTO_ACCOUNT, in_lab)
+    ]
+    refused, made = [], set()
+    for call in calls:
+        host = str(call.host)
+        documents = [bind(doc, values) for doc in policies[host].documents.values()]
+        context = {
+            **instance_context(state.region, MOTO_ACCOUNT, state.host(host).instance_id),
+            **call.context,
+        }
+        decision = evaluate(documents, Request(call.action, call.resource, context))
+        if decision is not Decision.ALLOWED:
+            refused.append(f"{call}: {decision.value}")
+        made.add((host, call.action, call.resource))
+    assert not refused, "calls the roles' policies do not allow:\n" + "\n".join(refused)
+    for host in NODES:
+        key = in_lab[f"{state.settings_object().name_prefix}/{host}/tls-key"]
+        assert (host, "secretsmanager:GetSecretValue", key) in made, host
+    assert [m for m in made if m[0] == "web-1" and m[1] == "s3:PutObject"], "no backup written"

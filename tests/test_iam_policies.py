@@ -249,6 +249,28 @@ def recorded(**fields: Any) -> dict[str, Any]:
             f"arn:aws:s3:::{ARTIFACTS}",
         ),
         (
+            recorded(path="/", query="list-type=2&prefix=database%2Ffull%2F&encoding-type=url"),
+            "s3:ListBucket",
+            f"arn:aws:s3:::{ARTIFACTS}",
+        ),
+        (
+            recorded(method="POST", path="/database/full/x.xbstream", query="uploads="),
+            "s3:PutObject",
+            f"arn:aws:s3:::{ARTIFACTS}/database/full/x.xbstream",
+        ),
+        (
+            recorded(
+                method="PUT", path="/database/full/x.xbstream", query="partNumber=1&uploadId=u"
+            ),
+            "s3:PutObject",
+            f"arn:aws:s3:::{ARTIFACTS}/database/full/x.xbstream",
+        ),
+        (
+            recorded(method="DELETE", path="/database/full/x.xbstream", query="uploadId=u"),
+            "s3:AbortMultipartUpload",
+            f"arn:aws:s3:::{ARTIFACTS}/database/full/x.xbstream",
+        ),
+        (
             recorded(
                 service="ssm",
                 method="POST",
@@ -280,7 +302,19 @@ def recorded(**fields: Any) -> dict[str, Any]:
             f"arn:aws:rds:{REGION}:{ACCOUNT}:db:web-infra-dev-primary",
         ),
     ],
-    ids=["s3-get", "s3-head", "s3-path-style", "s3-list", "ssm", "secret-by-name", "rds"],
+    ids=[
+        "s3-get",
+        "s3-head",
+        "s3-path-style",
+        "s3-list",
+        "s3-list-v2-with-a-prefix",
+        "s3-multipart-start",
+        "s3-multipart-part",
+        "s3-multipart-abort",
+        "ssm",
+        "secret-by-name",
+        "rds",
+    ],
 )
 def test_recorded_requests_become_the_action_and_resource_iam_authorises(
     entry: dict[str, Any], action: str, resource: str
@@ -288,6 +322,9 @@ def test_recorded_requests_become_the_action_and_resource_iam_authorises(
     call = classify(entry, ACCOUNT)
     assert (call.action, call.resource) == (action, resource)
     assert (call.host, call.role) == ("web-1", "web")
+    # A listing carries the prefix it asks for: IAM's `s3:prefix` condition key.
+    if "prefix=" in entry.get("query", ""):
+        assert call.context == {"s3:prefix": "database/full/"}
 
 
 @pytest.mark.parametrize(

@@ -74,12 +74,24 @@ def classify_all(
 
 def _request_context(entry: dict[str, Any], service: str) -> dict[str, str]:
     """What AWS adds to the request's condition context from the request itself: the
-    namespace a PutMetricData writes to (the agent's and the pair's policy is held to it)."""
+    namespace a PutMetricData writes to (the agent's and the pair's policy is held to it), the
+    prefix an S3 listing asks for (the database hosts' backup policy is held to theirs)."""
+    if service == "s3":
+        query = urllib.parse.parse_qs(entry.get("query", ""), keep_blank_values=True)
+        listing = "list-type" in query or not urllib.parse.unquote(entry["path"]).strip("/")
+        prefix = query.get("prefix", [""])[0]
+        return {"s3:prefix": prefix} if listing and prefix else {}
     if service != "monitoring":
         return {}
     form = urllib.parse.parse_qs(entry.get("body") or entry.get("query", ""))
     namespace = form.get("Namespace", [""])[0]
     return {"cloudwatch:namespace": namespace} if namespace else {}
+
+
+LISTING_PARAMETERS = frozenset(
+    {"list-type", "prefix", "max-keys", "encoding-type", "continuation-token", "start-after"}
+)
+"""ListObjects(V2)'s own query parameters: a listing, authorised as ListBucket."""
 
 
 def _s3(entry: dict[str, Any]) -> tuple[str, str]:
@@ -92,10 +104,18 @@ def _s3(entry: dict[str, Any]) -> tuple[str, str]:
     query = urllib.parse.parse_qs(entry.get("query", ""), keep_blank_values=True)
     method = entry["method"]
     if key:
+        arn = f"arn:aws:s3:::{bucket}/{key}"
+        # An upload in parts (a backup streamed to the bucket): each step is authorised as
+        # PutObject, and abandoning it as AbortMultipartUpload.
+        if {"uploads", "uploadId"} & set(query) and not {"acl", "tagging"} & set(query):
+            if method == "DELETE" and "uploadId" in query:
+                return "s3:AbortMultipartUpload", arn
+            if method in ("POST", "PUT"):
+                return "s3:PutObject", arn
         object_actions = {"GET": "s3:GetObject", "HEAD": "s3:GetObject", "PUT": "s3:PutObject"}
         if method in object_actions and not (set(query) & {"acl", "tagging", "uploadId"}):
-            return object_actions[method], f"arn:aws:s3:::{bucket}/{key}"
-    elif method in ("GET", "HEAD") and not (set(query) - {"list-type", "prefix", "max-keys"}):
+            return object_actions[method], arn
+    elif method in ("GET", "HEAD") and not (set(query) - LISTING_PARAMETERS):
         return "s3:ListBucket", f"arn:aws:s3:::{bucket}"
     raise UnknownCall(f"an S3 request not known here: {method} {host}{path}?{entry['query']}")
 
