@@ -646,7 +646,8 @@ def test_ship_binlogs_uploads_each_closed_binary_log_once(cluster: Cluster) -> N
 
 def test_restore_into_a_fresh_datadir_gives_the_same_rows(cluster: Cluster) -> None:
     """The latest full backup restored and started gives the rows it holds; the binary logs
-    shipped since, replayed from the backup's GTID position, give the rows written after it."""
+    the primary shipped since, replayed from the backup's GTID position, give the rows written
+    after it. Run with the replica's config: a restore may run on either host."""
     primary = cluster.primary
     write_messages(primary, cluster, "the last row before the backup")
     time.sleep(1.1)
@@ -657,7 +658,7 @@ def test_restore_into_a_fresh_datadir_gives_the_same_rows(cluster: Cluster) -> N
     folder = cluster.folder / "restored"
     target, binlogs = folder / "mysql", folder / "binlogs"
     restore = ["restore", "--to", str(target), "--binlogs", str(binlogs)]
-    assert database_node.main(["--config", str(primary.config_path), *restore]) == 0
+    assert database_node.main(["--config", str(cluster.replica.config_path), *restore]) == 0
     database_node.chown_tree(folder)
     socket = folder / "mysqld.sock"
     log = (folder / "mariadbd.log").open("ab")

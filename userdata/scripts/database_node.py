@@ -1028,7 +1028,8 @@ def download_binlogs(
     first, position = binlog_start(datadir)
     binlogs.mkdir(parents=True, exist_ok=True)
     names = []
-    for key, _ in backups.keys("binlog", config.host_name):
+    source = binlog_source(backups, first)
+    for key, _ in backups.keys("binlog", source) if source else []:
         name = key.rsplit("/", 1)[-1]
         if name >= first:
             backups.s3.download_file(config.bucket, key, str(binlogs / name))
@@ -1040,6 +1041,18 @@ def download_binlogs(
         f"cd {binlogs} && mariadb-binlog --start-position={position or '0-0-0'}{stop} "
         f"{' '.join(names) or '(none shipped yet)'} | mariadb"
     )
+
+
+def binlog_source(backups: Backups, first: str) -> str | None:
+    """The host whose shipped binary logs follow the backup: the one that shipped the log open
+    when the backup was taken (the primary then; a restore may run on any database host, so
+    not necessarily this one). None: that log is not shipped yet, nothing follows the backup."""
+    shippers = sorted(
+        {key.split("/")[-2] for key, _ in backups.keys("binlog") if key.endswith(f"/{first}")}
+    )
+    if len(shippers) > 1:
+        raise Failure(f"{', '.join(shippers)} all shipped a binary log named {first}")
+    return shippers[0] if shippers else None
 
 
 def parse_time(text: str) -> datetime.datetime:
