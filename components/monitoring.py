@@ -103,6 +103,10 @@ class MonitoringArgs:
     load_balancer_instance_ids: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     """Each of the pair's instance ids by host name (every name of `load_balancer_names`);
     a single load balancer's is `load_balancer_instance_id`."""
+    database_host_instance_ids: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    """With `dbMode: ec2`, the database hosts' instance ids by host name, the primary's
+    (`database-1`) then the replica's (`database-2`): each gets its instance alarms, its data
+    volume's, and the replica its replication alarms. Empty with RDS."""
 
     def shape(self) -> StackShape:
         return StackShape(
@@ -117,6 +121,7 @@ class MonitoringArgs:
             metrics_namespace=self.metrics_namespace,
             db_on_rds=self.rds_events,
             load_balancers=tuple(self.load_balancer_names),
+            database_hosts=tuple(self.database_host_instance_ids),
         )
 
     def check(self) -> None:
@@ -146,6 +151,13 @@ class MonitoringArgs:
                 f"load_balancer_instance_ids: {sorted(self.load_balancer_instance_ids)}; pass "
                 f"each of the pair's instance ids by name ({', '.join(pair)}): their instance "
                 "alarms watch each"
+            )
+        hosts = list(self.database_host_instance_ids)
+        if hosts and (self.rds_events or len(hosts) != 2):
+            problems.append(
+                f"database_host_instance_ids: {hosts}; pass the primary's and the replica's "
+                "instance ids by host name, and only when the database is not RDS "
+                "(rds_events=False)"
             )
         if self.db_memory_gib is None:
             try:
@@ -218,6 +230,7 @@ class Monitoring(pulumi.ComponentResource):
             instance_ref("load-balancer"): args.load_balancer_instance_id,
             **{instance_ref(host): i for host, i in args.load_balancer_instance_ids.items()},
             **{instance_ref(node): i for node, i in args.web_instance_ids.items()},
+            **{instance_ref(host): i for host, i in args.database_host_instance_ids.items()},
         }
         self.alarm_names = []
         for spec in self.catalogue.alarms:

@@ -431,21 +431,24 @@ def test_the_host_config_is_the_scripts_interface(run: ProgramRun, host: str, ro
             "prefix": "database/",
             "retention_days": 9,
         },
+        "metrics": {"namespace": "WebInfra/web-infra-dev"},
     }
     (entry,) = [f for f in document["write_files"] if f["path"] == CONFIG_FILE]
     assert entry["permissions"] == "0640"
     assert entry["owner"] == "root:root"
-    assert document["packages"] == ["mariadb-server", "mariadb-backup", "python3-boto3"]
+    # gnupg checks the metrics agent's package.
+    assert document["packages"] == ["mariadb-server", "mariadb-backup", "python3-boto3", "gnupg"]
     steps = [" ".join(step) for step in document["runcmd"]]
     assert steps[0].startswith("python3 /usr/local/lib/web-infra/fetch_artifact.py")
     assert DATABASE_NODE in steps[0], "the script comes from the artifacts bucket"
-    assert steps[1:3] == [
+    assert steps[1:4] == [
         f"python3 {DATABASE_NODE} install --config {CONFIG_FILE}",
         f"python3 {DATABASE_NODE} bootstrap --config {CONFIG_FILE}",
+        "/usr/local/sbin/install-cloudwatch-agent",
     ]
-    assert steps[3].startswith("python3 /usr/local/lib/web-infra/report_ready.py")
-    assert f"/web-infra-dev/ready/{host}" in steps[3]
-    assert f"--check-command python3 {DATABASE_NODE} check --config {CONFIG_FILE}" in steps[3]
+    assert steps[4].startswith("python3 /usr/local/lib/web-infra/report_ready.py")
+    assert f"/web-infra-dev/ready/{host}" in steps[4]
+    assert f"--check-command python3 {DATABASE_NODE} check --config {CONFIG_FILE}" in steps[4]
 
 
 @pytest.mark.parametrize("host", HOSTS)
@@ -455,8 +458,8 @@ def test_every_command_line_the_host_runs_is_the_script_s(run: ProgramRun, host:
     boot."""
     document = userdata_of(run, host)
     parsed = []
-    node_steps = [step for step in document["runcmd"] if step[1] == DATABASE_NODE]
-    (report,) = [step for step in document["runcmd"] if step[1].endswith("/report_ready.py")]
+    node_steps = [step for step in document["runcmd"] if step[1:2] == [DATABASE_NODE]]
+    (report,) = [s for s in document["runcmd"] if s[1:] and s[1].endswith("/report_ready.py")]
     check = shlex.split(report[report.index("--check-command") + 1])
     units = database_node.units(CONFIG_FILE)
     execs = [
@@ -471,7 +474,7 @@ def test_every_command_line_the_host_runs_is_the_script_s(run: ProgramRun, host:
         args = database_node.arguments().parse_args(words[2:])
         assert args.config == CONFIG_FILE, words
         parsed.append(args.step)
-    assert parsed == ["install", "bootstrap", "check", "backup", "ship-binlogs"]
+    assert parsed == ["install", "bootstrap", "check", "backup", "ship-binlogs", "replication-report"]
     # The report's own options, by its parser: the check runs (here: fails at once), no usage
     # error.
     with patch.object(report_ready, "wait_for_command", return_value=False) as waited:
