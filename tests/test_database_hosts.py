@@ -474,7 +474,14 @@ def test_every_command_line_the_host_runs_is_the_script_s(run: ProgramRun, host:
         args = database_node.arguments().parse_args(words[2:])
         assert args.config == CONFIG_FILE, words
         parsed.append(args.step)
-    assert parsed == ["install", "bootstrap", "check", "backup", "ship-binlogs", "replication-report"]
+    assert parsed == [
+        "install",
+        "bootstrap",
+        "check",
+        "backup",
+        "ship-binlogs",
+        "replication-report",
+    ]
     # The report's own options, by its parser: the check runs (here: fails at once), no usage
     # error.
     with patch.object(report_ready, "wait_for_command", return_value=False) as waited:

@@ -692,9 +692,8 @@ def test_a_replica_whose_mariadb_does_not_answer_reports_nothing(
     config.write_text(json.dumps(cluster.replica.config))
     assert database_node.main(["--root", str(tmp_path), "--config", str(config),
                                "replication-report"]) == 1  # fmt: skip
-    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
-        "database-node: replication-report failed: MariaDB refused:"
-    )
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("database-node: replication-report failed: MariaDB refused:")
     assert reported("ReplicationRunning") == running
 
 
