@@ -14,6 +14,7 @@ only a topic in its own region: so its alarm, and a second topic for it, live in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -145,19 +146,20 @@ class MonitoringArgs:
             )
         if not self.web_instance_ids:
             problems.append("web_instance_ids: empty; pass each web node's instance id by name")
-        pair = self.shape().pair
-        if pair and sorted(self.load_balancer_instance_ids) != sorted(pair):
-            problems.append(
-                f"load_balancer_instance_ids: {sorted(self.load_balancer_instance_ids)}; pass "
-                f"each of the pair's instance ids by name ({', '.join(pair)}): their instance "
-                "alarms watch each"
-            )
         hosts = list(self.database_host_instance_ids)
         if hosts and (self.rds_events or len(hosts) != 2):
             problems.append(
                 f"database_host_instance_ids: {hosts}; pass the primary's and the replica's "
                 "instance ids by host name, and only when the database is not RDS "
                 "(rds_events=False)"
+            )
+        # The pair alone: a bad database hosts' argument is named above, not by StackShape.
+        pair = dataclasses.replace(self, database_host_instance_ids={}).shape().pair
+        if pair and sorted(self.load_balancer_instance_ids) != sorted(pair):
+            problems.append(
+                f"load_balancer_instance_ids: {sorted(self.load_balancer_instance_ids)}; pass "
+                f"each of the pair's instance ids by name ({', '.join(pair)}): their instance "
+                "alarms watch each"
             )
         if self.db_memory_gib is None:
             try:
