@@ -96,6 +96,9 @@ class DatabaseHostsArgs:
     backup_retention_days: int
     render_userdata: UserdataRenderer
     """The host's userdata from what AWS and pulumi-tls made for it (pure)."""
+    metrics_agent_policy: str
+    """PutMetricData in the stack's namespace (`rendered_hosts.metrics_agent_policies`): the
+    CloudWatch agent's memory and disks, and the replica's replication reports."""
 
     def check(self) -> None:
         roles = [host.role for host in self.hosts]
@@ -300,7 +303,7 @@ class DatabaseHosts(pulumi.ComponentResource):
             InstanceRoleArgs(
                 role_name=host_role_name(args.name_prefix, host.name),
                 description=f"MariaDB {host.role} {host.name}: Session Manager, its files and "
-                "report, the database's secrets and backups",
+                "report, the database's secrets and backups, its metrics",
                 boot_policies={
                     "boot": pulumi.Output.all(parameter.arn, launch.artifacts_arn).apply(
                         lambda arns: policy_document(
@@ -314,6 +317,7 @@ class DatabaseHosts(pulumi.ComponentResource):
                             read_secrets_statement(arns[1:]), *backup_statements(arns[0])
                         )
                     ),
+                    "metrics-agent": args.metrics_agent_policy,
                 },
             ),
             opts=child,

@@ -63,6 +63,7 @@ from settings.instance_types import cpu_architecture
 from settings.load_balancers import PAIR, fixed_private_ip
 from userdata import cloud_config, web_node_config
 from userdata.database_host import DatabaseSecrets
+from userdata.metric_catalog import DATABASE
 
 
 class WebInfrastructure(pulumi.ComponentResource):
@@ -233,6 +234,9 @@ class WebInfrastructure(pulumi.ComponentResource):
                 backup_bucket_name=backup_bucket_name(settings, where.account_id, where.region),
                 backup_retention_days=settings.db_backup_retention_days,
                 render_userdata=render_userdata,
+                metrics_agent_policy=metrics_agent_policies(
+                    settings, where.region, where.account_id
+                )[DATABASE],
             ),
             opts=self._child,
         )
@@ -417,6 +421,12 @@ class WebInfrastructure(pulumi.ComponentResource):
                 db_replica_identifier=settings.db_replica_identifier,
                 databases=list(self.database.resources),
                 rds_events=settings.db_mode == "rds",
+                # dbMode ec2: each database host's instance alarms watch it.
+                database_host_instance_ids=(
+                    {host: gate.instance_id for host, gate in self.database.gates.items()}
+                    if isinstance(self.database, DatabaseHosts)
+                    else {}
+                ),
                 db_instance_class=settings.db_instance_class,
                 db_allocated_storage_gb=settings.db_allocated_storage_gb,
                 alarm_email=settings.alarm_email,
