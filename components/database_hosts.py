@@ -98,6 +98,9 @@ class DatabaseHostsArgs:
     backup_retention_days: int
     render_userdata: UserdataRenderer
     """The host's userdata from what AWS and pulumi-tls made for it (pure)."""
+    metrics_agent_policy: str
+    """PutMetricData in the stack's namespace (`rendered_hosts.metrics_agent_policies`): the
+    CloudWatch agent's memory and disks, and the replica's replication reports."""
 
     def check(self) -> None:
         roles = [host.role for host in self.hosts]
@@ -343,7 +346,7 @@ class DatabaseHosts(pulumi.ComponentResource):
             InstanceRoleArgs(
                 role_name=host_role_name(args.name_prefix, host.name),
                 description=f"MariaDB {host.role} {host.name}: Session Manager, its files and "
-                "report, the database's secrets and backups",
+                "report, the database's secrets and backups, its metrics",
                 boot_policies={
                     "boot": pulumi.Output.all(parameter.arn, launch.artifacts_arn).apply(
                         lambda arns: policy_document(
@@ -351,6 +354,7 @@ class DatabaseHosts(pulumi.ComponentResource):
                         )
                     ),
                     "database": identity.policy,
+                    "metrics-agent": args.metrics_agent_policy,
                 },
             ),
             opts=child,

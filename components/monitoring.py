@@ -14,6 +14,7 @@ only a topic in its own region: so its alarm, and a second topic for it, live in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -103,6 +104,10 @@ class MonitoringArgs:
     load_balancer_instance_ids: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     """Each of the pair's instance ids by host name (every name of `load_balancer_names`);
     a single load balancer's is `load_balancer_instance_id`."""
+    database_host_instance_ids: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    """With `dbMode: ec2`, the database hosts' instance ids by host name, the primary's
+    (`database-1`) then the replica's (`database-2`): each gets its instance alarms, its data
+    volume's, and the replica its replication alarms. Empty with RDS."""
 
     def shape(self) -> StackShape:
         return StackShape(
@@ -117,6 +122,7 @@ class MonitoringArgs:
             metrics_namespace=self.metrics_namespace,
             db_on_rds=self.rds_events,
             load_balancers=tuple(self.load_balancer_names),
+            database_hosts=tuple(self.database_host_instance_ids),
         )
 
     def check(self) -> None:
@@ -140,7 +146,15 @@ class MonitoringArgs:
             )
         if not self.web_instance_ids:
             problems.append("web_instance_ids: empty; pass each web node's instance id by name")
-        pair = self.shape().pair
+        hosts = list(self.database_host_instance_ids)
+        if hosts and (self.rds_events or len(hosts) != 2):
+            problems.append(
+                f"database_host_instance_ids: {hosts}; pass the primary's and the replica's "
+                "instance ids by host name, and only when the database is not RDS "
+                "(rds_events=False)"
+            )
+        # The pair alone: a bad database hosts' argument is named above, not by StackShape.
+        pair = dataclasses.replace(self, database_host_instance_ids={}).shape().pair
         if pair and sorted(self.load_balancer_instance_ids) != sorted(pair):
             problems.append(
                 f"load_balancer_instance_ids: {sorted(self.load_balancer_instance_ids)}; pass "
@@ -218,6 +232,7 @@ class Monitoring(pulumi.ComponentResource):
             instance_ref("load-balancer"): args.load_balancer_instance_id,
             **{instance_ref(host): i for host, i in args.load_balancer_instance_ids.items()},
             **{instance_ref(node): i for node, i in args.web_instance_ids.items()},
+            **{instance_ref(host): i for host, i in args.database_host_instance_ids.items()},
         }
         self.alarm_names = []
         for spec in self.catalogue.alarms:

@@ -28,7 +28,12 @@ from settings.database_hosts import server_id
 from settings.load_balancers import peer_of
 from settings.web_tier import MAX_WEB_NODES, web_node_names
 from userdata import cloud_config, load_balancer_config, web_node_config
-from userdata.cloudwatch_agent import agent_policy, cloud_config_fragment, merge_fragment
+from userdata.cloudwatch_agent import (
+    agent_policy,
+    cloud_config_fragment,
+    merge_fragment,
+    metrics_only_policy,
+)
 from userdata.colocated_web_node import with_database
 from userdata.database_host import (
     CA_FILE,
@@ -38,7 +43,14 @@ from userdata.database_host import (
     database_host_cloud_config,
     render_database_host,
 )
-from userdata.metric_catalog import LOAD_BALANCER, Catalogue, StackShape, catalogue, log_sources
+from userdata.metric_catalog import (
+    DATABASE,
+    LOAD_BALANCER,
+    Catalogue,
+    StackShape,
+    catalogue,
+    log_sources,
+)
 from userdata.shipping import ArtifactStore, PublishedFile, ShippedFile, offload, publish
 
 DATABASE_NAME = "webapp"
@@ -78,6 +90,7 @@ def stack_shape(settings: Settings, region: str) -> StackShape:
         db_allocated_storage_gb=settings.db_allocated_storage_gb,
         db_on_rds=settings.db_mode == "rds",
         load_balancers=tuple(settings.load_balancer_names),
+        database_hosts=DATABASE_HOSTS if settings.db_mode == "ec2" else (),
     )
 
 
@@ -202,9 +215,10 @@ def userdata_for(
 
 
 def metrics_agent_policies(settings: Settings, region: str, account_id: str) -> dict[str, str]:
-    """Each role's IAM policy for its metrics agent: its namespace and its own log groups."""
+    """Each role's IAM policy for its metrics agent: its namespace and its own log groups (the
+    database hosts ship no log: their namespace only)."""
     namespace = stack_shape(settings, region).namespace
-    return {
+    policies = {
         role: agent_policy(
             namespace,
             [
@@ -215,6 +229,7 @@ def metrics_agent_policies(settings: Settings, region: str, account_id: str) -> 
         )
         for role in ("load-balancer", "web")
     }
+    return {**policies, DATABASE: metrics_only_policy(namespace)}
 
 
 def backup_bucket_name(settings: Settings, account_id: str, region: str) -> str:
@@ -267,6 +282,7 @@ def _database_config(
         key_secret=made.key_secret,
         backup_bucket=backup_bucket_name(settings, account_id, region),
         retention_days=settings.db_backup_retention_days,
+        metrics_namespace=stack_shape(settings, region).namespace,
     )
 
 
@@ -289,14 +305,15 @@ def database_host_userdata(
     host: str,
 ) -> tuple[str, list[ShippedFile]]:
     """A database host's userdata (`dbMode: ec2`) and the files it fetches; pure."""
-    shape = DatabaseHostShape(host, DATABASE_ROLES[host], server_id(host), DATABASE_HOSTS[0])
+    place = DatabaseHostShape(host, DATABASE_ROLES[host], server_id(host), DATABASE_HOSTS[0])
     return render_database_host(
-        _database_config(settings, region, account_id, made, shape),
+        _database_config(settings, region, account_id, made, place),
         settings.internal_zone,
         readiness_report(settings, region),
         ArtifactStore(bucket_name(settings.name_prefix, account_id, region), region),
         ca_pem=made.ca_pem,
         cert_pem=made.cert_pem,
+        metrics_agent=cloud_config_fragment(catalogue(stack_shape(settings, region)), host, region),
     )
 
 

@@ -71,6 +71,7 @@ from settings import database_hosts as database_shape
 from settings.instance_types import cpu_architecture
 from settings.load_balancers import PAIR, fixed_private_ip
 from userdata import cloud_config, web_node_config
+from userdata.metric_catalog import DATABASE
 
 
 class WebInfrastructure(pulumi.ComponentResource):
@@ -215,6 +216,9 @@ class WebInfrastructure(pulumi.ComponentResource):
                 instance_type=settings.db_instance_type,
                 security_group_id=self.firewall.database_group_id,
                 render_userdata=render_userdata,
+                metrics_agent_policy=metrics_agent_policies(
+                    settings, where.region, where.account_id
+                )[DATABASE],
             ),
             opts=self._child,
         )
@@ -239,6 +243,10 @@ class WebInfrastructure(pulumi.ComponentResource):
                 instance_type=settings.instance_type,
                 security_group_id=self.firewall.web_group_id,
                 render_userdata=render_userdata,
+                # The web nodes' own agent runs on web-1 and web-2; their roles hold its policy.
+                metrics_agent_policy=metrics_agent_policies(
+                    settings, where.region, where.account_id
+                )["web"],
             ),
             opts=self._child,
         )
@@ -253,6 +261,7 @@ class WebInfrastructure(pulumi.ComponentResource):
         instance_type: str,
         security_group_id: pulumi.Input[str],
         render_userdata: UserdataRenderer,
+        metrics_agent_policy: str,
     ) -> DatabaseHostsArgs:
         """The MariaDB primary and replica on `names`: the first in the first zone's private
         subnet, the second in the second's, each at the fixed address reserved there."""
@@ -285,6 +294,7 @@ class WebInfrastructure(pulumi.ComponentResource):
             backup_bucket_name=backup_bucket_name(settings, where.account_id, where.region),
             backup_retention_days=settings.db_backup_retention_days,
             render_userdata=render_userdata,
+            metrics_agent_policy=metrics_agent_policy,
         )
 
     def _launch_database(self, hosts: Hosts, dns: InternalDns) -> None:
@@ -468,6 +478,12 @@ class WebInfrastructure(pulumi.ComponentResource):
                 db_replica_identifier=settings.db_replica_identifier,
                 databases=list(self.database.resources),
                 rds_events=settings.db_mode == "rds",
+                # dbMode ec2: each database host's instance alarms watch it.
+                database_host_instance_ids=(
+                    {host: gate.instance_id for host, gate in self.database.gates.items()}
+                    if isinstance(self.database, DatabaseHosts)
+                    else {}
+                ),
                 db_instance_class=settings.db_instance_class,
                 db_allocated_storage_gb=settings.db_allocated_storage_gb,
                 alarm_email=settings.alarm_email,

@@ -36,12 +36,18 @@ def nodes(count: int) -> tuple[str, ...]:
 
 
 PAIR = ("load-balancer-1", "load-balancer-2")
+DATABASE_HOSTS = ("database-1", "database-2")
+"""`dbMode: ec2`: the primary's host, then the replica's."""
 
 
-def shape(count: int, region: str = REGION, *, pair: bool = False) -> StackShape:
+def shape(
+    count: int, region: str = REGION, *, pair: bool = False, database_hosts: bool = False
+) -> StackShape:
     return StackShape(
         PREFIX, region, nodes(count), PRIMARY, REPLICA, DB_CLASS, STORAGE_GB,
         load_balancers=PAIR if pair else ("load-balancer-1",),
+        db_on_rds=not database_hosts,
+        database_hosts=DATABASE_HOSTS if database_hosts else (),
     )  # fmt: skip
 
 
@@ -71,8 +77,10 @@ def run_monitoring(
     with_provider: bool = True,
     preview: bool = False,
     pair: bool = False,
+    database_hosts: bool = False,
 ) -> MonitoringRun:
-    """Construct `Monitoring` for a stack of `count` web nodes under the mocks."""
+    """Construct `Monitoring` for a stack of `count` web nodes under the mocks; with
+    `database_hosts`, its database on hosts of its own (`dbMode: ec2`)."""
     mocks = AwsMocks(preview=preview)
     pulumi.runtime.set_mocks(mocks, project="web-infra", stack="dev", preview=preview)
     pulumi.runtime.set_all_config({"aws:region": region})
@@ -103,6 +111,10 @@ def run_monitoring(
                 load_balancer_names=PAIR if pair else ("load-balancer-1",),
                 load_balancer_instance_ids={host: instance_id(host) for host in PAIR}
                 if pair
+                else {},
+                rds_events=not database_hosts,
+                database_host_instance_ids={host: instance_id(host) for host in DATABASE_HOSTS}
+                if database_hosts
                 else {},
             ),
         )
@@ -158,12 +170,15 @@ def published_by_agent(stack: StackShape, host: str) -> set[PublishedMetric]:
     found: set[PublishedMetric] = set()
     metrics = config["metrics"]
     for plugin, entry in metrics["metrics_collected"].items():
-        dimensions = dict(entry["append_dimensions"])
-        if plugin == "disk":
-            (path,) = entry["resources"]
-            dimensions |= {"path": path, "fstype": "ext4"}  # Ubuntu's root file system
-        for measurement in entry["measurement"]:
-            found.add((metrics["namespace"], f"{plugin}_{measurement}", _frozen(dimensions)))
+        node = dict(entry["append_dimensions"])
+        # The disk input: one series per file system (Ubuntu's root and a database host's data
+        # volume are both ext4).
+        sets = [node | {"path": p, "fstype": "ext4"} for p in entry.get("resources", [])]
+        for dimensions in sets or [node]:
+            for measurement in entry["measurement"]:
+                found.add((metrics["namespace"], f"{plugin}_{measurement}", _frozen(dimensions)))
+    if "logs" not in config:  # a database host: no exporter to scrape
+        return found
     prometheus = config["logs"]["metrics_collected"]["prometheus"]
     emf = prometheus["emf_processor"]
     (job,) = prometheus_config(catalogue(stack), host)["scrape_configs"]

@@ -14,22 +14,28 @@ the primary.
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from boot_support import TEST_STATE, boot_lab, require_boot_capabilities
 
 from lab import checks
+from lab.boot import standins
 from lab.boot.bootlab import BootLab
 from tools.verify import HttpFailure, http_request
 from userdata.database_host import CONFIG_FILE, DATABASE_NODE, MOUNT
+from userdata.scripts.database_node import NODE_DIMENSION, REPORT_UNIT, RUNNING_METRIC
 
 HOSTS = ("database-1", "database-2")
 ZONE = "dev.web-infra.internal"
+ROOT = Path(__file__).resolve().parent.parent
 MEASURED: dict[str, float] = {}
 
 
@@ -101,6 +107,38 @@ def test_replication_came_up_by_itself_over_verified_tls(lab: BootLab) -> None:
     assert "seeded from database/full/" in output, output[-2000:]
 
 
+def test_the_replica_reports_its_replication_to_cloudwatch(lab: BootLab) -> None:
+    """The replica's timer runs `replication-report` with the host's own role: CloudWatch's
+    stand-in has `ReplicationRunning` 1 for database-2 in the stack's namespace, and the
+    primary, which has no replication, reports nothing."""
+    replica = lab.container(lab.load().host("database-2"))
+    timer = replica.execute("systemctl", "is-active", f"{REPORT_UNIT}.timer").stdout.strip()
+    assert timer == "active"
+    ran = replica.execute("systemctl", "start", f"{REPORT_UNIT}.service", timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    cloudwatch = standins.aws_client("cloudwatch", lab.load().region, lab.authority)
+    found = {
+        (metric["Namespace"], dimension["Value"])
+        for metric in cloudwatch.list_metrics(MetricName=RUNNING_METRIC)["Metrics"]
+        for dimension in metric["Dimensions"]
+        if dimension["Name"] == NODE_DIMENSION
+    }
+    assert [node for _, node in found] == ["database-2"], found
+    ((namespace, _),) = found
+    now = datetime.datetime.now(datetime.UTC)
+    points = cloudwatch.get_metric_statistics(
+        Namespace=namespace,
+        MetricName=RUNNING_METRIC,
+        Dimensions=[{"Name": NODE_DIMENSION, "Value": "database-2"}],
+        StartTime=now - datetime.timedelta(minutes=30),
+        EndTime=now + datetime.timedelta(minutes=1),
+        Period=60,
+        Statistics=["Minimum"],
+    )["Datapoints"]
+    assert points, "no ReplicationRunning data point"
+    assert min(point["Minimum"] for point in points) == 1
+
+
 def test_a_write_through_the_load_balancer_is_read_back_from_the_replica(lab: BootLab) -> None:
     # The web nodes came up with the databases still booting: their reads may need a moment.
     deadline = time.monotonic() + 60
@@ -167,6 +205,60 @@ def test_the_primary_replaced_under_writes_loses_no_acknowledged_write(lab: Boot
     container = lab.container(lab.load().host("database-1"))
     output = container.execute("cat", "/var/log/cloud-init-output.log").stdout
     assert "holds no filesystem" not in output, "the replacement formatted the data volume"
+
+
+def test_the_replica_replaced_keeps_its_volume_and_catches_up(lab: BootLab) -> None:
+    """`replace database-2` under writes: reads come from the primary while it is away, and
+    the new instance, on the same volume, resumes replicating where the old one stopped and
+    has every acknowledged write."""
+    stop, answers = threading.Event(), list[tuple[float, str, int]]()
+    writer = threading.Thread(target=write_stream, args=(lab.url(), stop, answers), daemon=True)
+    writer.start()
+    time.sleep(3)
+    MEASURED["database-2 replaced (stop to booted)"] = lab.replace("database-2")
+    time.sleep(3)
+    stop.set()
+    writer.join(30)
+    acknowledged = {text for _, text, status in answers if status == 201}
+    assert len(acknowledged) > 10, "writes did not go on while the replica was replaced"
+    deadline = time.monotonic() + 60
+    while missing := acknowledged - set(texts(lab, "database-2", "replaced-primary ")):
+        assert time.monotonic() < deadline, f"the new replica lacks {sorted(missing)[:5]}"
+        time.sleep(1)
+    assert lab.status()["replication"].startswith("replicating")
+    container = lab.container(lab.load().host("database-2"))
+    output = container.execute("cat", "/var/log/cloud-init-output.log").stdout
+    assert "holds no filesystem" not in output, "the replacement formatted the data volume"
+    assert "seeded from" not in output, "the replacement seeded itself again instead of resuming"
+
+
+RESTORE_BLOCK = re.compile(
+    r"<!-- database-restore: on a database host, as root -->\n```bash\n(.*?)```", re.S
+)
+
+
+def test_the_readme_s_restore_gives_the_primary_s_rows(lab: BootLab) -> None:
+    """The README's restore, run as written on the replica's host once the primary has shipped
+    its binary logs: the latest full backup plus the logs since give the primary's table."""
+    (script,) = RESTORE_BLOCK.findall((ROOT / "README.md").read_text())
+    primary = lab.container(lab.load().host("database-1"))
+    shipped = primary.execute(
+        "python3", DATABASE_NODE, "ship-binlogs", "--config", CONFIG_FILE, timeout=120
+    )
+    assert shipped.returncode == 0, shipped.stderr
+    expected = sql(lab, "database-1", QUERY).splitlines()
+    started = time.monotonic()
+    replica = lab.container(lab.load().host("database-2"))
+    ran = replica.execute("bash", "-euo", "pipefail", "-c", script, timeout=600)
+    MEASURED["the README's restore"] = time.monotonic() - started
+    assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-2000:]
+    restored = [line for line in ran.stdout.splitlines() if line.strip()]
+    # The block prints the count (header, value) and the checksum (header, row).
+    assert restored[-4:] == expected, (restored[-4:], expected)
+    assert int(expected[1]) > 0, "the primary's table is empty: nothing was compared"
+
+
+QUERY = "SELECT COUNT(*) FROM webapp.messages; CHECKSUM TABLE webapp.messages"
 
 
 def read_source(url: str) -> tuple[int, str | None]:

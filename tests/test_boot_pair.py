@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 from boot_support import StandardLabs, require_boot_capabilities
@@ -125,19 +125,28 @@ class Run:
     """When the fault began (seconds since the epoch, as the follower's history)."""
 
 
-def stream(url: str, seconds: float, fault_at: float, fault: Callable[[], object]) -> Run:
-    """`RATE` new-connection requests a second for `seconds`; `fault()` at `fault_at` s."""
+def stream(
+    url: str,
+    seconds: float,
+    fault_at: float,
+    fault: Callable[[], object],
+    request: Callable[[], Answer] | None = None,
+    rate: int = RATE,
+) -> Run:
+    """`rate` new-connection requests a second for `seconds` (`get(url)`, or `request()`);
+    `fault()` at `fault_at` s."""
     answers: list[Answer] = []
     lock = threading.Lock()
     fault_time: list[float] = []
     fault_wall: list[float] = []
+    ask = request or (lambda: get(url))
 
     def one() -> None:
-        answer = get(url)
+        answer = ask()
         with lock:
             answers.append(answer)
 
-    with ThreadPoolExecutor(max_workers=int(RATE * REQUEST_TIMEOUT * 2)) as pool:
+    with ThreadPoolExecutor(max_workers=int(rate * REQUEST_TIMEOUT * 2)) as pool:
         start = time.monotonic()
         sent = 0
         while (now := time.monotonic()) - start < seconds:
@@ -145,12 +154,12 @@ def stream(url: str, seconds: float, fault_at: float, fault: Callable[[], object
                 fault_time.append(time.monotonic())
                 fault_wall.append(time.time())
                 pool.submit(fault)
-            if sent <= (now - start) * RATE:
+            if sent <= (now - start) * rate:
                 pool.submit(one)
                 sent += 1
             time.sleep(0.002)
     assert fault_time, "the fault never ran"
-    timed = [Answer(a.started - fault_time[0], a.ok, a.served_by) for a in answers]
+    timed = [replace(a, started=a.started - fault_time[0]) for a in answers]
     return Run(sorted(timed, key=lambda a: a.started), fault_wall[0])
 
 

@@ -10,6 +10,8 @@ self-signed certificate for a minute), then the other, whose shutdown hands the 
 first's replacement. A replacement reports ready only once it serves the pair's certificate
 (`report_ready.py --domain`), and a rolling update replaces the second only after the first's
 report; without that check the address would reach a host serving its self-signed one.
+Then the holder is killed under the same stream: the address moves to the peer within the
+pair's bound, and the peer presents the same certificate.
 """
 
 from __future__ import annotations
@@ -26,11 +28,17 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from boot_support import TEST_STATE, boot_lab, require_boot_capabilities
 from test_boot_pair import (
+    OUTAGE_BOUND,
     REQUEST_TIMEOUT,
     Answer,
     load_balancers,
+    moved_after,
+    outage,
+    record,
+    stream,
     summary,
     wait_for_one_holder,
+    web_nodes,
 )
 
 from lab.boot import acme, standins
@@ -215,3 +223,43 @@ def test_replacing_each_load_balancer_in_turn_presents_only_the_cas_certificate(
     assert len(failed) <= len(answers) / 100, summary(
         [Answer(a.started - started, a.ok, a.served_by) for a in answers]
     )
+
+
+def test_killing_the_holder_moves_https_to_the_peer_with_the_same_certificate(
+    pair: BootLab,
+) -> None:
+    """The holder powered off under new HTTPS connections: requests fail for at most
+    `OUTAGE_BOUND` (as over HTTP in test_boot_pair), then the peer answers them, and every
+    handshake, before and after, presents the certificate in the pair's secret. The stream
+    runs at `ROLLING_RATE`: at test_boot_pair's 50 new TLS connections a second this client
+    alone misses its timeout on a loaded 2-core machine before any fault."""
+    lab = pair
+    stored = wait_for_the_cas_certificate(lab, CERTIFICATE_BOUND)
+    holder = wait_for_one_holder(lab, 30)
+    (peer,) = [h.name for h in load_balancers(lab) if h.name != holder]
+    try:
+        run = stream(
+            lab.url(),
+            seconds=20,
+            fault_at=3,
+            fault=lambda: lab.kill(holder),
+            request=get,
+            rate=ROLLING_RATE,
+        )
+        took = outage(run.answers)
+        moved = moved_after(lab, run, peer)
+        record(lab, "kill the holder (HTTPS)", run, took, moved, peer)
+        # A handshake in flight when the holder died may fail with it (a TLS request takes
+        # longer than the HTTP one of test_boot_pair under load); none begun before that.
+        settled = [a for a in run.answers if a.started < -REQUEST_TIMEOUT]
+        assert settled, "no request before the fault"
+        assert all(a.ok for a in settled), summary(run.answers)
+        assert took <= OUTAGE_BOUND, summary(run.answers)
+        assert wait_for_one_holder(lab, 5) == peer
+        handshakes = [a for a in run.answers if a.certificate is not None]
+        assert len(handshakes) > ROLLING_RATE * 10, "the stream did not run"
+        assert {a.certificate for a in handshakes} == {stored}
+        served = {a.served_by for a in run.answers if a.ok and a.started > took}
+        assert served == set(web_nodes(lab)), served
+    finally:
+        lab.start(holder)

@@ -33,6 +33,7 @@ from userdata.cloudwatch_agent import (
     agent_policy,
     cloud_config_fragment,
     install_script,
+    metrics_only_policy,
     prometheus_config,
     validate_agent_config,
 )
@@ -194,6 +195,41 @@ def test_merged_documents_pass_cloud_init_schema(
         assert document["packages"].count("gnupg") == 1
 
 
+# --- the database hosts (dbMode: ec2) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["database-1", "database-2"])
+def test_a_database_hosts_agent_sends_memory_and_both_disks_and_nothing_else(host: str) -> None:
+    """Memory, the root file system and the data volume's, under the host's own `Node`; no
+    exporter to scrape and no log to ship, so no Prometheus files and no log group."""
+    stack = catalogue(shape(2, database_hosts=True))
+    config = agent_config(stack, host, REGION)
+    validate_agent_config(config)
+    assert set(config) == {"agent", "metrics"}
+    collected = config["metrics"]["metrics_collected"]
+    assert collected == {
+        "mem": {"measurement": ["used_percent"], "append_dimensions": {"Node": host}},
+        "disk": {
+            "measurement": ["used_percent"],
+            "append_dimensions": {"Node": host},
+            "resources": ["/", "/srv/database"],
+            "drop_device": True,
+        },
+    }
+    assert config["metrics"]["namespace"] == "WebInfra/web-infra-dev"
+    fragment = cloud_config_fragment(stack, host, REGION)
+    assert [f["path"] for f in fragment["write_files"]] == [AGENT_CONFIG_PATH, INSTALL_SCRIPT_PATH]
+    assert json.loads(fragment["write_files"][0]["content"]) == config
+    assert fragment["runcmd"] == [[INSTALL_SCRIPT_PATH]]
+    assert fragment["packages"] == ["gnupg"]
+
+
+def test_the_database_hosts_change_no_other_hosts_agent() -> None:
+    on_rds, on_hosts = catalogue(shape(2)), catalogue(shape(2, database_hosts=True))
+    for host in on_rds.shape.hosts:
+        assert agent_config(on_hosts, host, REGION) == agent_config(on_rds, host, REGION), host
+
+
 # --- IAM -------------------------------------------------------------------------------------
 
 GROUPS = [
@@ -220,6 +256,18 @@ def test_policy_allows_only_the_namespace_and_the_roles_groups() -> None:
     assert not any(a.endswith("*") or a.startswith(("ec2:", "iam:")) for a in actions)
     assert "logs:CreateLogGroup" not in actions, "the program creates groups, with a retention"
     assert all(s["Effect"] == "Allow" for s in policy["Statement"])
+
+
+def test_the_metrics_only_policy_allows_publishing_to_the_namespace_alone() -> None:
+    """The database hosts' agent and replication reports: PutMetricData in the stack's
+    namespace, no log, no EC2."""
+    policy = json.loads(metrics_only_policy("WebInfra/web-infra-dev"))
+    (metrics,) = policy["Statement"]
+    assert metrics == json.loads(agent_policy("WebInfra/web-infra-dev", GROUPS))["Statement"][0]
+    assert metrics["Action"] == "cloudwatch:PutMetricData"
+    assert metrics["Condition"] == {
+        "StringEquals": {"cloudwatch:namespace": "WebInfra/web-infra-dev"}
+    }
 
 
 @pytest.mark.parametrize(

@@ -236,6 +236,33 @@ def test_each_host_reads_exactly_its_secrets_and_backups(run: ProgramRun, host: 
 
 
 @pytest.mark.parametrize("host", HOSTS)
+def test_each_host_publishes_metrics_to_the_stacks_namespace_only(
+    run: ProgramRun, host: str
+) -> None:
+    """The agent's memory and disks and the replica's replication reports: PutMetricData in
+    the stack's namespace (the config's), nothing of CloudWatch Logs (no log is shipped), and
+    the policy is on the role before the instance boots."""
+    policies = host_policies(run)[host]
+    documents = policies.documents
+    namespace = json.loads(written(userdata_of(run, host), CONFIG_FILE))["metrics"]["namespace"]
+    assert namespace == "WebInfra/web-infra-dev"
+
+    def put(where: str) -> bool:
+        return allowed(
+            documents, "cloudwatch:PutMetricData", "*", **{"cloudwatch:namespace": where}
+        )
+
+    assert put(namespace)
+    assert not put("WebInfra/web-infra-other")
+    assert not put("AWS/EC2")
+    assert not allowed(documents, "cloudwatch:PutMetricAlarm", "*")
+    assert not allowed(documents, "logs:PutLogEvents", "*")
+    assert not allowed(documents, "ec2:DescribeTags", "*")
+    metrics = run.one("aws:iam/rolePolicy:RolePolicy", f"{host}-identity-metrics-agent")
+    assert run.depends_on(host_instance(run, host), metrics), "published from the first boot"
+
+
+@pytest.mark.parametrize("host", HOSTS)
 def test_every_policy_a_database_host_holds_passes_both_analysers(
     run: ProgramRun, host: str
 ) -> None:
@@ -431,21 +458,24 @@ def test_the_host_config_is_the_scripts_interface(run: ProgramRun, host: str, ro
             "prefix": "database/",
             "retention_days": 9,
         },
+        "metrics": {"namespace": "WebInfra/web-infra-dev"},
     }
     (entry,) = [f for f in document["write_files"] if f["path"] == CONFIG_FILE]
     assert entry["permissions"] == "0640"
     assert entry["owner"] == "root:root"
-    assert document["packages"] == ["mariadb-server", "mariadb-backup", "python3-boto3"]
+    # gnupg checks the metrics agent's package.
+    assert document["packages"] == ["mariadb-server", "mariadb-backup", "python3-boto3", "gnupg"]
     steps = [" ".join(step) for step in document["runcmd"]]
     assert steps[0].startswith("python3 /usr/local/lib/web-infra/fetch_artifact.py")
     assert DATABASE_NODE in steps[0], "the script comes from the artifacts bucket"
-    assert steps[1:3] == [
+    assert steps[1:4] == [
         f"python3 {DATABASE_NODE} install --config {CONFIG_FILE}",
         f"python3 {DATABASE_NODE} bootstrap --config {CONFIG_FILE}",
+        "/usr/local/sbin/install-cloudwatch-agent",
     ]
-    assert steps[3].startswith("python3 /usr/local/lib/web-infra/report_ready.py")
-    assert f"/web-infra-dev/ready/{host}" in steps[3]
-    assert f"--check-command python3 {DATABASE_NODE} check --config {CONFIG_FILE}" in steps[3]
+    assert steps[4].startswith("python3 /usr/local/lib/web-infra/report_ready.py")
+    assert f"/web-infra-dev/ready/{host}" in steps[4]
+    assert f"--check-command python3 {DATABASE_NODE} check --config {CONFIG_FILE}" in steps[4]
 
 
 @pytest.mark.parametrize("host", HOSTS)
@@ -455,8 +485,8 @@ def test_every_command_line_the_host_runs_is_the_script_s(run: ProgramRun, host:
     boot."""
     document = userdata_of(run, host)
     parsed = []
-    node_steps = [step for step in document["runcmd"] if step[1] == DATABASE_NODE]
-    (report,) = [step for step in document["runcmd"] if step[1].endswith("/report_ready.py")]
+    node_steps = [step for step in document["runcmd"] if step[1:2] == [DATABASE_NODE]]
+    (report,) = [s for s in document["runcmd"] if s[1:] and s[1].endswith("/report_ready.py")]
     check = shlex.split(report[report.index("--check-command") + 1])
     units = database_node.units(CONFIG_FILE)
     execs = [
@@ -471,7 +501,14 @@ def test_every_command_line_the_host_runs_is_the_script_s(run: ProgramRun, host:
         args = database_node.arguments().parse_args(words[2:])
         assert args.config == CONFIG_FILE, words
         parsed.append(args.step)
-    assert parsed == ["install", "bootstrap", "check", "backup", "ship-binlogs"]
+    assert parsed == [
+        "install",
+        "bootstrap",
+        "check",
+        "backup",
+        "ship-binlogs",
+        "replication-report",
+    ]
     # The report's own options, by its parser: the check runs (here: fails at once), no usage
     # error.
     with patch.object(report_ready, "wait_for_command", return_value=False) as waited:
@@ -569,7 +606,7 @@ def test_no_web_node_gets_a_database_host_s_address() -> None:
 
 def test_no_alarm_or_dashboard_line_watches_rds_that_is_not_there(run: ProgramRun) -> None:
     """On EC2 there is no RDS instance: an RDS alarm would sit without data for ever, and a
-    dashboard line would stay empty. (The database hosts' own alarms are not made yet.)"""
+    dashboard line would stay empty. (The database hosts' own alarms watch them instead.)"""
     alarms = run.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
     assert alarms, "the stack's other alarms are still made"
     watched = {
@@ -583,3 +620,28 @@ def test_no_alarm_or_dashboard_line_watches_rds_that_is_not_there(run: ProgramRu
     (dashboard,) = run.of_type("aws:cloudwatch/dashboard:Dashboard")
     assert "AWS/RDS" not in str(dashboard.inputs["dashboardBody"])
     assert "Healthy web nodes" in str(dashboard.inputs["dashboardBody"])  # the rest stays
+
+
+def test_the_program_watches_each_database_host_by_its_instance(run: ProgramRun) -> None:
+    """The whole program: each host's instance alarms read its own instance, its agent's
+    series its own `Node`, the replica's replication alarms the replica's reports, and the
+    dashboard shows them."""
+    alarms = {
+        a.inputs["name"].removeprefix("web-infra-dev-"): a.inputs
+        for a in run.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+    }
+    for host in HOSTS:
+        instance = host_instance(run, host).id
+        for kind in ("cpu", "instance-check", "system-check-recover"):
+            assert alarms[f"{host}-{kind}"]["dimensions"] == {"InstanceId": instance}, kind
+        for kind in ("memory", "disk", "data-disk"):
+            assert alarms[f"{host}-{kind}"]["dimensions"]["Node"] == host, kind
+        assert alarms[f"{host}-data-disk"]["dimensions"]["path"] == "/srv/database"
+    assert alarms["database-2-replication-lag"]["dimensions"] == {"Node": "database-2"}
+    assert alarms["database-2-replication-stopped"]["treatMissingData"] == "breaching"
+    assert "database-1-replication-stopped" not in alarms
+    (dashboard,) = run.of_type("aws:cloudwatch/dashboard:Dashboard")
+    body = json.loads(dashboard.inputs["dashboardBody"])
+    titles = [w["properties"]["title"] for w in body["widgets"]]
+    assert "Replication running (1) or stopped (0)" in titles
+    assert "Database hosts: CPU %" in titles

@@ -13,6 +13,7 @@ replicating; then the binary logs, a restore, and the readiness check.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import os
 import pwd
@@ -35,10 +36,12 @@ from components.database import MAX_CONNECT_ERRORS
 from components.functions import app_db_user
 from lab import processes
 from lab.certificates import CertificateAuthority
+from userdata.metric_catalog.table import METRICS
 from userdata.scripts import database_node
 
 REGION = "eu-west-1"
 BUCKET = "web-infra-test-backups"
+NAMESPACE = "WebInfra/web-infra-test"
 DATABASE = "webapp"
 PRIMARY_ADDRESS = "127.0.60.1"
 REPLICA_ADDRESS = "127.0.60.2"
@@ -207,6 +210,7 @@ def make_node(
         },
         "backup": {"bucket": BUCKET, "prefix": "database/", "retention_days": 7},
         "bind_address": address,
+        "metrics": {"namespace": NAMESPACE},
     }
     return Node(role, address, root, config)
 
@@ -396,7 +400,9 @@ def test_the_primary_installs_and_bootstraps_users_that_need_tls(cluster: Cluste
     assert units == {
         "database-backup.service", "database-backup.timer",
         "database-binlogs.service", "database-binlogs.timer",
+        "database-replication-report.service", "database-replication-report.timer",
     }  # fmt: skip
+    # The primary has no replication to report: its timer is not started there.
     assert (
         primary.root,
         ("enable", "--now", "database-backup.timer", "database-binlogs.timer"),
@@ -532,6 +538,13 @@ def test_a_replica_booted_later_is_seeded_from_the_bucket_and_replicates(cluster
     replica = cluster.replica
     assert replica.run("install") == 0
     assert "read_only = ON" in replica.host.server_config().read_text()
+    assert (
+        replica.root,
+        (
+            "enable", "--now", "database-backup.timer", "database-binlogs.timer",
+            "database-replication-report.timer",
+        ),
+    ) in cluster.systemd.calls  # fmt: skip
     assert replica.run("bootstrap") == 0
     status = database_node.slave_status(replica.host)
     assert status["Slave_IO_Running"] == status["Slave_SQL_Running"] == "Yes"
@@ -591,6 +604,125 @@ def test_check_passes_while_replicating_and_fails_when_replication_stops(
     database_node.wait_for("replication again", lambda: cluster.replica.run("check") == 0, 30)
 
 
+def reported(name: str, node: str = "database-2") -> list[float]:
+    """Every value the replica published for metric `name` (moto's CloudWatch), oldest first."""
+    cloudwatch = boto3.client("cloudwatch", region_name=REGION)
+    now = datetime.datetime.now(datetime.UTC)
+    found = cloudwatch.get_metric_data(
+        MetricDataQueries=[
+            {
+                "Id": "reported",
+                "MetricStat": {
+                    "Metric": {
+                        "Namespace": NAMESPACE,
+                        "MetricName": name,
+                        "Dimensions": [{"Name": "Node", "Value": node}],
+                    },
+                    "Period": 1,
+                    "Stat": "SampleCount",
+                },
+            },
+            {
+                "Id": "values",
+                "MetricStat": {
+                    "Metric": {
+                        "Namespace": NAMESPACE,
+                        "MetricName": name,
+                        "Dimensions": [{"Name": "Node", "Value": node}],
+                    },
+                    "Period": 1,
+                    "Stat": "Minimum",
+                },
+            },
+        ],
+        StartTime=now - datetime.timedelta(hours=1),
+        EndTime=now + datetime.timedelta(minutes=1),
+        ScanBy="TimestampAscending",
+    )["MetricDataResults"]
+    counts, values = (result["Values"] for result in found)
+    assert all(count == 1 for count in counts), "one report a second at most, here"
+    return list(values)
+
+
+def test_a_running_replica_reports_replication_running_and_no_lag(cluster: Cluster) -> None:
+    wait_replicated(cluster)
+    running, lag = reported("ReplicationRunning"), reported("ReplicationLagSeconds")
+    assert cluster.replica.run("replication-report") == 0
+    assert reported("ReplicationRunning") == [*running, 1.0]
+    assert reported("ReplicationLagSeconds") == [*lag, 0.0]
+    # The primary has no replication: it reports nothing, under its name or the replica's.
+    time.sleep(1.1)
+    assert cluster.primary.run("replication-report") == 0
+    assert reported("ReplicationRunning") == [*running, 1.0]
+    assert reported("ReplicationRunning", "database-1") == []
+
+
+def test_a_stopped_replication_reports_not_running_and_no_lag(
+    cluster: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """MariaDB has no lag while the replication threads are stopped: only the stopped state is
+    reported (the lag alarm then sees no data; the stopped alarm fires)."""
+    time.sleep(1.1)  # one report a second: each its own data point
+    running, lag = reported("ReplicationRunning"), reported("ReplicationLagSeconds")
+    cluster.replica.sql("STOP SLAVE")
+    try:
+        assert cluster.replica.run("replication-report") == 0
+        assert reported("ReplicationRunning") == [*running, 0.0]
+        assert reported("ReplicationLagSeconds") == lag
+        assert capsys.readouterr().err.strip().splitlines()[-1] == (
+            "database-node: reported: replication not running, lag unknown"
+        )
+        # Only the SQL thread stopped (an error would stop it so): still not running.
+        cluster.replica.sql("START SLAVE IO_THREAD")
+        time.sleep(1.1)
+        assert cluster.replica.run("replication-report") == 0
+        assert reported("ReplicationRunning") == [*running, 0.0, 0.0]
+    finally:
+        cluster.replica.sql("START SLAVE")
+    database_node.wait_for("replication again", lambda: cluster.replica.run("check") == 0, 30)
+
+
+def test_a_replica_whose_mariadb_does_not_answer_reports_nothing(
+    cluster: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No report is no data, which the stopped alarm treats as breaching."""
+    time.sleep(1.1)
+    running = reported("ReplicationRunning")
+    config = tmp_path / "database.json"
+    config.write_text(json.dumps(cluster.replica.config))
+    assert database_node.main(["--root", str(tmp_path), "--config", str(config),
+                               "replication-report"]) == 1  # fmt: skip
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("database-node: replication-report failed: MariaDB refused:")
+    assert reported("ReplicationRunning") == running
+
+
+def test_a_report_without_a_namespace_fails_with_one_line(
+    cluster: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "database.json"
+    config.write_text(json.dumps({**cluster.replica.config, "metrics": {}}))
+    code = database_node.main(
+        ["--root", str(cluster.replica.root), "--config", str(config), "replication-report"]
+    )
+    assert code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "database-node: replication-report failed: the config names no metrics namespace "
+        "(metrics.namespace)"
+    )
+
+
+def test_the_reports_are_the_metrics_the_catalogue_watches() -> None:
+    """The script runs on the host without this project: the catalogue and the script name the
+    metrics, their dimension and their units alike."""
+    by_key = {m.key: m for m in METRICS}
+    running, lag = by_key["replication-running"], by_key["replication-lag"]
+    assert (running.name, running.unit) == (database_node.RUNNING_METRIC, "None")
+    assert (lag.name, lag.unit) == (database_node.LAG_METRIC, "Seconds")
+    for metric in (running, lag):
+        assert metric.dimensions == ((database_node.NODE_DIMENSION, "{db_host}"),)
+
+
 def test_a_rotated_replication_password_reaches_the_replica_by_bootstrap(
     cluster: Cluster,
 ) -> None:
@@ -646,7 +778,8 @@ def test_ship_binlogs_uploads_each_closed_binary_log_once(cluster: Cluster) -> N
 
 def test_restore_into_a_fresh_datadir_gives_the_same_rows(cluster: Cluster) -> None:
     """The latest full backup restored and started gives the rows it holds; the binary logs
-    shipped since, replayed from the backup's GTID position, give the rows written after it."""
+    the primary shipped since, replayed from the backup's GTID position, give the rows written
+    after it. Run with the replica's config: a restore may run on either host."""
     primary = cluster.primary
     write_messages(primary, cluster, "the last row before the backup")
     time.sleep(1.1)
@@ -657,7 +790,7 @@ def test_restore_into_a_fresh_datadir_gives_the_same_rows(cluster: Cluster) -> N
     folder = cluster.folder / "restored"
     target, binlogs = folder / "mysql", folder / "binlogs"
     restore = ["restore", "--to", str(target), "--binlogs", str(binlogs)]
-    assert database_node.main(["--config", str(primary.config_path), *restore]) == 0
+    assert database_node.main(["--config", str(cluster.replica.config_path), *restore]) == 0
     database_node.chown_tree(folder)
     socket = folder / "mysqld.sock"
     log = (folder / "mariadbd.log").open("ab")

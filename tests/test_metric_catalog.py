@@ -3,6 +3,8 @@ and the shape checks that stop a bad stack description early."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from monitoring_harness import shape
 
@@ -81,6 +83,60 @@ def test_every_alarm_explains_itself() -> None:
         assert alarm.datapoints_to_alarm <= alarm.evaluation_periods, alarm.key
 
 
+def test_every_database_host_alarm_explains_itself_in_its_own_terms() -> None:
+    """The database hosts' memory and root disk reasons name what runs there, not Nginx."""
+    stack = catalogue(shape(2, database_hosts=True))
+    for host in ("database-1", "database-2"):
+        for kind in ("memory", "disk", "data-disk"):
+            alarm = stack.alarm(f"{host}-{kind}")
+            assert "MariaDB" in alarm.why, alarm.key
+            assert "Nginx" not in alarm.why, alarm.key
+            assert "gunicorn" not in alarm.why, alarm.key
+            assert len(alarm.description()) < 1024
+    assert "gunicorn" in stack.alarm("web-1-memory").why, "the web nodes keep their reason"
+
+
+def test_the_data_volume_alarm_matches_rds_free_storage() -> None:
+    """Used over 80 % is RDS's under 20 % free, on the same allocated storage."""
+    on_rds = catalogue(shape(2)).alarm("db-primary-free-storage")
+    data = catalogue(shape(2, database_hosts=True)).alarm("database-1-data-disk")
+    assert math.isclose(on_rds.threshold, (1 - data.threshold / 100) * 20 * 1024**3)
+    assert "4 GiB of 20 GiB" in data.why
+    assert data.rule() == "Maximum > 80 in 1 of 1 periods of 300 s"
+
+
+@pytest.mark.parametrize(
+    ("names", "on_rds", "message"),
+    [
+        (("database-1",), False, "a primary and a replica"),
+        (("database-1", "database-1"), False, "a primary and a replica"),
+        (("database-1", "database-2"), True, "the database is on RDS"),
+    ],
+)
+def test_bad_database_hosts_are_refused(names: tuple[str, ...], on_rds: bool, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        StackShape(
+            "p", "eu-west-1", ("web-1",), "a", "b", "db.t4g.micro", 20,
+            db_on_rds=on_rds, database_hosts=names,
+        )  # fmt: skip
+
+
+def test_colocated_database_hosts_are_watched_once_as_hosts() -> None:
+    """Web nodes that run the database (the same script) keep their one set of host alarms and
+    get the data volume's and the replica's alarms."""
+    stack = catalogue(
+        StackShape(
+            "p", "eu-west-1", ("web-1", "web-2"), "a", "b", "db.t4g.micro", 20,
+            db_on_rds=False, database_hosts=("web-1", "web-2"),
+        )
+    )  # fmt: skip
+    assert stack.shape.hosts == ("load-balancer", "web-1", "web-2")
+    keys = {a.key for a in stack.alarms}
+    assert {"web-1-data-disk", "web-2-data-disk", "web-2-replication-stopped"} <= keys
+    assert "web-1-replication-lag" not in keys
+    assert len([k for k in keys if k.endswith("-cpu")]) == 3
+
+
 def test_unknown_role_and_host_are_named() -> None:
     with pytest.raises(ValueError, match="roles are load-balancer, web"):
         log_sources("database")
@@ -101,7 +157,12 @@ def test_every_metric_of_the_table_is_read_and_every_key_is_known() -> None:
     assert metric_keys - read == set(), "metrics in the table that nothing reads"
     assert len(metric_keys) == len(METRICS), "a metric key repeats"
     alarm_keys = {a.key for a in catalogue(shape(2, pair=True)).alarms}
-    drawn = {key.format(host="load-balancer-1") for w in WIDGETS for key in w.thresholds}
+    alarm_keys |= {a.key for a in catalogue(shape(2, pair=True, database_hosts=True)).alarms}
+    drawn = {
+        key.format(host="load-balancer-1", db_host="database-1", replica_host="database-2")
+        for w in WIDGETS
+        for key in w.thresholds
+    }
     assert drawn <= alarm_keys, f"widgets draw unknown alarms: {sorted(drawn - alarm_keys)}"
 
 

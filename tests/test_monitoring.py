@@ -10,6 +10,7 @@ import pytest
 from monitoring_harness import (
     ALARM,
     AWS_METRICS,
+    DATABASE_HOSTS,
     PREFIX,
     PRIMARY,
     PUBLIC_HOST,
@@ -26,6 +27,7 @@ from monitoring_harness import (
 
 from components.monitoring import MonitoringArgs
 from userdata.metric_catalog import GIB, LOAD_BALANCER
+from userdata.scripts import database_node
 
 RECOVER = "arn:aws:automate:eu-west-1:ec2:recover"
 
@@ -222,17 +224,24 @@ def test_the_error_rate_alarm_is_a_guarded_ratio(two: MonitoringRun) -> None:
     assert inputs["threshold"] == 1.0
 
 
-def published(count: int, health_check_id: str) -> set[tuple[str, str, frozenset[tuple[str, str]]]]:
+def published(
+    count: int, health_check_id: str, *, database_hosts: bool = False
+) -> set[tuple[str, str, frozenset[tuple[str, str]]]]:
     """Every metric something publishes in this stack: each host's agent (read back from its
-    config), and AWS for our instances, databases and health check."""
-    stack = shape(count)
+    config), and AWS for our instances, databases and health check; with database hosts, the
+    replica's replication report (the script's own names) instead of RDS."""
+    stack = shape(count, database_hosts=database_hosts)
     found = set()
     for host in stack.hosts:
         found |= published_by_agent(stack, host)
     for host in stack.hosts:
         for name in ("CPUUtilization", "StatusCheckFailed_Instance", "StatusCheckFailed_System"):
             found.add(("AWS/EC2", name, frozenset({("InstanceId", instance_id(host))})))
-    for db in (PRIMARY, REPLICA):
+    if database_hosts:
+        replica = frozenset({(database_node.NODE_DIMENSION, DATABASE_HOSTS[1])})
+        for name in (database_node.RUNNING_METRIC, database_node.LAG_METRIC):
+            found.add((stack.namespace, name, replica))
+    for db in () if database_hosts else (PRIMARY, REPLICA):
         for namespace, name in AWS_METRICS:
             if namespace == "AWS/RDS" and (name != "ReplicaLag" or db == REPLICA):
                 found.add((namespace, name, frozenset({("DBInstanceIdentifier", db)})))
@@ -367,3 +376,139 @@ def test_with_a_domain_the_outside_in_check_follows_https_on_the_domain() -> Non
     assert check.inputs["fqdn"] == "www.example.com"
     plain = run_program().one("aws:route53/healthCheck:HealthCheck")
     assert (plain.inputs["type"], plain.inputs["port"]) == ("HTTP", 80)
+
+
+# --- dbMode ec2: the database on hosts of the stack's own -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def on_hosts() -> MonitoringRun:
+    return run_monitoring(2, database_hosts=True)
+
+
+def test_each_database_host_has_its_instance_alarms_and_its_data_volumes(
+    on_hosts: MonitoringRun,
+) -> None:
+    """Status checks (recovering the instance), CPU, memory, root disk and the data volume's
+    disk watch database-1 and database-2, each its own instance or `Node`, and each agent
+    publishes what its alarms read. RDS's alarms and events are not made: nothing feeds them."""
+    alarms = on_hosts.alarms()
+    for host in DATABASE_HOSTS:
+        published = published_by_agent(shape(2, database_hosts=True), host)
+        assert per_host_keys(host) | {f"{host}-data-disk"} <= {
+            name.removeprefix(f"{PREFIX}-") for name in alarms
+        }
+        for kind in ("cpu", "instance-check", "system-check-recover"):
+            inputs = alarms[f"{PREFIX}-{host}-{kind}"].inputs
+            assert inputs["dimensions"] == {"InstanceId": instance_id(host)}, (host, kind)
+        assert RECOVER in alarms[f"{PREFIX}-{host}-system-check-recover"].inputs["alarmActions"]
+        assert (
+            alarms[f"{PREFIX}-{host}-instance-check"]
+            .inputs["alarmDescription"]
+            .startswith("[critical]")
+        )
+        for kind, path in (("memory", None), ("disk", "/"), ("data-disk", "/srv/database")):
+            inputs = alarms[f"{PREFIX}-{host}-{kind}"].inputs
+            assert inputs["dimensions"]["Node"] == host
+            assert inputs["dimensions"].get("path") == path, kind
+            metric = (
+                inputs["namespace"],
+                inputs["metricName"],
+                frozenset(inputs["dimensions"].items()),
+            )
+            assert metric in published, (host, kind, "the agent does not publish it")
+        data = alarms[f"{PREFIX}-{host}-data-disk"].inputs
+        assert (data["comparisonOperator"], data["threshold"]) == ("GreaterThanThreshold", 80.0)
+        assert "MariaDB" in alarms[f"{PREFIX}-{host}-memory"].inputs["alarmDescription"]
+    assert not [name for name in alarms if name.startswith(f"{PREFIX}-db-")]
+    assert not on_hosts.of_type("aws:rds/eventSubscription:EventSubscription")
+
+
+def test_the_replicas_replication_alarms_match_rds_modes_lag_and_fire_on_silence(
+    two: MonitoringRun, on_hosts: MonitoringRun
+) -> None:
+    alarms = on_hosts.alarms()
+    replication = sorted(name for name in alarms if "-replication-" in name)
+    assert replication == [
+        f"{PREFIX}-database-2-replication-lag",
+        f"{PREFIX}-database-2-replication-stopped",
+    ], "the primary has no replication to watch"
+    lag = alarms[f"{PREFIX}-database-2-replication-lag"].inputs
+    on_rds = two.alarms()[f"{PREFIX}-db-replica-lag"].inputs
+    same = ("comparisonOperator", "threshold", "period", "evaluationPeriods", "statistic")
+    assert {k: lag[k] for k in same} == {k: on_rds[k] for k in same}
+    assert (lag["metricName"], lag["dimensions"]) == (
+        database_node.LAG_METRIC,
+        {"Node": "database-2"},
+    )
+    stopped = alarms[f"{PREFIX}-database-2-replication-stopped"].inputs
+    assert (stopped["metricName"], stopped["dimensions"]) == (
+        database_node.RUNNING_METRIC,
+        {"Node": "database-2"},
+    )
+    assert (stopped["statistic"], stopped["comparisonOperator"], stopped["threshold"]) == (
+        "Minimum",
+        "LessThanThreshold",
+        1,
+    )
+    # The replica reports every minute while MariaDB runs: silence is no replication.
+    assert stopped["treatMissingData"] == "breaching"
+    assert lag["treatMissingData"] == "missing", "no lag while stopped: the other alarm's"
+    assert (stopped["evaluationPeriods"], stopped["datapointsToAlarm"]) == (3, 3)
+    for inputs in (lag, stopped):
+        assert inputs["namespace"] == f"WebInfra/{PREFIX}"
+        assert inputs["alarmActions"] == [on_hosts.outputs["alarm_topic_arn"]]
+
+
+def test_the_dashboard_shows_the_database_hosts_from_published_metrics(
+    on_hosts: MonitoringRun,
+) -> None:
+    body = body_of(on_hosts)
+    lines = dashboard_metrics(body)
+    known = published(2, on_hosts.outputs["health_check_id"], database_hosts=True)
+    assert [(title, m) for title, m in lines if m not in known] == []
+    for alarm in on_hosts.alarms().values():
+        inputs = alarm.inputs
+        if "metricName" in inputs:
+            key = (
+                inputs["namespace"],
+                inputs["metricName"],
+                frozenset(inputs["dimensions"].items()),
+            )
+            assert key in known, f"{inputs['name']} reads {key}, which nothing publishes"
+    titles = {title for title, _ in lines}
+    assert not [t for t in titles if t.startswith(("Database CPU", "Replica lag", "Database c"))]
+    by_title: dict[str, set[str]] = {}
+    for title, (_, name, dimensions) in lines:
+        by_title.setdefault(title, set()).add(f"{name} {dict(dimensions).get('Node') or ''}")
+    assert by_title["Database hosts: CPU %"] == {"CPUUtilization "}
+    cpu = [m for t, m in lines if t == "Database hosts: CPU %"]
+    assert {dict(m[2])["InstanceId"] for m in cpu} == {instance_id(h) for h in DATABASE_HOSTS}
+    assert by_title["Database hosts: data volume (/srv/database) used %"] == {
+        "disk_used_percent database-1",
+        "disk_used_percent database-2",
+    }
+    assert by_title["Replication lag (s)"] == {"ReplicationLagSeconds database-2"}
+    assert by_title["Replication running (1) or stopped (0)"] == {"ReplicationRunning database-2"}
+    memory = {dict(m[2])["Node"] for t, m in lines if m[1] == "mem_used_percent"}
+    assert set(DATABASE_HOSTS) <= memory
+    assert max(w["y"] + w["height"] for w in body["widgets"]) <= 20, "one screen"
+
+
+def test_database_host_ids_only_without_rds() -> None:
+    arguments: dict[str, object] = {
+        "name_prefix": PREFIX,
+        "region": "eu-west-1",
+        "public_host": PUBLIC_HOST,
+        "web_instance_ids": {"web-1": "i-1"},
+        "load_balancer_instance_id": "i-0",
+        "db_primary_identifier": PRIMARY,
+        "db_replica_identifier": REPLICA,
+        "db_instance_class": "db.t4g.micro",
+        "db_allocated_storage_gb": 20,
+        "health_check_provider": object(),
+        "database_host_instance_ids": {"database-1": "i-5", "database-2": "i-6"},
+    }
+    with pytest.raises(ValueError, match="only when the database is not RDS"):
+        MonitoringArgs(**arguments).check()  # type: ignore[arg-type]
+    MonitoringArgs(**{**arguments, "rds_events": False}).check()  # type: ignore[arg-type]

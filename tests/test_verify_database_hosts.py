@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 from moto import mock_aws
-from verify_fixtures import AMI, Clients, _tags, build_stack
+from verify_fixtures import AMI, REGION, Clients, _tags, build_stack, put_alarm
 
 from tools import verify
 from tools.verify.aws import aws_session
 from tools.verify.cli import check_aws
 from tools.verify.database_hosts import check_database_hosts
+from userdata.metric_catalog import HEALTH_CHECK, StackShape, catalogue, instance_ref
 
 ZONES = ("us-east-1a", "us-east-1b")
 _stacks = itertools.count(1)
@@ -76,11 +77,43 @@ def ec2_mode_stack(
             VolumeId=volume["VolumeId"], InstanceId=instance["InstanceId"], Device="/dev/sdf"
         )
     zone_name = f"{prefix}.internal"
-    return {
+    outputs = {
         **raw,
         "db_primary_endpoint": f"database-1.{zone_name}:3306",
         "db_replica_endpoint": f"database-2.{zone_name}:3306",
     }
+    watch_database_hosts(clients, prefix, outputs)
+    return outputs
+
+
+DATABASE_HOSTS = ("database-1", "database-2")
+
+
+def watch_database_hosts(clients: Clients, prefix: str, outputs: dict[str, Any]) -> None:
+    """What the monitoring component makes in ec2 mode, through the APIs: the catalogue's
+    database host alarms, and the dashboard of the stack with its database on hosts."""
+    instances = [
+        instance
+        for reservation in clients.ec2.describe_instances()["Reservations"]
+        for instance in reservation["Instances"]
+    ]
+    refs = {HEALTH_CHECK: outputs["health_check_id"]}
+    for instance in instances:
+        name = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}.get("Name", "")
+        if name.startswith(f"{prefix}-"):
+            refs[instance_ref(name.removeprefix(f"{prefix}-"))] = instance["InstanceId"]
+    shape = StackShape(
+        prefix, REGION, ("web-1", "web-2"), "database-1", "database-2", "db.t4g.micro", 20,
+        db_on_rds=False, database_hosts=DATABASE_HOSTS,
+    )  # fmt: skip
+    plan = catalogue(shape)
+    cloudwatch = clients.client("cloudwatch")
+    for spec in plan.alarms:
+        if spec.key.startswith(DATABASE_HOSTS):
+            put_alarm(cloudwatch, spec, prefix, refs, outputs["alarm_topic_arn"])
+    cloudwatch.put_dashboard(
+        DashboardName=prefix, DashboardBody=json.dumps(plan.dashboard_body(refs))
+    )
 
 
 def database_checks(clients: Clients, raw: dict[str, Any]) -> dict[str, verify.Check]:
@@ -148,6 +181,63 @@ def test_without_a_region_the_alarm_topics_is_used(monkeypatch: pytest.MonkeyPat
     }
     session = aws_session(verify.parse_outputs(json.dumps(raw)))
     assert session.region_name == "eu-west-3"
+
+
+def monitoring_checks(clients: Clients, raw: dict[str, Any]) -> dict[str, verify.Check]:
+    return {c.check: c for c in check_aws(verify.parse_outputs(json.dumps(raw)), clients)}
+
+
+DATABASE_HOST_ALARMS = [
+    f"{host}-{kind}"
+    for host in DATABASE_HOSTS
+    for kind in ("cpu", "memory", "disk", "instance-check", "system-check-recover", "data-disk")
+] + ["database-2-replication-lag", "database-2-replication-stopped"]
+
+
+def test_the_database_hosts_alarms_and_dashboard_lines_are_expected(clients: Clients) -> None:
+    checks = monitoring_checks(clients, ec2_mode_stack(clients))
+    for key in DATABASE_HOST_ALARMS:
+        assert checks[f"alarm {key}"].ok, (key, checks[f"alarm {key}"].found)
+    assert "alarm database-1-replication-lag" not in checks, "the primary does not replicate"
+    assert not [name for name in checks if name.startswith("alarm db-")], "no RDS to watch"
+    assert checks["dashboard"].ok, checks["dashboard"].found
+    assert "db events" not in checks
+
+
+def test_a_missing_replication_alarm_fails_by_name(clients: Clients) -> None:
+    raw = ec2_mode_stack(clients)
+    prefix = raw["dashboard_url"].rsplit("/", 1)[-1]
+    clients.client("cloudwatch").delete_alarms(
+        AlarmNames=[f"{prefix}-database-2-replication-stopped"]
+    )
+    checks = monitoring_checks(clients, raw)
+    failed = {name for name, check in checks.items() if name.startswith("alarm ") and not check.ok}
+    assert failed == {"alarm database-2-replication-stopped"}
+    assert checks["alarm database-2-replication-stopped"].found == "not found"
+
+
+def test_an_alarm_on_another_hosts_instance_fails(clients: Clients) -> None:
+    """The instance alarms must watch the host's own instance, found by its Name tag."""
+    raw = ec2_mode_stack(clients)
+    prefix = raw["dashboard_url"].rsplit("/", 1)[-1]
+    cloudwatch = clients.client("cloudwatch")
+    (alarm,) = cloudwatch.describe_alarms(AlarmNames=[f"{prefix}-database-1-cpu"])["MetricAlarms"]
+    web = clients.ec2.describe_instances(
+        Filters=[{"Name": "tag:Name", "Values": [f"{prefix}-web-1"]}]
+    )["Reservations"][0]["Instances"][0]["InstanceId"]
+    keep = ("AlarmName", "ComparisonOperator", "Threshold", "EvaluationPeriods", "AlarmActions")
+    cloudwatch.put_metric_alarm(
+        **{k: alarm[k] for k in keep},
+        Namespace="AWS/EC2",
+        MetricName="CPUUtilization",
+        Statistic="Average",
+        Period=300,
+        DatapointsToAlarm=3,
+        Dimensions=[{"Name": "InstanceId", "Value": web}],
+    )
+    checks = monitoring_checks(clients, raw)
+    assert not checks["alarm database-1-cpu"].ok
+    assert checks["alarm database-2-cpu"].ok
 
 
 def colocated_stack(clients: Clients, *, encrypted: bool = True) -> dict[str, Any]:

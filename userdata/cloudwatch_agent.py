@@ -12,7 +12,10 @@ What runs on a host:
   * web node: prometheus-nginx-exporter (Ubuntu's package) reads Nginx's stub_status
     (`NGINX_STATUS`) and serves it as Prometheus metrics (`NGINX_METRICS`) for the agent; the
     agent also sends Nginx's logs, the app's journal and cloud-init's output;
-  * both: the agent's mem and disk inputs.
+  * both: the agent's mem and disk inputs;
+  * database host (`dbMode: ec2`): only the mem and disk inputs, its data volume's disk too; it
+    has no exporter to scrape and ships no log (its replication reports come from
+    `database_node.py`, not from the agent).
 Every endpoint binds 127.0.0.1: nothing but the agent on the same host can read it.
 """
 
@@ -30,7 +33,9 @@ from typing import Any
 import jsonschema
 
 from userdata.metric_catalog import (
+    DATABASE,
     LOAD_BALANCER,
+    WEB,
     Catalogue,
     Metric,
     Source,
@@ -116,7 +121,11 @@ def nginx_exporter_args(status: Endpoint = NGINX_STATUS, listen: Endpoint = NGIN
     return f"--nginx.scrape-uri={status.url} --web.listen-address={listen.address}"
 
 
-PACKAGES = {LOAD_BALANCER: ["gnupg"], "web": ["gnupg", "prometheus-nginx-exporter"]}
+PACKAGES = {
+    LOAD_BALANCER: ["gnupg"],
+    WEB: ["gnupg", "prometheus-nginx-exporter"],
+    DATABASE: ["gnupg"],
+}
 """gnupg checks the agent's signature (usually present already); the exporter is Ubuntu's."""
 
 
@@ -235,14 +244,21 @@ def agent_config(catalogue: Catalogue, host: str, region: str) -> dict[str, Any]
     for metric in _host_metrics(catalogue, host):
         plugin, measurement = metric.name.split("_", 1)
         entry = collected.setdefault(plugin, {"measurement": []})
-        entry["measurement"].append(measurement)
+        if measurement not in entry["measurement"]:
+            entry["measurement"].append(measurement)
         dimensions = dict(metric.dimensions)
         # The disk input tags its series with path and file system type itself; the host's
         # name is added, since instance ids change when an instance is replaced.
         entry["append_dimensions"] = {"Node": str(dimensions["Node"])}
         if plugin == "disk":
-            entry["resources"] = [str(dimensions["path"])]
+            # Each file system the catalogue watches (a database host's data volume too).
+            entry.setdefault("resources", []).append(str(dimensions["path"]))
             entry["drop_device"] = True
+    metrics: dict[str, Any] = {"namespace": shape.namespace, "metrics_collected": collected}
+    if role == DATABASE:  # no exporter, no log shipped
+        metrics_only = {"agent": _agent_section(region), "metrics": metrics}
+        validate_agent_config(metrics_only)
+        return metrics_only
     files = []
     journald = []
     for source in log_sources(role):
@@ -260,13 +276,8 @@ def agent_config(catalogue: Catalogue, host: str, region: str) -> dict[str, Any]
         logs_collected["journald"] = {"collect_list": journald}
     prometheus = _prometheus_metrics(catalogue, host)
     config: dict[str, Any] = {
-        "agent": {
-            "region": region,
-            "metrics_collection_interval": METRICS_INTERVAL_SECONDS,
-            # No `host` dimension: the catalogue's `Node` names the host instead.
-            "omit_hostname": True,
-        },
-        "metrics": {"namespace": shape.namespace, "metrics_collected": collected},
+        "agent": _agent_section(region),
+        "metrics": metrics,
         "logs": {
             "logs_collected": logs_collected,
             "metrics_collected": {
@@ -285,6 +296,15 @@ def agent_config(catalogue: Catalogue, host: str, region: str) -> dict[str, Any]
     }
     validate_agent_config(config)
     return config
+
+
+def _agent_section(region: str) -> dict[str, Any]:
+    return {
+        "region": region,
+        "metrics_collection_interval": METRICS_INTERVAL_SECONDS,
+        # No `host` dimension: the catalogue's `Node` names the host instead.
+        "omit_hostname": True,
+    }
 
 
 # --- the cloud-config fragment -------------------------------------------------------------------
@@ -343,14 +363,15 @@ def cloud_config_fragment(catalogue: Catalogue, host: str, region: str) -> dict[
     but loopback (cloud-init installs with --force-confold, which keeps them)."""
     role = role_of(host)
     config = agent_config(catalogue, host, region)
-    write_files = [
-        _file(AGENT_CONFIG_PATH, _compact(config)),
-        _file(PROMETHEUS_CONFIG_PATH, _compact(prometheus_config(catalogue, host))),
-        _file(PROMETHEUS_TARGETS_PATH, _compact(prometheus_targets(host))),
-        _file(INSTALL_SCRIPT_PATH, install_script(region), permissions="0755"),
-    ]
+    write_files = [_file(AGENT_CONFIG_PATH, _compact(config))]
+    if role != DATABASE:  # a database host has no exporter to scrape
+        write_files += [
+            _file(PROMETHEUS_CONFIG_PATH, _compact(prometheus_config(catalogue, host))),
+            _file(PROMETHEUS_TARGETS_PATH, _compact(prometheus_targets(host))),
+        ]
+    write_files.append(_file(INSTALL_SCRIPT_PATH, install_script(region), permissions="0755"))
     runcmd: list[list[str]] = []
-    if role != LOAD_BALANCER:
+    if role == WEB:
         write_files += [
             _file(NGINX_EXPORTER_DEFAULTS, nginx_exporter_defaults()),
             _file(NGINX_EXPORTER_DROP_IN, NGINX_EXPORTER_RESTART),
@@ -376,6 +397,27 @@ def merge_fragment(document: dict[str, Any], fragment: dict[str, Any]) -> dict[s
 # --- IAM -----------------------------------------------------------------------------------------
 
 
+def publish_metrics_statement(namespace: str) -> dict[str, Any]:
+    """PutMetricData into the stack's namespace and nowhere else (it cannot be limited by
+    resource, only by namespace)."""
+    return {
+        "Sid": "PublishHostMetricsToTheStackNamespace",
+        "Effect": "Allow",
+        "Action": "cloudwatch:PutMetricData",
+        "Resource": "*",
+        "Condition": {"StringEquals": {"cloudwatch:namespace": namespace}},
+    }
+
+
+def metrics_only_policy(namespace: str) -> str:
+    """The IAM policy (JSON) of hosts that publish metrics and ship no log: the database hosts'
+    agent (memory, disks) and their replication reports. No logs and no EC2 permission, as
+    `agent_policy` explains."""
+    return json.dumps(
+        {"Version": "2012-10-17", "Statement": [publish_metrics_statement(namespace)]}, indent=2
+    )
+
+
 def agent_policy(namespace: str, log_group_arns: Sequence[str]) -> str:
     """The least-privilege IAM policy (JSON) for the agent on one role's hosts.
 
@@ -395,13 +437,7 @@ def agent_policy(namespace: str, log_group_arns: Sequence[str]) -> str:
         {
             "Version": "2012-10-17",
             "Statement": [
-                {
-                    "Sid": "PublishHostMetricsToTheStackNamespace",
-                    "Effect": "Allow",
-                    "Action": "cloudwatch:PutMetricData",
-                    "Resource": "*",
-                    "Condition": {"StringEquals": {"cloudwatch:namespace": namespace}},
-                },
+                publish_metrics_statement(namespace),
                 {
                     "Sid": "WriteTheRolesOwnLogGroups",
                     "Effect": "Allow",

@@ -20,13 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from userdata import cloud_config, web_node_config
+from userdata.cloudwatch_agent import merge_fragment
+from userdata.metric_catalog import DATA_VOLUME_MOUNT
 from userdata.shipping import ArtifactStore, ShippedFile, offload
 
 HERE = Path(__file__).parent
 DATABASE_NODE_SOURCE = HERE / "scripts" / "database_node.py"
 DATABASE_NODE = "/usr/local/lib/web-infra/database_node.py"
 CONFIG_FILE = "/etc/web-infra/database.json"
-MOUNT = "/srv/database"
+MOUNT = DATA_VOLUME_MOUNT
+"""The data volume's mount, whose disk use the metrics agent reports."""
 DATA_DEVICE = "/dev/sdf"
 """The data volume's device name in EC2's API; a Nitro host sees it as NVMe, by volume id."""
 TLS_DIR = "/etc/mysql/tls"
@@ -69,6 +72,8 @@ class DatabaseHostConfig:
     """The ARN of the secret holding this host's server key (PEM)."""
     backup_bucket: str
     retention_days: int
+    metrics_namespace: str
+    """The stack's CloudWatch namespace: the replica reports its replication there."""
 
     def __post_init__(self) -> None:
         if self.role not in ("primary", "replica"):
@@ -102,6 +107,7 @@ class DatabaseHostConfig:
                         "prefix": BACKUP_PREFIX,
                         "retention_days": self.retention_days,
                     },
+                    "metrics": {"namespace": self.metrics_namespace},
                 },
                 indent=2,
             )
@@ -159,10 +165,16 @@ def render_database_host(
     *,
     ca_pem: str,
     cert_pem: str,
+    metrics_agent: dict[str, Any] | None = None,
 ) -> tuple[str, list[ShippedFile]]:
     """The host's userdata (its script and report fetched from the artifacts bucket) and the
-    files it fetches: the same files whatever the config and certificates say."""
+    files it fetches: the same files whatever the config and certificates say.
+
+    `metrics_agent`: the CloudWatch agent's cloud-config fragment for this host
+    (`cloudwatch_agent.cloud_config_fragment`), installed once the database serves."""
     document = database_host_cloud_config(config, zone, readiness, ca_pem=ca_pem, cert_pem=cert_pem)
+    if metrics_agent is not None:
+        document = cloud_config.report_ready_last(merge_fragment(document, metrics_agent))
     small, shipped = offload(document, store)
     return cloud_config.render(small), shipped
 

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from tools.verify.aws import db_instance, live_instances, tags_of
-from tools.verify.outputs import Outputs, on_rds
+from tools.verify.outputs import Outputs, on_rds, on_web_nodes
 from tools.verify.report import Check, Facts
 from userdata.metric_catalog import (
     COMPARISON_SIGNS,
+    DATABASE,
     DB_EVENT_CATEGORIES,
     HEALTH_CHECK,
     HEALTH_CHECK_REGION,
@@ -46,8 +47,14 @@ def _monitored(ec2: Any, rds: Any, outputs: Outputs) -> _Monitored:
     # tag, whatever order the outputs list addresses in.
     vpc = {"Name": "vpc-id", "Values": [outputs.vpc_id]}
     refs: dict[Ref, str] = {HEALTH_CHECK: outputs.monitoring.health_check_id}
-    hosts = (LOAD_BALANCER, *outputs.web_node_names)
-    roles = {"Name": "tag:Role", "Values": ["load-balancer", "web"]}
+    primary_id = outputs.db_primary_endpoint.identifier
+    replica_id = outputs.db_replica_endpoint.identifier
+    # Without RDS the endpoints name the hosts that run the database (database-1, database-2):
+    # their instance, data volume and replication alarms are expected.
+    # On web-1 and web-2 (dbMode colocated) the web nodes' alarms watch them.
+    database_hosts = () if on_rds(outputs) or on_web_nodes(outputs) else (primary_id, replica_id)
+    hosts = (LOAD_BALANCER, *outputs.web_node_names, *database_hosts)
+    roles = {"Name": "tag:Role", "Values": ["load-balancer", "web", DATABASE]}
     load_balancers: set[str] = set()
     for instance in live_instances(ec2, [vpc, roles]):
         tags = tags_of(instance)
@@ -63,8 +70,6 @@ def _monitored(ec2: Any, rds: Any, outputs: Outputs) -> _Monitored:
             refs[instance_ref(numbered.group(1))] = str(instance["InstanceId"])
             if numbered.group(1) == f"{LOAD_BALANCER}-1":
                 refs[instance_ref(LOAD_BALANCER)] = str(instance["InstanceId"])
-    primary_id = outputs.db_primary_endpoint.identifier
-    replica_id = outputs.db_replica_endpoint.identifier
     # The database hosts (dbMode: ec2) have no RDS instance to size the RDS alarms by.
     sized: dict[str, Any] | None = {"DBInstanceClass": "-", "AllocatedStorage": 1}
     if on_rds(outputs):
@@ -83,6 +88,7 @@ def _monitored(ec2: Any, rds: Any, outputs: Outputs) -> _Monitored:
         db_on_rds=on_rds(outputs),
         # Two running load balancers are the pair: its Elastic IP alarms are expected too.
         load_balancers=tuple(sorted(load_balancers)),
+        database_hosts=database_hosts,
     )
     try:
         return _Monitored(catalogue(shape), refs)

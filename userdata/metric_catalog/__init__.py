@@ -25,6 +25,9 @@ from userdata.metric_catalog.expand import (
 from userdata.metric_catalog.model import (
     BACKEND,
     COMPARISON_SIGNS,
+    DATA_VOLUME_FILESYSTEM_TYPE,
+    DATA_VOLUME_MOUNT,
+    DATABASE,
     FRONTEND,
     GIB,
     HEALTH_CHECK,
@@ -58,6 +61,9 @@ from userdata.metric_catalog.table import DB_EVENT_CATEGORIES, LOG_SOURCES
 __all__ = [
     "BACKEND",
     "COMPARISON_SIGNS",
+    "DATABASE",
+    "DATA_VOLUME_FILESYSTEM_TYPE",
+    "DATA_VOLUME_MOUNT",
     "DB_EVENT_CATEGORIES",
     "FRONTEND",
     "GIB",

@@ -36,6 +36,7 @@ from userdata.metric_catalog.model import (
 from userdata.metric_catalog.table import (
     ALARMS,
     DB_CONNECTIONS_FRACTION,
+    DB_DATA_VOLUME_USED_PERCENT,
     DB_FREE_STORAGE_FRACTION,
     DB_FREEABLE_MEMORY_FRACTION,
     ERROR_RATE_PERCENT,
@@ -80,6 +81,7 @@ def stack_quantities(shape: StackShape) -> dict[str, float]:
         "db_connections_limit": math.floor(
             estimated_max_connections(shape.memory_gib) * DB_CONNECTIONS_FRACTION
         ),
+        "db_data_volume_used_percent": DB_DATA_VOLUME_USED_PERCENT,
     }
 
 
@@ -96,8 +98,26 @@ def _each(shape: StackShape, per: Per) -> list[dict[str, str]]:
         "rds": [{}] if shape.db_on_rds else [],
         "pair": [{}] if shape.pair else [],
         "load_balancer": [{"lb": host} for host in shape.pair],
+        "db_host": [
+            _db_host(host, _DB_ROLES[index]) for index, host in enumerate(shape.database_hosts)
+        ],
+        "replica_host": [_db_host(shape.replica_host, "replica")] if shape.replica_host else [],
     }
     return repeated.get(per, [{}])
+
+
+_DB_ROLES = ("primary", "replica")
+
+
+def _db_host(host: str, role: str) -> dict[str, str]:
+    """A host of the stack's own MariaDB: its name fills `{db_host}` and `{host}` (its EC2
+    records), its database role `{role}`."""
+    return {"db_host": host, "host": host, "host_role": role_of(host), "role": role}
+
+
+def _by_role(text: str | Mapping[str, str], values: Mapping[str, Any]) -> str:
+    """A record's text, or its host role's text, filled in."""
+    return (text if isinstance(text, str) else text[values["host_role"]]).format(**values)
 
 
 def _tier(text: str) -> Tier:
@@ -225,7 +245,7 @@ class Catalogue:
                         tier=_tier(record.tier.format(**values)),
                         severity=severity,
                         summary=record.summary.format(**values),
-                        why=record.why.format(**values),
+                        why=_by_role(record.why, values),
                         signal=self._signal(record.signal, each),
                         statistic=record.statistic,
                         period=record.period,
@@ -249,7 +269,7 @@ class Catalogue:
                 for line in record.lines
                 for each in _each(self.shape, line.per)
             )
-            if not lines:  # the pair's widget, with one load balancer
+            if not lines:  # the pair's widget with one load balancer, RDS's with database hosts
                 continue
             yield Widget(
                 title=record.title,
@@ -257,7 +277,15 @@ class Catalogue:
                 statistic=record.statistic,
                 period=record.period,
                 thresholds=tuple(
-                    self.alarm(key.format(host=self.shape.hosts[0])) for key in record.thresholds
+                    # `{host}`, `{db_host}`: the first one's (every one's are the same).
+                    self.alarm(
+                        key.format(
+                            host=self.shape.hosts[0],
+                            db_host=next(iter(self.shape.database_hosts), ""),
+                            replica_host=self.shape.replica_host or "",
+                        )
+                    )
+                    for key in record.thresholds
                 ),
                 y_min=record.y_min,
             )

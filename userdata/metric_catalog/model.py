@@ -28,6 +28,13 @@ BACKEND = "web"
 ROOT_FILESYSTEM_TYPE = "ext4"
 """The root file system of Canonical's Ubuntu images; the agent tags disk metrics with it."""
 
+DATABASE = "database"
+"""The database hosts' role (`dbMode: ec2`: database-1, database-2), as their `Role` tag."""
+DATA_VOLUME_MOUNT = "/srv/database"
+"""Where a database host mounts its data volume (MariaDB's datadir and binary logs)."""
+DATA_VOLUME_FILESYSTEM_TYPE = "ext4"
+"""What `database_node.py install` formats a blank data volume with."""
+
 GIB = 1024**3
 MYSQL_BYTES_PER_CONNECTION = 12_582_880
 """RDS for MySQL's default `max_connections` is `{DBInstanceClassMemory/12582880}`."""
@@ -40,6 +47,7 @@ class Source(Enum):
     NGINX = "prometheus-nginx-exporter (Nginx stub_status), scraped by the CloudWatch agent"
     HOST = "the CloudWatch agent's mem and disk inputs"
     ELASTIC_ADDRESS = "the load balancers' elastic_address.py (its hold service), in the pair"
+    DATABASE_NODE = "the replica's database_node.py replication-report (a timer, every minute)"
     AWS = "AWS itself"
 
     @property
@@ -231,6 +239,11 @@ class StackShape:
     """The load balancers' host names (`load-balancer-1`, `load-balancer-2`) when a pair shares
     the Elastic IP: the pair's records (`Per` `pair`, `load_balancer`) follow them. Empty, or
     one name, for a single load balancer."""
+    database_hosts: tuple[str, ...] = ()
+    """The hosts that run MariaDB on a data volume of their own, the primary then the replica
+    (`dbMode: ec2`: database-1, database-2); empty with RDS. Their records (`Per` `db_host`,
+    `replica_host`) follow them: the data volume's disk on each, replication on the second.
+    Each is also watched as a host (`hosts`) unless it is one already (a web node)."""
 
     def __post_init__(self) -> None:
         if not self.web_nodes:
@@ -246,6 +259,15 @@ class StackShape:
                 f"StackShape.load_balancers: one load balancer or a pair of two names, not "
                 f"{list(self.load_balancers)}"
             )
+        if self.database_hosts and (
+            len(self.database_hosts) != 2 or len(set(self.database_hosts)) != 2
+        ):
+            raise ValueError(
+                f"StackShape.database_hosts: a primary and a replica, two names, not "
+                f"{list(self.database_hosts)}"
+            )
+        if self.database_hosts and self.db_on_rds:
+            raise ValueError("StackShape.database_hosts: the database is on RDS (db_on_rds)")
 
     @property
     def pair(self) -> tuple[str, ...]:
@@ -259,8 +281,15 @@ class StackShape:
     @property
     def hosts(self) -> tuple[str, ...]:
         """Every EC2 host: the load balancer first (each of a pair: `load-balancer-1`,
-        `load-balancer-2`; a single one is `load-balancer`), then the web nodes in order."""
-        return (*(self.pair or (LOAD_BALANCER,)), *self.web_nodes)
+        `load-balancer-2`; a single one is `load-balancer`), then the web nodes in order, then
+        the database hosts that are no web node."""
+        others = (h for h in self.database_hosts if h not in self.web_nodes)
+        return (*(self.pair or (LOAD_BALANCER,)), *self.web_nodes, *others)
+
+    @property
+    def replica_host(self) -> str | None:
+        """The host that runs the replica, if the stack runs its own database."""
+        return self.database_hosts[1] if self.database_hosts else None
 
     @property
     def memory_gib(self) -> float:
@@ -330,9 +359,11 @@ class LogSource:
 
 def role_of(host: str) -> str:
     """`load-balancer` for the load balancer (and each of a pair, `load-balancer-1`, ...),
-    `web` for web-1, web-2, ..."""
+    `database` for database-1 and database-2, `web` for web-1, web-2, ..."""
     if host == LOAD_BALANCER or re.fullmatch(rf"{LOAD_BALANCER}-\d+", host):
         return LOAD_BALANCER
+    if re.fullmatch(rf"{DATABASE}-\d+", host):
+        return DATABASE
     return WEB
 
 
@@ -383,11 +414,15 @@ def estimated_max_connections(memory_gib: float) -> int:
 
 # --- the table's records: one metric, alarm or widget, written once for every stack ------------
 
-Per = Literal["stack", "node", "host", "db", "rds", "pair", "load_balancer"]
+Per = Literal[
+    "stack", "node", "host", "db", "rds", "pair", "load_balancer", "db_host", "replica_host"
+]
 """What a record is repeated for: once, each web node (`{node}`), each host (`{host}`, with
 `{host_role}`), each DB instance (`{db}`, with `{role}`: primary, replica), once if the load
 balancers are a pair (`pair`; never for a single one) or each load balancer of the pair (`{lb}`;
-none for a single one). Templates may also use the stack's own values
+none for a single one), each host that runs the stack's own MariaDB (`db_host`: `{db_host}`,
+also as `{host}`, with `{role}`) or only the one that runs the replica (`replica_host`); none
+of these two with RDS. Templates may also use the stack's own values
 (`expand.stack_values`)."""
 
 
@@ -431,7 +466,9 @@ class AlarmRecord:
     severity: Severity | Mapping[str, Severity]
     """One severity, or one per host role."""
     summary: str
-    why: str
+    why: str | Mapping[str, str]
+    """Why this threshold means something: one text, or one per host role (what fills a disk
+    or takes the memory differs between them)."""
     signal: str
     """A `MetricRecord` or `ExpressionRecord` key."""
     statistic: str

@@ -13,6 +13,9 @@ Where the numbers come from:
     per-server counters (5xx answered by each node), the agent's own mem/disk inputs;
   * the load-balancer pair: `elastic_address.py` on each of the two (its hold service, not the
     agent) reports whether EC2 shows the Elastic IP on its instance, and each takeover;
+  * the stack's own database hosts (`dbMode: ec2`): the agent's mem/disk inputs, the data
+    volume's disk too; `database_node.py replication-report` on the replica (a timer, every
+    minute) reports its lag and whether both replication threads run;
   * AWS: EC2 (CPU, status checks), RDS (CPU, storage, memory, connections, replica lag) and
     Route 53 (the outside-in health check; its metrics exist only in us-east-1).
 """
@@ -21,6 +24,9 @@ from __future__ import annotations
 
 from userdata.metric_catalog.model import (
     BACKEND,
+    DATA_VOLUME_FILESYSTEM_TYPE,
+    DATA_VOLUME_MOUNT,
+    DATABASE,
     FRONTEND,
     HEALTH_CHECK_REGION,
     LOAD_BALANCER,
@@ -51,8 +57,16 @@ DB_FREE_STORAGE_FRACTION = 0.20
 DB_FREEABLE_MEMORY_FRACTION = 0.05
 DB_CONNECTIONS_FRACTION = 0.80
 REPLICA_LAG_SECONDS = 30.0
+DB_DATA_VOLUME_USED_PERCENT = 100 * (1 - DB_FREE_STORAGE_FRACTION)
+"""The database hosts' data volume: the same 20 % left as RDS's free-storage alarm."""
+REPLICATION_STOPPED_MINUTES = 3
 
 # --- metrics ------------------------------------------------------------------------------------
+
+
+def _for_roles(web_and_load_balancer: str, *, database: str) -> dict[str, str]:
+    """A reason per host role: the load balancer and web nodes share theirs."""
+    return {LOAD_BALANCER: web_and_load_balancer, WEB: web_and_load_balancer, DATABASE: database}
 
 
 def _agent(
@@ -102,6 +116,20 @@ METRICS = (
     _agent("host-disk", Source.HOST, "disk_used_percent",
            (("Node", "{host}"), ("path", "/"), ("fstype", ROOT_FILESYSTEM_TYPE)),
            "{host} disk /", host="{host}", unit="Percent"),
+    # A database host's data volume: MariaDB's datadir, binary logs and temporary files.
+    _agent("data-volume-disk", Source.HOST, "disk_used_percent",
+           (("Node", "{db_host}"), ("path", DATA_VOLUME_MOUNT),
+            ("fstype", DATA_VOLUME_FILESYSTEM_TYPE)),
+           f"{{db_host}} disk {DATA_VOLUME_MOUNT}", host="{db_host}", unit="Percent"),
+    # The replica's Seconds_Behind_Master, each minute while its SQL thread runs (MariaDB has
+    # no number when it does not: then only replication-running reports).
+    MetricRecord("replication-lag", Source.DATABASE_NODE, "ReplicationLagSeconds",
+                 (("Node", "{db_host}"),), "{db_host} replication lag", host="{db_host}",
+                 unit="Seconds"),
+    # 1 when both the replica's IO and SQL threads run, else 0 (stopped, failed, reconnecting).
+    MetricRecord("replication-running", Source.DATABASE_NODE, "ReplicationRunning",
+                 (("Node", "{db_host}"),), "{db_host} replicating", host="{db_host}",
+                 unit="None"),
     # EC2 publishes these for every instance (free, every 5 minutes; status checks every minute).
     _aws("AWS/EC2", "ec2-cpu", "CPUUtilization", _INSTANCE, "{host} CPUUtilization"),
     _aws("AWS/EC2", "ec2-instance-check", "StatusCheckFailed_Instance", _INSTANCE,
@@ -296,9 +324,13 @@ ALARMS = (
             tier="{host_role}",
             severity="warning",
             summary="{host} has used more than 90 % of its memory for 5 minutes.",
-            why=(
+            why=_for_roles(
                 "Used memory excludes the page cache, so 90 % is real pressure: next comes the "
-                "OOM killer (gunicorn or HAProxy)."
+                "OOM killer (gunicorn or HAProxy).",
+                database=(
+                    "Used memory excludes the page cache, so 90 % is real pressure: next comes "
+                    "the OOM killer, and MariaDB (its buffer pool) is the biggest process to kill."
+                ),
             ),
             signal="host-memory", statistic="Average", period=60,
             evaluation_periods=5, datapoints_to_alarm=5,
@@ -310,9 +342,14 @@ ALARMS = (
             tier="{host_role}",
             severity="warning",
             summary="{host}'s root file system is more than 85 % full.",
-            why=(
+            why=_for_roles(
                 "Logs grow on the 16 GiB root volume; 85 % leaves about 2.4 GiB, hours to days "
-                "to act before Nginx, HAProxy and apt fail to write."
+                "to act before Nginx, HAProxy and apt fail to write.",
+                database=(
+                    "Logs grow on the 16 GiB root volume (the data and binary logs are on the "
+                    "data volume); 85 % leaves about 2.4 GiB, hours to days to act before "
+                    "journald, MariaDB's error log and apt fail to write."
+                ),
             ),
             signal="host-disk", statistic="Maximum", period=300,
             evaluation_periods=1, datapoints_to_alarm=1,
@@ -322,8 +359,9 @@ ALARMS = (
         AlarmRecord(
             key="{host}-instance-check",
             tier="{host_role}",
-            # The load balancer is the one instance the site cannot do without.
-            severity={LOAD_BALANCER: "critical", WEB: "warning"},
+            # The load balancer is the one instance the site cannot do without; a database
+            # host holds the only writable copy (the primary) or the only other one.
+            severity={LOAD_BALANCER: "critical", WEB: "warning", DATABASE: "critical"},
             summary="{host}'s instance status check fails (its OS does not answer).",
             why=(
                 "3 failing minutes: the guest is hung, out of memory or misconfigured; AWS cannot "
@@ -425,6 +463,62 @@ ALARMS = (
             treat_missing_data="missing",
         ),
     )),
+    AlarmGroup("db_host", (
+        AlarmRecord(
+            key="{db_host}-data-disk",
+            tier="database",
+            severity="warning",
+            summary=f"{{db_host}}'s data volume ({DATA_VOLUME_MOUNT}) is more than 80 % full.",
+            why=(
+                "It holds the {role}'s data and binary logs (kept as long as the backups): "
+                "{free_gib:g} GiB of {storage_gb} GiB left, the same 20 % as RDS's free-storage "
+                "alarm. Grow the volume (dbAllocatedStorageGb; EBS grows it in place, then "
+                "resize2fs) before MariaDB stops taking writes (a full replica also stops "
+                "replicating). Storage fills slowly, so one 5-minute maximum is enough."
+            ),
+            signal="data-volume-disk", statistic="Maximum", period=300,
+            evaluation_periods=1, datapoints_to_alarm=1,
+            comparison="GreaterThanThreshold", threshold="db_data_volume_used_percent",
+            treat_missing_data="missing",
+        ),
+    )),
+    AlarmGroup("replica_host", (
+        AlarmRecord(
+            key="{db_host}-replication-lag",
+            tier="database",
+            severity="warning",
+            summary="The replica on {db_host} lags the primary by more than 30 s.",
+            why=(
+                "The same as RDS's replica-lag alarm: the app reads from the replica, so readers "
+                "see data 30 s old (the lab's lag is a few ms). 5 minutes in a row rules out a "
+                "burst of writes. The replica reports MariaDB's Seconds_Behind_Master each "
+                "minute while replicating; a stopped replication has no lag, and is the "
+                "replication-stopped alarm's."
+            ),
+            signal="replication-lag", statistic="Maximum", period=60,
+            evaluation_periods=5, datapoints_to_alarm=5,
+            comparison="GreaterThanThreshold", threshold=REPLICA_LAG_SECONDS,
+            treat_missing_data="missing",
+        ),
+        AlarmRecord(
+            key="{db_host}-replication-stopped",
+            tier="database",
+            severity="warning",
+            summary="The replica on {db_host} does not replicate from the primary.",
+            why=(
+                "The replica reports each minute 1 if both its replication threads run, else 0. "
+                f"{REPLICATION_STOPPED_MINUTES} minutes at 0 outlast a primary's replacement (it "
+                "reconnects every 5 s); a thread stopped on an error never restarts by itself, "
+                "and the stack has no current second copy. No data is breaching: it reports "
+                "only while MariaDB runs there, so silence means its MariaDB or host is down "
+                "(also until it first boots, and while it is replaced)."
+            ),
+            signal="replication-running", statistic="Minimum", period=60,
+            evaluation_periods=REPLICATION_STOPPED_MINUTES,
+            datapoints_to_alarm=REPLICATION_STOPPED_MINUTES,
+            comparison="LessThanThreshold", threshold=1, treat_missing_data="breaching",
+        ),
+    )),
 )  # fmt: skip
 
 # --- the dashboard: one screen, three widgets a row ----------------------------------------------
@@ -459,6 +553,17 @@ WIDGETS = (
                  300, thresholds=("db-primary-free-storage",), y_min=0),
     WidgetRecord("Database freeable memory (bytes)", (Line("rds-freeable-memory", "db"),),
                  "Average", 300, thresholds=("db-primary-freeable-memory",), y_min=0),
+    # The stack's own database hosts (none with RDS).
+    WidgetRecord("Database hosts: CPU %", (Line("ec2-cpu", "db_host"),), "Average", 300,
+                 thresholds=("{db_host}-cpu",), y_min=0),
+    WidgetRecord(f"Database hosts: data volume ({DATA_VOLUME_MOUNT}) used %",
+                 (Line("data-volume-disk", "db_host"),), "Maximum", 300,
+                 thresholds=("{db_host}-data-disk",), y_min=0),
+    WidgetRecord("Replication lag (s)", (Line("replication-lag", "replica_host"),), "Maximum",
+                 60, thresholds=("{replica_host}-replication-lag",), y_min=0),
+    WidgetRecord("Replication running (1) or stopped (0)",
+                 (Line("replication-running", "replica_host"),), "Minimum", 60,
+                 thresholds=("{replica_host}-replication-stopped",), y_min=0),
 )  # fmt: skip
 
 # --- logs: what leaves each kind of host, and where it lands -------------------------------------

@@ -25,6 +25,11 @@ bucket. Subcommands, each ending with one clear line on failure, every wait boun
   empty DATADIR, ready for MariaDB; with `--binlogs DIR`, the shipped binary logs written after
   it too, for a replay with mariadb-binlog.
 - `check`: MariaDB answers, and on the replica both replication threads run.
+- `replication-report`: on the replica (a timer runs it every minute), publish to CloudWatch
+  whether both replication threads run (`ReplicationRunning`, 1 or 0) and, while MariaDB
+  knows it, how far the replica is behind (`ReplicationLagSeconds`, `Seconds_Behind_Master`),
+  under the host's own `Node` in the stack's namespace (the config's `metrics`). The alarms
+  on them are the metric catalogue's (userdata/metric_catalog/table.py).
 
 Restoring a host's data from the bucket (as root on a database host, or any host with
 mariadb-backup and the bucket's read rights):
@@ -80,6 +85,11 @@ MAX_CONNECT_ERRORS = 1_000_000  # as the stack's RDS parameter group (components
 PORT = 3306
 FILESYSTEM_LABEL = "database"
 BACKUP_UNIT, BINLOG_UNIT = "database-backup", "database-binlogs"
+REPORT_UNIT = "database-replication-report"
+"""The replica's timer and service: `replication-report` every minute."""
+RUNNING_METRIC = "ReplicationRunning"
+LAG_METRIC = "ReplicationLagSeconds"
+NODE_DIMENSION = "Node"
 
 VOLUME_WAIT_SECONDS = 300.0
 SERVER_WAIT_SECONDS = 300.0
@@ -163,6 +173,8 @@ class Config:
     backup: dict[str, Any]
     bind_address: str = "0.0.0.0"  # noqa: S104 - the web tier and the peer connect over TLS
     clients: str = "%"
+    metrics_namespace: str = ""
+    """The stack's CloudWatch namespace, where the replica reports its replication."""
 
     @property
     def primary(self) -> bool:
@@ -202,6 +214,7 @@ class Config:
                 backup=dict(raw["backup"]),
                 bind_address=raw.get("bind_address", "0.0.0.0"),  # noqa: S104
                 clients=raw.get("clients", "%"),
+                metrics_namespace=str(raw.get("metrics", {}).get("namespace", "")),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise Failure(f"the config {path} lacks or mistypes {error}") from None
@@ -605,7 +618,25 @@ WantedBy=timers.target
             description="Ship the database's binary logs every 5 minutes",
             when="OnCalendar=*:0/5",
         ),
+        f"{REPORT_UNIT}.service": service.format(
+            description="The replica's replication state to CloudWatch",
+            command=command,
+            step="replication-report",
+            timeout=int(COMMAND_TIMEOUT_SECONDS),
+        ),
+        # Every minute, on the minute: each of the alarms' 1-minute periods gets one report.
+        f"{REPORT_UNIT}.timer": timer.format(
+            description="Report the replica's replication every minute",
+            when="OnCalendar=minutely\nAccuracySec=1s",
+        ),
     }
+
+
+def timers(config: Config) -> list[str]:
+    """The timers a host runs: the backups' on both (`backup` and `ship-binlogs` do nothing on
+    the replica), the replication report on the replica only (the primary has none)."""
+    found = [f"{BACKUP_UNIT}.timer", f"{BINLOG_UNIT}.timer"]
+    return found if config.primary else [*found, f"{REPORT_UNIT}.timer"]
 
 
 def start_server(host: Host) -> None:
@@ -643,7 +674,7 @@ def install(host: Host, config: Config, config_path: str) -> int:
     else:
         log("MariaDB runs with these settings already; not restarted")
     # Only now: their first run finds MariaDB running on the volume.
-    systemctl(host, "enable", "--now", f"{BACKUP_UNIT}.timer", f"{BINLOG_UNIT}.timer")
+    systemctl(host, "enable", "--now", *timers(config))
     return 0
 
 
@@ -1028,7 +1059,8 @@ def download_binlogs(
     first, position = binlog_start(datadir)
     binlogs.mkdir(parents=True, exist_ok=True)
     names = []
-    for key, _ in backups.keys("binlog", config.host_name):
+    source = binlog_source(backups, first)
+    for key, _ in backups.keys("binlog", source) if source else []:
         name = key.rsplit("/", 1)[-1]
         if name >= first:
             backups.s3.download_file(config.bucket, key, str(binlogs / name))
@@ -1040,6 +1072,18 @@ def download_binlogs(
         f"cd {binlogs} && mariadb-binlog --start-position={position or '0-0-0'}{stop} "
         f"{' '.join(names) or '(none shipped yet)'} | mariadb"
     )
+
+
+def binlog_source(backups: Backups, first: str) -> str | None:
+    """The host whose shipped binary logs follow the backup: the one that shipped the log open
+    when the backup was taken (the primary then; a restore may run on any database host, so
+    not necessarily this one). None: that log is not shipped yet, nothing follows the backup."""
+    shippers = sorted(
+        {key.split("/")[-2] for key, _ in backups.keys("binlog") if key.endswith(f"/{first}")}
+    )
+    if len(shippers) > 1:
+        raise Failure(f"{', '.join(shippers)} all shipped a binary log named {first}")
+    return shippers[0] if shippers else None
 
 
 def parse_time(text: str) -> datetime.datetime:
@@ -1072,6 +1116,50 @@ def check(host: Host, config: Config) -> int:
     return 0
 
 
+# --- replication report -----------------------------------------------------------------------
+
+
+def replication_state(status: dict[str, str]) -> tuple[int, float | None]:
+    """1 if both replication threads run (else 0: stopped, failed, or the IO thread still
+    connecting), and the seconds behind the primary (None while MariaDB has no number: its
+    SQL thread or its connection is down)."""
+    running = int(
+        status.get("Slave_IO_Running") == "Yes" and status.get("Slave_SQL_Running") == "Yes"
+    )
+    behind = status.get("Seconds_Behind_Master", "")
+    return running, float(behind) if behind.isdigit() else None
+
+
+def replication_report(host: Host, config: Config) -> int:
+    """Publish the replica's replication state; on the primary, nothing (it has none)."""
+    if config.primary:
+        log("this host is not the replica: no replication to report")
+        return 0
+    if not config.metrics_namespace:
+        raise Failure("the config names no metrics namespace (metrics.namespace)")
+    status = slave_status(host)  # a failure to ask MariaDB publishes nothing: no data
+    running, behind = replication_state(status)
+    node = [{"Name": NODE_DIMENSION, "Value": config.host_name}]
+    data: list[dict[str, Any]] = [
+        {"MetricName": RUNNING_METRIC, "Dimensions": node, "Value": running, "Unit": "None"}
+    ]
+    if behind is not None:
+        data.append(
+            {"MetricName": LAG_METRIC, "Dimensions": node, "Value": behind, "Unit": "Seconds"}
+        )
+    try:
+        client("cloudwatch", config.region).put_metric_data(
+            Namespace=config.metrics_namespace, MetricData=data
+        )
+    except Exception as error:
+        response = getattr(error, "response", None) or {}
+        code = response.get("Error", {}).get("Code", type(error).__name__)
+        raise Failure(f"publishing to CloudWatch failed: {code}") from None
+    lag = "unknown" if behind is None else f"{behind:g} s"
+    log(f"reported: replication {'running' if running else 'not running'}, lag {lag}")
+    return 0
+
+
 # --- main -------------------------------------------------------------------------------------
 
 
@@ -1085,7 +1173,7 @@ def arguments() -> argparse.ArgumentParser:
     after = argparse.ArgumentParser(add_help=False)
     after.add_argument("--config", default=argparse.SUPPRESS, help="the host's config file")
     steps = parser.add_subparsers(dest="step", required=True)
-    for name in ("install", "bootstrap", "backup", "ship-binlogs", "check"):
+    for name in ("install", "bootstrap", "backup", "ship-binlogs", "check", "replication-report"):
         steps.add_parser(name, parents=[after])
     back = steps.add_parser("restore", parents=[after])
     back.add_argument("--to", type=Path, required=True, help="a new, empty datadir")
@@ -1106,6 +1194,7 @@ def main(argv: list[str] | None = None) -> int:
         "ship-binlogs": lambda config: ship_binlogs(host, config),
         "restore": lambda config: restore(config, args.to, args.at, args.binlogs),
         "check": lambda config: check(host, config),
+        "replication-report": lambda config: replication_report(host, config),
     }
     try:
         return steps_of[args.step](Config.load(args.config))
