@@ -61,8 +61,9 @@ lint-only:
 	$(UV) run ruff format --check .
 	$(UV) run mypy .
 
+# The slowest tests (set-ups included) are listed at the end: where `make test`'s time goes.
 pytest-all:
-	$(UV) run pytest -n $(TEST_WORKERS) $(XDIST)
+	$(UV) run pytest -n $(TEST_WORKERS) $(XDIST) --durations=25
 
 pytest-fast:
 	$(UV) run pytest -n $(CHECK_WORKERS) $(XDIST) -m "not lab and not boot"
