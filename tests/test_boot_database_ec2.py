@@ -14,6 +14,7 @@ the primary.
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import json
 import re
@@ -26,9 +27,11 @@ import pytest
 from boot_support import TEST_STATE, boot_lab, require_boot_capabilities
 
 from lab import checks
+from lab.boot import standins
 from lab.boot.bootlab import BootLab
 from tools.verify import HttpFailure, http_request
 from userdata.database_host import CONFIG_FILE, DATABASE_NODE, MOUNT
+from userdata.scripts.database_node import NODE_DIMENSION, REPORT_UNIT, RUNNING_METRIC
 
 HOSTS = ("database-1", "database-2")
 ZONE = "dev.web-infra.internal"
@@ -102,6 +105,38 @@ def test_replication_came_up_by_itself_over_verified_tls(lab: BootLab) -> None:
     assert checked.returncode == 0, checked.stderr
     output = container.execute("cat", "/var/log/cloud-init-output.log").stdout
     assert "seeded from database/full/" in output, output[-2000:]
+
+
+def test_the_replica_reports_its_replication_to_cloudwatch(lab: BootLab) -> None:
+    """The replica's timer runs `replication-report` with the host's own role: CloudWatch's
+    stand-in has `ReplicationRunning` 1 for database-2 in the stack's namespace, and the
+    primary, which has no replication, reports nothing."""
+    replica = lab.container(lab.load().host("database-2"))
+    timer = replica.execute("systemctl", "is-active", f"{REPORT_UNIT}.timer").stdout.strip()
+    assert timer == "active"
+    ran = replica.execute("systemctl", "start", f"{REPORT_UNIT}.service", timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    cloudwatch = standins.aws_client("cloudwatch", lab.load().region, lab.authority)
+    found = {
+        (metric["Namespace"], dimension["Value"])
+        for metric in cloudwatch.list_metrics(MetricName=RUNNING_METRIC)["Metrics"]
+        for dimension in metric["Dimensions"]
+        if dimension["Name"] == NODE_DIMENSION
+    }
+    assert [node for _, node in found] == ["database-2"], found
+    ((namespace, _),) = found
+    now = datetime.datetime.now(datetime.UTC)
+    points = cloudwatch.get_metric_statistics(
+        Namespace=namespace,
+        MetricName=RUNNING_METRIC,
+        Dimensions=[{"Name": NODE_DIMENSION, "Value": "database-2"}],
+        StartTime=now - datetime.timedelta(minutes=30),
+        EndTime=now + datetime.timedelta(minutes=1),
+        Period=60,
+        Statistics=["Minimum"],
+    )["Datapoints"]
+    assert points, "no ReplicationRunning data point"
+    assert min(point["Minimum"] for point in points) == 1
 
 
 def test_a_write_through_the_load_balancer_is_read_back_from_the_replica(lab: BootLab) -> None:
