@@ -29,7 +29,7 @@ bucket. Subcommands, each ending with one clear line on failure, every wait boun
   whether both replication threads run (`ReplicationRunning`, 1 or 0) and, while MariaDB
   knows it, how far the replica is behind (`ReplicationLagSeconds`, `Seconds_Behind_Master`),
   under the host's own `Node` in the stack's namespace (the config's `metrics`). The alarms
-  on them are the metric catalogue's (userdata/metric_catalog/table.py).
+  on them are the metric catalogue's (userdata/metric_catalog/table/database_hosts.py).
 
 Restoring a host's data from the bucket (as root on a database host, or any host with
 mariadb-backup and the bucket's read rights):
