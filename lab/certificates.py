@@ -45,25 +45,24 @@ class Issued:
         return _pem_key(self.key)
 
 
-@dataclass(frozen=True)
-class CertificateAuthority:
-    name: str
-    root: Issued
-
-    @staticmethod
-    def create(name: str, *, days: float = 30) -> CertificateAuthority:
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = datetime.datetime.now(datetime.UTC)
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+def self_signed(name: str, *, days: float = 30, authority: bool = False) -> Issued:
+    """A certificate for `name` signed by its own new key: a CA's root (`authority`), or a
+    server's for the DNS name `name`, as site_certificate.py makes one at first boot."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+    )
+    if authority:
+        builder = (
+            builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
                 x509.KeyUsage(
                     digital_signature=True,
@@ -81,9 +80,22 @@ class CertificateAuthority:
             .add_extension(
                 x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
             )
-            .sign(key, hashes.SHA256())
         )
-        return CertificateAuthority(name, Issued(certificate, key))
+    else:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False
+        )
+    return Issued(builder.sign(key, hashes.SHA256()), key)
+
+
+@dataclass(frozen=True)
+class CertificateAuthority:
+    name: str
+    root: Issued
+
+    @staticmethod
+    def create(name: str, *, days: float = 30) -> CertificateAuthority:
+        return CertificateAuthority(name, self_signed(name, days=days, authority=True))
 
     @staticmethod
     def load(certificate: Path, key: Path) -> CertificateAuthority:

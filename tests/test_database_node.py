@@ -523,6 +523,23 @@ def test_a_failed_backup_leaves_no_object(
     assert cluster.objects("full") == before
 
 
+def test_a_step_given_up_half_way_leaves_no_child_and_fails_in_one_line() -> None:
+    """Backup and restore both run their child in `child_process`: an upload or download that
+    breaks off kills it and ends in the step's one line; a `Failure` keeps its own."""
+    children: list[subprocess.Popen[bytes]] = []
+
+    def break_off(error: Exception) -> None:
+        with database_node.child_process(["sleep", "60"], "uploading x") as (process, _):
+            children.append(process)
+            raise error
+
+    with pytest.raises(database_node.Failure, match=r"^uploading x failed: the network went$"):
+        break_off(OSError("the network went"))
+    with pytest.raises(database_node.Failure, match=r"^took too long$"):
+        break_off(database_node.Failure("took too long"))
+    assert [child.poll() for child in children] == [-9, -9]
+
+
 # --- the replica ---------------------------------------------------------------------------------
 
 

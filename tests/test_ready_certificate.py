@@ -26,12 +26,10 @@ import boto3
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import NameOID
 from moto.server import ThreadedMotoServer
 
-from lab.certificates import CertificateAuthority, Issued, _pem_key
+from lab.certificates import CertificateAuthority, Issued, _pem_key, self_signed
 from userdata import cloud_config, load_balancer_config
 from userdata.scripts import report_ready
 
@@ -45,25 +43,6 @@ PARAMETER = "/web-infra-test/ready/load-balancer-2"
 
 def pem(issued: Issued) -> str:
     return issued.certificate_pem.decode()
-
-
-def self_signed(name: str, *, days: float = 30) -> Issued:
-    """What site_certificate.py makes at first boot: a certificate that signed itself."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return Issued(certificate, key)
 
 
 def expired(ca: CertificateAuthority, name: str) -> Issued:

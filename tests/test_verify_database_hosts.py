@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from moto import mock_aws
-from verify_fixtures import AMI, REGION, Clients, _tags, build_stack, put_alarm
+from verify_fixtures import REGION, Clients, build_stack, launch, put_alarm
 
 from tools import verify
 from tools.verify.aws import aws_session
@@ -61,15 +61,8 @@ def ec2_mode_stack(
     subnets = ec2.describe_subnets(SubnetIds=raw["private_subnet_ids"])["Subnets"]
     by_zone = {s["AvailabilityZone"]: s["SubnetId"] for s in subnets}
     for index, zone in enumerate(zones, start=1):
-        instance = ec2.run_instances(
-            ImageId=AMI,
-            MinCount=1,
-            MaxCount=1,
-            InstanceType="t4g.small",
-            SubnetId=by_zone[zone],
-            SecurityGroupIds=[db_sg],
-            TagSpecifications=_tags("instance", f"{prefix}-database-{index}", "database"),
-        )["Instances"][0]
+        name = f"{prefix}-database-{index}"
+        instance = launch(ec2, name, "database", by_zone[zone], db_sg, instance_type="t4g.small")
         volume = ec2.create_volume(
             AvailabilityZone=zone, Size=20, VolumeType="gp3", Encrypted=encrypted
         )

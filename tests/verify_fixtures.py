@@ -35,11 +35,28 @@ AMI = "ami-12c6146b"  # any id will do for moto
 WORLD = {"IpRanges": [{"CidrIp": "0.0.0.0/0"}], "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}
 
 
-def _tags(resource_type: str, name: str, role: str | None = None) -> list[dict[str, Any]]:
-    tags = [{"Key": "Name", "Value": name}]
-    if role:
-        tags.append({"Key": "Role", "Value": role})
-    return [{"ResourceType": resource_type, "Tags": tags}]
+def launch(
+    ec2: Any,
+    name: str,
+    role: str,
+    subnet: str,
+    security_group: str,
+    *,
+    instance_type: str = "t3.micro",
+) -> dict[str, Any]:
+    """One instance as the program launches a host: in its subnet and group, tagged with its
+    Name and Role (what tools.verify finds hosts by)."""
+    tags = [{"Key": "Name", "Value": name}, {"Key": "Role", "Value": role}]
+    instance: dict[str, Any] = ec2.run_instances(
+        ImageId=AMI,
+        MinCount=1,
+        MaxCount=1,
+        InstanceType=instance_type,
+        SubnetId=subnet,
+        SecurityGroupIds=[security_group],
+        TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
+    )["Instances"][0]
+    return instance
 
 
 class Clients:
@@ -128,28 +145,11 @@ def build_stack(
         ],
     )
 
-    lb = ec2.run_instances(
-        ImageId=AMI,
-        MinCount=1,
-        MaxCount=1,
-        InstanceType="t3.micro",
-        SubnetId=public[zones[0]],
-        SecurityGroupIds=[lb_sg],
-        TagSpecifications=_tags(
-            "instance", f"{prefix}-load-balancer" + ("-1" if pair else ""), "load-balancer"
-        ),
-    )["Instances"][0]
+    lb_name = f"{prefix}-load-balancer" + ("-1" if pair else "")
+    lb = launch(ec2, lb_name, "load-balancer", public[zones[0]], lb_sg)
     pair_ids = {}
     if pair:
-        second = ec2.run_instances(
-            ImageId=AMI,
-            MinCount=1,
-            MaxCount=1,
-            InstanceType="t3.micro",
-            SubnetId=public[zones[1]],
-            SecurityGroupIds=[lb_sg],
-            TagSpecifications=_tags("instance", f"{prefix}-load-balancer-2", "load-balancer"),
-        )["Instances"][0]
+        second = launch(ec2, f"{prefix}-load-balancer-2", "load-balancer", public[zones[1]], lb_sg)
         pair_ids = {"load-balancer-1": lb["InstanceId"], "load-balancer-2": second["InstanceId"]}
     eip = ec2.allocate_address(Domain="vpc")
     ec2.associate_address(InstanceId=lb["InstanceId"], AllocationId=eip["AllocationId"])
@@ -158,15 +158,7 @@ def build_stack(
     web_ips = []
     web_ids = {}
     for n, zone in enumerate(web_azs, start=1):
-        node = ec2.run_instances(
-            ImageId=AMI,
-            MinCount=1,
-            MaxCount=1,
-            InstanceType="t3.micro",
-            SubnetId=private[zone],
-            SecurityGroupIds=[web_sg],
-            TagSpecifications=_tags("instance", f"{prefix}-web-{n}", "web"),
-        )["Instances"][0]
+        node = launch(ec2, f"{prefix}-web-{n}", "web", private[zone], web_sg)
         web_ips.append(node["PrivateIpAddress"])
         web_ids[f"web-{n}"] = node["InstanceId"]
 

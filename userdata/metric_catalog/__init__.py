@@ -1,5 +1,6 @@
 """Every metric this stack watches, where it comes from, and when it pages: one catalogue, kept
-as data (`table.py`) and filled in for one stack by `catalogue(shape)` (`expand.py`).
+as data (`table/`, a module per tier) and filled in for one stack by `catalogue(shape)`
+(`expand.py`).
 
 The alarms and the dashboard (`components/monitoring.py`), the CloudWatch agent's config
 (`userdata/cloudwatch_agent.py`), the settings' checks (`settings/`: log retention, the

@@ -1,4 +1,4 @@
-"""The catalogue of one stack: the table's records (`table.py`) filled in for a `StackShape`.
+"""The catalogue of one stack: the table's records (`table/`) filled in for a `StackShape`.
 
 `catalogue(shape)` gives every alarm as an `AlarmSpec`, the metrics each host's agent must
 publish, and the dashboard body. The Monitoring component registers the alarms and the

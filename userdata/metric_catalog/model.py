@@ -1,7 +1,7 @@
 """The catalogue's vocabulary: what a metric, an alarm, a log source and a stack shape are,
 plus the names and sizes every reader derives from a stack (namespace, dashboard, RDS memory).
 
-The records themselves are in `table.py`; `expand.py` turns them into the metrics and alarms of
+The records themselves are in `table/`; `expand.py` turns them into the metrics and alarms of
 one stack. Pure (no Pulumi, no AWS calls, no imports from this project).
 """
 

@@ -29,7 +29,7 @@ bucket. Subcommands, each ending with one clear line on failure, every wait boun
   whether both replication threads run (`ReplicationRunning`, 1 or 0) and, while MariaDB
   knows it, how far the replica is behind (`ReplicationLagSeconds`, `Seconds_Behind_Master`),
   under the host's own `Node` in the stack's namespace (the config's `metrics`). The alarms
-  on them are the metric catalogue's (userdata/metric_catalog/table.py).
+  on them are the metric catalogue's (userdata/metric_catalog/table/database_hosts.py).
 
 Restoring a host's data from the bucket (as root on a database host, or any host with
 mariadb-backup and the bucket's read rights):
@@ -56,6 +56,7 @@ Ubuntu's python3-boto3; MariaDB is administered as root over its Unix socket.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -66,7 +67,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -865,6 +866,29 @@ def chown_tree(top: Path) -> None:
 # --- backups ----------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def child_process(
+    command: list[str], step: str, **streams: Any
+) -> Iterator[tuple[subprocess.Popen[bytes], IO[bytes]]]:
+    """`command` started for the block, with the file its standard error goes to (for the
+    block's message when it fails). An error in the block that is not a `Failure` already ends
+    the script as one line, `<step> failed: <error>`; and a child the block leaves running is
+    killed, so a backup or restore given up half-way leaves no mariadb-backup or mbstream
+    writing behind it."""
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(command, stderr=errors, **streams)  # noqa: S603 - no shell
+        try:
+            yield process, errors
+        except Failure:
+            raise
+        except Exception as error:
+            raise Failure(f"{step} failed: {error}") from None
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
 class Checked:
     """A process's standard output, which fails at its end if the process failed: an upload
     reading it is then abandoned, and no object is made."""
@@ -892,35 +916,22 @@ def take_backup(host: Host, config: Config, backups: Backups) -> str:
     key = config.key(
         "full", datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ.xbstream")
     )
-    with tempfile.TemporaryFile() as errors:
-        process = subprocess.Popen(  # noqa: S603 - our own command, no shell
-            [  # noqa: S607 - the system's, from PATH like every command here
-                "mariadb-backup",
-                f"--defaults-file={host.server_config()}",
-                "--backup",
-                "--stream=xbstream",
-                f"--socket={host.socket()}",
-                f"--user={os_user()}",
-                f"--target-dir={config.mount / 'tmp'}",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=errors,
+    command = [
+        "mariadb-backup",
+        f"--defaults-file={host.server_config()}",
+        "--backup",
+        "--stream=xbstream",
+        f"--socket={host.socket()}",
+        f"--user={os_user()}",
+        f"--target-dir={config.mount / 'tmp'}",
+    ]
+    with child_process(command, f"uploading {key}", stdout=subprocess.PIPE) as (process, errors):
+        backups.s3.upload_fileobj(
+            Checked(process, errors, "mariadb-backup"),
+            config.bucket,
+            key,
+            Config=transfer_config(),
         )
-        try:
-            backups.s3.upload_fileobj(
-                Checked(process, errors, "mariadb-backup"),
-                config.bucket,
-                key,
-                Config=transfer_config(),
-            )
-        except Failure:
-            raise
-        except Exception as error:
-            raise Failure(f"uploading {key} failed: {error}") from None
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
     log(f"full backup uploaded to s3://{config.bucket}/{key}")
     return key
 
@@ -975,32 +986,17 @@ def ship_binlogs(host: Host, config: Config) -> int:
 def restore_into(config: Config, backups: Backups, key: str, datadir: Path) -> str:
     """Extract and prepare the backup `key` into the new folder `datadir`; its GTID position."""
     datadir.mkdir(parents=True)
-    with tempfile.TemporaryFile() as errors:
-        process = subprocess.Popen(  # noqa: S603 - our own command, no shell
-            ["mbstream", "-x", "-C", str(datadir)],  # noqa: S607 - as above
-            stdin=subprocess.PIPE,
-            stderr=errors,
-        )
+    extract = ["mbstream", "-x", "-C", str(datadir)]
+    with child_process(extract, f"downloading {key}", stdin=subprocess.PIPE) as (process, errors):
         assert process.stdin is not None
         deadline = time.monotonic() + BACKUP_TIMEOUT_SECONDS
-        try:
-            body = backups.s3.get_object(Bucket=config.bucket, Key=key)["Body"]
-            for chunk in body.iter_chunks(1 << 20):
-                process.stdin.write(chunk)
-                if time.monotonic() > deadline:
-                    raise Failure(
-                        f"downloading {key} took longer than {BACKUP_TIMEOUT_SECONDS:g} s"
-                    )
-            process.stdin.close()
-            code = process.wait(timeout=COMMAND_TIMEOUT_SECONDS)
-        except Failure:
-            raise
-        except Exception as error:
-            raise Failure(f"downloading {key} failed: {error}") from None
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        body = backups.s3.get_object(Bucket=config.bucket, Key=key)["Body"]
+        for chunk in body.iter_chunks(1 << 20):
+            process.stdin.write(chunk)
+            if time.monotonic() > deadline:
+                raise Failure(f"downloading {key} took longer than {BACKUP_TIMEOUT_SECONDS:g} s")
+        process.stdin.close()
+        code = process.wait(timeout=COMMAND_TIMEOUT_SECONDS)
         if code != 0:
             errors.seek(0)
             raise Failure(f"mbstream could not extract {key}: {errors.read().decode().strip()}")
