@@ -128,6 +128,28 @@ def boot_lab(folder: Path, **up: object) -> Iterator[BootLab]:
         assert not left, f"down left: {left}"
 
 
+@contextmanager
+def database_lab(db_mode: str, measured: dict[str, float]) -> Iterator[BootLab]:
+    """A Debian 12 boot lab with MariaDB in `db_mode` (`ec2` or `colocated`), in a folder of its
+    own; the seconds `up` took go into `measured`, which is printed at the end."""
+    started = time.monotonic()
+    with boot_lab(TEST_STATE / f"database-{db_mode}", image="bookworm", db_mode=db_mode) as lab:
+        measured["up, every host booted and serving"] = time.monotonic() - started
+        yield lab
+    print(
+        f"\ndbMode {db_mode} boot lab, measured: "
+        + ", ".join(f"{what}: {seconds:.1f} s" for what, seconds in measured.items())
+    )
+
+
+def mariadb(lab: BootLab, host: str, query: str) -> str:
+    """A query on a host's own MariaDB server, as root over its socket."""
+    container = lab.container(lab.load().host(host))
+    result = container.execute("mariadb", "--batch", "--execute", query, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 class StandardLabs:
     """The standard boot lab (the load-balancer pair and two web nodes, nothing cut off) on an
     image, kept up for every test file that asks for it on that image: a boot costs two to

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from boot_support import TEST_STATE, boot_lab, require_boot_capabilities
+from boot_support import database_lab, mariadb, require_boot_capabilities
 from iam_support import bind, host_policies, instance_context
 
 from lab import checks
@@ -44,22 +44,8 @@ MEASURED: dict[str, float] = {}
 @pytest.fixture(scope="module")
 def lab() -> Iterator[BootLab]:
     require_boot_capabilities()
-    started = time.monotonic()
-    with boot_lab(TEST_STATE / "database-colocated", image="bookworm", db_mode="colocated") as up:
-        MEASURED["up, every host booted and serving"] = time.monotonic() - started
+    with database_lab("colocated", MEASURED) as up:
         yield up
-    print(
-        "\ndbMode colocated boot lab, measured: "
-        + ", ".join(f"{what}: {seconds:.1f} s" for what, seconds in MEASURED.items())
-    )
-
-
-def sql(lab: BootLab, host: str, query: str) -> str:
-    """A query on a node's own MariaDB, as root over its socket."""
-    container = lab.container(lab.load().host(host))
-    result = container.execute("mariadb", "--batch", "--execute", query, timeout=30)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def test_status_shows_the_database_on_web_1_and_web_2(lab: BootLab) -> None:
@@ -79,7 +65,7 @@ def test_status_shows_the_database_on_web_1_and_web_2(lab: BootLab) -> None:
 
 
 def test_replication_came_up_by_itself_over_verified_tls(lab: BootLab) -> None:
-    status = sql(lab, "web-2", "SHOW SLAVE STATUS\\G")
+    status = mariadb(lab, "web-2", "SHOW SLAVE STATUS\\G")
     fields = dict(
         line.strip().split(": ", 1) for line in status.splitlines() if ": " in line.strip()
     )
@@ -87,8 +73,8 @@ def test_replication_came_up_by_itself_over_verified_tls(lab: BootLab) -> None:
     assert (fields["Slave_IO_Running"], fields["Slave_SQL_Running"]) == ("Yes", "Yes")
     assert fields["Master_SSL_Verify_Server_Cert"] == "Yes"
     assert fields["Using_Gtid"] == "Slave_Pos"
-    assert sql(lab, "web-2", "SELECT @@read_only").split()[-1] == "1"
-    assert sql(lab, "web-1", "SELECT @@read_only").split()[-1] == "0"
+    assert mariadb(lab, "web-2", "SELECT @@read_only").split()[-1] == "1"
+    assert mariadb(lab, "web-1", "SELECT @@read_only").split()[-1] == "0"
 
 
 def test_a_write_through_the_load_balancer_is_read_back_from_the_replica(lab: BootLab) -> None:
@@ -141,7 +127,7 @@ def keyed_writes(url: str, stop: threading.Event, attempts: list[Attempt]) -> No
 
 def texts(lab: BootLab, host: str) -> list[str]:
     query = "SELECT text FROM webapp.messages WHERE text LIKE 'colocated %'"
-    return sql(lab, host, query).splitlines()[1:]
+    return mariadb(lab, host, query).splitlines()[1:]
 
 
 def test_web_1_replaced_under_keyed_writes_loses_none_and_stores_none_twice(

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from boot_support import TEST_STATE, boot_lab, require_boot_capabilities
+from boot_support import database_lab, mariadb, require_boot_capabilities
 
 from lab import checks
 from lab.boot import standins
@@ -42,22 +42,8 @@ MEASURED: dict[str, float] = {}
 @pytest.fixture(scope="module")
 def lab() -> Iterator[BootLab]:
     require_boot_capabilities()
-    started = time.monotonic()
-    with boot_lab(TEST_STATE / "database-ec2", image="bookworm", db_mode="ec2") as booted:
-        MEASURED["up, every host booted and serving"] = time.monotonic() - started
+    with database_lab("ec2", MEASURED) as booted:
         yield booted
-    print(
-        "\ndbMode ec2 boot lab, measured: "
-        + ", ".join(f"{what}: {seconds:.1f} s" for what, seconds in MEASURED.items())
-    )
-
-
-def sql(lab: BootLab, host: str, query: str) -> str:
-    """A query on a database host's own server, as root over its socket."""
-    container = lab.container(lab.load().host(host))
-    result = container.execute("mariadb", "--batch", "--execute", query, timeout=30)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def test_status_lists_both_database_hosts_booted_without_an_error(lab: BootLab) -> None:
@@ -83,12 +69,12 @@ def test_the_datadir_is_on_the_host_s_own_volume(lab: BootLab, host: str) -> Non
     (mount,) = json.loads(found.stdout)["filesystems"]
     assert mount["fstype"] == "ext4"
     assert mount["source"].startswith("/dev/"), mount
-    datadir = sql(lab, host, "SELECT @@datadir").split()[-1]
+    datadir = mariadb(lab, host, "SELECT @@datadir").split()[-1]
     assert datadir.rstrip("/") == f"{MOUNT}/mysql"
 
 
 def test_replication_came_up_by_itself_over_verified_tls(lab: BootLab) -> None:
-    status = sql(lab, "database-2", "SHOW SLAVE STATUS\\G")
+    status = mariadb(lab, "database-2", "SHOW SLAVE STATUS\\G")
     fields = dict(
         line.strip().split(": ", 1) for line in status.splitlines() if ": " in line.strip()
     )
@@ -98,7 +84,7 @@ def test_replication_came_up_by_itself_over_verified_tls(lab: BootLab) -> None:
     assert fields["Master_SSL_Allowed"] == "Yes"
     assert fields["Master_SSL_Verify_Server_Cert"] == "Yes"
     assert fields["Using_Gtid"] == "Slave_Pos"
-    assert sql(lab, "database-2", "SELECT @@read_only").split()[-1] == "1"
+    assert mariadb(lab, "database-2", "SELECT @@read_only").split()[-1] == "1"
     # The replica was seeded from the primary's first backup in the bucket.
     container = lab.container(lab.load().host("database-2"))
     checked = container.execute("python3", DATABASE_NODE, "check", "--config", CONFIG_FILE)
@@ -170,7 +156,7 @@ def write_stream(url: str, stop: threading.Event, answers: list[tuple[float, str
 
 def texts(lab: BootLab, host: str, like: str) -> list[str]:
     query = f"SELECT text FROM webapp.messages WHERE text LIKE '{like}%'"
-    return sql(lab, host, query).splitlines()[1:]
+    return mariadb(lab, host, query).splitlines()[1:]
 
 
 def test_the_primary_replaced_under_writes_loses_no_acknowledged_write(lab: BootLab) -> None:
@@ -246,7 +232,7 @@ def test_the_readme_s_restore_gives_the_primary_s_rows(lab: BootLab) -> None:
         "python3", DATABASE_NODE, "ship-binlogs", "--config", CONFIG_FILE, timeout=120
     )
     assert shipped.returncode == 0, shipped.stderr
-    expected = sql(lab, "database-1", QUERY).splitlines()
+    expected = mariadb(lab, "database-1", QUERY).splitlines()
     started = time.monotonic()
     replica = lab.container(lab.load().host("database-2"))
     ran = replica.execute("bash", "-euo", "pipefail", "-c", script, timeout=600)
