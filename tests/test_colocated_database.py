@@ -401,7 +401,8 @@ def agent_config_of(run: ProgramRun, name: str) -> dict[str, Any]:
     (found,) = [
         o for o in run.of_type("aws:s3/bucketObjectv2:BucketObjectv2") if o.inputs["key"] == key
     ]
-    return json.loads(found.inputs["content"])
+    config: dict[str, Any] = json.loads(found.inputs["content"])
+    return config
 
 
 @pytest.mark.parametrize("name", NODES)
