@@ -105,9 +105,11 @@ class MonitoringArgs:
     """Each of the pair's instance ids by host name (every name of `load_balancer_names`);
     a single load balancer's is `load_balancer_instance_id`."""
     database_host_instance_ids: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
-    """With `dbMode: ec2`, the database hosts' instance ids by host name, the primary's
-    (`database-1`) then the replica's (`database-2`): each gets its instance alarms, its data
-    volume's, and the replica its replication alarms. Empty with RDS."""
+    """The instance ids of the hosts that run the stack's own MariaDB, by host name, the
+    primary's then the replica's: `database-1` and `database-2` with `dbMode: ec2` (each gets
+    its instance alarms too), `web-1` and `web-2` with `colocated` (their instance alarms are
+    the web nodes'). Each gets its data volume's alarm, the replica its replication alarms.
+    Empty with RDS."""
 
     def shape(self) -> StackShape:
         return StackShape(

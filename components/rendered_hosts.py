@@ -90,8 +90,19 @@ def stack_shape(settings: Settings, region: str) -> StackShape:
         db_allocated_storage_gb=settings.db_allocated_storage_gb,
         db_on_rds=settings.db_mode == "rds",
         load_balancers=tuple(settings.load_balancer_names),
-        database_hosts=DATABASE_HOSTS if settings.db_mode == "ec2" else (),
+        database_hosts=_database_hosts(settings),
     )
+
+
+def _database_hosts(settings: Settings) -> tuple[str, ...]:
+    """The hosts that run the stack's own MariaDB, the primary's first: their data volume and
+    the replica's replication are watched wherever they run (with `colocated`, on web-1 and
+    web-2, whose instance alarms are the web nodes' already)."""
+    if settings.db_mode == "ec2":
+        return DATABASE_HOSTS
+    if settings.db_mode == "colocated":
+        return COLOCATED_HOSTS
+    return ()
 
 
 @dataclass(frozen=True)

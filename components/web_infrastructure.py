@@ -478,12 +478,7 @@ class WebInfrastructure(pulumi.ComponentResource):
                 db_replica_identifier=settings.db_replica_identifier,
                 databases=list(self.database.resources),
                 rds_events=settings.db_mode == "rds",
-                # dbMode ec2: each database host's instance alarms watch it.
-                database_host_instance_ids=(
-                    {host: gate.instance_id for host, gate in self.database.gates.items()}
-                    if isinstance(self.database, DatabaseHosts)
-                    else {}
-                ),
+                database_host_instance_ids=self._database_instance_ids(settings),
                 db_instance_class=settings.db_instance_class,
                 db_allocated_storage_gb=settings.db_allocated_storage_gb,
                 alarm_email=settings.alarm_email,
@@ -492,6 +487,17 @@ class WebInfrastructure(pulumi.ComponentResource):
             ),
             opts=self._child,
         )
+
+    def _database_instance_ids(self, settings: Settings) -> dict[str, pulumi.Input[str]]:
+        """The instances that run the stack's own MariaDB, by host name, the primary's first:
+        the database hosts (`ec2`; each gets its instance alarms too), or web-1 and web-2
+        (`colocated`; their instance alarms are the web nodes'). Their data volumes and the
+        replica's replication are watched on them. None with RDS."""
+        if settings.db_mode == "colocated":
+            return {node: self.web.gates[node].instance_id for node in colocated_shape.HOSTS}
+        if isinstance(self.database, DatabaseHosts):
+            return {host: gate.instance_id for host, gate in self.database.gates.items()}
+        return {}
 
     def _outputs(
         self, settings: Settings, monitoring: Monitoring

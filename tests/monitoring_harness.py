@@ -38,6 +38,8 @@ def nodes(count: int) -> tuple[str, ...]:
 PAIR = ("load-balancer-1", "load-balancer-2")
 DATABASE_HOSTS = ("database-1", "database-2")
 """`dbMode: ec2`: the primary's host, then the replica's."""
+COLOCATED_HOSTS = ("web-1", "web-2")
+"""`dbMode: colocated`: the web nodes that run the primary, then the replica."""
 
 
 def shape(
@@ -78,9 +80,12 @@ def run_monitoring(
     preview: bool = False,
     pair: bool = False,
     database_hosts: bool = False,
+    colocated: bool = False,
 ) -> MonitoringRun:
     """Construct `Monitoring` for a stack of `count` web nodes under the mocks; with
-    `database_hosts`, its database on hosts of its own (`dbMode: ec2`)."""
+    `database_hosts`, its database on hosts of its own (`dbMode: ec2`), with `colocated` on
+    web-1 and web-2."""
+    db_hosts = DATABASE_HOSTS if database_hosts else COLOCATED_HOSTS if colocated else ()
     mocks = AwsMocks(preview=preview)
     pulumi.runtime.set_mocks(mocks, project="web-infra", stack="dev", preview=preview)
     pulumi.runtime.set_all_config({"aws:region": region})
@@ -112,10 +117,8 @@ def run_monitoring(
                 load_balancer_instance_ids={host: instance_id(host) for host in PAIR}
                 if pair
                 else {},
-                rds_events=not database_hosts,
-                database_host_instance_ids={host: instance_id(host) for host in DATABASE_HOSTS}
-                if database_hosts
-                else {},
+                rds_events=not db_hosts,
+                database_host_instance_ids={host: instance_id(host) for host in db_hosts},
             ),
         )
         return pulumi.Output.all(

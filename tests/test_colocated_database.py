@@ -33,6 +33,7 @@ from settings import load_settings
 from settings.colocated_database import fixed_private_ip, reserved_cidr
 from tools.mocked_program import ACCOUNT, REGION, ProgramRun, Registration, run_program
 from userdata.cloud_config import EC2_USERDATA_LIMIT, REPORT_READY, parse
+from userdata.cloudwatch_agent import AGENT_CONFIG_PATH
 from userdata.colocated_web_node import with_database
 from userdata.database_host import (
     CA_FILE,
@@ -44,6 +45,7 @@ from userdata.database_host import (
     DatabaseSecrets,
 )
 from userdata.scripts import database_node, report_ready
+from userdata.shipping import FETCH_ARTIFACT
 
 NODES = ("web-1", "web-2")
 ZONE = "dev.web-infra.internal"
@@ -385,3 +387,107 @@ def test_a_first_preview_registers_every_database_resource() -> None:
     assert len(preview.of_type(VOLUME)) == 2
     assert len(preview.of_type(ATTACHMENT)) == 2
     assert not [r for r in preview.registrations if r.type.startswith("aws:rds/")]
+
+
+# --- watched --------------------------------------------------------------------------------
+
+
+def agent_config_of(run: ProgramRun, name: str) -> dict[str, Any]:
+    """The agent's config the node fetches at boot: its key in the userdata's fetch step, its
+    content in the artifacts bucket."""
+    (fetch,) = [s for s in userdata_of(run, name)["runcmd"] if s[:2] == ["python3", FETCH_ARTIFACT]]
+    files = [fetch[i + 1 : i + 5] for i, word in enumerate(fetch) if word == "--file"]
+    (key,) = [key for key, _, destination, _ in files if destination == AGENT_CONFIG_PATH]
+    (found,) = [
+        o for o in run.of_type("aws:s3/bucketObjectv2:BucketObjectv2") if o.inputs["key"] == key
+    ]
+    config: dict[str, Any] = json.loads(found.inputs["content"])
+    return config
+
+
+@pytest.mark.parametrize("name", NODES)
+def test_the_agent_of_web_1_and_web_2_sends_the_data_volume_s_disk(
+    run: ProgramRun, name: str
+) -> None:
+    disk = agent_config_of(run, name)["metrics"]["metrics_collected"]["disk"]
+    assert disk["resources"] == ["/", "/srv/database"]
+    assert disk["append_dimensions"] == {"Node": name}
+
+
+def test_web_3_s_agent_sends_its_root_disk_only(run: ProgramRun) -> None:
+    config = agent_config_of(run, "web-3")
+    assert config["metrics"]["metrics_collected"]["disk"]["resources"] == ["/"]
+    assert "logs" in config, "still a web node's: its logs and exporter"
+
+
+@pytest.mark.parametrize(("name", "reports"), [("web-1", False), ("web-2", True)])
+def test_the_replica_s_node_runs_the_replication_report(
+    run: ProgramRun, name: str, reports: bool, tmp_path: Path
+) -> None:
+    """`install` (in the node's runcmd) enables the timers its config's role asks for: the
+    report on web-2 only, publishing in the namespace its role may publish in."""
+    document = userdata_of(run, name)
+    assert ["python3", DATABASE_NODE, "install", "--config", CONFIG_FILE] in document["runcmd"]
+    path = tmp_path / "config.json"
+    path.write_text(written(document, CONFIG_FILE))
+    config = database_node.Config.load(str(path))
+    report = f"{database_node.REPORT_UNIT}.timer"
+    assert (report in database_node.timers(config)) is reports
+    assert report in database_node.units(CONFIG_FILE)
+    assert config.metrics_namespace == "WebInfra/web-infra-dev"
+
+    def put(where: str) -> bool:
+        return allowed(
+            host_policies(run)[name].documents,
+            "cloudwatch:PutMetricData",
+            "*",
+            **{"cloudwatch:namespace": where},
+        )
+
+    assert put(config.metrics_namespace)
+    assert not put("WebInfra/web-infra-other")
+    assert not put("AWS/EC2")
+
+
+def test_the_program_watches_the_database_on_web_1_and_web_2(run: ProgramRun) -> None:
+    """Each node's data volume and the replica's replication, under the node's own `Node`,
+    with the thresholds of `dbMode: ec2`; their instance alarms stay the web nodes' (one each),
+    and no database host is watched."""
+    made = [
+        a.inputs["name"].removeprefix("web-infra-dev-")
+        for a in run.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+    ]
+    alarms = {
+        a.inputs["name"].removeprefix("web-infra-dev-"): a.inputs
+        for a in run.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+    }
+    assert len(made) == len(alarms), "no alarm made twice"
+    for name in NODES:
+        data = alarms[f"{name}-data-disk"]
+        assert data["dimensions"] == {"Node": name, "path": "/srv/database", "fstype": "ext4"}
+        assert (data["metricName"], data["threshold"]) == ("disk_used_percent", 80)
+        assert alarms[f"{name}-cpu"]["dimensions"] == {"InstanceId": node(run, name).id}
+    lag, stopped = alarms["web-2-replication-lag"], alarms["web-2-replication-stopped"]
+    assert (lag["metricName"], lag["dimensions"], lag["threshold"]) == (
+        "ReplicationLagSeconds",
+        {"Node": "web-2"},
+        30,
+    )
+    assert (stopped["metricName"], stopped["dimensions"]) == (
+        "ReplicationRunning",
+        {"Node": "web-2"},
+    )
+    assert (stopped["treatMissingData"], stopped["evaluationPeriods"]) == ("breaching", 3)
+    assert "web-3-data-disk" not in alarms
+    assert "web-1-replication-stopped" not in alarms
+    assert not [a for a in alarms if a.startswith("database-")]
+    (dashboard,) = run.of_type("aws:cloudwatch/dashboard:Dashboard")
+    body = json.loads(dashboard.inputs["dashboardBody"])
+    by_title = {w["properties"]["title"]: w["properties"] for w in body["widgets"]}
+    data_widget = by_title["Database hosts: data volume (/srv/database) used %"]
+    assert [m[-1]["label"] for m in data_widget["metrics"]] == [
+        "web-1 disk /srv/database",
+        "web-2 disk /srv/database",
+    ]
+    assert "Replication running (1) or stopped (0)" in by_title
+    assert "AWS/RDS" not in dashboard.inputs["dashboardBody"]

@@ -3,6 +3,7 @@ log groups and the dashboard, for 2 and 5 web nodes."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -10,6 +11,7 @@ import pytest
 from monitoring_harness import (
     ALARM,
     AWS_METRICS,
+    COLOCATED_HOSTS,
     DATABASE_HOSTS,
     PREFIX,
     PRIMARY,
@@ -512,3 +514,34 @@ def test_database_host_ids_only_without_rds() -> None:
     with pytest.raises(ValueError, match="only when the database is not RDS"):
         MonitoringArgs(**arguments).check()  # type: ignore[arg-type]
     MonitoringArgs(**{**arguments, "rds_events": False}).check()  # type: ignore[arg-type]
+
+
+# --- dbMode colocated: the database on web-1 and web-2 ------------------------------------------
+
+
+def test_web_1_and_web_2_s_database_is_watched_without_a_second_set_of_host_alarms() -> None:
+    """The data volumes and the replica's replication, on the nodes' own `Node`, each metric
+    one their agent (or the replica's report) publishes; the nodes' instance alarms are the web
+    nodes', made once, and web-3 is a plain web node."""
+    run = run_monitoring(3, colocated=True)
+    names = [r.inputs["name"].removeprefix(f"{PREFIX}-") for r in run.of_type(ALARM)]
+    assert len(names) == len(set(names)), "an alarm made twice"
+    stack = dataclasses.replace(shape(3), db_on_rds=False, database_hosts=COLOCATED_HOSTS)
+    alarms = run.alarms()
+    for host in COLOCATED_HOSTS:
+        assert per_host_keys(host) <= set(names)
+        inputs = alarms[f"{PREFIX}-{host}-data-disk"].inputs
+        assert inputs["dimensions"]["Node"] == host
+        metric = (
+            inputs["namespace"],
+            inputs["metricName"],
+            frozenset(inputs["dimensions"].items()),
+        )
+        assert metric in published_by_agent(stack, host), (host, "the agent does not publish it")
+    assert {n for n in names if "replication" in n} == {
+        "web-2-replication-lag",
+        "web-2-replication-stopped",
+    }
+    assert alarms[f"{PREFIX}-web-2-replication-lag"].inputs["dimensions"] == {"Node": "web-2"}
+    assert "web-3-data-disk" not in names
+    assert not [n for n in names if n.startswith(("database-", "db-"))], "nothing of RDS's"

@@ -82,9 +82,15 @@ def ec2_mode_stack(
 DATABASE_HOSTS = ("database-1", "database-2")
 
 
-def watch_database_hosts(clients: Clients, prefix: str, outputs: dict[str, Any]) -> None:
-    """What the monitoring component makes in ec2 mode, through the APIs: the catalogue's
-    database host alarms, and the dashboard of the stack with its database on hosts."""
+def watch_database_hosts(
+    clients: Clients,
+    prefix: str,
+    outputs: dict[str, Any],
+    hosts: tuple[str, str] = ("database-1", "database-2"),
+) -> None:
+    """What the monitoring component makes without RDS, through the APIs: the catalogue's
+    alarms of the hosts that run the database, and the dashboard of the stack with its
+    database on them (database-1 and database-2, or web-1 and web-2 with colocated)."""
     instances = [
         instance
         for reservation in clients.ec2.describe_instances()["Reservations"]
@@ -97,12 +103,12 @@ def watch_database_hosts(clients: Clients, prefix: str, outputs: dict[str, Any])
             refs[instance_ref(name.removeprefix(f"{prefix}-"))] = instance["InstanceId"]
     shape = StackShape(
         prefix, REGION, ("web-1", "web-2"), "database-1", "database-2", "db.t4g.micro", 20,
-        db_on_rds=False, database_hosts=DATABASE_HOSTS,
+        db_on_rds=False, database_hosts=hosts,
     )  # fmt: skip
     plan = catalogue(shape)
     cloudwatch = clients.client("cloudwatch")
     for spec in plan.alarms:
-        if spec.key.startswith(DATABASE_HOSTS):
+        if spec.key.startswith(hosts):
             put_alarm(cloudwatch, spec, prefix, refs, outputs["alarm_topic_arn"])
     cloudwatch.put_dashboard(
         DashboardName=prefix, DashboardBody=json.dumps(plan.dashboard_body(refs))
@@ -266,11 +272,13 @@ def colocated_stack(clients: Clients, *, encrypted: bool = True) -> dict[str, An
             VolumeId=volume["VolumeId"], InstanceId=node["InstanceId"], Device="/dev/sdf"
         )
     zone_name = f"{prefix}.internal"
-    return {
+    outputs = {
         **raw,
         "db_primary_endpoint": f"web-1.{zone_name}:3306",
         "db_replica_endpoint": f"web-2.{zone_name}:3306",
     }
+    watch_database_hosts(clients, prefix, outputs, hosts=("web-1", "web-2"))
+    return outputs
 
 
 def test_colocated_web_1_and_web_2_pass_as_the_database_and_rds_is_not_asked(
@@ -302,3 +310,34 @@ def test_colocated_a_node_without_its_encrypted_data_volume_fails(clients: Clien
     checks = database_checks(clients, raw)
     assert {n for n, c in checks.items() if not c.ok} == {"db replica"}
     assert "no volume at /dev/sdf" in checks["db replica"].found
+
+
+COLOCATED_ALARMS = [
+    "web-1-data-disk",
+    "web-2-data-disk",
+    "web-2-replication-lag",
+    "web-2-replication-stopped",
+]
+
+
+def test_colocated_web_1_and_web_2_s_database_alarms_and_dashboard_lines_are_expected(
+    clients: Clients,
+) -> None:
+    checks = monitoring_checks(clients, colocated_stack(clients))
+    for key in COLOCATED_ALARMS:
+        assert checks[f"alarm {key}"].ok, (key, checks[f"alarm {key}"].found)
+    assert "alarm web-1-replication-lag" not in checks, "the primary does not replicate"
+    assert "alarm web-3-data-disk" not in checks
+    assert not [name for name in checks if name.startswith(("alarm database-", "alarm db-"))]
+    failed = {name: c.found for name, c in checks.items() if name.startswith("alarm") and not c.ok}
+    assert failed == {}
+    assert checks["dashboard"].ok, checks["dashboard"].found
+
+
+def test_colocated_a_missing_data_volume_alarm_fails_by_name(clients: Clients) -> None:
+    raw = colocated_stack(clients)
+    prefix = raw["dashboard_url"].rsplit("/", 1)[-1]
+    clients.client("cloudwatch").delete_alarms(AlarmNames=[f"{prefix}-web-1-data-disk"])
+    checks = monitoring_checks(clients, raw)
+    failed = {name for name, check in checks.items() if name.startswith("alarm ") and not check.ok}
+    assert failed == {"alarm web-1-data-disk"}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tools.verify.aws import db_instance, live_instances, tags_of
-from tools.verify.outputs import Outputs, on_rds, on_web_nodes
+from tools.verify.outputs import Outputs, on_rds
 from tools.verify.report import Check, Facts
 from userdata.metric_catalog import (
     COMPARISON_SIGNS,
@@ -49,11 +49,11 @@ def _monitored(ec2: Any, rds: Any, outputs: Outputs) -> _Monitored:
     refs: dict[Ref, str] = {HEALTH_CHECK: outputs.monitoring.health_check_id}
     primary_id = outputs.db_primary_endpoint.identifier
     replica_id = outputs.db_replica_endpoint.identifier
-    # Without RDS the endpoints name the hosts that run the database (database-1, database-2):
-    # their instance, data volume and replication alarms are expected.
-    # On web-1 and web-2 (dbMode colocated) the web nodes' alarms watch them.
-    database_hosts = () if on_rds(outputs) or on_web_nodes(outputs) else (primary_id, replica_id)
-    hosts = (LOAD_BALANCER, *outputs.web_node_names, *database_hosts)
+    # Without RDS the endpoints name the hosts that run the database (database-1, database-2,
+    # or web-1 and web-2 with dbMode colocated): their data volume and replication alarms are
+    # expected, and the instance alarms of database hosts that are no web node.
+    database_hosts = () if on_rds(outputs) else (primary_id, replica_id)
+    hosts = tuple(dict.fromkeys((LOAD_BALANCER, *outputs.web_node_names, *database_hosts)))
     roles = {"Name": "tag:Role", "Values": ["load-balancer", "web", DATABASE]}
     load_balancers: set[str] = set()
     for instance in live_instances(ec2, [vpc, roles]):
