@@ -13,6 +13,7 @@ import signal
 from lab import processes
 from lab.load_balancers import LoadBalancers
 from lab.state import daemon_of
+from settings.web_tier import web_node_names
 
 
 class HostFaults(LoadBalancers):
@@ -63,3 +64,16 @@ class HostFaults(LoadBalancers):
                 processes.wait_until(
                     self._ready_check(state, instance, spec.kind), daemon_of(spec), what=spec.name
                 )
+        if instance.role == "load-balancer":
+            # A fresh HAProxy's slots start without an address (init-addr none) and need two
+            # good checks: it is back in the pair once it sees every running web node UP.
+            nodes = [state.current(n) for n in web_node_names(state.settings.web_node_count)]
+            running = [n.host for n in nodes if n.daemons and all(d.running() for d in n.daemons)]
+            topology = self.topology(state)
+            processes.wait_until(
+                lambda: all(
+                    self.rotation(topology, instance.host).get(node) == "UP" for node in running
+                ),
+                daemon_of(self._haproxy(state, instance.host)),
+                what=f"{instance.host}'s HAProxy to see every running web node UP",
+            )

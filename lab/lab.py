@@ -39,7 +39,7 @@ from typing import Any
 from lab import acme, aws, dns, mariadb, metrics, processes, public_address
 from lab.localize import LabError
 from lab.operations import Operations
-from lab.state import Spec, State, daemon_of
+from lab.state import Spec, State
 from lab.topology import Ports, Topology
 from settings.web_tier import web_node_names
 
@@ -170,15 +170,6 @@ class Lab(Operations):
         topology = self.topology(state)
         for instance, _ in launched:
             self._await_rotation(state, topology, instance.host, every_node_up)
-
-    def _await_rotation(
-        self, state: State, topology: Topology, load_balancer: str, wanted: dict[str, str]
-    ) -> None:
-        processes.wait_until(
-            lambda: self.rotation(topology, load_balancer) == wanted,
-            daemon_of(self._haproxy(state, load_balancer)),
-            what=f"{load_balancer}'s HAProxy to see every web node UP",
-        )
 
     def down(self) -> list[str]:
         """Stop every daemon the lab recorded, by PID, and remove the state folder."""

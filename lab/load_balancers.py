@@ -17,8 +17,8 @@ from components.readiness_wait import userdata_sha256
 from lab import acme, aws, processes, public_address
 from lab.hosts import Hosts
 from lab.localize import LabError
-from lab.state import Instance, Spec, State
-from lab.topology import HOLDER, Ports
+from lab.state import Instance, Spec, State, daemon_of
+from lab.topology import HOLDER, Ports, Topology
 
 
 class LoadBalancers(Hosts):
@@ -93,6 +93,15 @@ class LoadBalancers(Hosts):
         if state.settings.domain and not self._certbots(state, instance):
             userdata = self._userdata(state.settings)[0][instance.host]
             self._obtain_certificate(state, instance, self._certificate_steps(instance, userdata))
+
+    def _await_rotation(
+        self, state: State, topology: Topology, load_balancer: str, wanted: dict[str, str]
+    ) -> None:
+        processes.wait_until(
+            lambda: self.rotation(topology, load_balancer) == wanted,
+            daemon_of(self._haproxy(state, load_balancer)),
+            what=f"{load_balancer}'s HAProxy to see every web node UP",
+        )
 
     def _ready_peer(self, state: State, host: str) -> Instance | None:
         """The other load balancer of the pair, if its HAProxy runs and sees a web node UP."""
