@@ -1,5 +1,5 @@
 """Every registration the program makes, pinned: type, name, inputs, the names of what it waits
-for, its parent and its options, for the default stack and a five-node stack with a domain;
+for, its parent and its options, for the default stack, a five-node stack with a domain and one of each MariaDB `dbMode`;
 and the userdata the lab renders for the same stacks.
 
 Guards a refactoring of how the program is composed (which module builds which tier, which
@@ -41,6 +41,9 @@ STACKS: dict[str, dict[str, Any]] = {
         "acmeEmail": "ops@example.com",
         "publicZoneId": "Z0PUBLIC12345",
     },
+    # The database tier's other variants: MariaDB on hosts of its own, and on web-1 and web-2.
+    "db-ec2": {"dbMode": "ec2"},
+    "db-colocated": {"dbMode": "colocated", "webNodeCount": 3},
 }
 
 
