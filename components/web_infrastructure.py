@@ -4,9 +4,10 @@ Build order follows the data: the network and firewall first; the database tier 
 database secret next (the web tier's role names that secret, which does not wait for the
 database); then the web nodes and HAProxy, whose userdata only names hosts in the private zone,
 each behind a readiness gate; last, the zone's records, which point those names at the addresses
-of hosts that serve. The database tier is a variant chosen by `dbMode` (`components.database`):
-RDS and the bootstrap function that creates the app's user, or database hosts of the stack's
-own, which boot once the private zone holds their names.
+of hosts that serve. The database tier is a variant chosen by `dbMode`
+(`components.database_modes`): RDS and the bootstrap function that creates the app's user, or
+MariaDB hosts of the stack's own (two of their own, or web-1 and web-2), which boot once the
+private zone holds their names.
 
 The constructor is that sequence and nothing else: each step is a method with one job that
 takes the slice of settings its tier needs into the tier's typed args (a new mode of a tier is a
@@ -20,44 +21,25 @@ means the stack serves, and a change never routes a request to a host that does 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import pulumi
-import pulumi_aws as aws
 
 from components.artifacts import Artifacts, ArtifactsArgs
-from components.colocated_database import ColocatedDatabase
-from components.database import Database, DatabaseArgs, DatabaseLaunch, DatabaseTier, RdsTier
-from components.database_bootstrap import (
-    DatabaseBootstrap,
-    DatabaseBootstrapArgs,
-    app_secret_name,
-)
-from components.database_hosts import (
-    DatabaseHost,
-    DatabaseHosts,
-    DatabaseHostsArgs,
-    UserdataRenderer,
-)
+from components.database import DatabaseLaunch, DatabaseTier
+from components.database_hosts import DatabaseHosts
+from components.database_modes import database_tier
 from components.firewall import Firewall, FirewallArgs
 from components.hardened_instance import ubuntu_ami
 from components.internal_dns import HostRecords, InternalDns, InternalDnsArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs, LoadBalancerHost
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
+from components.placement import Placement
 from components.readiness_gate import GateSettings
 from components.rendered_hosts import (
-    APP_USERNAME,
-    DATABASE_NAME,
-    MASTER_USERNAME,
-    REPLICATION_USERNAME,
     RenderedHosts,
-    backup_bucket_name,
-    colocated_web_userdata,
-    database_host_resources,
-    database_host_userdata,
     metrics_agent_policies,
     readiness_report,
     render_hosts,
@@ -67,11 +49,9 @@ from components.stack_outputs import STACK_OUTPUTS
 from components.web_tier import WebNode, WebTier, WebTierArgs
 from settings import AwsProviderSettings, Settings
 from settings import colocated_database as colocated_shape
-from settings import database_hosts as database_shape
 from settings.instance_types import cpu_architecture
 from settings.load_balancers import PAIR, fixed_private_ip
-from userdata import cloud_config, web_node_config
-from userdata.metric_catalog import DATABASE
+from userdata import cloud_config
 
 
 class WebInfrastructure(pulumi.ComponentResource):
@@ -143,159 +123,8 @@ class WebInfrastructure(pulumi.ComponentResource):
         )
 
     def _database(self, settings: Settings, where: Placement) -> DatabaseTier:
-        """The database tier in the variant `dbMode` asks for."""
-        if settings.db_mode == "ec2":
-            return self._database_hosts(settings, where)
-        if settings.db_mode == "colocated":
-            return self._colocated_database(settings, where)
-        database = self._rds(settings)
-        return RdsTier(database, self._database_bootstrap(settings, database))
-
-    def _rds(self, settings: Settings) -> Database:
-        return Database(
-            f"{self._prefix}-database",
-            DatabaseArgs(
-                primary_identifier=settings.db_primary_identifier,
-                replica_identifier=settings.db_replica_identifier,
-                database_name=DATABASE_NAME,
-                master_username=MASTER_USERNAME,
-                instance_class=settings.db_instance_class,
-                allocated_storage_gb=settings.db_allocated_storage_gb,
-                max_allocated_storage_gb=settings.db_max_allocated_storage_gb,
-                apply_immediately=settings.db_apply_immediately,
-                backup_retention_days=settings.db_backup_retention_days,
-                multi_az=settings.db_multi_az,
-                deletion_protection=settings.deletion_protection,
-                subnet_ids=[s.id for s in self.network.private_subnets],
-                security_group_id=self.firewall.database_group_id,
-            ),
-            opts=self._child,
-        )
-
-    def _database_bootstrap(self, settings: Settings, database: Database) -> DatabaseBootstrap:
-        """The app's own user and secret; only the bootstrap reads the master secret."""
-        group = self.firewall.database_bootstrap_group_id
-        if group is None:
-            raise AssertionError("RDS's bootstrap needs its security group")
-        return DatabaseBootstrap(
-            f"{self._prefix}-database-bootstrap",
-            DatabaseBootstrapArgs(
-                name_prefix=self._prefix,
-                secret_name=app_secret_name(self._prefix),
-                app_username=APP_USERNAME,
-                database_name=DATABASE_NAME,
-                primary_address=database.primary_address,
-                port=cloud_config.MYSQL_PORT,
-                master_secret_arn=database.master_secret_arn,
-                subnet_ids=[s.id for s in self.network.private_subnets],
-                security_group_id=group,
-                ca_bundle_url=web_node_config.RDS_CA_URL,
-                log_retention_days=settings.log_retention_days,
-                run_after=[self.network, self.firewall],
-            ),
-            opts=self._child,
-        )
-
-    def _database_hosts(self, settings: Settings, where: Placement) -> DatabaseHosts:
-        """`dbMode: ec2`: the hosts' secrets, certificates, volumes and backups; the hosts
-        themselves boot in `_launch_database`, once the private zone exists."""
-
-        def render_userdata(host: str, **made: Any) -> str:
-            resources = database_host_resources(**made)
-            return database_host_userdata(
-                settings, where.region, where.account_id, resources, host
-            )[0]
-
-        return DatabaseHosts(
-            f"{self._prefix}-database-hosts",
-            self._mariadb_args(
-                settings,
-                where,
-                database_shape.HOSTS,
-                database_shape.ROLES,
-                instance_type=settings.db_instance_type,
-                security_group_id=self.firewall.database_group_id,
-                render_userdata=render_userdata,
-                metrics_agent_policy=metrics_agent_policies(
-                    settings, where.region, where.account_id
-                )[DATABASE],
-            ),
-            opts=self._child,
-        )
-
-    def _colocated_database(self, settings: Settings, where: Placement) -> ColocatedDatabase:
-        """`dbMode: colocated`: the same database on web-1 and web-2, which the web tier boots
-        with what `_launch_database` makes for them."""
-
-        def render_userdata(host: str, **made: Any) -> str:
-            resources = database_host_resources(**made)
-            return colocated_web_userdata(
-                settings, where.region, where.account_id, resources, host
-            )[0]
-
-        return ColocatedDatabase(
-            f"{self._prefix}-colocated-database",
-            self._mariadb_args(
-                settings,
-                where,
-                colocated_shape.HOSTS,
-                colocated_shape.ROLES,
-                instance_type=settings.instance_type,
-                security_group_id=self.firewall.web_group_id,
-                render_userdata=render_userdata,
-                # The web nodes' own agent runs on web-1 and web-2; their roles hold its policy.
-                metrics_agent_policy=metrics_agent_policies(
-                    settings, where.region, where.account_id
-                )["web"],
-            ),
-            opts=self._child,
-        )
-
-    def _mariadb_args(
-        self,
-        settings: Settings,
-        where: Placement,
-        names: Sequence[str],
-        roles: Mapping[str, str],
-        *,
-        instance_type: str,
-        security_group_id: pulumi.Input[str],
-        render_userdata: UserdataRenderer,
-        metrics_agent_policy: str,
-    ) -> DatabaseHostsArgs:
-        """The MariaDB primary and replica on `names`: the first in the first zone's private
-        subnet, the second in the second's, each at the fixed address reserved there."""
-        subnets = self.network.private_subnets
-        readiness = readiness_report(settings, where.region)
-        return DatabaseHostsArgs(
-            name_prefix=self._prefix,
-            hosts=[
-                DatabaseHost(
-                    name=host,
-                    role=roles[host],
-                    subnet_id=subnets[i].id,
-                    availability_zone=where.zones[i],
-                    private_ip=database_shape.fixed_private_ip(settings.vpc_cidr, i),
-                    reserved_cidr=database_shape.reserved_cidr(settings.vpc_cidr, i),
-                    ready_parameter=readiness.parameter(host),
-                )
-                for i, host in enumerate(names)
-            ],
-            instance_type=instance_type,
-            data_volume_gb=settings.db_allocated_storage_gb,
-            security_group_id=security_group_id,
-            zone_name=settings.internal_zone,
-            usernames={
-                "admin": MASTER_USERNAME,
-                "replication": REPLICATION_USERNAME,
-                "app": APP_USERNAME,
-            },
-            app_secret_name=app_secret_name(self._prefix),
-            backup_bucket_name=backup_bucket_name(settings, where.account_id, where.region),
-            backup_retention_days=settings.db_backup_retention_days,
-            render_userdata=render_userdata,
-            metrics_agent_policy=metrics_agent_policy,
-        )
+        """The database tier in the variant `dbMode` asks for (`components.database_modes`)."""
+        return database_tier(settings, where, self.network, self.firewall, self._child)
 
     def _launch_database(self, hosts: Hosts, dns: InternalDns) -> None:
         """The database tier's own hosts, if it has any, named in the private zone."""
@@ -536,32 +365,6 @@ class WebInfrastructure(pulumi.ComponentResource):
         if missing:
             raise AssertionError(f"outputs and STACK_OUTPUTS disagree on {sorted(missing)}")
         return outputs
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where the stack runs, as AWS answers for the deploying credentials."""
-
-    region: str
-    account_id: str
-    zones: Sequence[str]
-
-    @staticmethod
-    def look_up(parent: pulumi.Resource) -> Placement:
-        invoke = pulumi.InvokeOptions(parent=parent)
-        region = aws.get_region(opts=invoke).region
-        account_id = aws.get_caller_identity(opts=invoke).account_id
-        zones = aws.get_availability_zones(
-            state="available",
-            # Local Zones and Wavelength Zones need opting in and lack instance types we use.
-            filters=[
-                aws.GetAvailabilityZonesFilterArgs(
-                    name="opt-in-status", values=["opt-in-not-required"]
-                )
-            ],
-            opts=invoke,
-        ).names
-        return Placement(region, account_id, zones)
 
 
 @dataclass(frozen=True)
