@@ -16,10 +16,16 @@ from __future__ import annotations
 import ipaddress
 
 from settings.load_balancers import SUBNETS_PER_VPC_SPLIT
+from settings.web_tier import MAX_WEB_NODES, database_connections_needed
 
 HOSTS = ("database-1", "database-2")
 """In replacement order: the primary first, the replica after the primary serves."""
 ROLES = {"database-1": "primary", "database-2": "replica"}
+MAX_CONNECTIONS = database_connections_needed(MAX_WEB_NODES)
+"""MariaDB's max_connections on the database's hosts (`ec2` and `colocated`): every connection
+the largest web tier may open (20 nodes: 250), so a scale-out never needs a bigger limit and
+never changes (and so replaces) a database host. MariaDB's default, 151, would stop at 11 nodes.
+A connection's buffers are allocated while it is open: idle slots cost nothing."""
 RESERVED_OFFSET = 16
 """The reservation's first address in its subnet: the 17th, a /28 boundary in any subnet of a
 /24 VPC or larger, clear of AWS's first four."""

@@ -11,6 +11,7 @@ import difflib
 from collections.abc import Mapping
 from typing import Any
 
+from settings import database_hosts as database_shape
 from settings.aws_provider import parse_aws_provider
 from settings.colocated_database import COLOCATED_MIN_WEB_NODES
 from settings.errors import SettingsError, shown, shown_key
@@ -31,9 +32,8 @@ from settings.web_tier import (
 )
 from userdata.metric_catalog import estimated_max_connections, rds_class_memory_gib
 
-MARIADB_MAX_CONNECTIONS = 151
-"""The database hosts' limit (`dbMode: ec2` and `colocated`): MariaDB's default
-max_connections, which they keep."""
+MARIADB_MAX_CONNECTIONS = database_shape.MAX_CONNECTIONS
+"""The database hosts' limit (`dbMode: ec2` and `colocated`): the max_connections they set."""
 MARIADB_MODES = ("ec2", "colocated")
 """The modes that run MariaDB on EC2 instances of the stack's own."""
 
@@ -204,7 +204,7 @@ def _cross_key_problems(fields: dict[str, Any]) -> list[str]:
             problems.append(
                 f"{NAMESPACE}:webNodeCount = {nodes} may open {needed} connections to each "
                 f"database, but MariaDB on the database hosts allows {MARIADB_MAX_CONNECTIONS} "
-                f"(its default max_connections): use at most {fits} web nodes with "
+                f"(their max_connections): use at most {fits} web nodes with "
                 f"{NAMESPACE}:dbMode = {mode!r}"
             )
     storage, ceiling = (

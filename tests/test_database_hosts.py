@@ -459,6 +459,7 @@ def test_the_host_config_is_the_scripts_interface(run: ProgramRun, host: str, ro
             "retention_days": 9,
         },
         "metrics": {"namespace": "WebInfra/web-infra-dev"},
+        "max_connections": 250,
     }
     (entry,) = [f for f in document["write_files"] if f["path"] == CONFIG_FILE]
     assert entry["permissions"] == "0640"

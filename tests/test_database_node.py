@@ -36,6 +36,7 @@ from components.database import MAX_CONNECT_ERRORS
 from components.functions import app_db_user
 from lab import processes
 from lab.certificates import CertificateAuthority
+from settings import database_hosts as database_shape
 from userdata.metric_catalog.table import METRICS
 from userdata.scripts import database_node
 
@@ -211,6 +212,7 @@ def make_node(
         "backup": {"bucket": BUCKET, "prefix": "database/", "retention_days": 7},
         "bind_address": address,
         "metrics": {"namespace": NAMESPACE},
+        "max_connections": database_shape.MAX_CONNECTIONS,
     }
     return Node(role, address, root, config)
 
@@ -393,6 +395,8 @@ def test_the_primary_installs_and_bootstraps_users_that_need_tls(cluster: Cluste
     ):
         assert line in settings
     assert "read_only" not in settings
+    # Room for every connection 20 web nodes may open, not MariaDB's default 151.
+    assert primary.sql("SELECT @@max_connections") == "250"
     key = Path(primary.config["tls"]["key_file"])
     assert key.stat().st_mode & 0o777 == 0o600
     assert key.stat().st_uid == _mysql_ids()[0]

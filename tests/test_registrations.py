@@ -1,6 +1,6 @@
 """Every registration the program makes, pinned: type, name, inputs, the names of what it waits
-for, its parent and its options, for the default stack, a five-node stack with a domain and one of each MariaDB `dbMode`;
-and the userdata the lab renders for the same stacks.
+for, its parent and its options, for the default stack, a five-node stack with a domain and a
+stack of each MariaDB `dbMode`; and the userdata the lab renders for the same stacks.
 
 Guards a refactoring of how the program is composed (which module builds which tier, which
 helper renders which host) against changing what the engine sees: a different name, type or

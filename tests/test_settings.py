@@ -375,24 +375,26 @@ def test_keys_of_the_other_modes_are_refused_when_colocated_with_a_fix(
     assert message.count(" configures ") == 1
 
 
-def test_the_colocated_database_takes_every_connection_the_web_tier_may_open() -> None:
-    """The same MariaDB limit as the database hosts': every node opens connections to web-1's
-    and web-2's databases."""
-    assert load_settings({"dbMode": "colocated", "webNodeCount": 11}, stack="dev")
+@pytest.mark.parametrize("mode", ["ec2", "colocated"])
+def test_the_database_hosts_take_every_connection_the_largest_web_tier_may_open(mode: str) -> None:
+    """The RDS class's limit does not apply to MariaDB on the stack's own hosts: they set
+    max_connections for 20 nodes (MariaDB's default, 151, would stop at 11)."""
+    settings = load_settings({"dbMode": mode, "webNodeCount": 20}, stack="dev")
+    assert settings.web_node_count == 20
+    assert loader.MARIADB_MAX_CONNECTIONS == database_connections_needed(20) == 250
+
+
+def test_a_web_tier_beyond_the_database_hosts_limit_is_refused_with_what_fits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Should the node limit ever outgrow the hosts' max_connections, the settings say so."""
+    monkeypatch.setattr(loader, "MARIADB_MAX_CONNECTIONS", 151)
+    assert load_settings({"dbMode": "ec2", "webNodeCount": 11}, stack="dev").web_node_count == 11
     with pytest.raises(SettingsError) as error:
         load_settings({"dbMode": "colocated", "webNodeCount": 12}, stack="dev")
     assert "webNodeCount = 12 may open 154 connections" in str(error.value)
-    assert "at most 11 web nodes with web-infra:dbMode = 'colocated'" in str(error.value)
-
-
-def test_the_database_hosts_take_every_connection_the_web_tier_may_open() -> None:
-    """The RDS class's limit does not apply to the hosts; MariaDB's default does."""
-    assert load_settings({"dbMode": "ec2", "webNodeCount": 11}, stack="dev").web_node_count == 11
-    with pytest.raises(SettingsError) as error:
-        load_settings({"dbMode": "ec2", "webNodeCount": 12}, stack="dev")
-    assert "webNodeCount = 12 may open 154 connections" in str(error.value)
     assert "MariaDB on the database hosts allows 151" in str(error.value)
-    assert "at most 11 web nodes" in str(error.value)
+    assert "at most 11 web nodes with web-infra:dbMode = 'colocated'" in str(error.value)
 
 
 # --- the value parsers on their own: bounds, what they return, what their refusals say ---

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from settings import database_hosts as database_shape
 from userdata import cloud_config, web_node_config
 from userdata.cloudwatch_agent import merge_fragment
 from userdata.metric_catalog import DATA_VOLUME_MOUNT
@@ -108,6 +109,7 @@ class DatabaseHostConfig:
                         "retention_days": self.retention_days,
                     },
                     "metrics": {"namespace": self.metrics_namespace},
+                    "max_connections": database_shape.MAX_CONNECTIONS,
                 },
                 indent=2,
             )

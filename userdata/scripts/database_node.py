@@ -176,6 +176,9 @@ class Config:
     clients: str = "%"
     metrics_namespace: str = ""
     """The stack's CloudWatch namespace, where the replica reports its replication."""
+    max_connections: int = 151
+    """Every connection the largest web tier may open (the program's setting; 151 is
+    MariaDB's own default)."""
 
     @property
     def primary(self) -> bool:
@@ -216,6 +219,7 @@ class Config:
                 bind_address=raw.get("bind_address", "0.0.0.0"),  # noqa: S104
                 clients=raw.get("clients", "%"),
                 metrics_namespace=str(raw.get("metrics", {}).get("namespace", "")),
+                max_connections=int(raw.get("max_connections", 151)),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise Failure(f"the config {path} lacks or mistypes {error}") from None
@@ -536,6 +540,7 @@ def server_settings(host: Host, config: Config) -> str:
         "skip_name_resolve = ON",
         "character_set_server = utf8mb4",
         f"max_connect_errors = {MAX_CONNECT_ERRORS}",
+        f"max_connections = {config.max_connections}",
         "log_bin = binlog",
         f"log_basename = {config.host_name}",
         "binlog_format = ROW",
