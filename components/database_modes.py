@@ -11,7 +11,7 @@ MariaDB variants boot their hosts later, once the private zone holds their names
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,7 @@ from components.rendered_hosts import (
     DATABASE_NAME,
     MASTER_USERNAME,
     REPLICATION_USERNAME,
+    DatabaseHostResources,
     backup_bucket_name,
     colocated_web_userdata,
     database_host_resources,
@@ -50,6 +51,7 @@ from settings import colocated_database as colocated_shape
 from settings import database_hosts as database_shape
 from userdata import cloud_config, web_node_config
 from userdata.metric_catalog import DATABASE
+from userdata.shipping import ShippedFile
 
 
 def database_tier(
@@ -66,6 +68,12 @@ def database_tier(
     if settings.db_mode == "colocated":
         return modes.colocated_database()
     return modes.rds()
+
+
+_HostRenderer = Callable[
+    [Settings, str, str, DatabaseHostResources, str], tuple[str, list[ShippedFile]]
+]
+"""`rendered_hosts.database_host_userdata` or `colocated_web_userdata`."""
 
 
 @dataclass(frozen=True)
@@ -132,25 +140,15 @@ class _Modes:
     def database_hosts(self) -> DatabaseHosts:
         """`dbMode: ec2`: the hosts' secrets, certificates, volumes and backups; the hosts
         themselves boot in `DatabaseTier.launch`, once the private zone exists."""
-        settings, where = self.settings, self.where
-
-        def render_userdata(host: str, **made: Any) -> str:
-            resources = database_host_resources(**made)
-            return database_host_userdata(
-                settings, where.region, where.account_id, resources, host
-            )[0]
-
         return DatabaseHosts(
             f"{self._prefix}-database-hosts",
             self._mariadb_args(
                 database_shape.HOSTS,
                 database_shape.ROLES,
-                instance_type=settings.db_instance_type,
+                instance_type=self.settings.db_instance_type,
                 security_group_id=self.firewall.database_group_id,
-                render_userdata=render_userdata,
-                metrics_agent_policy=metrics_agent_policies(
-                    settings, where.region, where.account_id
-                )[DATABASE],
+                render_userdata=self._renderer(database_host_userdata),
+                metrics_agent_policy=self._agent_policy(DATABASE),
             ),
             opts=self.opts,
         )
@@ -158,29 +156,33 @@ class _Modes:
     def colocated_database(self) -> ColocatedDatabase:
         """`dbMode: colocated`: the same database on web-1 and web-2, which the web tier boots
         with what `DatabaseTier.launch` makes for them."""
-        settings, where = self.settings, self.where
-
-        def render_userdata(host: str, **made: Any) -> str:
-            resources = database_host_resources(**made)
-            return colocated_web_userdata(
-                settings, where.region, where.account_id, resources, host
-            )[0]
-
         return ColocatedDatabase(
             f"{self._prefix}-colocated-database",
             self._mariadb_args(
                 colocated_shape.HOSTS,
                 colocated_shape.ROLES,
-                instance_type=settings.instance_type,
+                instance_type=self.settings.instance_type,
                 security_group_id=self.firewall.web_group_id,
-                render_userdata=render_userdata,
+                render_userdata=self._renderer(colocated_web_userdata),
                 # The web nodes' own agent runs on web-1 and web-2; their roles hold its policy.
-                metrics_agent_policy=metrics_agent_policies(
-                    settings, where.region, where.account_id
-                )["web"],
+                metrics_agent_policy=self._agent_policy("web"),
             ),
             opts=self.opts,
         )
+
+    def _renderer(self, render: _HostRenderer) -> UserdataRenderer:
+        """A host's userdata from what AWS and pulumi-tls made for it, by `render` (pure)."""
+        settings, where = self.settings, self.where
+
+        def render_userdata(host: str, **made: Any) -> str:
+            resources = database_host_resources(**made)
+            return render(settings, where.region, where.account_id, resources, host)[0]
+
+        return render_userdata
+
+    def _agent_policy(self, role: str) -> str:
+        """The metrics agent's policy of the role whose agent runs on the database's hosts."""
+        return metrics_agent_policies(self.settings, self.where.region, self.where.account_id)[role]
 
     def _mariadb_args(
         self,
