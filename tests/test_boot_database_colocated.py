@@ -8,9 +8,10 @@ Then web-1 and web-2 boot their own userdata, the web node's with the database's
 primary creates the users and takes the first backup, the replica seeds itself from it and
 replicates over verified TLS. Proven here, and no more (the rest is `dbMode: ec2`'s, whose
 boot test proves the same script): replication comes up by itself, a write through the load
-balancer is read back from the replica, and web-1 replaced under a stream of keyed writes
-loses no acknowledged write and stores none twice; how long writes stop is measured; every
-AWS call web-1 and web-2 made is one their roles' rendered policies allow.
+balancer is read back from the replica, web-1 replaced under a stream of keyed writes
+loses no acknowledged write and stores none twice (how long writes stop is measured); web-2
+killed, reads come from web-1's primary, and its replacement on the same volume resumes
+replicating; every AWS call web-1 and web-2 made is one their roles' rendered policies allow.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 import pytest
 from boot_support import database_lab, mariadb, require_boot_capabilities
 from iam_support import bind, host_policies, instance_context
+from test_boot_database_ec2 import read_source
 
 from lab import checks
 from lab.boot import standins
@@ -172,6 +174,44 @@ def test_web_1_replaced_under_keyed_writes_loses_none_and_stores_none_twice(
     container = lab.container(lab.load().host("web-1"))
     output = container.execute("cat", "/var/log/cloud-init-output.log").stdout
     assert "holds no filesystem" not in output, "the replacement formatted the data volume"
+
+
+def test_web_2_killed_reads_come_from_web_1_and_its_replacement_resumes_replicating(
+    lab: BootLab,
+) -> None:
+    """web-2 dies, its web node and the replica with it: HAProxy takes it out, web-1's app
+    reads from the primary, and writes go on. A new instance takes its place (what EC2's
+    recovery or `pulumi up` does for a dead instance) on the same volume, left unclean by the
+    power-off: it resumes replicating where the dead one stopped, without seeding itself
+    again, and has every write; reads come from the replica again."""
+    assert read_source(lab.url()) == (200, "replica")
+    started = time.monotonic()
+    lab.kill("web-2")
+    sources = []
+    while time.monotonic() < started + 60:
+        sources.append(read_source(lab.url()))
+        if sources[-1] == (200, "primary"):
+            break
+        time.sleep(0.5)
+    MEASURED["web-2 killed to a read from the primary"] = time.monotonic() - started
+    assert sources[-1] == (200, "primary"), sources[-10:]
+    assert [read_source(lab.url()) for _ in range(10)] == [(200, "primary")] * 10
+    assert [post(lab.url(), key) for key in range(10_000, 10_005)] == [201] * 5
+    MEASURED["web-2 replaced after it died (to booted)"] = lab.replace("web-2")
+    deadline = time.monotonic() + 60
+    while missing := set(texts(lab, "web-1")) - set(texts(lab, "web-2")):
+        assert time.monotonic() < deadline, f"the new replica lacks {sorted(missing)[:5]}"
+        time.sleep(1)
+    assert lab.status()["replication"].startswith("replicating")
+    output = lab.container(lab.load().host("web-2")).execute(
+        "cat", "/var/log/cloud-init-output.log"
+    )
+    assert "holds no filesystem" not in output.stdout, "the replacement formatted the volume"
+    assert "seeded from" not in output.stdout, "the replacement seeded itself again"
+    deadline = time.monotonic() + 60
+    while (answered := read_source(lab.url())) != (200, "replica"):
+        assert time.monotonic() < deadline, f"reads did not return to the replica: {answered}"
+        time.sleep(1)
 
 
 # --- IAM: web-1's and web-2's calls, against their roles' rendered policies -------------------
