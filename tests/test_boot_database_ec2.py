@@ -8,8 +8,9 @@ data volume (a loop device as `/dev/xvdf`). Nothing then touches MariaDB but the
 waits for it, seeds itself from that backup and replicates over verified TLS; the web nodes
 verify both with the stack's CA. Then: a write through the load balancer is read back from
 the replica; the primary's host replaced under a stream of writes (the same volume attached to
-the new instance) loses no acknowledged write; the replica's host killed, the reads come from
-the primary.
+the new instance) loses no acknowledged write; the backup units, run as their timers run them,
+fill the bucket from the primary only; the replica's host killed, the reads come from the
+primary.
 """
 
 from __future__ import annotations
@@ -31,7 +32,13 @@ from lab.boot import standins
 from lab.boot.bootlab import BootLab
 from tools.verify import HttpFailure, http_request
 from userdata.database_host import CONFIG_FILE, DATABASE_NODE, MOUNT
-from userdata.scripts.database_node import NODE_DIMENSION, REPORT_UNIT, RUNNING_METRIC
+from userdata.scripts.database_node import (
+    BACKUP_UNIT,
+    BINLOG_UNIT,
+    NODE_DIMENSION,
+    REPORT_UNIT,
+    RUNNING_METRIC,
+)
 
 HOSTS = ("database-1", "database-2")
 ZONE = "dev.web-infra.internal"
@@ -216,6 +223,44 @@ def test_the_replica_replaced_keeps_its_volume_and_catches_up(lab: BootLab) -> N
     output = container.execute("cat", "/var/log/cloud-init-output.log").stdout
     assert "holds no filesystem" not in output, "the replacement formatted the data volume"
     assert "seeded from" not in output, "the replacement seeded itself again instead of resuming"
+
+
+def bucket_keys(lab: BootLab, folder: str) -> set[str]:
+    """The backup bucket's keys under `database/<folder>/`."""
+    state = lab.load()
+    s3 = standins.aws_client("s3", state.region, lab.authority)
+    (bucket,) = [b["Name"] for b in s3.list_buckets()["Buckets"] if b["Name"].endswith("-backups")]
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=f"database/{folder}/"
+    )
+    return {item["Key"] for page in pages for item in page.get("Contents", [])}
+
+
+def test_the_backup_timers_services_run_as_systemd_runs_them(lab: BootLab) -> None:
+    """The later runs of the backups, as their timers start them (the units' own command,
+    user and environment, not the test's): on the primary, a full backup and the binary logs
+    since land in the bucket; on the replica, both do nothing, by design."""
+    primary = lab.container(lab.load().host("database-1"))
+    replica = lab.container(lab.load().host("database-2"))
+    for container in (primary, replica):
+        timers = [f"{BACKUP_UNIT}.timer", f"{BINLOG_UNIT}.timer"]
+        active = container.execute("systemctl", "is-active", *timers).stdout.split()
+        assert active == ["active", "active"], (container.name, active)
+    full, binlogs = bucket_keys(lab, "full"), bucket_keys(lab, "binlog")
+    posted = http_request(
+        "POST", f"{lab.url().rstrip('/')}/api/messages", timeout=5, payload={"text": "timers"}
+    )
+    assert posted.status == 201
+    for container in (replica, primary):
+        for unit in (BACKUP_UNIT, BINLOG_UNIT):
+            started = time.monotonic()
+            ran = container.execute("systemctl", "start", f"{unit}.service", timeout=600)
+            assert ran.returncode == 0, (container.name, unit, ran.stderr)
+            MEASURED[f"{unit}.service on {container.name}"] = time.monotonic() - started
+        if container is replica:
+            assert (bucket_keys(lab, "full"), bucket_keys(lab, "binlog")) == (full, binlogs)
+    assert len(bucket_keys(lab, "full") - full) >= 1, "no new full backup"
+    assert bucket_keys(lab, "binlog") - binlogs, "no binary log shipped"
 
 
 RESTORE_BLOCK = re.compile(
