@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from moto import mock_aws
-from verify_fixtures import REGION, Clients, build_stack, launch, put_alarm
+from verify_fixtures import REGION, Clients, admit, build_stack, launch, put_alarm
 
 from tools import verify
 from tools.verify.aws import aws_session
@@ -47,17 +47,7 @@ def ec2_mode_stack(
     raw = build_stack(clients, prefix, replica=False)
     ec2 = clients.ec2
     db_sg = raw["security_group_ids"]["database"]
-    ec2.authorize_security_group_ingress(
-        GroupId=db_sg,
-        IpPermissions=[
-            {
-                "IpProtocol": "tcp",
-                "FromPort": 3306,
-                "ToPort": 3306,
-                "UserIdGroupPairs": [{"GroupId": db_sg}],
-            }
-        ],
-    )
+    admit(ec2, db_sg, 3306, db_sg)  # the pair (or web-1 and web-2) to each other
     subnets = ec2.describe_subnets(SubnetIds=raw["private_subnet_ids"])["Subnets"]
     by_zone = {s["AvailabilityZone"]: s["SubnetId"] for s in subnets}
     for index, zone in enumerate(zones, start=1):
@@ -247,17 +237,7 @@ def colocated_stack(clients: Clients, *, encrypted: bool = True) -> dict[str, An
     raw = build_stack(clients, prefix, replica=False)
     ec2 = clients.ec2
     web_sg = raw["security_group_ids"]["web"]
-    ec2.authorize_security_group_ingress(
-        GroupId=web_sg,
-        IpPermissions=[
-            {
-                "IpProtocol": "tcp",
-                "FromPort": 3306,
-                "ToPort": 3306,
-                "UserIdGroupPairs": [{"GroupId": web_sg}],
-            }
-        ],
-    )
+    admit(ec2, web_sg, 3306, web_sg)  # the pair (or web-1 and web-2) to each other
     for name in ("web-1", "web-2"):
         (node,) = ec2.describe_instances(
             Filters=[{"Name": "tag:Name", "Values": [f"{prefix}-{name}"]}]

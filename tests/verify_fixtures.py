@@ -75,6 +75,21 @@ class Clients:
         return self._made[key]
 
 
+def admit(ec2: Any, group_id: str, port: int, source_group_id: str) -> None:
+    """TCP `port` into `group_id` from the members of `source_group_id`, as the firewall does."""
+    ec2.authorize_security_group_ingress(
+        GroupId=group_id,
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": port,
+                "ToPort": port,
+                "UserIdGroupPairs": [{"GroupId": source_group_id}],
+            }
+        ],
+    )
+
+
 def build_stack(
     clients: Clients,
     prefix: str = PREFIX,
@@ -122,28 +137,8 @@ def build_stack(
             {"IpProtocol": "tcp", "FromPort": port, "ToPort": port, **WORLD} for port in (80, 443)
         ],
     )
-    ec2.authorize_security_group_ingress(
-        GroupId=web_sg,
-        IpPermissions=[
-            {
-                "IpProtocol": "tcp",
-                "FromPort": 80,
-                "ToPort": 80,
-                "UserIdGroupPairs": [{"GroupId": lb_sg}],
-            }
-        ],
-    )
-    ec2.authorize_security_group_ingress(
-        GroupId=db_sg,
-        IpPermissions=[
-            {
-                "IpProtocol": "tcp",
-                "FromPort": 3306,
-                "ToPort": 3306,
-                "UserIdGroupPairs": [{"GroupId": web_sg}],
-            }
-        ],
-    )
+    admit(ec2, web_sg, 80, lb_sg)
+    admit(ec2, db_sg, 3306, web_sg)
 
     lb_name = f"{prefix}-load-balancer" + ("-1" if pair else "")
     lb = launch(ec2, lb_name, "load-balancer", public[zones[0]], lb_sg)
