@@ -303,20 +303,27 @@ def read_source(url: str) -> tuple[int, str | None]:
         return page.status, None
 
 
+def await_reads_from(url: str, source: str, started: float, timeout: float = 60) -> float:
+    """Polls reads through the load balancer until one is served from `source` ("primary" or
+    "replica"), at most `timeout` s after `started`; the seconds since `started`."""
+    sources = []
+    while time.monotonic() < started + timeout:
+        sources.append(read_source(url))
+        if sources[-1] == (200, source):
+            break
+        time.sleep(0.5)
+    assert sources, f"no read tried within {timeout} s"
+    assert sources[-1] == (200, source), sources[-10:]
+    return time.monotonic() - started
+
+
 def test_the_replica_host_killed_reads_come_from_the_primary(lab: BootLab) -> None:
     assert read_source(lab.url()) == (200, "replica")
     started = time.monotonic()
     lab.kill("database-2")
-    sources = []
-    deadline = started + 60
-    while time.monotonic() < deadline:
-        answered = read_source(lab.url())
-        sources.append(answered)
-        if answered == (200, "primary"):
-            break
-        time.sleep(0.5)
-    MEASURED["replica killed to a read from the primary"] = time.monotonic() - started
-    assert sources[-1] == (200, "primary"), sources[-10:]
+    MEASURED["replica killed to a read from the primary"] = await_reads_from(
+        lab.url(), "primary", started
+    )
     # And it stays so: every read served, by the primary.
     for _ in range(10):
         assert read_source(lab.url()) == (200, "primary")

@@ -47,7 +47,7 @@ def ec2_mode_stack(
     raw = build_stack(clients, prefix, replica=False)
     ec2 = clients.ec2
     db_sg = raw["security_group_ids"]["database"]
-    admit(ec2, db_sg, 3306, db_sg)  # the pair (or web-1 and web-2) to each other
+    admit(ec2, db_sg, 3306, db_sg)  # database-1 and database-2 to each other
     subnets = ec2.describe_subnets(SubnetIds=raw["private_subnet_ids"])["Subnets"]
     by_zone = {s["AvailabilityZone"]: s["SubnetId"] for s in subnets}
     for index, zone in enumerate(zones, start=1):
@@ -237,7 +237,7 @@ def colocated_stack(clients: Clients, *, encrypted: bool = True) -> dict[str, An
     raw = build_stack(clients, prefix, replica=False)
     ec2 = clients.ec2
     web_sg = raw["security_group_ids"]["web"]
-    admit(ec2, web_sg, 3306, web_sg)  # the pair (or web-1 and web-2) to each other
+    admit(ec2, web_sg, 3306, web_sg)  # the web nodes to each other (web-1 and web-2's databases)
     for name in ("web-1", "web-2"):
         (node,) = ec2.describe_instances(
             Filters=[{"Name": "tag:Name", "Values": [f"{prefix}-{name}"]}]
