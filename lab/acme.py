@@ -47,7 +47,8 @@ LAB_EMAIL = "operations@web-infra.test"
 ACME = 7  # pebble's address in the lab's network: 127.0.<n>.7
 ACME_PORT = 14000
 MANAGEMENT_PORT = 15000
-# Attempts of the first-certificate loop, in the lab: 1 s doubling to 4 s (AWS: 60 s to 1 h).
+# Waits of the first-certificate loop, in the lab: 1 s doubling to 4 s, the holder's after a
+# failed attempt and the other host's between looks in the secret (AWS: 60 s and 15 s, to 1 h).
 LAB_FIRST_DELAY, LAB_MAX_DELAY = "1", "4"
 
 
@@ -258,6 +259,8 @@ def localize(
         *serving,
         *options,
         "--first-delay",
+        LAB_FIRST_DELAY,
+        "--peer-delay",
         LAB_FIRST_DELAY,
         "--max-delay",
         LAB_MAX_DELAY,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import http.server
+import itertools
 import json
 import os
 import socket
@@ -497,15 +498,54 @@ def test_the_backup_waits_for_the_holders_certificate_instead_of_asking_the_ca(
     balancer: Balancer, secrets: Any, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
     """HTTP-01 reaches the address holder only: the backup never runs certbot, it looks in
-    the secret again after each wait, and serves the holder's certificate once it is there."""
+    the secret again after each wait (its own schedule, doubling), watching keepalived's
+    state meanwhile, and serves the holder's certificate once it is there."""
     ca = CertificateAuthority.create("Test ACME CA")
     issued = ca.issue([DOMAIN])
-    waits: list[float] = []
+    slept: list[float] = []
+    looks: list[int] = []
+    load = site_certificate.Secret.load
+
+    def look(self: site_certificate.Secret) -> Any:
+        looks.append(len(slept))
+        if len(looks) == 4:  # meanwhile the holder's deploy hook stored its certificate
+            store(secrets, issued, ca)
+        return load(self)
+
+    monkeypatch.setattr(site_certificate.Secret, "load", look)
+    monkeypatch.setattr("userdata.scripts.site_certificate.time.sleep", slept.append)
+    command, runs = certbot(balancer)
+    code = site_certificate.main(
+        [
+            "obtain",
+            *site_args(balancer, pair="BACKUP"),
+            *("--first-delay", "60", "--peer-delay", "3", "--max-delay", "8"),
+            *("--", *command),
+        ]
+    )
+    assert code == 0
+    assert not runs.exists(), "the backup never asks the CA"
+    # Waits of 3, 6 and 8 s (the peer's schedule, not the holder's 60 s), each in slices short
+    # enough to notice a promotion.
+    waited = [sum(slept[a:b]) for a, b in itertools.pairwise(looks)]
+    assert waited == [3, 6, 8]
+    assert max(slept) <= site_certificate.WATCH_SECONDS
+    assert served_serial(balancer, ca) == issued.certificate.serial_number
+    assert "the peer holds the address" in capsys.readouterr().out
+
+
+def test_a_backup_promoted_while_it_waits_asks_the_ca_at_once(
+    balancer: Balancer, secrets: Any, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """Both hosts of a new pair boot as backups and keepalived promotes one a second or two
+    later: that host must not sit out its wait before it asks the CA."""
+    slept: list[float] = []
+    state = balancer.folder / "vrrp-state"
 
     def sleep(seconds: float) -> None:
-        waits.append(seconds)
-        if len(waits) == 3:  # meanwhile the holder's deploy hook stores its certificate
-            store(secrets, issued, ca)
+        slept.append(seconds)
+        if len(slept) == 2:  # keepalived's notify script: MASTER
+            state.write_text("MASTER\n")
 
     monkeypatch.setattr("userdata.scripts.site_certificate.time.sleep", sleep)
     command, runs = certbot(balancer)
@@ -513,14 +553,13 @@ def test_the_backup_waits_for_the_holders_certificate_instead_of_asking_the_ca(
         [
             "obtain",
             *site_args(balancer, pair="BACKUP"),
-            *("--first-delay", "1", "--max-delay", "2", "--", *command),
+            *("--first-delay", "60", "--peer-delay", "60", "--", *command),
         ]
     )
     assert code == 0
-    assert not runs.exists(), "the backup never asks the CA"
-    assert waits == [1, 2, 2]
-    assert served_serial(balancer, ca) == issued.certificate.serial_number
-    assert "the peer holds the address" in capsys.readouterr().out
+    assert runs.read_text().split() == ["run"], "certbot ran once, as the holder"
+    assert sum(slept) == 2 * site_certificate.WATCH_SECONDS, f"waited {slept}, not 60 s"
+    assert "this host holds the address now" in capsys.readouterr().out
 
 
 def test_the_holder_asks_the_ca_when_the_secret_has_none_or_it_is_due(

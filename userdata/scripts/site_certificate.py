@@ -6,7 +6,11 @@ Each attempt looks in the pair's secret first: a certificate there that is newer
 served is installed (so a replacement, or the pair's second host, asks the CA for nothing);
 only when the one served is still short of RENEW_DAYS, and this host holds the address (the
 CA's HTTP-01 request reaches the holder only), does it run certbot. Failures are retried,
-waiting longer each time (logged). site-certificate.timer runs it daily too: the renewal check.
+waiting longer each time (logged). A host that does not hold the address looks in the secret on
+a shorter schedule of its own (its peer's certificate is usually there within seconds), and
+stops waiting the moment keepalived makes it the holder: a pair's hosts start as backups, so
+the one that is promoted a second later asks the CA at once rather than a minute later.
+site-certificate.timer runs it daily too: the renewal check.
 deploy: certbot's deploy hook; loads the new certificate into the running HAProxy (runtime API
 `set/commit ssl cert`: no reload), switches on the redirect to HTTPS and HSTS, and stores the
 certificate and its key in the secret for the other load balancer and the next replacement.
@@ -37,6 +41,9 @@ SELF_SIGNED_DAYS = 3650
 RENEW_DAYS = 30  # certbot's own renewal threshold: a certificate with less is renewed
 ISSUED_MARKER = "issued"  # the pattern of HAProxy's `certificate_issued` ACL
 MASTER = "MASTER"  # keepalived's state, as elastic_address.py writes it
+WATCH_SECONDS = 2.0
+"""How often a waiting host that does not hold the address reads keepalived's state (a local
+file): how late it notices that it became the holder."""
 _KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 
 
@@ -271,6 +278,18 @@ class Site:
         except FileNotFoundError:  # keepalived has not decided yet
             return False
 
+    def wait(self, seconds: float, *, until_holder: bool) -> bool:
+        """Sleep `seconds`; with `until_holder`, end early once this host holds the address
+        (True: it does now)."""
+        left = seconds
+        while left > 0:
+            step = min(WATCH_SECONDS, left) if until_holder else left
+            time.sleep(step)
+            left -= step
+            if until_holder and self.holds_address():
+                return True
+        return False
+
     def refresh(self, domain: str) -> bool:
         """Serve the better of the secret's and this host's certificate, and keep the better
         in the secret; True if what serves now has at least RENEW_DAYS left."""
@@ -301,11 +320,17 @@ def deploy(site: Site, lineage: str) -> int:
 
 
 def obtain(
-    site: Site, domain: str, command: list[str], first_delay: float, max_delay: float
+    site: Site,
+    domain: str,
+    command: list[str],
+    delays: tuple[float, float, float],
 ) -> int:
     """Until this host serves a good certificate: the secret's, or else `command`'s (certbot,
-    run on the address holder only), waiting longer after each attempt."""
-    delay, attempt = first_delay, 0
+    run on the address holder only). `delays`: the holder's first wait after a failed attempt,
+    the other host's first wait before it looks in the secret again, and the longest wait;
+    each doubles from its first."""
+    first_delay, peer_delay, max_delay = delays
+    delay, look, attempt = first_delay, peer_delay, 0
     while True:
         if site.refresh(domain):
             log(f"serving a certificate for {domain} with {RENEW_DAYS}+ days left", failure=False)
@@ -321,14 +346,18 @@ def obtain(
                 f"ACME attempt {attempt} failed (exit {result.returncode}; see certbot's log); "
                 f"serving the current certificate, next attempt in {delay:g} s"
             )
+            # The failed-validation limit counts these: the holder's back-off is the CA's.
+            site.wait(delay, until_holder=False)
+            delay = min(delay * 2, max_delay)
         else:
             log(
                 "the peer holds the address and obtains the certificate; looking in the "
-                f"secret again in {delay:g} s",
+                f"secret again in {look:g} s, or at once if this host becomes the holder",
                 failure=False,
             )
-        time.sleep(delay)
-        delay = min(delay * 2, max_delay)
+            if site.wait(look, until_holder=True):
+                log("this host holds the address now", failure=False)
+            look = min(look * 2, max_delay)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -347,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     retry = steps.add_parser("obtain", parents=[serving])
     retry.add_argument("--vrrp-state", type=Path, help="keepalived's state (a pair)")
     retry.add_argument("--first-delay", type=float, default=60.0)
+    retry.add_argument("--peer-delay", type=float, default=15.0)
     retry.add_argument("--max-delay", type=float, default=3600.0)
     retry.add_argument("command", nargs=argparse.REMAINDER, help="-- certbot certonly ...")
     args = parser.parse_args(argv)
@@ -372,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     if "--domains" not in command[:-1]:
         parser.error("obtain needs certbot's command after --, with --domains <the site's name>")
     domain = command[command.index("--domains") + 1]
-    return obtain(site, domain, command, args.first_delay, args.max_delay)
+    return obtain(site, domain, command, (args.first_delay, args.peer_delay, args.max_delay))
 
 
 if __name__ == "__main__":
