@@ -71,7 +71,7 @@ def get() -> Answer:
 
 CERTIFICATE_BOUND = 300.0
 """Seconds from `up` until both load balancers serve the CA's certificate: the holder's certbot
-run (at once when keepalived promotes it), then the other's certificate loop looking in the
+run (5 s after keepalived promotes it), then the other's certificate loop looking in the
 secret again (15 s, then 30 s, after its first look)."""
 SITE_CERTIFICATE_FAILED = "site-certificate: reading "
 """The start of what site_certificate.py logs when the pair's secret cannot be read."""

@@ -8,8 +8,9 @@ only when the one served is still short of RENEW_DAYS, and this host holds the a
 CA's HTTP-01 request reaches the holder only), does it run certbot. Failures are retried,
 waiting longer each time (logged). A host that does not hold the address looks in the secret on
 a shorter schedule of its own (its peer's certificate is usually there within seconds), and
-stops waiting the moment keepalived makes it the holder: a pair's hosts start as backups, so
-the one that is promoted a second later asks the CA at once rather than a minute later.
+stops waiting when keepalived makes it the holder: a pair's hosts start as backups, so the one
+promoted a second later asks the CA seconds later (once the Elastic IP followed), not a
+minute later.
 site-certificate.timer runs it daily too: the renewal check.
 deploy: certbot's deploy hook; loads the new certificate into the running HAProxy (runtime API
 `set/commit ssl cert`: no reload), switches on the redirect to HTTPS and HSTS, and stores the
@@ -44,6 +45,10 @@ MASTER = "MASTER"  # keepalived's state, as elastic_address.py writes it
 WATCH_SECONDS = 2.0
 """How often a waiting host that does not hold the address reads keepalived's state (a local
 file): how late it notices that it became the holder."""
+PROMOTED_GRACE_SECONDS = 5.0
+"""How long a host promoted while it waited lets elastic_address.py's hold loop associate the
+Elastic IP (at once on promotion, one API call) before it asks the CA, whose HTTP-01 request
+goes to the address: a validation that reached the peer would count as a failed one."""
 _KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 
 
@@ -352,11 +357,12 @@ def obtain(
         else:
             log(
                 "the peer holds the address and obtains the certificate; looking in the "
-                f"secret again in {look:g} s, or at once if this host becomes the holder",
+                f"secret again in {look:g} s, or sooner if this host becomes the holder",
                 failure=False,
             )
             if site.wait(look, until_holder=True):
                 log("this host holds the address now", failure=False)
+                time.sleep(PROMOTED_GRACE_SECONDS)
             look = min(look * 2, max_delay)
 
 
