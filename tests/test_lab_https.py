@@ -224,7 +224,9 @@ class TestSiteWithACertificateFromTheAcmeServer:
             lambda: balancer_serial(lab, "load-balancer-1", ca_file) == renewed,
             "the new load-balancer-1 serving the certificate from the secret",
         )
-        assert peer(lab, verifying(ca_file))[0]["serialNumber"] == f"{renewed:X}"
+        # As numbers: OpenSSL writes a serial in whole bytes (a leading 0 when its first
+        # hex digit is one), Python's formatting does not.
+        assert int(str(peer(lab, verifying(ca_file))[0]["serialNumber"]), 16) == renewed
         assert certbot_runs(lab) == {"load-balancer-1": 0, "load-balancer-2": 0}
 
 
