@@ -40,10 +40,13 @@ class HostOperations(BootRecords):
                         f"{host.name} stopped while booting; its console ends:\n"
                         + processes.log_tail(str(container.console))
                     )
-                if inspect.cloud_init_status(container) in (
-                    "done",
-                    "error",
-                ) and inspect.system_state(container) not in ("initializing", "starting"):
+                # The result file first, `cloud-init status` (a Python start-up) once it is
+                # there: a poll must not take the CPU the boots it waits for need.
+                if (
+                    inspect.cloud_init_finished(container)
+                    and inspect.system_state(container) not in ("initializing", "starting")
+                    and inspect.cloud_init_status(container) in ("done", "error")
+                ):
                     waiting.discard(host.name)
                     if host.booted_seconds is None and host.started_at is not None:
                         host.booted_seconds = round(time.time() - host.started_at, 1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from lab.boot.containers import Container
 from lab.localize import LabError
@@ -42,6 +43,16 @@ class CloudInitResult:
 
     def as_dict(self) -> dict[str, object]:
         return {**asdict(self), "clean": self.clean}
+
+
+def cloud_init_finished(container: Container) -> bool:
+    """Whether cloud-init has finished this boot: the result file it writes last (what
+    `cloud-init status` reads first), looked at from outside through the container's PID 1.
+    A `cloud-init status` is a Python start-up, half a second of CPU: polled every second for
+    every booting host, it took about a fifth of a boot lab's CPU from the boots it waited for."""
+    if container.leader_pid is None:
+        return False
+    return Path(f"/proc/{container.leader_pid}/root/run/cloud-init/result.json").exists()
 
 
 def cloud_init_status(container: Container) -> str:
