@@ -62,9 +62,10 @@ lint-only:
 	$(UV) run ruff format --check .
 	$(UV) run mypy .
 
-# The slowest tests (set-ups included) are listed at the end: where `make test`'s time goes.
+# Listed at the end: the slowest tests (set-ups included), and each file's wall time and CPU
+# (tests/cpu_use.py): with both cores busy most of the run, CPU is what a file takes from others.
 pytest-all:
-	$(UV) run pytest -n $(TEST_WORKERS) $(XDIST) --durations=25
+	$(UV) run pytest -n $(TEST_WORKERS) $(XDIST) --durations=25 --cpu-table
 
 pytest-fast:
 	$(UV) run pytest -n $(CHECK_WORKERS) $(XDIST) -m "not lab and not boot"

@@ -40,6 +40,21 @@ from tools.mocked_program import (
 __all__ = ["REGION", "AwsMocks", "ProgramRun", "Registration", "run_program"]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--cpu-table",
+        action="store_true",
+        help="print each test file's wall time and CPU at the end (tests/cpu_use.py)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("cpu_table"):
+        from cpu_use import CpuUse  # noqa: PLC0415 - only when asked for
+
+        config.pluginmanager.register(CpuUse(config), "cpu-use-counter")
+
+
 @pytest.fixture(scope="session")
 def default_run() -> ProgramRun:
     """The program with the dev stack's defaults, run once for the tests that only read it."""
