@@ -15,6 +15,7 @@ import http.client
 import json
 import os
 import pwd
+import select
 import shutil
 import signal
 import subprocess
@@ -361,15 +362,27 @@ def test_an_unanswered_insert_is_an_unknown_outcome_and_a_retry_stores_once(site
     settled(site)
     user = pwd.getpwuid(os.geteuid()).pw_name  # the server's admin, by unix_socket login
     locker = subprocess.Popen(
-        [require("mariadb"), f"--socket={site.primary.socket}", f"--user={user}"],
+        [
+            require("mariadb"),
+            f"--socket={site.primary.socket}",
+            f"--user={user}",
+            "--batch",
+            "--skip-column-names",
+            "--unbuffered",
+        ],
         stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert locker.stdin is not None
-        locker.stdin.write("LOCK TABLES webapp.messages WRITE; SELECT SLEEP(3);\n")
+        assert locker.stdout is not None
+        locker.stdin.write("LOCK TABLES webapp.messages WRITE; SELECT 'locked'; SELECT SLEEP(4);\n")
         locker.stdin.flush()
-        time.sleep(0.5)
+        # Sent only once the lock is held: a fixed pause lost the race on a loaded machine,
+        # where the client had not even connected and the INSERT went through.
+        assert select.select([locker.stdout], [], [], 30)[0], "the lock was never taken"
+        assert locker.stdout.readline().strip() == "locked"
         headers = {"Idempotency-Key": "unknown-outcome-1"}
         reply = request("POST", "/api/messages", {"text": "locked out"}, headers)
         assert reply.status == 503
