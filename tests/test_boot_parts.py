@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import ssl
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,7 +19,7 @@ import pytest
 
 from components.rendered_hosts import userdata_for
 from lab import checks
-from lab.boot import faults, images, network, seed, standins
+from lab.boot import acme, faults, images, network, seed, standins
 from lab.boot.state import ROOT
 from lab.localize import LabError
 from settings import load_stack_file
@@ -58,6 +59,14 @@ def test_the_image_leaves_what_the_userdata_installs_to_the_userdata() -> None:
     assert {"nginx", "gunicorn", "python3-boto3", "prometheus-nginx-exporter"} <= packages
     for package in ("haproxy", *packages):
         assert package not in images.PACKAGES, package
+
+
+def test_the_https_streams_client_records_without_loading_a_trust_store() -> None:
+    """acme.get's context verifies nothing, so it must not load the system's roots: doing so
+    for every request of a stream took most of a core from the booting hosts."""
+    context = acme.UNVERIFIED
+    assert (context.check_hostname, context.verify_mode) == (False, ssl.CERT_NONE)
+    assert context.cert_store_stats()["x509_ca"] == 0
 
 
 def test_an_unknown_image_is_refused_with_the_choices() -> None:
