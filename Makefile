@@ -39,7 +39,7 @@ boot-status:
 boot-down:
 	$(UV) run python -m lab.boot down
 
-# `make test`: lint, types and every test (the labs too), about 23 minutes on 2 cores.
+# `make test`: lint, types and every test (the labs too), about 31 minutes on 2 cores.
 # `make check`: lint, types and the tests that need no lab (fast tests), about a minute.
 # Lint runs beside the tests (make -j); the tests run in pytest-xdist workers, one group of
 # files to a worker (tests/conftest.py: the boot lab's files share one group, each other file is
