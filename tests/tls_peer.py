@@ -25,6 +25,13 @@ def handshake(
         )
 
 
+def serial_number(certificate: dict[str, Any]) -> int:
+    """The serial of a certificate as `getpeercert()` decodes it, as a number: its hex text is
+    OpenSSL's, in whole bytes (a leading 0 when the first digit is one), so it must not be
+    compared with a formatted integer."""
+    return int(str(certificate["serialNumber"]), 16)
+
+
 def openssl_client(
     openssl: str, address: str, port: int, server_name: str, *options: str
 ) -> subprocess.CompletedProcess[str]:
