@@ -33,7 +33,7 @@ from system_tools import require
 
 from components.rendered_hosts import render_hosts, userdata_for
 from lab import processes
-from lab.certificates import CertificateAuthority, write_lineage
+from lab.certificates import CertificateAuthority, unverified_context, write_lineage
 from lab.localize import rewrite, shipped_files
 from settings import load_settings
 from userdata import cloud_config, load_balancer_config
@@ -154,9 +154,7 @@ def balancer(tmp_path: Path) -> Iterator[Balancer]:
 
 def tls_context(ca: CertificateAuthority | None, folder: Path) -> ssl.SSLContext:
     if ca is None:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
+        context = unverified_context()
     else:
         context = ssl.create_default_context(cafile=str(ca.write_root(folder / "root.pem")))
     context.set_alpn_protocols(["h2", "http/1.1"])

@@ -21,6 +21,7 @@ import pytest
 import tls_peer
 from system_tools import require
 
+from lab.certificates import unverified_context
 from lab.lab import Lab
 from lab.processes import poll
 from lab.traffic import RequestStream
@@ -57,13 +58,6 @@ def peer(lab: Lab, context: ssl.SSLContext) -> tuple[dict[str, Any], bytes, str 
 def verifying(ca_file: str) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=ca_file)
     context.set_alpn_protocols(["h2", "http/1.1"])
-    return context
-
-
-def unverified() -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
     return context
 
 
@@ -260,7 +254,7 @@ def test_with_the_acme_server_down_at_boot_the_site_serves_then_gets_its_certifi
         assert lab.status()["ca_file"] is None
         served = http_get(lab, "/api/messages?limit=1")
         assert served.status == 200, "HTTP serves while there is no trusted certificate"
-        certificate = peer(lab, unverified())[1]
+        certificate = peer(lab, unverified_context())[1]
         decoded = ssl.DER_cert_to_PEM_cert(certificate)
         assert _is_self_signed(decoded)
         pid = haproxy_pid(lab)

@@ -33,6 +33,7 @@ from lab import checks, processes
 from lab.acme import LAB_DOMAIN, LAB_EMAIL
 from lab.boot import network
 from lab.boot.pki import CertificateAuthority
+from lab.certificates import unverified_context
 from lab.localize import LabError
 from lab.processes import Daemon, program
 from settings import Settings
@@ -118,17 +119,6 @@ def _fetch_root(folder: Path, authority: CertificateAuthority) -> bool:
 
 
 # --- the site over HTTPS, as a browser asks for it ----------------------------------------------
-
-
-def unverified_context() -> ssl.SSLContext:
-    """A TLS client context that records what is presented without verifying it. Made bare,
-    not by `ssl.create_default_context()`, which loads the system's trust store (some 40 ms
-    of CPU) for nothing here: a stream of 20 new connections a second spent most of a core on
-    it, beside the hosts booting."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 UNVERIFIED = unverified_context()
